@@ -1,0 +1,62 @@
+//! The layout of Meridian's keys in the store. Every key lives under one root prefix
+//! (default `/meridian`), so several deployments (or test cases) can share an etcd.
+
+use crate::ids::ReplicaId;
+
+/// The key layout under one root prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keys {
+    root: String,
+}
+
+impl Keys {
+    /// `root` without a trailing slash, e.g. `/meridian`.
+    pub fn new(root: &str) -> Self {
+        Self { root: root.trim_end_matches('/').to_string() }
+    }
+
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// The leader key: held by the elected replica under its lease. Its create
+    /// revision is the fence of every leader-only write.
+    pub fn leader(&self) -> String {
+        format!("{}/election/leader", self.root)
+    }
+
+    /// Written by the leader, fenced, on every lease renewal: proof of a live leader
+    /// that can still write.
+    pub fn leader_heartbeat(&self) -> String {
+        format!("{}/election/heartbeat", self.root)
+    }
+
+    /// Prefix of the replica registry (one leased key per live replica).
+    pub fn replicas_prefix(&self) -> String {
+        format!("{}/replicas/", self.root)
+    }
+
+    pub fn replica(&self, id: &ReplicaId) -> String {
+        format!("{}{}", self.replicas_prefix(), id)
+    }
+
+    /// The current steering plan's version (written by the steering engine).
+    pub fn plan_current(&self) -> String {
+        format!("{}/plan/current", self.root)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_under_the_root_and_do_not_alias() {
+        let k = Keys::new("/meridian/");
+        let id = ReplicaId::new("cp-1").unwrap();
+        assert_eq!(k.leader(), "/meridian/election/leader");
+        assert_eq!(k.replica(&id), "/meridian/replicas/cp-1");
+        assert!(k.replica(&id).starts_with(&k.replicas_prefix()));
+        assert!(!k.leader_heartbeat().starts_with(&k.leader()), "a prefix watch on the leader key must not see the heartbeat");
+    }
+}
