@@ -1,0 +1,241 @@
+//! The control plane's configuration: a TOML file (unknown keys rejected), then flags
+//! and `MERIDIAN_*` environment variables on top, then validation.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use meridian_core::ReplicaId;
+use meridian_daemon::config::ConfigError;
+use meridian_store::etcd::EtcdTls;
+use serde::{Deserialize, Serialize};
+
+/// The whole control-plane configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlPlaneConfig {
+    /// This replica's id; defaults to `cp-<grpc port>`.
+    pub replica_id: Option<String>,
+    /// gRPC listener (API for probers, agents and meridianctl).
+    pub grpc_addr: SocketAddr,
+    /// The address other components should use to reach this replica's gRPC API
+    /// (defaults to `grpc_addr`).
+    pub advertise_addr: Option<String>,
+    /// Admin HTTP listener (/metrics, /live, /ready).
+    pub admin_addr: SocketAddr,
+    pub store: StoreConfig,
+    pub election: ElectionSettings,
+    /// How long shutdown may take before remaining tasks are abandoned.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ControlPlaneConfig {
+    fn default() -> Self {
+        Self {
+            replica_id: None,
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            advertise_addr: None,
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 7401)),
+            store: StoreConfig::default(),
+            election: ElectionSettings::default(),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Where durable state lives. With no etcd endpoints, the embedded store is used.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// etcd client URLs, e.g. `["http://10.0.0.1:2379", "http://10.0.0.2:2379"]`.
+    pub etcd_endpoints: Vec<String>,
+    /// TLS for etcd (CA, client certificate and key).
+    pub etcd_tls: Option<EtcdTls>,
+    /// How long to wait for etcd at start-up before giving up.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Per-request timeout.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// The embedded store's data directory.
+    pub data_dir: PathBuf,
+    /// The root of every Meridian key.
+    pub key_prefix: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            etcd_endpoints: Vec::new(),
+            etcd_tls: None,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(3),
+            data_dir: PathBuf::from("meridian-data"),
+            key_prefix: "/meridian".to_string(),
+        }
+    }
+}
+
+/// Leader election settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ElectionSettings {
+    /// The leader lease's time to live: a dead leader is replaced within about this long.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+}
+
+impl Default for ElectionSettings {
+    fn default() -> Self {
+        Self { lease_ttl: Duration::from_secs(3) }
+    }
+}
+
+/// Flags that override the file (each with a `MERIDIAN_*` env variable).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ControlPlaneFlags {
+    /// This replica's id (lowercase letters, digits, '-', '_').
+    #[arg(long, env = "MERIDIAN_REPLICA_ID")]
+    pub replica_id: Option<String>,
+    /// gRPC listener address.
+    #[arg(long, env = "MERIDIAN_GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// Address advertised to other components (defaults to the gRPC listener).
+    #[arg(long, env = "MERIDIAN_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+    /// Comma-separated etcd client URLs; when empty, the embedded store is used.
+    #[arg(long, env = "MERIDIAN_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Option<Vec<String>>,
+    /// The embedded store's data directory.
+    #[arg(long, env = "MERIDIAN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Root prefix of every Meridian key in the store.
+    #[arg(long, env = "MERIDIAN_KEY_PREFIX")]
+    pub key_prefix: Option<String>,
+    /// Leader lease time to live, e.g. `3s`.
+    #[arg(long, env = "MERIDIAN_LEASE_TTL", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Option<Duration>,
+}
+
+/// The validated configuration the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub replica_id: ReplicaId,
+    pub advertise_addr: String,
+    pub config: ControlPlaneConfig,
+}
+
+impl ControlPlaneConfig {
+    /// Applies flags on top of the file (flags win).
+    pub fn with_flags(mut self, flags: &ControlPlaneFlags, admin_addr: Option<SocketAddr>) -> Self {
+        if let Some(v) = &flags.replica_id {
+            self.replica_id = Some(v.clone());
+        }
+        if let Some(v) = flags.grpc_addr {
+            self.grpc_addr = v;
+        }
+        if let Some(v) = &flags.advertise_addr {
+            self.advertise_addr = Some(v.clone());
+        }
+        if let Some(v) = &flags.etcd_endpoints {
+            self.store.etcd_endpoints = v.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        }
+        if let Some(v) = &flags.data_dir {
+            self.store.data_dir = v.clone();
+        }
+        if let Some(v) = &flags.key_prefix {
+            self.store.key_prefix = v.clone();
+        }
+        if let Some(v) = flags.lease_ttl {
+            self.election.lease_ttl = v;
+        }
+        if let Some(v) = admin_addr {
+            self.admin_addr = v;
+        }
+        self
+    }
+
+    /// Checks the configuration; `origin` names where it came from for errors.
+    pub fn validate(self, origin: &str) -> Result<Validated, ConfigError> {
+        let replica_id = self.replica_id.clone().unwrap_or_else(|| format!("cp-{}", self.grpc_addr.port()));
+        let replica_id = ReplicaId::new(replica_id).map_err(|e| ConfigError::invalid(origin, "replica_id", e.to_string()))?;
+        let ttl = self.election.lease_ttl;
+        if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(60) {
+            return Err(ConfigError::invalid(origin, "election.lease_ttl", format!("must be between 1s and 60s, got {ttl:?}")));
+        }
+        if !self.store.key_prefix.starts_with('/') || self.store.key_prefix.len() < 2 {
+            return Err(ConfigError::invalid(origin, "store.key_prefix", "must start with '/' and name a root, e.g. \"/meridian\""));
+        }
+        for (i, ep) in self.store.etcd_endpoints.iter().enumerate() {
+            if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                return Err(ConfigError::invalid(
+                    origin,
+                    &format!("store.etcd_endpoints[{i}]"),
+                    format!("`{ep}` must be a URL starting with http:// or https://"),
+                ));
+            }
+        }
+        if self.store.connect_timeout.is_zero() || self.store.request_timeout.is_zero() {
+            return Err(ConfigError::invalid(origin, "store.request_timeout", "timeouts must be greater than zero"));
+        }
+        let advertise_addr = self.advertise_addr.clone().unwrap_or_else(|| format!("http://{}", self.grpc_addr));
+        Ok(Validated { replica_id, advertise_addr, config: self })
+    }
+
+    pub fn uses_etcd(&self) -> bool {
+        !self.store.etcd_endpoints.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::path::Path;
+
+    fn parse(text: &str) -> Result<ControlPlaneConfig, ConfigError> {
+        meridian_daemon::config::parse(Path::new("cp.toml"), text)
+    }
+
+    #[test]
+    fn defaults_are_valid_and_embedded() {
+        let v = ControlPlaneConfig::default().validate("defaults").unwrap();
+        assert_eq!(v.replica_id.as_str(), "cp-7400");
+        assert!(!v.config.uses_etcd());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_rejected() {
+        let err = parse("[store]\netcd_endpoint = [\"http://x:1\"]\n").unwrap_err().to_string();
+        assert!(err.contains("cp.toml") && err.contains("etcd_endpoint"), "{err}");
+        let err = parse("[election]\nlease_ttl = 5\n").unwrap_err().to_string();
+        assert!(err.contains("lease_ttl"), "{err}");
+        let err = parse("grpc_addr = \"nowhere\"\n").unwrap_err().to_string();
+        assert!(err.contains("grpc_addr"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let cfg = parse("[store]\netcd_endpoints = [\"http://a:1\", \"b:2\"]\n").unwrap();
+        let err = cfg.validate("file cp.toml").unwrap_err().to_string();
+        assert!(err.contains("store.etcd_endpoints[1]") && err.contains("b:2") && err.contains("cp.toml"), "{err}");
+        let cfg = parse("[election]\nlease_ttl = \"100ms\"\n").unwrap();
+        assert!(cfg.validate("x").unwrap_err().to_string().contains("election.lease_ttl"));
+        let cfg = parse("replica_id = \"CP 1\"\n").unwrap();
+        assert!(cfg.validate("x").unwrap_err().to_string().contains("replica_id"));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let cfg = parse("replica_id = \"a\"\n[store]\netcd_endpoints = [\"http://a:1\"]\n").unwrap();
+        let flags = ControlPlaneFlags {
+            replica_id: Some("b".into()),
+            etcd_endpoints: Some(vec![" http://c:3 ".into(), "".into()]),
+            ..Default::default()
+        };
+        let v = cfg.with_flags(&flags, None).validate("x").unwrap();
+        assert_eq!(v.replica_id.as_str(), "b");
+        assert_eq!(v.config.store.etcd_endpoints, vec!["http://c:3".to_string()]);
+    }
+}

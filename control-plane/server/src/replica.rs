@@ -1,0 +1,236 @@
+//! One control-plane replica's tasks and their wiring.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use meridian_core::keys::Keys;
+use meridian_core::records::{LeaderHeartbeat, LeaderRecord, ReplicaRecord};
+use meridian_daemon::admin::Readiness;
+use meridian_daemon::shutdown::Tasks;
+use meridian_store::election::{self, ElectionConfig, Leadership, Role};
+use meridian_store::etcd::{EtcdConfig, EtcdStore};
+use meridian_store::embedded::EmbeddedStore;
+use meridian_store::{BackendKind, Store, StoreError, StoreHealth, Txn, TxnOp};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Validated;
+use crate::grpc;
+
+/// Why a replica could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot open the {backend} store")]
+    Store {
+        backend: BackendKind,
+        #[source]
+        source: StoreError,
+    },
+    #[error("cannot serialise the replica record")]
+    Record(#[source] serde_json::Error),
+    #[error("replica task failed: {0}")]
+    Task(String),
+}
+
+/// Shared, read-mostly state of this replica, handed to the gRPC handlers.
+#[derive(Clone)]
+pub(crate) struct ReplicaContext {
+    pub store: Arc<dyn Store>,
+    pub keys: Keys,
+    pub me: ReplicaRecord,
+    pub leadership: watch::Receiver<Leadership>,
+    pub store_health: watch::Receiver<StoreHealth>,
+    pub ready: watch::Receiver<Readiness>,
+    pub request_timeout: Duration,
+}
+
+/// Opens the store named by the configuration.
+pub async fn open_store(cfg: &Validated) -> Result<Arc<dyn Store>, RunError> {
+    let store_cfg = &cfg.config.store;
+    if cfg.config.uses_etcd() {
+        let etcd = EtcdConfig {
+            tls: store_cfg.etcd_tls.clone(),
+            connect_timeout: store_cfg.connect_timeout,
+            request_timeout: store_cfg.request_timeout,
+            ..EtcdConfig::new(store_cfg.etcd_endpoints.clone())
+        };
+        let store = EtcdStore::connect(etcd).await.map_err(|source| RunError::Store { backend: BackendKind::Etcd, source })?;
+        Ok(Arc::new(store))
+    } else {
+        let store =
+            EmbeddedStore::open(&store_cfg.data_dir).map_err(|source| RunError::Store { backend: BackendKind::Embedded, source })?;
+        Ok(Arc::new(store))
+    }
+}
+
+/// Runs one replica until `shutdown` fires, serving gRPC on `grpc_listener` and the
+/// admin endpoints on `admin_listener`.
+pub async fn run(cfg: Validated, grpc_listener: TcpListener, admin_listener: TcpListener, shutdown: CancellationToken) -> Result<(), RunError> {
+    let store = open_store(&cfg).await?;
+    run_with_store(cfg, store, grpc_listener, admin_listener, shutdown).await
+}
+
+/// [`run`] with a store opened by the caller (tests share one embedded store).
+pub async fn run_with_store(
+    cfg: Validated,
+    store: Arc<dyn Store>,
+    grpc_listener: TcpListener,
+    admin_listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let keys = Keys::new(&cfg.config.store.key_prefix);
+    let admin_address = admin_listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let me = ReplicaRecord {
+        id: cfg.replica_id.clone(),
+        grpc_address: cfg.advertise_addr.clone(),
+        admin_address,
+        started_at_unix: unix_now().as_secs(),
+        software_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let leader_value =
+        serde_json::to_vec(&LeaderRecord { id: me.id.clone(), grpc_address: me.grpc_address.clone() }).map_err(RunError::Record)?;
+    let election_cfg = ElectionConfig {
+        leader_key: keys.leader(),
+        candidate_id: me.id.to_string(),
+        leader_value,
+        lease_ttl: cfg.config.election.lease_ttl,
+        leased_keys: vec![(keys.replica(&me.id), serde_json::to_vec(&me).map_err(RunError::Record)?)],
+    };
+    tracing::info!(replica = %me.id, backend = %store.backend(), grpc = %me.grpc_address, "control-plane replica starting");
+
+    // The election has its own token so it resigns only after the gRPC server
+    // stopped taking requests, and before the process exits.
+    let election_cancel = CancellationToken::new();
+    let (leadership, election_task) = election::spawn_candidate(store.clone(), election_cfg, election_cancel.clone());
+
+    let initial_health = StoreHealth {
+        backend: store.backend(),
+        healthy: false,
+        detail: "not checked yet".into(),
+        revision: None,
+        endpoints: Vec::new(),
+    };
+    let (health_tx, store_health) = watch::channel(initial_health);
+    let (ready_tx, ready) = watch::channel::<Readiness>(Err("starting".into()));
+
+    let ctx = ReplicaContext {
+        store: store.clone(),
+        keys: keys.clone(),
+        me,
+        leadership: leadership.clone(),
+        store_health,
+        ready: ready.clone(),
+        request_timeout: cfg.config.store.request_timeout,
+    };
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let mut tasks = Tasks::new();
+    tasks.spawn("store-health", monitor_store(store.clone(), leadership.clone(), health_tx, ready_tx, health_reporter, shutdown.clone()));
+    tasks.spawn("leader-duties", leader_duties(ctx.clone(), cfg.config.election.lease_ttl, shutdown.clone()));
+    tasks.spawn("admin-http", meridian_daemon::admin::serve(admin_listener, ready, shutdown.clone()));
+    tasks.spawn("grpc", grpc::serve(ctx, health_service, grpc_listener, shutdown.clone()));
+
+    let result = tasks.run_until(shutdown, cfg.config.shutdown_grace).await;
+    election_cancel.cancel();
+    if tokio::time::timeout(Duration::from_secs(5), election_task).await.is_err() {
+        tracing::warn!("election did not resign within 5s");
+    }
+    tracing::info!("control-plane replica stopped");
+    result.map_err(RunError::Task)
+}
+
+/// Checks store health every second; readiness is "store healthy and the election
+/// knows who leads".
+async fn monitor_store(
+    store: Arc<dyn Store>,
+    mut leadership: watch::Receiver<Leadership>,
+    health_tx: watch::Sender<StoreHealth>,
+    ready_tx: watch::Sender<Readiness>,
+    reporter: tonic_health::server::HealthReporter,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_ready = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+                return Ok(());
+            }
+            _ = tick.tick() => {
+                let health = match tokio::time::timeout(Duration::from_secs(3), store.health()).await {
+                    Ok(h) => h,
+                    Err(_) => StoreHealth {
+                        backend: store.backend(),
+                        healthy: false,
+                        detail: "health check timed out after 3s".into(),
+                        revision: None,
+                        endpoints: Vec::new(),
+                    },
+                };
+                metrics::gauge!("meridian_control_plane_store_healthy").set(if health.healthy { 1.0 } else { 0.0 });
+                health_tx.send_replace(health);
+            }
+            _ = leadership.changed() => {}
+        }
+        let readiness = readiness(&health_tx.borrow(), &leadership.borrow());
+        let is_ready = readiness.is_ok();
+        if was_ready != Some(is_ready) {
+            match &readiness {
+                Ok(()) => tracing::info!("ready"),
+                Err(why) => tracing::warn!(reason = %why, "not ready"),
+            }
+            let status = if is_ready { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+            reporter.set_service_status("", status).await;
+            was_ready = Some(is_ready);
+        }
+        metrics::gauge!("meridian_control_plane_ready").set(if is_ready { 1.0 } else { 0.0 });
+        let _previous = ready_tx.send_replace(readiness);
+    }
+}
+
+fn readiness(health: &StoreHealth, leadership: &Leadership) -> Readiness {
+    if !health.healthy {
+        return Err(format!("{} store unhealthy: {}", health.backend, health.detail));
+    }
+    if leadership.role == Role::Unknown {
+        return Err("leader election has not settled".into());
+    }
+    Ok(())
+}
+
+/// While this replica leads: a fenced heartbeat write every renewal period. A
+/// rejected write means we were deposed; the election steps down on its own watch.
+async fn leader_duties(ctx: ReplicaContext, ttl: Duration, shutdown: CancellationToken) -> Result<(), String> {
+    let mut leadership = ctx.leadership.clone();
+    let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+            _ = leadership.changed() => {}
+        }
+        let view = leadership.borrow_and_update().clone();
+        metrics::gauge!("meridian_control_plane_is_leader").set(if view.is_leader() { 1.0 } else { 0.0 });
+        let Some(fence) = view.fence else { continue };
+        let beat = LeaderHeartbeat { leader: ctx.me.id.clone(), fence: fence.revision, at_unix_ms: unix_now().as_millis() as u64 };
+        let Ok(value) = serde_json::to_vec(&beat) else { continue };
+        let txn = Txn::new().and_then([TxnOp::put(ctx.keys.leader_heartbeat(), value)]);
+        match tokio::time::timeout(ctx.request_timeout, election::fenced_txn(ctx.store.as_ref(), &fence, txn)).await {
+            Ok(Ok(_)) => metrics::counter!("meridian_control_plane_leader_heartbeats_total").increment(1),
+            Ok(Err(err @ StoreError::FenceLost { .. })) => {
+                metrics::counter!("meridian_control_plane_fenced_writes_rejected_total").increment(1);
+                tracing::error!(error = %err, "leader heartbeat rejected: this replica is no longer the leader");
+            }
+            Ok(Err(err)) => tracing::warn!(error = %err, "leader heartbeat failed"),
+            Err(_) => tracing::warn!("leader heartbeat timed out"),
+        }
+    }
+}
+
+pub(crate) fn unix_now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}

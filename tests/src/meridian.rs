@@ -1,0 +1,173 @@
+//! Meridian's own daemons and CLI as real processes.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::util::{free_addr, target_bin_dir, wait_for};
+
+/// Path of one of this workspace's binaries, or a panic saying how to build it.
+pub fn bin(name: &str) -> PathBuf {
+    let path = target_bin_dir().join(name);
+    assert!(path.is_file(), "binary {} not found: run `cargo build --workspace --bins` first (scripts/test.sh does)", path.display());
+    path
+}
+
+/// One `meridian-control-plane` process, killed on drop.
+pub struct ControlPlane {
+    pub id: String,
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub log_path: PathBuf,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl ControlPlane {
+    /// Starts a replica with `id`, ports picked now, logging to `dir/<id>.log`, and
+    /// the given extra flags (store selection, lease TTL, ...).
+    pub fn start(id: &str, dir: &Path, extra_args: &[&str]) -> Self {
+        let mut cp = ControlPlane {
+            id: id.to_string(),
+            grpc_addr: free_addr(),
+            admin_addr: free_addr(),
+            log_path: dir.join(format!("{id}.log")),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        cp.spawn();
+        cp
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("open log");
+        let child = Command::new(bin("meridian-control-plane"))
+            .arg("--replica-id")
+            .arg(&self.id)
+            .arg("--grpc-addr")
+            .arg(self.grpc_addr.to_string())
+            .arg("--admin-addr")
+            .arg(self.admin_addr.to_string())
+            .args(&self.extra_args)
+            .env("MERIDIAN_LOG", "info,meridian_store=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn meridian-control-plane");
+        self.child = Some(child);
+    }
+
+    /// Restarts a stopped or killed replica with the same id, ports and flags.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.grpc_addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, `TERM`) with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().expect("run kill");
+        assert!(status.success(), "kill -{sig} {} failed", self.pid());
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit; returns the exit status.
+    pub fn terminate(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if start.elapsed() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the process has exited.
+    pub fn has_exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            None => true,
+            Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// `meridianctl status -o json` against this replica; `None` when it does not answer.
+    pub async fn status(&self) -> Option<serde_json::Value> {
+        status_json(&self.endpoint()).await
+    }
+
+    /// Waits until this replica answers and reports `ready`.
+    pub async fn wait_ready(&self) -> serde_json::Value {
+        let what = format!("replica {} to become ready (log {})", self.id, self.log_path.display());
+        wait_for(&what, Duration::from_secs(60), || async {
+            self.status().await.filter(|s| s["ready"] == serde_json::Value::Bool(true))
+        })
+        .await
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `meridianctl` with `args` (blocking, in a worker thread).
+pub async fn meridianctl(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || Command::new(bin("meridianctl")).args(&args).stdin(Stdio::null()).output().expect("run meridianctl"))
+        .await
+        .expect("join meridianctl")
+}
+
+/// `meridianctl -e ENDPOINT status -o json`, parsed; `None` if the CLI could not
+/// reach the replica (exit 1). Exit 2 (no leader / store unhealthy) still parses.
+pub async fn status_json(endpoint: &str) -> Option<serde_json::Value> {
+    let out = meridianctl(&["-e", endpoint, "--timeout", "3s", "status", "-o", "json"]).await;
+    if out.status.code() == Some(1) {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// A minimal HTTP/1.0 GET against an admin listener: (status code, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fut = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let code = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        Some((code, body))
+    };
+    tokio::time::timeout(Duration::from_secs(5), fut).await.ok().flatten()
+}
