@@ -126,6 +126,14 @@ async fn bad_config_fails_with_file_key_or_endpoint_named() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("lease_ttl = \"4s\""));
 
+    // The example configs shipped in deploy/ stay valid.
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config");
+    for name in ["control-plane.toml", "control-plane-embedded.toml"] {
+        let path = examples.join(name);
+        let out = run(vec!["--config".into(), path.display().to_string(), "--check-config".into()]).await;
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     // An etcd endpoint nobody listens on: a clear error naming it, and exit non-zero.
     let dead = format!("http://{}", meridian_tests::util::free_addr());
     let out = run(vec![
