@@ -49,8 +49,9 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    BackendKind, Compare, CompareOp, KeyValue, Lease, LeaseId, RangeResponse, Revision, Store, StoreError,
-    StoreHealth, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchBatch, WatchEvent, WatchStream,
+    BackendKind, Compare, CompareOp, KeyValue, Lease, LeaseId, RangeResponse, Revision, Store,
+    StoreError, StoreHealth, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchBatch, WatchEvent,
+    WatchStream,
 };
 
 /// How many committed revisions the live broadcast buffers per watcher before the
@@ -92,7 +93,16 @@ impl EmbeddedStore {
 
     /// A store that lives in memory only, for tests and throwaway runs.
     pub fn in_memory() -> Self {
-        Self::from_core(Core { state: State::new(), disk: None, failed: None }, BROADCAST_CAPACITY, None, None)
+        Self::from_core(
+            Core {
+                state: State::new(),
+                disk: None,
+                failed: None,
+            },
+            BROADCAST_CAPACITY,
+            None,
+            None,
+        )
     }
 
     /// The data directory, `None` for an in-memory store.
@@ -104,13 +114,27 @@ impl EmbeddedStore {
         fs::create_dir_all(dir).map_err(|e| persistence(dir, e))?;
         let lock = DirLock::acquire(dir)?;
         let (state, disk) = Disk::recover(dir, snapshot_threshold, Instant::now())?;
-        let core = Core { state, disk: Some(disk), failed: None };
-        Ok(Self::from_core(core, capacity, Some(dir.to_path_buf()), Some(lock)))
+        let core = Core {
+            state,
+            disk: Some(disk),
+            failed: None,
+        };
+        Ok(Self::from_core(
+            core,
+            capacity,
+            Some(dir.to_path_buf()),
+            Some(lock),
+        ))
     }
 
     fn from_core(core: Core, capacity: usize, dir: Option<PathBuf>, lock: Option<DirLock>) -> Self {
         let (events, _) = broadcast::channel(capacity);
-        let inner = Arc::new(Inner { core: Mutex::new(core), events, dir, _dir_lock: lock });
+        let inner = Arc::new(Inner {
+            core: Mutex::new(core),
+            events,
+            dir,
+            _dir_lock: lock,
+        });
         let ticker = CancellationToken::new();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(expiry_ticker(Arc::downgrade(&inner), ticker.clone()));
@@ -152,46 +176,80 @@ impl Store for EmbeddedStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         check_key(key)?;
         let key = key.to_owned();
-        self.run(move |state, _| Ok((state.get(&key), Vec::new()))).await
+        self.run(move |state, _| Ok((state.get(&key), Vec::new())))
+            .await
     }
 
     async fn range(&self, prefix: &str) -> Result<RangeResponse, StoreError> {
         let prefix = prefix.to_owned();
-        self.run(move |state, _| Ok((state.range(&prefix), Vec::new()))).await
+        self.run(move |state, _| Ok((state.range(&prefix), Vec::new())))
+            .await
     }
 
-    async fn put(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<Revision, StoreError> {
-        let txn = Txn::new().and_then([TxnOp::Put { key: key.to_owned(), value, lease }]);
-        self.run(move |state, now| state.txn(&txn, now).map(|(resp, changes)| (resp.revision, changes))).await
+    async fn put(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    ) -> Result<Revision, StoreError> {
+        let txn = Txn::new().and_then([TxnOp::Put {
+            key: key.to_owned(),
+            value,
+            lease,
+        }]);
+        self.run(move |state, now| {
+            state
+                .txn(&txn, now)
+                .map(|(resp, changes)| (resp.revision, changes))
+        })
+        .await
     }
 
     async fn delete(&self, key: &str) -> Result<u64, StoreError> {
         let txn = Txn::new().and_then([TxnOp::delete(key)]);
-        self.run(move |state, now| state.txn(&txn, now).map(|(resp, changes)| (deleted_count(&resp), changes)))
-            .await
+        self.run(move |state, now| {
+            state
+                .txn(&txn, now)
+                .map(|(resp, changes)| (deleted_count(&resp), changes))
+        })
+        .await
     }
 
     async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
-        let txn = Txn::new().and_then([TxnOp::DeletePrefix { prefix: prefix.to_owned() }]);
-        self.run(move |state, now| state.txn(&txn, now).map(|(resp, changes)| (deleted_count(&resp), changes)))
-            .await
+        let txn = Txn::new().and_then([TxnOp::DeletePrefix {
+            prefix: prefix.to_owned(),
+        }]);
+        self.run(move |state, now| {
+            state
+                .txn(&txn, now)
+                .map(|(resp, changes)| (deleted_count(&resp), changes))
+        })
+        .await
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
         self.run(move |state, now| state.txn(&txn, now)).await
     }
 
-    async fn watch_prefix(&self, prefix: &str, start_revision: Option<Revision>) -> Result<WatchStream, StoreError> {
+    async fn watch_prefix(
+        &self,
+        prefix: &str,
+        start_revision: Option<Revision>,
+    ) -> Result<WatchStream, StoreError> {
         // Expire leases first so a watch opened "now" does not replay an expiry that
         // logically happened before it.
         self.run(|_, _| Ok(((), Vec::new()))).await?;
-        let (rx, backlog, next_revision) = self.inner.subscribe(prefix, start_revision)?;
+        let Subscription {
+            rx,
+            backlog,
+            next_revision,
+        } = self.inner.subscribe(prefix, start_revision)?;
         Ok(watch_stream(WatchCursor {
             inner: Arc::downgrade(&self.inner),
             rx,
             prefix: prefix.to_owned(),
             next_revision,
-            backlog: backlog.into(),
+            backlog,
             done: false,
         }))
     }
@@ -210,15 +268,26 @@ impl Store for EmbeddedStore {
     }
 
     async fn lease_keep_alive(&self, lease: LeaseId) -> Result<Duration, StoreError> {
-        self.run(move |state, now| state.lease_keep_alive(lease, now).map(|ttl| (ttl, Vec::new()))).await
+        self.run(move |state, now| {
+            state
+                .lease_keep_alive(lease, now)
+                .map(|ttl| (ttl, Vec::new()))
+        })
+        .await
     }
 
     async fn lease_revoke(&self, lease: LeaseId) -> Result<(), StoreError> {
-        self.run(move |state, _| state.lease_revoke(lease, false).map(|change| ((), vec![change]))).await
+        self.run(move |state, _| {
+            state
+                .lease_revoke(lease, false)
+                .map(|change| ((), vec![change]))
+        })
+        .await
     }
 
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
-        self.run(move |state, _| state.compact(revision).map(|change| ((), vec![change]))).await
+        self.run(move |state, _| state.compact(revision).map(|change| ((), vec![change])))
+            .await
     }
 
     async fn health(&self) -> StoreHealth {
@@ -229,7 +298,10 @@ impl Store for EmbeddedStore {
         let core = self.inner.lock();
         let (healthy, detail) = match &core.failed {
             None => (true, format!("embedded store at {endpoint}")),
-            Some(reason) => (false, format!("embedded store at {endpoint} stopped after a failed write: {reason}")),
+            Some(reason) => (
+                false,
+                format!("embedded store at {endpoint} stopped after a failed write: {reason}"),
+            ),
         };
         StoreHealth {
             backend: BackendKind::Embedded,
@@ -249,21 +321,35 @@ impl Store for EmbeddedStore {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Change {
     /// A transaction's writes, all at `revision`.
-    Commit { revision: Revision, events: Vec<WatchEvent> },
-    LeaseGrant { id: LeaseId, ttl: Duration },
+    Commit {
+        revision: Revision,
+        events: Vec<WatchEvent>,
+    },
+    LeaseGrant {
+        id: LeaseId,
+        ttl: Duration,
+    },
     /// A lease revoked (or expired), its keys deleted at `revision` (unchanged when it
     /// had no keys, then `events` is empty).
-    LeaseRevoke { id: LeaseId, revision: Revision, events: Vec<WatchEvent>, expired: bool },
-    Compact { revision: Revision },
+    LeaseRevoke {
+        id: LeaseId,
+        revision: Revision,
+        events: Vec<WatchEvent>,
+        expired: bool,
+    },
+    Compact {
+        revision: Revision,
+    },
 }
 
 impl Change {
     /// The revision and events watchers must see, if any.
     fn events(&self) -> Option<(Revision, &[WatchEvent])> {
         match self {
-            Change::Commit { revision, events } | Change::LeaseRevoke { revision, events, .. } if !events.is_empty() => {
-                Some((*revision, events))
-            }
+            Change::Commit { revision, events }
+            | Change::LeaseRevoke {
+                revision, events, ..
+            } if !events.is_empty() => Some((*revision, events)),
             _ => None,
         }
     }
@@ -290,7 +376,13 @@ struct State {
 
 impl State {
     fn new() -> Self {
-        Self { kvs: BTreeMap::new(), revision: 1, compact_revision: 0, history: VecDeque::new(), leases: HashMap::new() }
+        Self {
+            kvs: BTreeMap::new(),
+            revision: 1,
+            compact_revision: 0,
+            history: VecDeque::new(),
+            leases: HashMap::new(),
+        }
     }
 
     fn get(&self, key: &str) -> Option<KeyValue> {
@@ -298,11 +390,21 @@ impl State {
     }
 
     fn range(&self, prefix: &str) -> RangeResponse {
-        RangeResponse { kvs: self.prefixed(prefix).map(|(_, kv)| kv.clone()).collect(), revision: self.revision }
+        RangeResponse {
+            kvs: self.prefixed(prefix).map(|(_, kv)| kv.clone()).collect(),
+            revision: self.revision,
+        }
     }
 
-    fn prefixed<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a KeyValue)> + 'a {
-        self.kvs.range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+    fn prefixed<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a KeyValue)> + 'a {
+        self.kvs
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(move |(key, _)| key.starts_with(prefix))
     }
 
@@ -311,11 +413,18 @@ impl State {
     fn txn(&mut self, txn: &Txn, now: Instant) -> Result<(TxnResponse, Vec<Change>), StoreError> {
         validate_txn(txn)?;
         let succeeded = txn.compares.iter().all(|compare| self.holds(compare));
-        let ops = if succeeded { &txn.success } else { &txn.failure };
+        let ops = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         // Check leases before writing anything, so a failing transaction changes nothing.
         for op in ops {
-            if let TxnOp::Put { lease: Some(id), .. } = op {
-                if !self.lease_alive(*id, now) && false {
+            if let TxnOp::Put {
+                lease: Some(id), ..
+            } = op
+            {
+                if !self.lease_alive(*id, now) {
                     return Err(StoreError::LeaseNotFound(*id));
                 }
             }
@@ -360,14 +469,29 @@ impl State {
             self.history.extend(events.iter().cloned());
             changes.push(Change::Commit { revision, events });
         }
-        Ok((TxnResponse { succeeded, revision: self.revision, responses }, changes))
+        Ok((
+            TxnResponse {
+                succeeded,
+                revision: self.revision,
+                responses,
+            },
+            changes,
+        ))
     }
 
-    fn delete_keys(&mut self, keys: Vec<String>, revision: Revision, events: &mut Vec<WatchEvent>) -> u64 {
+    fn delete_keys(
+        &mut self,
+        keys: Vec<String>,
+        revision: Revision,
+        events: &mut Vec<WatchEvent>,
+    ) -> u64 {
         let mut deleted = 0;
         for key in keys {
             if self.kvs.contains_key(&key) {
-                let event = WatchEvent::Delete { key, mod_revision: revision };
+                let event = WatchEvent::Delete {
+                    key,
+                    mod_revision: revision,
+                };
                 self.apply_event(&event);
                 events.push(event);
                 deleted += 1;
@@ -407,25 +531,49 @@ impl State {
     fn holds(&self, compare: &Compare) -> bool {
         let kv = self.kvs.get(compare.key());
         match compare {
-            Compare::CreateRevision { op, revision, .. } => cmp(*op, &kv.map_or(0, |kv| kv.create_revision), revision),
-            Compare::ModRevision { op, revision, .. } => cmp(*op, &kv.map_or(0, |kv| kv.mod_revision), revision),
-            Compare::Version { op, version, .. } => cmp(*op, &kv.map_or(0, |kv| kv.version), version),
+            Compare::CreateRevision { op, revision, .. } => {
+                cmp(*op, &kv.map_or(0, |kv| kv.create_revision), revision)
+            }
+            Compare::ModRevision { op, revision, .. } => {
+                cmp(*op, &kv.map_or(0, |kv| kv.mod_revision), revision)
+            }
+            Compare::Version { op, version, .. } => {
+                cmp(*op, &kv.map_or(0, |kv| kv.version), version)
+            }
             Compare::Value { op, value, .. } => kv.is_some_and(|kv| cmp(*op, &kv.value, value)),
         }
     }
 
     fn lease_alive(&self, id: LeaseId, now: Instant) -> bool {
-        self.leases.get(&id).is_some_and(|entry| entry.deadline > now)
+        self.leases
+            .get(&id)
+            .is_some_and(|entry| entry.deadline > now)
     }
 
-    fn lease_grant(&mut self, id: LeaseId, ttl: Duration, now: Instant) -> Result<(Lease, Vec<Change>), StoreError> {
+    fn lease_grant(
+        &mut self,
+        id: LeaseId,
+        ttl: Duration,
+        now: Instant,
+    ) -> Result<(Lease, Vec<Change>), StoreError> {
         if ttl.is_zero() {
-            return Err(StoreError::InvalidRequest("lease TTL must be greater than zero".to_owned()));
+            return Err(StoreError::InvalidRequest(
+                "lease TTL must be greater than zero".to_owned(),
+            ));
         }
         if id == 0 || self.leases.contains_key(&id) {
-            return Err(StoreError::InvalidRequest(format!("lease id {id:x} is zero or already in use")));
+            return Err(StoreError::InvalidRequest(format!(
+                "lease id {id:x} is zero or already in use"
+            )));
         }
-        self.leases.insert(id, LeaseEntry { ttl, deadline: now + ttl, keys: BTreeSet::new() });
+        self.leases.insert(
+            id,
+            LeaseEntry {
+                ttl,
+                deadline: now + ttl,
+                keys: BTreeSet::new(),
+            },
+        );
         Ok((Lease { id, ttl }, vec![Change::LeaseGrant { id, ttl }]))
     }
 
@@ -441,7 +589,10 @@ impl State {
 
     /// Removes a lease and deletes its keys, all in one revision.
     fn lease_revoke(&mut self, id: LeaseId, expired: bool) -> Result<Change, StoreError> {
-        let entry = self.leases.remove(&id).ok_or(StoreError::LeaseNotFound(id))?;
+        let entry = self
+            .leases
+            .remove(&id)
+            .ok_or(StoreError::LeaseNotFound(id))?;
         let revision = self.revision + 1;
         let mut events = Vec::new();
         self.delete_keys(entry.keys.into_iter().collect(), revision, &mut events);
@@ -449,7 +600,12 @@ impl State {
             self.revision = revision;
             self.history.extend(events.iter().cloned());
         }
-        Ok(Change::LeaseRevoke { id, revision: self.revision, events, expired })
+        Ok(Change::LeaseRevoke {
+            id,
+            revision: self.revision,
+            events,
+            expired,
+        })
     }
 
     /// Revokes every lease whose deadline has passed, oldest deadline first, each in
@@ -462,7 +618,10 @@ impl State {
             .map(|(id, entry)| (entry.deadline, *id))
             .collect();
         expired.sort_unstable();
-        expired.into_iter().filter_map(|(_, id)| self.lease_revoke(id, true).ok()).collect()
+        expired
+            .into_iter()
+            .filter_map(|(_, id)| self.lease_revoke(id, true).ok())
+            .collect()
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -471,7 +630,9 @@ impl State {
 
     fn compact(&mut self, revision: Revision) -> Result<Change, StoreError> {
         if revision <= 0 {
-            return Err(StoreError::InvalidRequest(format!("compaction revision {revision} must be positive")));
+            return Err(StoreError::InvalidRequest(format!(
+                "compaction revision {revision} must be positive"
+            )));
         }
         if revision > self.revision {
             return Err(StoreError::InvalidRequest(format!(
@@ -480,7 +641,10 @@ impl State {
             )));
         }
         if revision <= self.compact_revision {
-            return Err(StoreError::Compacted { requested: revision, compact_revision: self.compact_revision });
+            return Err(StoreError::Compacted {
+                requested: revision,
+                compact_revision: self.compact_revision,
+            });
         }
         self.compact_to(revision);
         Ok(Change::Compact { revision })
@@ -488,14 +652,22 @@ impl State {
 
     fn compact_to(&mut self, revision: Revision) {
         self.compact_revision = revision;
-        let keep_from = self.history.partition_point(|event| event.revision() < revision);
+        let keep_from = self
+            .history
+            .partition_point(|event| event.revision() < revision);
         self.history.drain(..keep_from);
     }
 
     /// The retained events from `start` on under `prefix`.
     fn history_from(&self, start: Revision, prefix: &str) -> Vec<WatchEvent> {
-        let from = self.history.partition_point(|event| event.revision() < start);
-        self.history.range(from..).filter(|event| event.key().starts_with(prefix)).cloned().collect()
+        let from = self
+            .history
+            .partition_point(|event| event.revision() < start);
+        self.history
+            .range(from..)
+            .filter(|event| event.key().starts_with(prefix))
+            .cloned()
+            .collect()
     }
 
     /// Re-applies a logged change on recovery. Leases come back with a full TTL.
@@ -503,10 +675,22 @@ impl State {
         match change {
             Change::Commit { revision, events } => self.replay_events(revision, events),
             Change::LeaseGrant { id, ttl } => {
-                self.leases.insert(id, LeaseEntry { ttl, deadline: now + ttl, keys: BTreeSet::new() });
+                self.leases.insert(
+                    id,
+                    LeaseEntry {
+                        ttl,
+                        deadline: now + ttl,
+                        keys: BTreeSet::new(),
+                    },
+                );
                 Ok(())
             }
-            Change::LeaseRevoke { id, revision, events, .. } => {
+            Change::LeaseRevoke {
+                id,
+                revision,
+                events,
+                ..
+            } => {
                 self.leases.remove(&id);
                 if events.is_empty() {
                     Ok(())
@@ -516,7 +700,10 @@ impl State {
             }
             Change::Compact { revision } => {
                 if revision > self.revision {
-                    return Err(format!("compaction to {revision} beyond revision {}", self.revision));
+                    return Err(format!(
+                        "compaction to {revision} beyond revision {}",
+                        self.revision
+                    ));
                 }
                 self.compact_to(revision);
                 Ok(())
@@ -526,10 +713,17 @@ impl State {
 
     fn replay_events(&mut self, revision: Revision, events: Vec<WatchEvent>) -> Result<(), String> {
         if revision != self.revision + 1 {
-            return Err(format!("revision {revision} does not follow revision {}", self.revision));
+            return Err(format!(
+                "revision {revision} does not follow revision {}",
+                self.revision
+            ));
         }
         if let Some(event) = events.iter().find(|event| event.revision() != revision) {
-            return Err(format!("event for key {} at revision {} inside revision {revision}", event.key(), event.revision()));
+            return Err(format!(
+                "event for key {} at revision {} inside revision {revision}",
+                event.key(),
+                event.revision()
+            ));
         }
         for event in &events {
             self.apply_event(event);
@@ -551,7 +745,9 @@ fn cmp<T: Ord + ?Sized>(op: CompareOp, stored: &T, given: &T) -> bool {
 
 fn check_key(key: &str) -> Result<(), StoreError> {
     if key.is_empty() {
-        Err(StoreError::InvalidRequest("key must not be empty".to_owned()))
+        Err(StoreError::InvalidRequest(
+            "key must not be empty".to_owned(),
+        ))
     } else {
         Ok(())
     }
@@ -571,7 +767,9 @@ fn validate_txn(txn: &Txn) -> Result<(), StoreError> {
                 TxnOp::Put { key, .. } => {
                     check_key(key)?;
                     if !puts.insert(key.as_str()) {
-                        return Err(StoreError::InvalidRequest(format!("key {key} is put twice in one transaction")));
+                        return Err(StoreError::InvalidRequest(format!(
+                            "key {key} is put twice in one transaction"
+                        )));
                     }
                 }
                 TxnOp::Delete { key } => {
@@ -583,7 +781,13 @@ fn validate_txn(txn: &Txn) -> Result<(), StoreError> {
             }
         }
         for key in &puts {
-            let clash = deletes.iter().any(|&(target, is_prefix)| if is_prefix { key.starts_with(target) } else { *key == target });
+            let clash = deletes.iter().any(|&(target, is_prefix)| {
+                if is_prefix {
+                    key.starts_with(target)
+                } else {
+                    *key == target
+                }
+            });
             if clash {
                 return Err(StoreError::InvalidRequest(format!(
                     "key {key} is both put and deleted in one transaction"
@@ -619,6 +823,14 @@ struct Core {
     failed: Option<String>,
 }
 
+/// A watch's start: live events from `rx` at `next_revision` or later, after the
+/// `backlog` read from history.
+struct Subscription {
+    rx: broadcast::Receiver<Arc<Committed>>,
+    backlog: VecDeque<WatchEvent>,
+    next_revision: Revision,
+}
+
 /// One revision's events, as broadcast to live watchers.
 #[derive(Debug)]
 struct Committed {
@@ -640,7 +852,9 @@ impl Inner {
     fn lock(&self) -> MutexGuard<'_, Core> {
         // A panic under the lock leaves the core as consistent as the panicking
         // operation left it; carrying on is better than poisoning every later call.
-        self.core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.core
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn exec<T>(
@@ -650,7 +864,10 @@ impl Inner {
         let mut core = self.lock();
         if let Some(reason) = &core.failed {
             let path = self.dir.as_deref().unwrap_or(Path::new("in-memory"));
-            return Err(persistence(path, io::Error::other(format!("store stopped after a failed write: {reason}"))));
+            return Err(persistence(
+                path,
+                io::Error::other(format!("store stopped after a failed write: {reason}")),
+            ));
         }
         let now = Instant::now();
         let mut changes = core.state.expire_leases(now);
@@ -671,7 +888,11 @@ impl Inner {
         if changes.is_empty() {
             return Ok(());
         }
-        let Core { state, disk, failed } = core;
+        let Core {
+            state,
+            disk,
+            failed,
+        } = core;
         if let Some(disk) = disk {
             if let Err(e) = disk.append(state, changes) {
                 *failed = Some(e.to_string());
@@ -685,7 +906,10 @@ impl Inner {
             }
             if let Some((revision, events)) = change.events() {
                 // No receivers is fine: nobody is watching.
-                let _ = self.events.send(Arc::new(Committed { revision, events: events.to_vec() }));
+                let _ = self.events.send(Arc::new(Committed {
+                    revision,
+                    events: events.to_vec(),
+                }));
             }
         }
         Ok(())
@@ -694,11 +918,7 @@ impl Inner {
     /// Subscribes to live events and reads the history a watch from `start` must
     /// replay first, atomically. Returns the receiver, the backlog and the first
     /// revision the receiver must deliver.
-    fn subscribe(
-        &self,
-        prefix: &str,
-        start: Option<Revision>,
-    ) -> Result<(broadcast::Receiver<Arc<Committed>>, Vec<WatchEvent>, Revision), StoreError> {
+    fn subscribe(&self, prefix: &str, start: Option<Revision>) -> Result<Subscription, StoreError> {
         let core = self.lock();
         let state = &core.state;
         let start = match start {
@@ -707,11 +927,16 @@ impl Inner {
             _ => state.revision + 1,
         };
         if start < state.compact_revision {
-            return Err(StoreError::Compacted { requested: start, compact_revision: state.compact_revision });
+            return Err(StoreError::Compacted {
+                requested: start,
+                compact_revision: state.compact_revision,
+            });
         }
-        let rx = self.events.subscribe();
-        let backlog = state.history_from(start, prefix);
-        Ok((rx, backlog, start.max(state.revision + 1)))
+        Ok(Subscription {
+            rx: self.events.subscribe(),
+            backlog: state.history_from(start, prefix).into(),
+            next_revision: start.max(state.revision + 1),
+        })
     }
 }
 
@@ -723,12 +948,20 @@ async fn expiry_ticker(inner: Weak<Inner>, cancel: CancellationToken) {
             () = cancel.cancelled() => return,
             _ = interval.tick() => {}
         }
-        let Some(strong) = inner.upgrade() else { return };
-        let due = strong.lock().state.next_deadline().is_some_and(|deadline| deadline <= Instant::now());
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let due = strong
+            .lock()
+            .state
+            .next_deadline()
+            .is_some_and(|deadline| deadline <= Instant::now());
         if !due {
             continue;
         }
-        let noop = |_: &mut State, _: Instant| -> Result<((), Vec<Change>), StoreError> { Ok(((), Vec::new())) };
+        let noop = |_: &mut State, _: Instant| -> Result<((), Vec<Change>), StoreError> {
+            Ok(((), Vec::new()))
+        };
         let result = if strong.dir.is_some() {
             tokio::task::spawn_blocking(move || strong.exec(noop))
                 .await
@@ -769,8 +1002,12 @@ fn watch_stream(cursor: WatchCursor) -> WatchStream {
                         continue;
                     }
                     cursor.next_revision = committed.revision + 1;
-                    let events: Vec<WatchEvent> =
-                        committed.events.iter().filter(|event| event.key().starts_with(&cursor.prefix)).cloned().collect();
+                    let events: Vec<WatchEvent> = committed
+                        .events
+                        .iter()
+                        .filter(|event| event.key().starts_with(&cursor.prefix))
+                        .cloned()
+                        .collect();
                     if !events.is_empty() {
                         return Some((Ok(WatchBatch { events }), cursor));
                     }
@@ -780,9 +1017,13 @@ fn watch_stream(cursor: WatchCursor) -> WatchStream {
                     let inner = cursor.inner.upgrade()?;
                     metrics::counter!("meridian_store_embedded_watch_lagged_total").increment(1);
                     match inner.subscribe(&cursor.prefix, Some(cursor.next_revision)) {
-                        Ok((rx, backlog, next_revision)) => {
+                        Ok(Subscription {
+                            rx,
+                            backlog,
+                            next_revision,
+                        }) => {
                             cursor.rx = rx;
-                            cursor.backlog = backlog.into();
+                            cursor.backlog = backlog;
                             cursor.next_revision = next_revision;
                         }
                         Err(e) => {
@@ -813,10 +1054,23 @@ struct WalLine {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum WalChange {
-    Commit { revision: Revision, events: Vec<PEvent> },
-    LeaseGrant { id: LeaseId, ttl: Duration },
-    LeaseRevoke { id: LeaseId, revision: Revision, events: Vec<PEvent>, expired: bool },
-    Compact { revision: Revision },
+    Commit {
+        revision: Revision,
+        events: Vec<PEvent>,
+    },
+    LeaseGrant {
+        id: LeaseId,
+        ttl: Duration,
+    },
+    LeaseRevoke {
+        id: LeaseId,
+        revision: Revision,
+        events: Vec<PEvent>,
+        expired: bool,
+    },
+    Compact {
+        revision: Revision,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -902,7 +1156,10 @@ impl From<&WatchEvent> for PEvent {
     fn from(event: &WatchEvent) -> Self {
         match event {
             WatchEvent::Put(kv) => PEvent::Put(kv.into()),
-            WatchEvent::Delete { key, mod_revision } => PEvent::Delete { key: key.clone(), mod_revision: *mod_revision },
+            WatchEvent::Delete { key, mod_revision } => PEvent::Delete {
+                key: key.clone(),
+                mod_revision: *mod_revision,
+            },
         }
     }
 }
@@ -920,12 +1177,28 @@ impl From<&Change> for WalChange {
     fn from(change: &Change) -> Self {
         let events = |events: &[WatchEvent]| events.iter().map(PEvent::from).collect();
         match change {
-            Change::Commit { revision, events: evs } => WalChange::Commit { revision: *revision, events: events(evs) },
+            Change::Commit {
+                revision,
+                events: evs,
+            } => WalChange::Commit {
+                revision: *revision,
+                events: events(evs),
+            },
             Change::LeaseGrant { id, ttl } => WalChange::LeaseGrant { id: *id, ttl: *ttl },
-            Change::LeaseRevoke { id, revision, events: evs, expired } => {
-                WalChange::LeaseRevoke { id: *id, revision: *revision, events: events(evs), expired: *expired }
-            }
-            Change::Compact { revision } => WalChange::Compact { revision: *revision },
+            Change::LeaseRevoke {
+                id,
+                revision,
+                events: evs,
+                expired,
+            } => WalChange::LeaseRevoke {
+                id: *id,
+                revision: *revision,
+                events: events(evs),
+                expired: *expired,
+            },
+            Change::Compact { revision } => WalChange::Compact {
+                revision: *revision,
+            },
         }
     }
 }
@@ -934,11 +1207,25 @@ impl From<WalChange> for Change {
     fn from(change: WalChange) -> Self {
         let events = |events: Vec<PEvent>| events.into_iter().map(WatchEvent::from).collect();
         match change {
-            WalChange::Commit { revision, events: evs } => Change::Commit { revision, events: events(evs) },
+            WalChange::Commit {
+                revision,
+                events: evs,
+            } => Change::Commit {
+                revision,
+                events: events(evs),
+            },
             WalChange::LeaseGrant { id, ttl } => Change::LeaseGrant { id, ttl },
-            WalChange::LeaseRevoke { id, revision, events: evs, expired } => {
-                Change::LeaseRevoke { id, revision, events: events(evs), expired }
-            }
+            WalChange::LeaseRevoke {
+                id,
+                revision,
+                events: evs,
+                expired,
+            } => Change::LeaseRevoke {
+                id,
+                revision,
+                events: events(evs),
+                expired,
+            },
             WalChange::Compact { revision } => Change::Compact { revision },
         }
     }
@@ -956,7 +1243,11 @@ struct Disk {
 impl Disk {
     /// Loads the snapshot, replays the log after it, cuts a torn tail off the log and
     /// opens it for appending.
-    fn recover(dir: &Path, snapshot_threshold: u64, now: Instant) -> Result<(State, Disk), StoreError> {
+    fn recover(
+        dir: &Path,
+        snapshot_threshold: u64,
+        now: Instant,
+    ) -> Result<(State, Disk), StoreError> {
         let snapshot_path = dir.join(SNAPSHOT_FILE);
         let (mut state, last_seq) = match fs::read(&snapshot_path) {
             Ok(bytes) => load_snapshot(&snapshot_path, &bytes, now)?,
@@ -970,12 +1261,25 @@ impl Disk {
             Err(e) => return Err(persistence(&wal_path, e)),
         };
         let (good_len, max_seq) = replay_wal(&wal_path, &data, last_seq, &mut state, now)?;
-        let wal = OpenOptions::new().create(true).append(true).open(&wal_path).map_err(|e| persistence(&wal_path, e))?;
+        let wal = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&wal_path)
+            .map_err(|e| persistence(&wal_path, e))?;
         if good_len < data.len() as u64 {
-            wal.set_len(good_len).and_then(|()| wal.sync_all()).map_err(|e| persistence(&wal_path, e))?;
+            wal.set_len(good_len)
+                .and_then(|()| wal.sync_all())
+                .map_err(|e| persistence(&wal_path, e))?;
         }
         metrics::gauge!("meridian_store_embedded_wal_bytes").set(good_len as f64);
-        let disk = Disk { dir: dir.to_path_buf(), wal_path, wal, wal_bytes: good_len, next_seq: max_seq + 1, snapshot_threshold };
+        let disk = Disk {
+            dir: dir.to_path_buf(),
+            wal_path,
+            wal,
+            wal_bytes: good_len,
+            next_seq: max_seq + 1,
+            snapshot_threshold,
+        };
         Ok((state, disk))
     }
 
@@ -984,15 +1288,24 @@ impl Disk {
     fn append(&mut self, state: &State, changes: &[Change]) -> Result<(), StoreError> {
         let mut buf = Vec::new();
         for change in changes {
-            let line = WalLine { seq: self.next_seq, change: change.into() };
-            serde_json::to_writer(&mut buf, &line).map_err(|e| persistence(&self.wal_path, e.into()))?;
+            let line = WalLine {
+                seq: self.next_seq,
+                change: change.into(),
+            };
+            serde_json::to_writer(&mut buf, &line)
+                .map_err(|e| persistence(&self.wal_path, e.into()))?;
             buf.push(b'\n');
             self.next_seq += 1;
         }
-        self.wal.write_all(&buf).and_then(|()| self.wal.sync_data()).map_err(|e| persistence(&self.wal_path, e))?;
+        self.wal
+            .write_all(&buf)
+            .and_then(|()| self.wal.sync_data())
+            .map_err(|e| persistence(&self.wal_path, e))?;
         self.wal_bytes += buf.len() as u64;
         metrics::gauge!("meridian_store_embedded_wal_bytes").set(self.wal_bytes as f64);
-        let compacted = changes.iter().any(|change| matches!(change, Change::Compact { .. }));
+        let compacted = changes
+            .iter()
+            .any(|change| matches!(change, Change::Compact { .. }));
         if compacted || self.wal_bytes > self.snapshot_threshold {
             // The changes are durable in the log already; a failed snapshot only
             // means the log keeps growing until the next attempt.
@@ -1004,7 +1317,14 @@ impl Disk {
     }
 
     fn snapshot(&mut self, state: &State) -> Result<(), StoreError> {
-        let mut leases: Vec<PLease> = state.leases.iter().map(|(id, entry)| PLease { id: *id, ttl: entry.ttl }).collect();
+        let mut leases: Vec<PLease> = state
+            .leases
+            .iter()
+            .map(|(id, entry)| PLease {
+                id: *id,
+                ttl: entry.ttl,
+            })
+            .collect();
         leases.sort_by_key(|lease| lease.id);
         let snapshot = Snapshot {
             format: SNAPSHOT_FORMAT,
@@ -1026,7 +1346,10 @@ impl Disk {
             sync_dir(&self.dir)
         };
         write().map_err(|e| persistence(&target, e))?;
-        self.wal.set_len(0).and_then(|()| self.wal.sync_all()).map_err(|e| persistence(&self.wal_path, e))?;
+        self.wal
+            .set_len(0)
+            .and_then(|()| self.wal.sync_all())
+            .map_err(|e| persistence(&self.wal_path, e))?;
         self.wal_bytes = 0;
         metrics::gauge!("meridian_store_embedded_wal_bytes").set(0.0);
         Ok(())
@@ -1034,22 +1357,38 @@ impl Disk {
 }
 
 fn load_snapshot(path: &Path, bytes: &[u8], now: Instant) -> Result<(State, u64), StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt { path: path.display().to_string(), reason };
+    let corrupt = |reason: String| StoreError::Corrupt {
+        path: path.display().to_string(),
+        reason,
+    };
     let snapshot: Snapshot = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
     if snapshot.format != SNAPSHOT_FORMAT {
-        return Err(corrupt(format!("snapshot format {} (this version reads {SNAPSHOT_FORMAT})", snapshot.format)));
+        return Err(corrupt(format!(
+            "snapshot format {} (this version reads {SNAPSHOT_FORMAT})",
+            snapshot.format
+        )));
     }
     let mut state = State::new();
     state.revision = snapshot.revision;
     state.compact_revision = snapshot.compact_revision;
     for lease in snapshot.leases {
-        state.leases.insert(lease.id, LeaseEntry { ttl: lease.ttl, deadline: now + lease.ttl, keys: BTreeSet::new() });
+        state.leases.insert(
+            lease.id,
+            LeaseEntry {
+                ttl: lease.ttl,
+                deadline: now + lease.ttl,
+                keys: BTreeSet::new(),
+            },
+        );
     }
     for kv in snapshot.kvs {
         let event = WatchEvent::Put(kv.into());
         if let WatchEvent::Put(kv) = &event {
             if let Some(id) = kv.lease.filter(|id| !state.leases.contains_key(id)) {
-                return Err(corrupt(format!("key {} is attached to unknown lease {id:x}", kv.key)));
+                return Err(corrupt(format!(
+                    "key {} is attached to unknown lease {id:x}",
+                    kv.key
+                )));
             }
         }
         state.apply_event(&event);
@@ -1058,7 +1397,10 @@ fn load_snapshot(path: &Path, bytes: &[u8], now: Instant) -> Result<(State, u64)
     for event in snapshot.history {
         let event = WatchEvent::from(event);
         if event.revision() < last || event.revision() > state.revision {
-            return Err(corrupt(format!("history event at revision {} out of order", event.revision())));
+            return Err(corrupt(format!(
+                "history event at revision {} out of order",
+                event.revision()
+            )));
         }
         last = event.revision();
         state.history.push_back(event);
@@ -1068,7 +1410,13 @@ fn load_snapshot(path: &Path, bytes: &[u8], now: Instant) -> Result<(State, u64)
 
 /// Replays the log lines after `last_seq`. Returns the length of the valid prefix of
 /// the file and the highest sequence number seen.
-fn replay_wal(path: &Path, data: &[u8], last_seq: u64, state: &mut State, now: Instant) -> Result<(u64, u64), StoreError> {
+fn replay_wal(
+    path: &Path,
+    data: &[u8],
+    last_seq: u64,
+    state: &mut State,
+    now: Instant,
+) -> Result<(u64, u64), StoreError> {
     let corrupt = |line: usize, reason: String| StoreError::Corrupt {
         path: path.display().to_string(),
         reason: format!("line {line}: {reason}"),
@@ -1093,10 +1441,15 @@ fn replay_wal(path: &Path, data: &[u8], last_seq: u64, state: &mut State, now: I
         };
         if parsed.seq > last_seq {
             if parsed.seq <= max_seq {
-                return Err(corrupt(number, format!("sequence number {} after {max_seq}", parsed.seq)));
+                return Err(corrupt(
+                    number,
+                    format!("sequence number {} after {max_seq}", parsed.seq),
+                ));
             }
             max_seq = parsed.seq;
-            state.replay(parsed.change.into(), now).map_err(|reason| corrupt(number, reason))?;
+            state
+                .replay(parsed.change.into(), now)
+                .map_err(|reason| corrupt(number, reason))?;
         }
         good_len += line.len() as u64 + 1;
     }
@@ -1117,7 +1470,10 @@ fn sync_dir(_dir: &Path) -> io::Result<()> {
 }
 
 fn persistence(path: &Path, source: io::Error) -> StoreError {
-    StoreError::Persistence { path: path.display().to_string(), source }
+    StoreError::Persistence {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// An exclusive claim on a data directory: a `LOCK` file created with `create_new`
@@ -1144,7 +1500,9 @@ impl DirLock {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(persistence(&path, e)),
             }
-            let holder = fs::read_to_string(&path).ok().and_then(|text| text.trim().parse::<u32>().ok());
+            let holder = fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| text.trim().parse::<u32>().ok());
             match holder {
                 Some(pid) if pid == own_pid => {
                     // Another store of this process: maybe one being dropped right now.
@@ -1154,7 +1512,10 @@ impl DirLock {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 Some(pid) if process_alive(pid) => {
-                    return Err(locked(dir, &format!("process {pid} has it open (see {})", path.display())));
+                    return Err(locked(
+                        dir,
+                        &format!("process {pid} has it open (see {})", path.display()),
+                    ));
                 }
                 _ => {
                     tracing::warn!(path = %path.display(), holder = ?holder, "taking over a stale embedded store lock");
@@ -1178,7 +1539,13 @@ impl Drop for DirLock {
 }
 
 fn locked(dir: &Path, why: &str) -> StoreError {
-    persistence(dir, io::Error::new(io::ErrorKind::WouldBlock, format!("data directory is locked: {why}")))
+    persistence(
+        dir,
+        io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!("data directory is locked: {why}"),
+        ),
+    )
 }
 
 #[cfg(target_os = "linux")]
@@ -1200,7 +1567,10 @@ mod tests {
     use futures::StreamExt;
 
     fn put(state: &mut State, key: &str, value: &str, now: Instant) -> TxnResponse {
-        state.txn(&Txn::new().and_then([TxnOp::put(key, value)]), now).unwrap().0
+        state
+            .txn(&Txn::new().and_then([TxnOp::put(key, value)]), now)
+            .unwrap()
+            .0
     }
 
     #[test]
@@ -1213,11 +1583,18 @@ mod tests {
         let kv = state.get("a").unwrap();
         assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
         // Deleting nothing does not move the revision.
-        let (resp, changes) = state.txn(&Txn::new().and_then([TxnOp::delete("zz")]), now).unwrap();
+        let (resp, changes) = state
+            .txn(&Txn::new().and_then([TxnOp::delete("zz")]), now)
+            .unwrap();
         assert_eq!((resp.revision, changes.len()), (3, 0));
         assert_eq!(resp.responses, vec![TxnOpResponse::Delete { deleted: 0 }]);
-        let (resp, _) = state.txn(&Txn::new().and_then([TxnOp::delete("a")]), now).unwrap();
-        assert_eq!((resp.revision, resp.responses[0].clone()), (4, TxnOpResponse::Delete { deleted: 1 }));
+        let (resp, _) = state
+            .txn(&Txn::new().and_then([TxnOp::delete("a")]), now)
+            .unwrap();
+        assert_eq!(
+            (resp.revision, resp.responses[0].clone()),
+            (4, TxnOpResponse::Delete { deleted: 1 })
+        );
         // Recreated: the version starts again and the create revision is new.
         put(&mut state, "a", "3", now);
         let kv = state.get("a").unwrap();
@@ -1236,20 +1613,72 @@ mod tests {
             (Compare::created_at("k", 2), true),
             (Compare::created_at("k", 3), false),
             (Compare::modified_at("k", 3), true),
-            (Compare::ModRevision { key: "k".into(), op: CompareOp::Less, revision: 3 }, false),
-            (Compare::ModRevision { key: "k".into(), op: CompareOp::Greater, revision: 2 }, true),
-            (Compare::Version { key: "k".into(), op: CompareOp::Equal, version: 2 }, true),
-            (Compare::Version { key: "missing".into(), op: CompareOp::Equal, version: 0 }, true),
-            (Compare::Version { key: "k".into(), op: CompareOp::NotEqual, version: 2 }, false),
+            (
+                Compare::ModRevision {
+                    key: "k".into(),
+                    op: CompareOp::Less,
+                    revision: 3,
+                },
+                false,
+            ),
+            (
+                Compare::ModRevision {
+                    key: "k".into(),
+                    op: CompareOp::Greater,
+                    revision: 2,
+                },
+                true,
+            ),
+            (
+                Compare::Version {
+                    key: "k".into(),
+                    op: CompareOp::Equal,
+                    version: 2,
+                },
+                true,
+            ),
+            (
+                Compare::Version {
+                    key: "missing".into(),
+                    op: CompareOp::Equal,
+                    version: 0,
+                },
+                true,
+            ),
+            (
+                Compare::Version {
+                    key: "k".into(),
+                    op: CompareOp::NotEqual,
+                    version: 2,
+                },
+                false,
+            ),
             (Compare::value_is("k", "w"), true),
             (Compare::value_is("k", "v"), false),
-            (Compare::Value { key: "k".into(), op: CompareOp::Greater, value: b"a".to_vec() }, true),
+            (
+                Compare::Value {
+                    key: "k".into(),
+                    op: CompareOp::Greater,
+                    value: b"a".to_vec(),
+                },
+                true,
+            ),
             // A value compare on a missing key fails whatever the operator.
             (Compare::value_is("missing", ""), false),
-            (Compare::Value { key: "missing".into(), op: CompareOp::NotEqual, value: b"x".to_vec() }, false),
+            (
+                Compare::Value {
+                    key: "missing".into(),
+                    op: CompareOp::NotEqual,
+                    value: b"x".to_vec(),
+                },
+                false,
+            ),
         ];
         for (compare, expected) in cases {
-            let txn = Txn::new().when([compare.clone()]).and_then([TxnOp::get("k")]).or_else([TxnOp::get("k")]);
+            let txn = Txn::new()
+                .when([compare.clone()])
+                .and_then([TxnOp::get("k")])
+                .or_else([TxnOp::get("k")]);
             let (resp, changes) = state.txn(&txn, now).unwrap();
             assert_eq!(resp.succeeded, expected, "{compare:?}");
             assert!(changes.is_empty(), "a read-only transaction writes nothing");
@@ -1264,15 +1693,29 @@ mod tests {
         let bad: Vec<Txn> = vec![
             Txn::new().and_then([TxnOp::put("", "v")]),
             Txn::new().and_then([TxnOp::put("a", "1"), TxnOp::put("a", "2")]),
-            Txn::new().and_then([TxnOp::put("a/b", "1"), TxnOp::DeletePrefix { prefix: "a/".into() }]),
+            Txn::new().and_then([
+                TxnOp::put("a/b", "1"),
+                TxnOp::DeletePrefix {
+                    prefix: "a/".into(),
+                },
+            ]),
             Txn::new().when([Compare::absent("")]),
             Txn::new().or_else([TxnOp::delete("")]),
         ];
         for txn in bad {
-            assert!(matches!(state.txn(&txn, now), Err(StoreError::InvalidRequest(_))), "{txn:?}");
+            assert!(
+                matches!(state.txn(&txn, now), Err(StoreError::InvalidRequest(_))),
+                "{txn:?}"
+            );
         }
-        assert!(matches!(state.lease_grant(7, Duration::ZERO, now), Err(StoreError::InvalidRequest(_))));
-        assert!(matches!(state.compact(5), Err(StoreError::InvalidRequest(_))));
+        assert!(matches!(
+            state.lease_grant(7, Duration::ZERO, now),
+            Err(StoreError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            state.compact(5),
+            Err(StoreError::InvalidRequest(_))
+        ));
         assert_eq!(state.revision, 1);
     }
 
@@ -1280,14 +1723,28 @@ mod tests {
     fn one_revision_per_transaction() {
         let now = Instant::now();
         let mut state = State::new();
-        let txn = Txn::new().and_then([TxnOp::put("p/a", "1"), TxnOp::put("p/b", "2"), TxnOp::get("p/a")]);
+        let txn = Txn::new().and_then([
+            TxnOp::put("p/a", "1"),
+            TxnOp::put("p/b", "2"),
+            TxnOp::get("p/a"),
+        ]);
         let (resp, changes) = state.txn(&txn, now).unwrap();
         assert_eq!(resp.revision, 2);
         // Reads inside a transaction see its own earlier writes, as in etcd.
         assert!(matches!(&resp.responses[2], TxnOpResponse::Get(Some(kv)) if kv.mod_revision == 2));
         assert_eq!(changes.len(), 1);
-        let (resp, _) = state.txn(&Txn::new().and_then([TxnOp::DeletePrefix { prefix: "p/".into() }]), now).unwrap();
-        assert_eq!((resp.revision, resp.responses[0].clone()), (3, TxnOpResponse::Delete { deleted: 2 }));
+        let (resp, _) = state
+            .txn(
+                &Txn::new().and_then([TxnOp::DeletePrefix {
+                    prefix: "p/".into(),
+                }]),
+                now,
+            )
+            .unwrap();
+        assert_eq!(
+            (resp.revision, resp.responses[0].clone()),
+            (3, TxnOpResponse::Delete { deleted: 2 })
+        );
         assert_eq!(state.history_from(3, "p/").len(), 2);
     }
 
@@ -1296,36 +1753,74 @@ mod tests {
         let t0 = Instant::now();
         let mut state = State::new();
         let (lease, _) = state.lease_grant(7, Duration::from_secs(2), t0).unwrap();
-        state.txn(&Txn::new().and_then([TxnOp::put_with_lease("a", "1", lease.id), TxnOp::put_with_lease("b", "1", 7)]), t0).unwrap();
+        state
+            .txn(
+                &Txn::new().and_then([
+                    TxnOp::put_with_lease("a", "1", lease.id),
+                    TxnOp::put_with_lease("b", "1", 7),
+                ]),
+                t0,
+            )
+            .unwrap();
         put(&mut state, "c", "1", t0);
         // Detach "b" by putting it without a lease.
         put(&mut state, "b", "2", t0);
         assert_eq!(state.revision, 4);
-        assert!(state.expire_leases(t0 + Duration::from_millis(1999)).is_empty());
-        assert_eq!(state.lease_keep_alive(7, t0 + Duration::from_millis(1500)).unwrap(), Duration::from_secs(2));
-        assert!(state.expire_leases(t0 + Duration::from_millis(3000)).is_empty(), "keep-alive moved the deadline");
+        assert!(state
+            .expire_leases(t0 + Duration::from_millis(1999))
+            .is_empty());
+        assert_eq!(
+            state
+                .lease_keep_alive(7, t0 + Duration::from_millis(1500))
+                .unwrap(),
+            Duration::from_secs(2)
+        );
+        assert!(
+            state
+                .expire_leases(t0 + Duration::from_millis(3000))
+                .is_empty(),
+            "keep-alive moved the deadline"
+        );
         let changes = state.expire_leases(t0 + Duration::from_millis(3500));
         assert_eq!(
             changes,
             vec![Change::LeaseRevoke {
                 id: 7,
                 revision: 5,
-                events: vec![WatchEvent::Delete { key: "a".into(), mod_revision: 5 }],
+                events: vec![WatchEvent::Delete {
+                    key: "a".into(),
+                    mod_revision: 5
+                }],
                 expired: true
             }]
         );
         assert!(state.get("a").is_none() && state.get("b").is_some() && state.get("c").is_some());
         let later = t0 + Duration::from_secs(4);
-        assert!(matches!(state.lease_keep_alive(7, later), Err(StoreError::LeaseNotFound(7))));
+        assert!(matches!(
+            state.lease_keep_alive(7, later),
+            Err(StoreError::LeaseNotFound(7))
+        ));
         let put_expired = Txn::new().and_then([TxnOp::put_with_lease("d", "1", 7)]);
-        assert!(matches!(state.txn(&put_expired, later), Err(StoreError::LeaseNotFound(7))));
+        assert!(matches!(
+            state.txn(&put_expired, later),
+            Err(StoreError::LeaseNotFound(7))
+        ));
         // An expired lease not yet reaped is refused too.
         state.lease_grant(8, Duration::from_secs(1), t0).unwrap();
         let put_late = Txn::new().and_then([TxnOp::put_with_lease("d", "1", 8)]);
-        assert!(matches!(state.txn(&put_late, later), Err(StoreError::LeaseNotFound(8))));
+        assert!(matches!(
+            state.txn(&put_late, later),
+            Err(StoreError::LeaseNotFound(8))
+        ));
         // Revoking a lease without keys does not move the revision.
-        assert!(matches!(state.lease_revoke(8, false), Ok(Change::LeaseRevoke { revision: 5, .. })));
-        assert!(matches!(state.lease_revoke(8, false), Err(StoreError::LeaseNotFound(8))));
+        assert!(matches!(
+            state.lease_revoke(8, false),
+            Ok(Change::LeaseRevoke { revision: 5, .. })
+        ));
+        assert!(matches!(
+            state.lease_revoke(8, false),
+            Err(StoreError::LeaseNotFound(8))
+        ));
     }
 
     #[test]
@@ -1336,9 +1831,21 @@ mod tests {
             put(&mut state, "k", &i.to_string(), now); // revisions 2..=6
         }
         state.compact(4).unwrap();
-        assert_eq!(state.history_from(0, "").first().map(WatchEvent::revision), Some(4));
-        assert!(matches!(state.compact(3), Err(StoreError::Compacted { requested: 3, compact_revision: 4 })));
-        assert!(matches!(state.compact(7), Err(StoreError::InvalidRequest(_))));
+        assert_eq!(
+            state.history_from(0, "").first().map(WatchEvent::revision),
+            Some(4)
+        );
+        assert!(matches!(
+            state.compact(3),
+            Err(StoreError::Compacted {
+                requested: 3,
+                compact_revision: 4
+            })
+        ));
+        assert!(matches!(
+            state.compact(7),
+            Err(StoreError::InvalidRequest(_))
+        ));
         state.compact(6).unwrap();
         assert_eq!(state.history_from(0, "").len(), 1);
     }
@@ -1346,7 +1853,11 @@ mod tests {
     async fn collect(stream: &mut WatchStream, n: usize) -> Vec<WatchEvent> {
         let mut events = Vec::new();
         while events.len() < n {
-            let batch = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap().unwrap().unwrap();
+            let batch = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
             events.extend(batch.events);
         }
         events
@@ -1354,7 +1865,16 @@ mod tests {
 
     #[tokio::test]
     async fn lagging_watcher_catches_up_from_history() {
-        let store = EmbeddedStore::from_core(Core { state: State::new(), disk: None, failed: None }, 4, None, None);
+        let store = EmbeddedStore::from_core(
+            Core {
+                state: State::new(),
+                disk: None,
+                failed: None,
+            },
+            4,
+            None,
+            None,
+        );
         let mut watch = store.watch_prefix("w/", None).await.unwrap();
         for i in 0..50 {
             store.put(&format!("w/{i}"), vec![], None).await.unwrap();
@@ -1369,7 +1889,16 @@ mod tests {
         }
         store.compact(60).await.unwrap();
         let first = watch.next().await.unwrap();
-        assert!(matches!(first, Err(StoreError::Compacted { requested: 52, compact_revision: 60 })), "{first:?}");
+        assert!(
+            matches!(
+                first,
+                Err(StoreError::Compacted {
+                    requested: 52,
+                    compact_revision: 60
+                })
+            ),
+            "{first:?}"
+        );
         assert!(watch.next().await.is_none());
     }
 
@@ -1378,7 +1907,9 @@ mod tests {
         let store = EmbeddedStore::in_memory();
         let mut watch = store.watch_prefix("", None).await.unwrap();
         drop(store);
-        let next = tokio::time::timeout(Duration::from_secs(5), watch.next()).await.unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .unwrap();
         assert!(next.is_none());
     }
 
@@ -1397,17 +1928,32 @@ mod tests {
         let store = EmbeddedStore::open(dir.path()).unwrap();
         assert_eq!(store.range("").await.unwrap().revision, rev);
         let a = store.get("a").await.unwrap().unwrap();
-        assert_eq!((a.value.as_slice(), a.create_revision, a.version), (&b"2"[..], rev, 1));
-        assert_eq!(store.get("b").await.unwrap().unwrap().value, vec![0xff, 0x00]);
-        assert_eq!(store.lease_keep_alive(lease.id).await.unwrap(), Duration::from_secs(60));
+        assert_eq!(
+            (a.value.as_slice(), a.create_revision, a.version),
+            (&b"2"[..], rev, 1)
+        );
+        assert_eq!(
+            store.get("b").await.unwrap().unwrap().value,
+            vec![0xff, 0x00]
+        );
+        assert_eq!(
+            store.lease_keep_alive(lease.id).await.unwrap(),
+            Duration::from_secs(60)
+        );
         let mut watch = store.watch_prefix("", Some(2)).await.unwrap();
         let events = collect(&mut watch, 5).await;
-        assert_eq!(events.iter().map(WatchEvent::revision).collect::<Vec<_>>(), vec![2, 3, 4, 5, 6]);
+        assert_eq!(
+            events.iter().map(WatchEvent::revision).collect::<Vec<_>>(),
+            vec![2, 3, 4, 5, 6]
+        );
         store.lease_revoke(lease.id).await.unwrap();
         drop(store);
         let store = EmbeddedStore::open(dir.path()).unwrap();
         assert!(store.get("l").await.unwrap().is_none());
-        assert!(matches!(store.lease_keep_alive(lease.id).await, Err(StoreError::LeaseNotFound(_))));
+        assert!(matches!(
+            store.lease_keep_alive(lease.id).await,
+            Err(StoreError::LeaseNotFound(_))
+        ));
     }
 
     #[tokio::test]
@@ -1416,7 +1962,14 @@ mod tests {
         {
             let store = EmbeddedStore::open_with(dir.path(), 512, BROADCAST_CAPACITY).unwrap();
             for i in 0..40 {
-                store.put(&format!("k/{}", i % 7), format!("value {i}").into_bytes(), None).await.unwrap();
+                store
+                    .put(
+                        &format!("k/{}", i % 7),
+                        format!("value {i}").into_bytes(),
+                        None,
+                    )
+                    .await
+                    .unwrap();
             }
             store.compact(30).await.unwrap();
             store.put("k/after", b"x".to_vec(), None).await.unwrap();
@@ -1426,7 +1979,13 @@ mod tests {
         let store = EmbeddedStore::open(dir.path()).unwrap();
         let listed = store.range("k/").await.unwrap();
         assert_eq!((listed.kvs.len(), listed.revision), (8, 42));
-        assert!(matches!(store.watch_prefix("k/", Some(29)).await, Err(StoreError::Compacted { compact_revision: 30, .. })));
+        assert!(matches!(
+            store.watch_prefix("k/", Some(29)).await,
+            Err(StoreError::Compacted {
+                compact_revision: 30,
+                ..
+            })
+        ));
         let mut watch = store.watch_prefix("k/", Some(30)).await.unwrap();
         assert_eq!(collect(&mut watch, 13).await.len(), 13);
     }
@@ -1450,13 +2009,21 @@ mod tests {
             assert_eq!(fs::read(&wal).unwrap(), good, "the torn tail is cut off");
             assert_eq!(store.put("c", b"3".to_vec(), None).await.unwrap(), 4);
         }
-        assert!(EmbeddedStore::open(dir.path()).unwrap().get("c").await.unwrap().is_some());
+        assert!(EmbeddedStore::open(dir.path())
+            .unwrap()
+            .get("c")
+            .await
+            .unwrap()
+            .is_some());
         let mut text = String::from_utf8(fs::read(&wal).unwrap()).unwrap();
         text.insert_str(0, "garbage\n");
         fs::write(&wal, text).unwrap();
         match EmbeddedStore::open(dir.path()) {
             Err(StoreError::Corrupt { path, reason }) => {
-                assert!(path.ends_with(WAL_FILE) && reason.starts_with("line 1"), "{path}: {reason}");
+                assert!(
+                    path.ends_with(WAL_FILE) && reason.starts_with("line 1"),
+                    "{path}: {reason}"
+                );
             }
             other => panic!("expected Corrupt, got {:?}", other.err()),
         }
@@ -1465,10 +2032,17 @@ mod tests {
     #[tokio::test]
     async fn lock_prevents_double_open() {
         let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open_with(dir.path(), SNAPSHOT_THRESHOLD_BYTES, BROADCAST_CAPACITY).unwrap();
+        let store =
+            EmbeddedStore::open_with(dir.path(), SNAPSHOT_THRESHOLD_BYTES, BROADCAST_CAPACITY)
+                .unwrap();
         let start = Instant::now();
-        let err = EmbeddedStore::open(dir.path()).err().expect("second open must fail");
-        assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
+        let err = EmbeddedStore::open(dir.path())
+            .err()
+            .expect("second open must fail");
+        assert!(
+            err.to_string().contains(&dir.path().display().to_string()),
+            "{err}"
+        );
         assert!(start.elapsed() >= SAME_PROCESS_LOCK_WAIT);
         drop(store);
         let store = EmbeddedStore::open(dir.path()).unwrap();
@@ -1487,7 +2061,17 @@ mod tests {
         // Real time must pass for the std Instant deadlines; the paused tokio clock
         // only drives the ticker.
         std::thread::sleep(Duration::from_millis(350));
-        let batch = tokio::time::timeout(Duration::from_secs(5), watch.next()).await.unwrap().unwrap().unwrap();
-        assert_eq!(batch.events, vec![WatchEvent::Delete { key: "t/a".into(), mod_revision: rev + 1 }]);
+        let batch = tokio::time::timeout(Duration::from_secs(5), watch.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            batch.events,
+            vec![WatchEvent::Delete {
+                key: "t/a".into(),
+                mod_revision: rev + 1
+            }]
+        );
     }
 }
