@@ -62,6 +62,12 @@ pub struct StoreConfig {
     pub data_dir: PathBuf,
     /// The root of every Meridian key.
     pub key_prefix: String,
+    /// How often the leader compacts store history.
+    #[serde(with = "humantime_serde")]
+    pub compaction_interval: Duration,
+    /// How many revisions of history compaction keeps (watchers that fall further
+    /// behind re-list).
+    pub compaction_retain_revisions: i64,
 }
 
 impl Default for StoreConfig {
@@ -73,6 +79,8 @@ impl Default for StoreConfig {
             request_timeout: Duration::from_secs(3),
             data_dir: PathBuf::from("meridian-data"),
             key_prefix: "/meridian".to_string(),
+            compaction_interval: Duration::from_secs(300),
+            compaction_retain_revisions: 10_000,
         }
     }
 }
@@ -178,6 +186,13 @@ impl ControlPlaneConfig {
         }
         if self.store.connect_timeout.is_zero() || self.store.request_timeout.is_zero() {
             return Err(ConfigError::invalid(origin, "store.request_timeout", "timeouts must be greater than zero"));
+        }
+        if self.store.compaction_retain_revisions < 100 || self.store.compaction_interval < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                origin,
+                "store.compaction_retain_revisions",
+                "keep at least 100 revisions and compact at most once a second",
+            ));
         }
         let advertise_addr = self.advertise_addr.clone().unwrap_or_else(|| format!("http://{}", self.grpc_addr));
         Ok(Validated { replica_id, advertise_addr, config: self })

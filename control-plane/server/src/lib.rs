@@ -21,4 +21,4 @@ pub mod config;
 mod grpc;
 mod replica;
 
-pub use replica::{run, RunError};
+pub use replica::{open_store, run, run_with_store, RunError};

@@ -128,6 +128,10 @@ pub async fn run_with_store(
     let mut tasks = Tasks::new();
     tasks.spawn("store-health", monitor_store(store.clone(), leadership.clone(), health_tx, ready_tx, health_reporter, shutdown.clone()));
     tasks.spawn("leader-duties", leader_duties(ctx.clone(), cfg.config.election.lease_ttl, shutdown.clone()));
+    tasks.spawn(
+        "compaction",
+        compact_history(ctx.clone(), cfg.config.store.compaction_interval, cfg.config.store.compaction_retain_revisions, shutdown.clone()),
+    );
     tasks.spawn("admin-http", meridian_daemon::admin::serve(admin_listener, ready, shutdown.clone()));
     tasks.spawn("grpc", grpc::serve(ctx, health_service, grpc_listener, shutdown.clone()));
 
@@ -227,6 +231,36 @@ async fn leader_duties(ctx: ReplicaContext, ttl: Duration, shutdown: Cancellatio
             }
             Ok(Err(err)) => tracing::warn!(error = %err, "leader heartbeat failed"),
             Err(_) => tracing::warn!("leader heartbeat timed out"),
+        }
+    }
+}
+
+/// While this replica leads: compact store history periodically, keeping the last
+/// `retain` revisions, so neither etcd nor the embedded store grows without bound.
+async fn compact_history(ctx: ReplicaContext, every: Duration, retain: i64, shutdown: CancellationToken) -> Result<(), String> {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut compacted_to = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        if !ctx.leadership.borrow().is_leader() {
+            continue;
+        }
+        let Some(current) = ctx.store_health.borrow().revision else { continue };
+        let target = current - retain;
+        if target <= compacted_to.max(1) {
+            continue;
+        }
+        match ctx.store.compact(target).await {
+            Ok(()) | Err(StoreError::Compacted { .. }) => {
+                compacted_to = target;
+                metrics::counter!("meridian_control_plane_compactions_total").increment(1);
+                tracing::info!(revision = target, "compacted store history");
+            }
+            Err(err) => tracing::warn!(error = %err, revision = target, "store compaction failed"),
         }
     }
 }

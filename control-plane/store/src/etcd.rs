@@ -12,7 +12,9 @@
 //!   failure proves the request never reached a server (connect error, no leader,
 //!   proposal dropped): an ambiguous failure (timeout, leader change, broken
 //!   connection) may have committed it, and running a compare-and-swap twice is not
-//!   idempotent, so the caller gets [`StoreError::Unavailable`] and re-reads.
+//!   idempotent, so the caller gets [`StoreError::Unavailable`] and re-reads. The
+//!   price of retrying puts: one whose reply was lost can land twice (two revisions,
+//!   same key and value), which watchers see as two events.
 //! * **A health-check task** probes every configured endpoint once a second with its
 //!   own short-lived connection (`Maintenance/Status`) and removes dead or leaderless
 //!   members from the shared client (`remove_endpoint`), adding them back when they
@@ -21,7 +23,9 @@
 //!
 //! Watches resume transparently: when a watch stream breaks (its member died), it is
 //! re-created from the revision after the last one delivered, on whatever member the
-//! channel picks, so callers see neither a gap nor a duplicate.
+//! channel picks, so callers see neither a gap nor a duplicate. (If compaction passed
+//! that revision while the watch was down, the caller gets [`StoreError::Compacted`]
+//! and re-lists, as for any compacted start revision.)
 //!
 //! Rejected alternative: one client per endpoint with our own fail-over (pick a
 //! member, stick to it until it fails). It duplicates the balancing etcd-client already
@@ -1181,7 +1185,15 @@ impl Watcher {
         // the created response's header.
         let next_revision = match start {
             Some(start) => start,
-            None => created.header().map(ec::ResponseHeader::revision).unwrap_or(0) + 1,
+            // Guessing would make a later resume replay history: refuse instead.
+            None => match created.header() {
+                Some(header) => header.revision() + 1,
+                None => {
+                    return Err(ec::Error::WatchError(
+                        EtcdProtocolError::MissingHeader("watch created").to_string(),
+                    ))
+                }
+            },
         };
         let compacted = (created.compact_revision() > 0).then_some(created.compact_revision());
         if created.canceled() && compacted.is_none() {
