@@ -13,5 +13,6 @@
 pub mod ids;
 pub mod keys;
 pub mod records;
+pub mod topology;
 
 pub use ids::{IdError, ReplicaId};
