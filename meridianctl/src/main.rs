@@ -49,6 +49,20 @@ enum Command {
     /// health, and the current plan version. Exits 2 when no leader is known or the
     /// store is unhealthy, so scripts can alert on it.
     Status,
+    /// Apply a topology file (PoPs, client regions, policy). Every error is listed
+    /// with its path and nothing is stored unless the whole file is valid.
+    /// `--dry-run` prints the validated diff against what is stored.
+    Apply {
+        /// The topology TOML file.
+        #[arg(long, short = 'f')]
+        file: std::path::PathBuf,
+        /// Validate and show the diff; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Why (recorded with the change).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -70,8 +84,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+    match &cli.command {
         Command::Status => status(&cli).await,
+        Command::Apply { file, dry_run, reason } => apply(&cli, file, *dry_run, reason).await,
     }
 }
 
@@ -92,6 +107,55 @@ async fn connect(cli: &Cli) -> anyhow::Result<(String, Channel)> {
         }
     }
     anyhow::bail!("no control-plane replica reachable:\n  {}", errors.join("\n  "))
+}
+
+#[derive(Debug, Serialize)]
+struct ApplyView {
+    file: String,
+    dry_run: bool,
+    applied: bool,
+    topology_revision: u64,
+    diff: Vec<String>,
+    errors: Vec<String>,
+}
+
+async fn apply(cli: &Cli, file: &std::path::Path, dry_run: bool, reason: &str) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let (endpoint, channel) = connect(cli).await?;
+    let mut client = pb::operator_service_client::OperatorServiceClient::new(channel);
+    let req = pb::ApplyTopologyRequest { topology_toml: text, dry_run, reason: reason.to_string() };
+    let resp = client.apply_topology(req).await.map_err(|s| anyhow::anyhow!("ApplyTopology on {endpoint} failed: {}: {}", s.code(), s.message()))?.into_inner();
+    let view = ApplyView {
+        file: file.display().to_string(),
+        dry_run,
+        applied: resp.applied,
+        topology_revision: resp.topology_revision,
+        diff: resp.diff,
+        errors: resp.errors,
+    };
+    match cli.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+        Output::Table => {
+            if !view.errors.is_empty() {
+                println!("{}: {} error(s), nothing applied:", view.file, view.errors.len());
+                for e in &view.errors {
+                    println!("  {e}");
+                }
+            } else if view.diff.is_empty() {
+                println!("{}: no changes (stored topology revision {})", view.file, view.topology_revision);
+            } else {
+                let verb = if view.dry_run { "would change" } else { "applied" };
+                println!("{}: {verb} {} item(s):", view.file, view.diff.len());
+                for d in &view.diff {
+                    println!("  {d}");
+                }
+                if view.applied {
+                    println!("stored at revision {}", view.topology_revision);
+                }
+            }
+        }
+    }
+    Ok(if view.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 #[derive(Debug, Serialize)]

@@ -40,6 +40,11 @@ impl Keys {
         format!("{}{}", self.replicas_prefix(), id)
     }
 
+    /// The applied topology document (JSON of `TopologyDoc`).
+    pub fn topology(&self) -> String {
+        format!("{}/topology/current", self.root)
+    }
+
     /// The current steering plan's version (written by the steering engine).
     pub fn plan_current(&self) -> String {
         format!("{}/plan/current", self.root)

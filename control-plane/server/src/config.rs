@@ -28,6 +28,29 @@ pub struct ControlPlaneConfig {
     /// How long shutdown may take before remaining tasks are abandoned.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Probers allowed to report, each bound to its region by a bearer token. With
+    /// none configured, probers are not authenticated (a warning says so) and each
+    /// is trusted for the region it claims.
+    pub probers: Vec<ProberCredential>,
+}
+
+/// One prober's credential.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProberCredential {
+    pub id: String,
+    pub region: String,
+    /// The bearer token, inline.
+    pub token: Option<String>,
+    /// Or a file holding the token (trailing whitespace ignored).
+    pub token_file: Option<PathBuf>,
+}
+
+/// Who a prober is, once authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProberIdentity {
+    pub id: String,
+    pub region: String,
 }
 
 impl Default for ControlPlaneConfig {
@@ -40,6 +63,7 @@ impl Default for ControlPlaneConfig {
             store: StoreConfig::default(),
             election: ElectionSettings::default(),
             shutdown_grace: Duration::from_secs(10),
+            probers: Vec::new(),
         }
     }
 }
@@ -130,6 +154,8 @@ pub struct ControlPlaneFlags {
 #[derive(Debug, Clone)]
 pub struct Validated {
     pub replica_id: ReplicaId,
+    /// Bearer token → prober identity; empty when prober auth is off.
+    pub prober_tokens: std::collections::HashMap<String, ProberIdentity>,
     pub advertise_addr: String,
     pub config: ControlPlaneConfig,
 }
@@ -194,8 +220,29 @@ impl ControlPlaneConfig {
                 "keep at least 100 revisions and compact at most once a second",
             ));
         }
+        let mut prober_tokens = std::collections::HashMap::new();
+        for (i, p) in self.probers.iter().enumerate() {
+            let at = |field: &str| format!("probers[{i}].{field}");
+            meridian_core::ids::validate_id("prober", &p.id).map_err(|e| ConfigError::invalid(origin, &at("id"), e.to_string()))?;
+            meridian_core::ids::validate_id("region", &p.region).map_err(|e| ConfigError::invalid(origin, &at("region"), e.to_string()))?;
+            let token = match (&p.token, &p.token_file) {
+                (Some(t), None) => t.clone(),
+                (None, Some(path)) => std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::invalid(origin, &at("token_file"), format!("cannot read {}: {e}", path.display())))?
+                    .trim()
+                    .to_string(),
+                _ => return Err(ConfigError::invalid(origin, &at("token"), "set exactly one of `token` and `token_file`")),
+            };
+            if token.len() < 16 {
+                return Err(ConfigError::invalid(origin, &at("token"), "must be at least 16 characters"));
+            }
+            let identity = ProberIdentity { id: p.id.clone(), region: p.region.clone() };
+            if prober_tokens.insert(token, identity).is_some() {
+                return Err(ConfigError::invalid(origin, &at("token"), "the same token is given to two probers"));
+            }
+        }
         let advertise_addr = self.advertise_addr.clone().unwrap_or_else(|| format!("http://{}", self.grpc_addr));
-        Ok(Validated { replica_id, advertise_addr, config: self })
+        Ok(Validated { replica_id, prober_tokens, advertise_addr, config: self })
     }
 
     pub fn uses_etcd(&self) -> bool {
@@ -239,6 +286,17 @@ mod tests {
         assert!(cfg.validate("x").unwrap_err().to_string().contains("election.lease_ttl"));
         let cfg = parse("replica_id = \"CP 1\"\n").unwrap();
         assert!(cfg.validate("x").unwrap_err().to_string().contains("replica_id"));
+    }
+
+    #[test]
+    fn prober_credentials_are_checked() {
+        let cfg = parse("[[probers]]\nid = \"p1\"\nregion = \"eu-west\"\ntoken = \"0123456789abcdef\"\n").unwrap();
+        let v = cfg.validate("x").unwrap();
+        assert_eq!(v.prober_tokens["0123456789abcdef"], ProberIdentity { id: "p1".into(), region: "eu-west".into() });
+        let cfg = parse("[[probers]]\nid = \"p1\"\nregion = \"eu-west\"\ntoken = \"short\"\n").unwrap();
+        assert!(cfg.validate("x").unwrap_err().to_string().contains("probers[0].token"));
+        let cfg = parse("[[probers]]\nid = \"p1\"\nregion = \"eu-west\"\n").unwrap();
+        assert!(cfg.validate("x").unwrap_err().to_string().contains("exactly one"));
     }
 
     #[test]

@@ -9,17 +9,20 @@ use std::pin::Pin;
 use futures::Stream;
 use meridian_core::records::{LeaderRecord, PlanPointer, ReplicaRecord};
 use meridian_proto::v1 as pb;
-use meridian_store::{BackendKind, StoreHealth};
+use meridian_store::{BackendKind, StoreError, StoreHealth};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::convert;
+use crate::probe_api::ProbeApi;
 use crate::replica::ReplicaContext;
+use crate::topology::{self, ApplyError};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-const AREA_HEALTH: &str = "health probing and PoP verdicts (issue [2])";
 const AREA_STEERING: &str = "steering plans and agent fan-out (issue [3])";
 const AREA_CHANGES: &str = "staged changes, drains and freezes (issues [3] and later)";
 
@@ -48,9 +51,13 @@ pub(crate) async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(pb::query_service_server::QueryServiceServer::new(QueryApi { ctx }))
-        .add_service(pb::operator_service_server::OperatorServiceServer::new(OperatorApi))
-        .add_service(pb::probe_service_server::ProbeServiceServer::new(ProbeApi))
+        .add_service(pb::query_service_server::QueryServiceServer::new(QueryApi { ctx: ctx.clone() }))
+        .add_service(pb::operator_service_server::OperatorServiceServer::new(OperatorApi { ctx: ctx.clone(), leader: Default::default() }))
+        .add_service(pb::probe_service_server::ProbeServiceServer::new(ProbeApi {
+            health: ctx.health.clone(),
+            tokens: ctx.prober_tokens.clone(),
+            topology: ctx.topology.clone(),
+        }))
         .add_service(pb::plan_service_server::PlanServiceServer::new(PlanApi))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await
@@ -142,16 +149,32 @@ impl pb::query_service_server::QueryService for QueryApi {
         Err(unimplemented("GetPlan", AREA_STEERING))
     }
     async fn get_health(&self, _req: Request<pb::GetHealthRequest>) -> Result<Response<pb::GetHealthResponse>, Status> {
-        Err(unimplemented("GetHealth", AREA_HEALTH))
+        let now = meridian_health::UnixMillis(convert::now_ms());
+        let (rows, suspects) = {
+            let state = self.ctx.health.lock();
+            (state.matrix(now), state.suspect_regions().into_iter().map(|s| s.region).collect())
+        };
+        Ok(Response::new(convert::health_matrix(rows, suspects)))
     }
-    async fn explain_pop(&self, _req: Request<pb::ExplainPopRequest>) -> Result<Response<pb::ExplainPopResponse>, Status> {
-        Err(unimplemented("ExplainPop", AREA_HEALTH))
+    async fn explain_pop(&self, req: Request<pb::ExplainPopRequest>) -> Result<Response<pb::ExplainPopResponse>, Status> {
+        let pop = req.into_inner().pop;
+        let now = meridian_health::UnixMillis(convert::now_ms());
+        let explanation = self.ctx.health.lock().explain(&pop, now);
+        match explanation {
+            Some(e) => Ok(Response::new(convert::explanation(e))),
+            None => Err(Status::not_found(format!("unknown PoP `{pop}`: it is not in the applied topology"))),
+        }
     }
     async fn list_changes(&self, _req: Request<pb::ListChangesRequest>) -> Result<Response<pb::ListChangesResponse>, Status> {
         Err(unimplemented("ListChanges", AREA_CHANGES))
     }
-    async fn list_events(&self, _req: Request<pb::ListEventsRequest>) -> Result<Response<pb::ListEventsResponse>, Status> {
-        Err(unimplemented("ListEvents", AREA_HEALTH))
+    async fn list_events(&self, req: Request<pb::ListEventsRequest>) -> Result<Response<pb::ListEventsResponse>, Status> {
+        let req = req.into_inner();
+        let limit = if req.limit == 0 { 100 } else { req.limit.min(2000) } as usize;
+        let pop = (!req.pop.is_empty()).then_some(req.pop.as_str());
+        let replica = self.ctx.me.id.to_string();
+        let events = self.ctx.health.events(limit, pop).into_iter().map(|e| convert::event(e, &replica)).collect();
+        Ok(Response::new(pb::ListEventsResponse { events }))
     }
     async fn get_slo(&self, _req: Request<pb::GetSloRequest>) -> Result<Response<pb::GetSloResponse>, Status> {
         Err(unimplemented("GetSlo", "SLOs and error budgets (a later issue)"))
@@ -164,10 +187,113 @@ impl pb::query_service_server::QueryService for QueryApi {
     }
 }
 
-struct OperatorApi;
+/// Marks a request a follower forwarded to the leader, so it is never forwarded twice.
+const FORWARDED: &str = "x-meridian-forwarded-by";
+
+struct OperatorApi {
+    ctx: ReplicaContext,
+    /// The leader's address and a channel to it, reused while the leader stays.
+    leader: tokio::sync::Mutex<Option<(String, tonic::transport::Channel)>>,
+}
+
+/// Where a mutation runs.
+enum Route {
+    /// Here: this replica leads under this fence.
+    Local(meridian_store::Fence),
+    /// At the leader, over this channel.
+    Forward(tonic::transport::Channel),
+}
+
+impl OperatorApi {
+    /// Mutations run on the leader: here when we lead, else forwarded to it.
+    async fn route(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Route, Status> {
+        let view = self.ctx.leadership.borrow().clone();
+        if let Some(fence) = view.fence {
+            return Ok(Route::Local(fence));
+        }
+        if metadata.contains_key(FORWARDED) {
+            return Err(Status::unavailable("this replica is no longer the leader (leadership is moving); retry"));
+        }
+        let leader = view
+            .leader_value
+            .as_deref()
+            .and_then(|v| serde_json::from_slice::<LeaderRecord>(v).ok())
+            .ok_or_else(|| Status::unavailable("no leader is elected right now; retry in a few seconds"))?;
+        let mut cached = self.leader.lock().await;
+        if let Some((addr, channel)) = cached.as_ref() {
+            if *addr == leader.grpc_address {
+                return Ok(Route::Forward(channel.clone()));
+            }
+        }
+        let channel = tonic::transport::Endpoint::from_shared(leader.grpc_address.clone())
+            .map_err(|e| Status::internal(format!("leader {} advertises an invalid address {}: {e}", leader.id, leader.grpc_address)))?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(30))
+            .connect_lazy();
+        *cached = Some((leader.grpc_address.clone(), channel.clone()));
+        Ok(Route::Forward(channel))
+    }
+
+    fn forwarded<T>(&self, message: T) -> Request<T> {
+        let mut req = Request::new(message);
+        if let Ok(v) = self.ctx.me.id.as_str().parse() {
+            req.metadata_mut().insert(FORWARDED, v);
+        }
+        req
+    }
+}
+
+fn apply_error_to_status(err: ApplyError) -> Status {
+    match err {
+        ApplyError::Invalid(e) => Status::invalid_argument(e.to_string()),
+        ApplyError::Conflict(_) => Status::aborted(err.to_string()),
+        ApplyError::Corrupt { .. } => Status::internal(err.to_string()),
+        ApplyError::Store(e @ StoreError::FenceLost { .. }) => Status::unavailable(format!("{e}; retry")),
+        ApplyError::Store(e) => Status::unavailable(format!("store error: {}", error_chain(&e))),
+    }
+}
 
 #[tonic::async_trait]
 impl pb::operator_service_server::OperatorService for OperatorApi {
+    async fn apply_topology(&self, req: Request<pb::ApplyTopologyRequest>) -> Result<Response<pb::ApplyTopologyResponse>, Status> {
+        let ctx = &self.ctx;
+        let body = req.get_ref();
+        // A dry run writes nothing, so any replica answers it.
+        let route = if body.dry_run { None } else { Some(self.route(req.metadata()).await?) };
+        let fence = match route {
+            Some(Route::Forward(channel)) => {
+                let mut client = pb::operator_service_client::OperatorServiceClient::new(channel);
+                return client.apply_topology(self.forwarded(req.into_inner())).await;
+            }
+            Some(Route::Local(fence)) => Some(fence),
+            None => None,
+        };
+        let body = req.into_inner();
+        let outcome = match topology::apply(ctx.store.as_ref(), &ctx.keys, fence.as_ref(), &body.topology_toml, body.dry_run).await {
+            Ok(o) => o,
+            // Validation errors are an answer, listed one per line, not a failure.
+            Err(ApplyError::Invalid(errors)) => {
+                return Ok(Response::new(pb::ApplyTopologyResponse {
+                    applied: false,
+                    diff: Vec::new(),
+                    errors: errors.0.iter().map(|e| e.to_string()).collect(),
+                    topology_revision: 0,
+                }))
+            }
+            Err(e) => return Err(apply_error_to_status(e)),
+        };
+        if outcome.applied {
+            tracing::info!(revision = outcome.revision, changes = outcome.diff.len(), reason = %body.reason, "topology applied");
+            metrics::counter!("meridian_control_plane_topology_applies_total").increment(1);
+        }
+        Ok(Response::new(pb::ApplyTopologyResponse {
+            applied: outcome.applied,
+            diff: outcome.diff,
+            errors: Vec::new(),
+            topology_revision: outcome.revision.max(0) as u64,
+        }))
+    }
+
     async fn drain(&self, _req: Request<pb::DrainRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
         Err(unimplemented("Drain", AREA_CHANGES))
     }
@@ -176,9 +302,6 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
     }
     async fn set_capacity(&self, _req: Request<pb::SetCapacityRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
         Err(unimplemented("SetCapacity", AREA_STEERING))
-    }
-    async fn apply_topology(&self, _req: Request<pb::ApplyTopologyRequest>) -> Result<Response<pb::ApplyTopologyResponse>, Status> {
-        Err(unimplemented("ApplyTopology", AREA_STEERING))
     }
     async fn pause_change(&self, _req: Request<pb::ChangeIdRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
         Err(unimplemented("PauseChange", AREA_CHANGES))
@@ -194,21 +317,6 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
     }
     async fn unfreeze(&self, _req: Request<pb::UnfreezeRequest>) -> Result<Response<pb::FreezeResponse>, Status> {
         Err(unimplemented("Unfreeze", AREA_CHANGES))
-    }
-}
-
-struct ProbeApi;
-
-#[tonic::async_trait]
-impl pb::probe_service_server::ProbeService for ProbeApi {
-    type WatchAssignmentsStream = BoxStream<pb::ProbeAssignments>;
-    type ReportResultsStream = BoxStream<pb::ProbeResultAck>;
-
-    async fn watch_assignments(&self, _req: Request<pb::WatchAssignmentsRequest>) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
-        Err(unimplemented("WatchAssignments", AREA_HEALTH))
-    }
-    async fn report_results(&self, _req: Request<Streaming<pb::ProbeResultBatch>>) -> Result<Response<Self::ReportResultsStream>, Status> {
-        Err(unimplemented("ReportResults", AREA_HEALTH))
     }
 }
 

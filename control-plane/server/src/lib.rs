@@ -18,7 +18,11 @@
 //! [`meridian_store::election::fenced_txn`].
 
 pub mod config;
+mod convert;
 mod grpc;
+pub mod health;
+mod probe_api;
 mod replica;
+pub mod topology;
 
 pub use replica::{open_store, run, run_with_store, RunError};

@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Validated;
 use crate::grpc;
+use crate::health::{self, HealthView};
+use crate::topology::{self, AppliedTopology};
 
 /// Why a replica could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +31,8 @@ pub enum RunError {
     },
     #[error("cannot serialise the replica record")]
     Record(#[source] serde_json::Error),
+    #[error("invalid built-in health policy")]
+    Policy(#[source] meridian_health::PolicyError),
     #[error("replica task failed: {0}")]
     Task(String),
 }
@@ -43,6 +47,9 @@ pub(crate) struct ReplicaContext {
     pub store_health: watch::Receiver<StoreHealth>,
     pub ready: watch::Receiver<Readiness>,
     pub request_timeout: Duration,
+    pub topology: watch::Receiver<AppliedTopology>,
+    pub health: Arc<HealthView>,
+    pub prober_tokens: Arc<std::collections::HashMap<String, crate::config::ProberIdentity>>,
 }
 
 /// Opens the store named by the configuration.
@@ -114,6 +121,11 @@ pub async fn run_with_store(
     let (health_tx, store_health) = watch::channel(initial_health);
     let (ready_tx, ready) = watch::channel::<Readiness>(Err("starting".into()));
 
+    let (topology_tx, topology_rx) = watch::channel(AppliedTopology::default());
+    let health_view = HealthView::new().map_err(RunError::Policy)?;
+    if cfg.prober_tokens.is_empty() {
+        tracing::warn!("no prober credentials configured: probers are not authenticated and are trusted for the region they claim");
+    }
     let ctx = ReplicaContext {
         store: store.clone(),
         keys: keys.clone(),
@@ -122,11 +134,16 @@ pub async fn run_with_store(
         store_health,
         ready: ready.clone(),
         request_timeout: cfg.config.store.request_timeout,
+        topology: topology_rx.clone(),
+        health: health_view.clone(),
+        prober_tokens: Arc::new(cfg.prober_tokens.clone()),
     };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let mut tasks = Tasks::new();
     tasks.spawn("store-health", monitor_store(store.clone(), leadership.clone(), health_tx, ready_tx, health_reporter, shutdown.clone()));
+    tasks.spawn("health-evaluator", health::run_evaluator(health_view, topology_rx, shutdown.clone()));
+    tasks.spawn("topology", topology::follow(store.clone(), keys.clone(), topology_tx, shutdown.clone()));
     tasks.spawn("leader-duties", leader_duties(ctx.clone(), cfg.config.election.lease_ttl, shutdown.clone()));
     tasks.spawn(
         "compaction",

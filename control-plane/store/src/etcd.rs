@@ -25,7 +25,10 @@
 //! re-created from the revision after the last one delivered, on whatever member the
 //! channel picks, so callers see neither a gap nor a duplicate. (If compaction passed
 //! that revision while the watch was down, the caller gets [`StoreError::Compacted`]
-//! and re-lists, as for any compacted start revision.)
+//! and re-lists, as for any compacted start revision.) A watch without a start
+//! revision starts after a linearizable read of the current revision, not at the
+//! serving member's revision: that one lags on a slow follower, and the watch would
+//! replay writes acknowledged before it was asked for.
 //!
 //! Rejected alternative: one client per endpoint with our own fail-over (pick a
 //! member, stick to it until it fails). It duplicates the balancing etcd-client already
@@ -998,10 +1001,36 @@ impl Store for EtcdStore {
             retry: self.retry.clone(),
             endpoints_label: self.endpoints_label.clone(),
         };
+        // "From the next revision on" must mean after every write acknowledged so far.
+        // etcd's own default (the revision of the member that serves the watch) would
+        // replay recent writes when that member lags behind the leader, so read the
+        // current revision linearizably (through the leader) and watch from after it.
+        let start = match start_revision {
+            Some(start) => start,
+            None => {
+                let response = self
+                    .call("watch", RetryMode::Idempotent, |mut client| {
+                        // Any key will do; an empty one is not allowed.
+                        let key = if prefix.is_empty() {
+                            "\0".to_owned()
+                        } else {
+                            prefix.to_owned()
+                        };
+                        async move {
+                            client
+                                .get(key, Some(ec::GetOptions::new().with_keys_only().with_limit(1)))
+                                .await
+                        }
+                    })
+                    .await
+                    .map_err(|failed| self.error(failed, None))?;
+                header_revision(response.header(), "range")? + 1
+            }
+        };
         let opened = self
             .call("watch", RetryMode::Idempotent, |client| {
                 let watcher = watcher.clone();
-                async move { watcher.open(client, start_revision).await }
+                async move { watcher.open(client, start).await }
             })
             .await
             .map_err(|failed| self.error(failed, None))?;
@@ -1169,31 +1198,14 @@ struct Opened {
 
 impl Watcher {
     /// Creates the etcd watch and waits for etcd to confirm it.
-    async fn open(&self, mut client: ec::Client, start: Option<Revision>) -> Result<Opened, ec::Error> {
-        let mut options = ec::WatchOptions::new().with_prefix();
-        if let Some(start) = start {
-            options = options.with_start_revision(start);
-        }
+    async fn open(&self, mut client: ec::Client, start: Revision) -> Result<Opened, ec::Error> {
+        let options = ec::WatchOptions::new().with_prefix().with_start_revision(start);
         let mut stream = client.watch(self.prefix.as_str(), Some(options)).await?;
         let created = match stream.message().await? {
             Some(created) if created.created() => created,
             Some(other) if other.canceled() => return Err(ec::Error::WatchError(other.cancel_reason().to_owned())),
             Some(_) => return Err(ec::Error::WatchError(EtcdProtocolError::WatchNotCreated.to_string())),
             None => return Err(ec::Error::WatchError("watch stream closed before creation".into())),
-        };
-        // Without a start revision etcd watches from the revision after the one in
-        // the created response's header.
-        let next_revision = match start {
-            Some(start) => start,
-            // Guessing would make a later resume replay history: refuse instead.
-            None => match created.header() {
-                Some(header) => header.revision() + 1,
-                None => {
-                    return Err(ec::Error::WatchError(
-                        EtcdProtocolError::MissingHeader("watch created").to_string(),
-                    ))
-                }
-            },
         };
         let compacted = (created.compact_revision() > 0).then_some(created.compact_revision());
         if created.canceled() && compacted.is_none() {
@@ -1202,7 +1214,7 @@ impl Watcher {
         Ok(Opened {
             stream,
             watch_id: created.watch_id(),
-            next_revision,
+            next_revision: start,
             compacted,
         })
     }
@@ -1324,7 +1336,7 @@ impl Watcher {
             let opened = tokio::select! {
                 _ = shutdown.cancelled() => return None,
                 _ = tx.closed() => return None,
-                opened = tokio::time::timeout(self.request_timeout, self.open(self.client.clone(), Some(next_revision))) => opened,
+                opened = tokio::time::timeout(self.request_timeout, self.open(self.client.clone(), next_revision)) => opened,
             };
             let failure = match opened {
                 Ok(Ok(opened)) => return Some(Ok(opened)),

@@ -1,0 +1,244 @@
+//! Conversions between domain values and `meridian.v1` wire types. Only the gRPC
+//! adapter uses this module.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use meridian_core::topology::{ProbeKind, TopologyDoc};
+use meridian_proto::prost_types;
+use meridian_proto::v1 as pb;
+
+pub(crate) fn duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+}
+
+/// A wire duration as a std one; negative or absurd values are rejected.
+pub(crate) fn from_duration(d: &prost_types::Duration) -> Option<Duration> {
+    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 || d.seconds > 86_400 {
+        return None;
+    }
+    Some(Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
+pub(crate) fn timestamp_ms(ms: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 }
+}
+
+/// A wire timestamp as milliseconds since the Unix epoch; out-of-range values are
+/// rejected rather than wrapped.
+pub(crate) fn from_timestamp_ms(t: &prost_types::Timestamp) -> Option<u64> {
+    if t.seconds < 0 || t.nanos < 0 || t.nanos >= 1_000_000_000 || t.seconds > 32_503_680_000 {
+        return None;
+    }
+    Some(t.seconds as u64 * 1000 + (t.nanos / 1_000_000) as u64)
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The probe assignments every prober receives for a topology: each endpoint of each
+/// PoP, with the policy's intervals, timeouts and thresholds.
+pub(crate) fn assignments(doc: &TopologyDoc, version: u64) -> pb::ProbeAssignments {
+    let policy = &doc.policy;
+    let mut targets = Vec::new();
+    for pop in &doc.pops {
+        for ep in &pop.endpoints {
+            let check = match ep.kind {
+                ProbeKind::Http | ProbeKind::Https => pb::probe_target::Check::Http(pb::HttpCheck {
+                    url: ep.url.clone().unwrap_or_default(),
+                    method: ep.method.clone().unwrap_or_else(|| "GET".into()),
+                    host_header: ep.host.clone().unwrap_or_default(),
+                    expected_status: ep.expected_status.iter().map(|s| u32::from(*s)).collect(),
+                    body_contains: ep.body_contains.clone().unwrap_or_default(),
+                    insecure_skip_verify: ep.insecure_skip_verify,
+                }),
+                ProbeKind::Tcp => pb::probe_target::Check::Tcp(pb::TcpCheck { address: ep.address.map(|a| a.to_string()).unwrap_or_default() }),
+                ProbeKind::Dns => pb::probe_target::Check::Dns(pb::DnsCheck {
+                    server: ep.server.map(|a| a.to_string()).unwrap_or_default(),
+                    name: ep.query_name.clone().unwrap_or_default(),
+                    record_type: ep.record_type.clone().unwrap_or_else(|| "A".into()),
+                    expected_rcode: ep.expected_rcode.clone().unwrap_or_else(|| "NOERROR".into()),
+                    expected_answer: ep.expected_answer.clone().unwrap_or_default(),
+                }),
+            };
+            targets.push(pb::ProbeTarget {
+                pop: pop.id.clone(),
+                endpoint: ep.name.clone(),
+                interval: Some(duration(ep.interval.unwrap_or(policy.probe_interval))),
+                confirm_interval: Some(duration(policy.confirm_interval)),
+                connect_timeout: Some(duration(ep.connect_timeout.unwrap_or(policy.connect_timeout))),
+                response_timeout: Some(duration(ep.response_timeout.unwrap_or(policy.response_timeout))),
+                rise: policy.rise,
+                fall: policy.fall,
+                jitter: policy.jitter,
+                check: Some(check),
+            });
+        }
+    }
+    pb::ProbeAssignments {
+        version,
+        targets,
+        max_concurrency: policy.max_concurrency,
+        batch_interval: Some(duration(Duration::from_millis(100))),
+    }
+}
+
+pub(crate) fn pop_state(v: &meridian_health::PopVerdict) -> i32 {
+    use meridian_health::PopVerdict;
+    (match v {
+        PopVerdict::Unknown => pb::PopState::Unknown,
+        PopVerdict::Up => pb::PopState::Up,
+        PopVerdict::Degraded { .. } => pb::PopState::Degraded,
+        PopVerdict::Down => pb::PopState::Down,
+    }) as i32
+}
+
+pub(crate) fn reach_state(r: &meridian_health::Reachability) -> i32 {
+    use meridian_health::Reachability;
+    (match r {
+        Reachability::Unknown => pb::PopState::Unknown,
+        Reachability::Up => pb::PopState::Up,
+        Reachability::Down => pb::PopState::Down,
+    }) as i32
+}
+
+fn down_regions(v: &meridian_health::PopVerdict) -> Vec<String> {
+    match v {
+        meridian_health::PopVerdict::Degraded { down_regions } => down_regions.iter().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+pub(crate) fn failure_class(f: meridian_health::FailureClass) -> i32 {
+    use meridian_health::FailureClass as F;
+    (match f {
+        F::None => pb::FailureClass::None,
+        F::Timeout => pb::FailureClass::Timeout,
+        F::Refused => pb::FailureClass::Refused,
+        F::Reset => pb::FailureClass::Reset,
+        F::Tls => pb::FailureClass::Tls,
+        F::HttpStatus => pb::FailureClass::HttpStatus,
+        F::BodyMismatch => pb::FailureClass::BodyMismatch,
+        F::DnsRcode => pb::FailureClass::DnsRcode,
+        F::DnsAnswer => pb::FailureClass::DnsAnswer,
+        F::Other => pb::FailureClass::Other,
+    }) as i32
+}
+
+pub(crate) fn health_matrix(rows: Vec<meridian_health::PopHealthRow>, suspects: Vec<String>) -> pb::GetHealthResponse {
+    let pops = rows
+        .into_iter()
+        .map(|row| pb::PopHealth {
+            pop: row.pop,
+            state: pop_state(&row.verdict.verdict),
+            down_regions: down_regions(&row.verdict.verdict),
+            rule: row.verdict.rule,
+            since: row.verdict.since.map(|t| timestamp_ms(t.0)),
+            regions: row
+                .regions
+                .into_iter()
+                .map(|c| pb::RegionPopHealth {
+                    region: c.region,
+                    state: reach_state(&c.state),
+                    latency: c.latency.map(duration),
+                    age: c.freshest_age.map(duration),
+                    suspect: c.suspect,
+                })
+                .collect(),
+        })
+        .collect();
+    pb::GetHealthResponse { pops, suspect_regions: suspects }
+}
+
+pub(crate) fn explanation(e: meridian_health::Explanation) -> pb::ExplainPopResponse {
+    let mut evidence = Vec::new();
+    let regions = e
+        .regions
+        .into_iter()
+        .map(|r| {
+            evidence.push(format!(
+                "region {}: {:?}{}{}",
+                r.region,
+                r.state,
+                if r.suspect { " (suspect: votes discounted)" } else { "" },
+                if r.counted { "" } else { " (not counted)" }
+            ));
+            pb::RegionEvidence {
+                region: r.region,
+                state: reach_state(&r.state),
+                suspect: r.suspect,
+                counted: r.counted,
+                latency: r.latency.map(duration),
+                probers: r
+                    .probers
+                    .into_iter()
+                    .map(|p| pb::ProberEvidence {
+                        prober: p.prober,
+                        view: reach_state(&p.view),
+                        endpoints: p
+                            .endpoints
+                            .into_iter()
+                            .map(|ep| pb::EndpointEvidence {
+                                endpoint: ep.endpoint,
+                                state: reach_state(&ep.state),
+                                fresh: ep.fresh,
+                                consecutive_successes: ep.consecutive_successes,
+                                consecutive_failures: ep.consecutive_failures,
+                                recent: ep
+                                    .recent
+                                    .into_iter()
+                                    .map(|x| pb::RecentResult {
+                                        observed_at: Some(timestamp_ms(x.observed_at.0)),
+                                        age: Some(duration(x.age)),
+                                        success: x.success,
+                                        latency: Some(duration(x.latency)),
+                                        failure_class: failure_class(x.failure),
+                                        applied: x.applied,
+                                    })
+                                    .collect(),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    pb::ExplainPopResponse {
+        pop: e.pop,
+        state: pop_state(&e.verdict.verdict),
+        down_regions: down_regions(&e.verdict.verdict),
+        rule: e.verdict.rule,
+        evidence,
+        regions,
+    }
+}
+
+pub(crate) fn event(e: crate::health::LoggedEvent, replica: &str) -> pb::Event {
+    use meridian_health::HealthEvent;
+    let mut out = pb::Event { id: e.id, replica: replica.to_string(), actor: "health".into(), ..Default::default() };
+    match e.event {
+        HealthEvent::Verdict { at, pop, old, new, rule, evidence } => {
+            out.at = Some(timestamp_ms(at.0));
+            out.kind = "verdict".into();
+            out.message = format!("{pop}: {old} → {new} ({rule})");
+            out.pop = pop;
+            out.evidence = evidence;
+        }
+        HealthEvent::RegionSuspect { at, region, down_share } => {
+            out.at = Some(timestamp_ms(at.0));
+            out.kind = "region_suspect".into();
+            out.message = format!(
+                "region {region} is suspect: its probers alone see {:.0}% of PoPs down; its votes are discounted",
+                down_share * 100.0
+            );
+            out.region = region;
+        }
+        HealthEvent::RegionRecovered { at, region } => {
+            out.at = Some(timestamp_ms(at.0));
+            out.kind = "region_recovered".into();
+            out.message = format!("region {region} recovered; its votes count again");
+            out.region = region;
+        }
+    }
+    out
+}

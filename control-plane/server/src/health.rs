@@ -1,0 +1,293 @@
+//! The replica's health view: probe results stream in (soft state, never written to
+//! the store per result), the pure [`meridian_health::HealthState`] turns them into
+//! verdicts, and every change becomes an event.
+//!
+//! Every replica keeps its own view from the results every prober sends to every
+//! replica, so a newly elected leader already has a warm view.
+//!
+//! Evaluation runs at once when a batch changed some hysteresis state (fast
+//! failover), and on a short tick otherwise (so staleness turns into UNKNOWN).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use meridian_core::topology::{Policy, TopologyDoc};
+use meridian_health::{HealthEvent, HealthPolicy, HealthState, HealthTopology, PopVerdict, ProbeOutcome, RejectReason, UnixMillis};
+use serde::Serialize;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::convert::now_ms;
+use crate::topology::AppliedTopology;
+
+/// How many events a replica keeps in memory for `meridianctl events`.
+const EVENT_RING: usize = 2000;
+/// How often verdicts are re-evaluated when no result changed anything.
+const EVALUATE_EVERY: Duration = Duration::from_millis(250);
+
+/// One entry of the event log.
+#[derive(Clone, Debug, Serialize)]
+pub struct LoggedEvent {
+    pub id: u64,
+    pub event: HealthEvent,
+}
+
+/// The outcome of one ingested batch, for the prober's acknowledgement.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    pub accepted: u32,
+    pub rejected: u32,
+    /// The first few rejection messages (the rest are counted only).
+    pub errors: Vec<String>,
+}
+
+/// The health view shared by the gRPC handlers and the evaluator task.
+pub struct HealthView {
+    state: Mutex<HealthState>,
+    evaluate_now: Notify,
+    events: Mutex<EventLog>,
+    rejection_log: Mutex<HashMap<RejectReason, (Instant, u64)>>,
+    /// Bumped whenever verdicts change (steering will follow it).
+    generation: watch::Sender<u64>,
+}
+
+struct EventLog {
+    next_id: u64,
+    ring: VecDeque<LoggedEvent>,
+}
+
+impl HealthView {
+    pub fn new() -> Result<Arc<Self>, meridian_health::PolicyError> {
+        let state = HealthState::new(HealthTopology::default(), HealthPolicy::default())?;
+        Ok(Arc::new(Self {
+            state: Mutex::new(state),
+            evaluate_now: Notify::new(),
+            events: Mutex::new(EventLog { next_id: 1, ring: VecDeque::new() }),
+            rejection_log: Mutex::new(HashMap::new()),
+            generation: watch::channel(0).0,
+        }))
+    }
+
+    /// Locks the state. A panic while holding the lock cannot leave the health state
+    /// half-updated in a way that matters (each ingest is self-contained), so a
+    /// poisoned lock is recovered rather than propagated.
+    pub fn lock(&self) -> MutexGuard<'_, HealthState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ingests one batch of already-authenticated results.
+    pub fn ingest_batch(&self, results: Vec<Result<ProbeOutcome, String>>) -> BatchOutcome {
+        let now = UnixMillis(now_ms());
+        let mut out = BatchOutcome::default();
+        let mut transitioned = false;
+        let mut counts: HashMap<(String, String, &'static str), u64> = HashMap::new();
+        let mut rejected: BTreeMap<RejectReason, (u64, String)> = BTreeMap::new();
+        {
+            let mut state = self.lock();
+            for result in results {
+                let outcome = match result {
+                    Ok(o) => o,
+                    Err(msg) => {
+                        out.rejected += 1;
+                        note_error(&mut out, msg.clone());
+                        let e = rejected.entry(RejectReason::Invalid).or_insert((0, msg));
+                        e.0 += 1;
+                        continue;
+                    }
+                };
+                let label = if outcome.success { "success" } else { "failure" };
+                let key = (outcome.pop.clone(), outcome.region.clone(), label);
+                match state.ingest(outcome, now) {
+                    Ok(effect) => {
+                        out.accepted += 1;
+                        transitioned |= effect.transitioned;
+                        *counts.entry(key).or_default() += 1;
+                    }
+                    Err(rejection) => {
+                        out.rejected += 1;
+                        let msg = rejection.to_string();
+                        note_error(&mut out, msg.clone());
+                        let e = rejected.entry(rejection.reason()).or_insert((0, msg));
+                        e.0 += 1;
+                    }
+                }
+            }
+        }
+        for ((pop, region, outcome), n) in counts {
+            metrics::counter!("meridian_control_plane_probe_results_total", "pop" => pop, "region" => region, "outcome" => outcome).increment(n);
+        }
+        for (reason, (n, example)) in rejected {
+            metrics::counter!("meridian_control_plane_probe_results_rejected_total", "reason" => reason.as_str()).increment(n);
+            self.log_rejections(reason, n, &example);
+        }
+        if transitioned {
+            self.evaluate_now.notify_one();
+        }
+        out
+    }
+
+    /// Counts one result rejected before it reached the core (authentication, wire
+    /// format), with the same rate-limited log as the core's rejections.
+    pub fn reject_outside(&self, reason: RejectReason, n: u64, example: &str) {
+        metrics::counter!("meridian_control_plane_probe_results_rejected_total", "reason" => reason.as_str()).increment(n);
+        self.log_rejections(reason, n, example);
+    }
+
+    /// Logs rejections at most once per 10 s per reason, with the count since.
+    fn log_rejections(&self, reason: RejectReason, n: u64, example: &str) {
+        let mut log = self.rejection_log.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = log.entry(reason).or_insert((Instant::now() - Duration::from_secs(3600), 0));
+        entry.1 += n;
+        if entry.0.elapsed() >= Duration::from_secs(10) {
+            tracing::warn!(reason = reason.as_str(), count = entry.1, example, "probe results rejected (logged at most every 10s)");
+            *entry = (Instant::now(), 0);
+        }
+    }
+
+    /// The newest `limit` events, newest last, optionally for one PoP.
+    pub fn events(&self, limit: usize, pop: Option<&str>) -> Vec<LoggedEvent> {
+        let log = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let matching: Vec<&LoggedEvent> = log.ring.iter().filter(|e| pop.is_none_or(|p| event_pop(&e.event) == Some(p))).collect();
+        matching[matching.len().saturating_sub(limit)..].iter().map(|e| (*e).clone()).collect()
+    }
+
+    /// Verdict generation: changes whenever any verdict changed.
+    pub fn generation(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    fn record(&self, events: Vec<HealthEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let mut log = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let mut verdicts_changed = false;
+        for event in events {
+            match &event {
+                HealthEvent::Verdict { pop, old, new, rule, .. } => {
+                    verdicts_changed = true;
+                    tracing::info!(pop = %pop, old = %old, new = %new, rule = %rule, "PoP verdict changed");
+                    metrics::counter!("meridian_control_plane_verdict_changes_total", "pop" => pop.clone(), "to" => verdict_label(new)).increment(1);
+                }
+                HealthEvent::RegionSuspect { region, down_share, .. } => {
+                    tracing::warn!(region = %region, down_share, "region suspect: its probers see most PoPs down alone; its votes are discounted");
+                    metrics::gauge!("meridian_control_plane_region_suspect", "region" => region.clone()).set(1.0);
+                }
+                HealthEvent::RegionRecovered { region, .. } => {
+                    tracing::info!(region = %region, "region no longer suspect");
+                    metrics::gauge!("meridian_control_plane_region_suspect", "region" => region.clone()).set(0.0);
+                }
+            }
+            let id = log.next_id;
+            log.next_id += 1;
+            log.ring.push_back(LoggedEvent { id, event });
+            if log.ring.len() > EVENT_RING {
+                log.ring.pop_front();
+            }
+        }
+        drop(log);
+        if verdicts_changed {
+            self.generation.send_modify(|g| *g += 1);
+        }
+    }
+}
+
+fn note_error(out: &mut BatchOutcome, msg: String) {
+    if out.errors.len() < 10 {
+        out.errors.push(msg);
+    }
+}
+
+fn event_pop(e: &HealthEvent) -> Option<&str> {
+    match e {
+        HealthEvent::Verdict { pop, .. } => Some(pop),
+        _ => None,
+    }
+}
+
+pub fn verdict_label(v: &PopVerdict) -> &'static str {
+    match v {
+        PopVerdict::Unknown => "unknown",
+        PopVerdict::Up => "up",
+        PopVerdict::Degraded { .. } => "degraded",
+        PopVerdict::Down => "down",
+    }
+}
+
+/// The health policy a topology's policy section asks for.
+pub fn health_policy(p: &Policy) -> HealthPolicy {
+    HealthPolicy {
+        rise: p.rise,
+        fall: p.fall,
+        freshness: p.freshness,
+        quorum: p.quorum,
+        min_regions: p.min_regions as usize,
+        suspect_share: p.suspect_share,
+        suspect_min_pops: p.suspect_min_pops as usize,
+        ..HealthPolicy::default()
+    }
+}
+
+/// The PoPs and endpoints health tracks for a topology.
+pub fn health_topology(doc: &TopologyDoc) -> HealthTopology {
+    HealthTopology::new(doc.pops.iter().map(|p| (p.id.clone(), p.endpoints.iter().map(|e| e.name.clone()).collect::<Vec<_>>())))
+}
+
+/// Re-evaluates verdicts on demand and on a tick, and follows topology changes.
+pub async fn run_evaluator(view: Arc<HealthView>, mut topology: watch::Receiver<AppliedTopology>, shutdown: CancellationToken) -> Result<(), String> {
+    let mut tick = tokio::time::interval(EVALUATE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    apply_topology(&view, &topology.borrow_and_update());
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = view.evaluate_now.notified() => {}
+            _ = tick.tick() => {}
+            changed = topology.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                apply_topology(&view, &topology.borrow_and_update());
+            }
+        }
+        let events = {
+            let mut state = view.lock();
+            let events = state.evaluate(UnixMillis(now_ms()));
+            for (pop, info) in state.verdicts() {
+                metrics::gauge!("meridian_control_plane_pop_verdict", "pop" => pop.to_string()).set(verdict_code(&info.verdict));
+            }
+            events
+        };
+        view.record(events);
+    }
+}
+
+/// 0 unknown, 1 up, 2 degraded, 3 down: one gauge per PoP.
+fn verdict_code(v: &PopVerdict) -> f64 {
+    match v {
+        PopVerdict::Unknown => 0.0,
+        PopVerdict::Up => 1.0,
+        PopVerdict::Degraded { .. } => 2.0,
+        PopVerdict::Down => 3.0,
+    }
+}
+
+fn apply_topology(view: &HealthView, applied: &AppliedTopology) {
+    let mut state = view.lock();
+    if let Err(e) = state.set_policy(health_policy(&applied.doc.policy)) {
+        tracing::error!(error = %e, "topology policy rejected by health aggregation; keeping the previous policy");
+    }
+    state.set_topology(health_topology(&applied.doc));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_policies_are_valid() {
+        assert!(HealthState::new(HealthTopology::default(), HealthPolicy::default()).is_ok());
+        assert!(health_policy(&Policy::default()).validate().is_ok());
+    }
+}

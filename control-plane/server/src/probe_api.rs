@@ -1,0 +1,223 @@
+//! `ProbeService`: probe assignments out, probe results in.
+//!
+//! Authentication: with prober credentials configured, every call carries
+//! `authorization: Bearer <token>`; the token names the prober and the one region it
+//! may report for. A result claiming another prober or region is rejected and
+//! counted, and never drops the rest of its batch.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use meridian_health::{FailureClass, ProbeOutcome, RejectReason, UnixMillis};
+use meridian_proto::v1 as pb;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::config::ProberIdentity;
+use crate::convert::{assignments, from_duration, from_timestamp_ms};
+use crate::health::HealthView;
+use crate::topology::AppliedTopology;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+pub(crate) struct ProbeApi {
+    pub health: Arc<HealthView>,
+    /// Bearer token → identity; empty: authentication off.
+    pub tokens: Arc<HashMap<String, ProberIdentity>>,
+    pub topology: tokio::sync::watch::Receiver<AppliedTopology>,
+}
+
+/// Who is calling: authenticated, or (auth off) whoever they say they are.
+enum Caller {
+    Authenticated(ProberIdentity),
+    Unauthenticated,
+}
+
+impl ProbeApi {
+    fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        if self.tokens.is_empty() {
+            return Ok(Caller::Unauthenticated);
+        }
+        let header = req
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>` metadata"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("the authorization metadata must be `Bearer <token>`"))?;
+        match self.tokens.get(token.trim()) {
+            Some(identity) => Ok(Caller::Authenticated(identity.clone())),
+            None => {
+                metrics::counter!("meridian_control_plane_prober_auth_failures_total").increment(1);
+                Err(Status::unauthenticated("unknown prober token"))
+            }
+        }
+    }
+}
+
+/// Checks a claimed (prober, region) against the caller's credentials.
+fn check_claim(caller: &Caller, prober: &str, region: &str) -> Result<(), String> {
+    match caller {
+        Caller::Unauthenticated => Ok(()),
+        Caller::Authenticated(id) if id.id == prober && id.region == region => Ok(()),
+        Caller::Authenticated(id) => Err(format!(
+            "prober `{}` (authenticated for region `{}`) may not report as prober `{prober}` in region `{region}`",
+            id.id, id.region
+        )),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::probe_service_server::ProbeService for ProbeApi {
+    type WatchAssignmentsStream = BoxStream<pb::ProbeAssignments>;
+    type ReportResultsStream = BoxStream<pb::ProbeResultAck>;
+
+    async fn watch_assignments(
+        &self,
+        req: Request<pb::WatchAssignmentsRequest>,
+    ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
+        let caller = self.caller(&req)?;
+        let body = req.into_inner();
+        if body.prober_id.is_empty() || body.region.is_empty() {
+            return Err(Status::invalid_argument("prober_id and region are required"));
+        }
+        check_claim(&caller, &body.prober_id, &body.region).map_err(Status::permission_denied)?;
+        tracing::info!(prober = %body.prober_id, region = %body.region, "prober subscribed to assignments");
+        // The full desired set now, then again whenever the topology changes.
+        let topology = tokio_stream::wrappers::WatchStream::new(self.topology.clone());
+        let stream = topology.map(|applied| Ok(assignments(&applied.doc, applied.revision.max(0) as u64)));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn report_results(
+        &self,
+        req: Request<Streaming<pb::ProbeResultBatch>>,
+    ) -> Result<Response<Self::ReportResultsStream>, Status> {
+        let caller = self.caller(&req)?;
+        let health = self.health.clone();
+        let mut inbound = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Some(batch) = inbound.next().await {
+                let batch = match batch {
+                    Ok(b) => b,
+                    Err(status) => {
+                        tracing::debug!(error = %status, "probe result stream ended with an error");
+                        break;
+                    }
+                };
+                let ack = ingest(&health, &caller, batch);
+                if tx.send(Ok(ack)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+/// Converts, checks and ingests one batch; one bad result never drops the others.
+fn ingest(health: &HealthView, caller: &Caller, batch: pb::ProbeResultBatch) -> pb::ProbeResultAck {
+    metrics::counter!("meridian_control_plane_probe_batches_total").increment(1);
+    let sequence = batch.sequence;
+    let mut refused = 0u32;
+    let mut refused_errors = Vec::new();
+    let mut converted = Vec::with_capacity(batch.results.len());
+    for r in batch.results {
+        if let Err(msg) = check_claim(caller, &r.prober_id, &r.region) {
+            refused += 1;
+            health.reject_outside(RejectReason::Invalid, 1, &msg);
+            if refused_errors.len() < 10 {
+                refused_errors.push(msg);
+            }
+            continue;
+        }
+        converted.push(outcome_from_pb(r));
+    }
+    let mut out = health.ingest_batch(converted);
+    out.rejected += refused;
+    refused_errors.extend(out.errors);
+    refused_errors.truncate(10);
+    pb::ProbeResultAck { sequence, accepted: out.accepted, rejected: out.rejected, errors: refused_errors }
+}
+
+/// A wire result as a domain value, or why it is malformed.
+fn outcome_from_pb(r: pb::ProbeResult) -> Result<ProbeOutcome, String> {
+    let at = |what: &str| format!("result for pop `{}` endpoint `{}`: {what}", r.pop, r.endpoint);
+    let observed_at = r.observed_at.as_ref().and_then(from_timestamp_ms).ok_or_else(|| at("missing or invalid observed_at"))?;
+    let latency = match &r.latency {
+        Some(d) => from_duration(d).ok_or_else(|| at("invalid latency"))?,
+        None => std::time::Duration::ZERO,
+    };
+    let failure = match pb::FailureClass::try_from(r.failure_class) {
+        Ok(pb::FailureClass::Unspecified) | Ok(pb::FailureClass::None) => FailureClass::None,
+        Ok(pb::FailureClass::Timeout) => FailureClass::Timeout,
+        Ok(pb::FailureClass::Refused) => FailureClass::Refused,
+        Ok(pb::FailureClass::Reset) => FailureClass::Reset,
+        Ok(pb::FailureClass::Tls) => FailureClass::Tls,
+        Ok(pb::FailureClass::HttpStatus) => FailureClass::HttpStatus,
+        Ok(pb::FailureClass::BodyMismatch) => FailureClass::BodyMismatch,
+        Ok(pb::FailureClass::DnsRcode) => FailureClass::DnsRcode,
+        Ok(pb::FailureClass::DnsAnswer) => FailureClass::DnsAnswer,
+        Ok(pb::FailureClass::Other) => FailureClass::Other,
+        Err(_) => return Err(at(&format!("unknown failure class {}", r.failure_class))),
+    };
+    // An unspecified class on a failure is a malformed result, not a success.
+    let failure = if !r.success && failure == FailureClass::None { FailureClass::Other } else { failure };
+    Ok(ProbeOutcome {
+        prober: r.prober_id,
+        region: r.region,
+        pop: r.pop,
+        endpoint: r.endpoint,
+        observed_at: UnixMillis(observed_at),
+        success: r.success,
+        latency,
+        failure,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_are_checked_against_the_credential() {
+        let caller = Caller::Authenticated(ProberIdentity { id: "p1".into(), region: "eu-west".into() });
+        assert!(check_claim(&caller, "p1", "eu-west").is_ok());
+        let err = check_claim(&caller, "p1", "us-east").unwrap_err();
+        assert!(err.contains("authenticated for region `eu-west`") && err.contains("us-east"), "{err}");
+        assert!(check_claim(&caller, "p2", "eu-west").is_err());
+        assert!(check_claim(&Caller::Unauthenticated, "anyone", "anywhere").is_ok());
+    }
+
+    #[test]
+    fn malformed_results_are_rejected_with_a_reason() {
+        let base = pb::ProbeResult {
+            prober_id: "p1".into(),
+            region: "r".into(),
+            pop: "fra1".into(),
+            endpoint: "http".into(),
+            observed_at: Some(meridian_proto::prost_types::Timestamp { seconds: 1_700_000_000, nanos: 0 }),
+            success: true,
+            latency: None,
+            failure_class: 0,
+            detail: String::new(),
+        };
+        assert!(outcome_from_pb(base.clone()).is_ok());
+        let mut r = base.clone();
+        r.observed_at = None;
+        assert!(outcome_from_pb(r).unwrap_err().contains("observed_at"));
+        let mut r = base.clone();
+        r.observed_at = Some(meridian_proto::prost_types::Timestamp { seconds: -5, nanos: 0 });
+        assert!(outcome_from_pb(r).is_err());
+        let mut r = base.clone();
+        r.failure_class = 999;
+        assert!(outcome_from_pb(r).unwrap_err().contains("unknown failure class"));
+        let mut r = base;
+        r.success = false;
+        assert_eq!(outcome_from_pb(r).unwrap().failure, FailureClass::Other);
+    }
+}

@@ -1,0 +1,163 @@
+//! The probes: HTTP(S), TCP connect and DNS. Each returns a [`ProbeOutcome`] and
+//! never hangs past its timeouts (every probe also runs under an outer deadline),
+//! never panics on what a target sends, and maps errors to a [`FailureClass`].
+
+mod classify;
+mod dns;
+mod http;
+mod tcp;
+
+use std::time::{Duration, Instant};
+
+pub use classify::classify_error;
+pub(crate) use classify::chain as error_chain;
+
+use crate::target::{Check, TargetSpec};
+
+/// Why a probe failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureClass {
+    /// The probe succeeded.
+    None,
+    Timeout,
+    Refused,
+    Reset,
+    Tls,
+    HttpStatus,
+    BodyMismatch,
+    DnsRcode,
+    DnsAnswer,
+    Other,
+}
+
+impl FailureClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::None => "none",
+            FailureClass::Timeout => "timeout",
+            FailureClass::Refused => "refused",
+            FailureClass::Reset => "reset",
+            FailureClass::Tls => "tls",
+            FailureClass::HttpStatus => "http_status",
+            FailureClass::BodyMismatch => "body_mismatch",
+            FailureClass::DnsRcode => "dns_rcode",
+            FailureClass::DnsAnswer => "dns_answer",
+            FailureClass::Other => "other",
+        }
+    }
+
+    /// Whether probing again soon may give another answer: the network-level
+    /// failures are often transient, a wrong status or a bad certificate rarely.
+    pub fn may_be_transient(self) -> bool {
+        matches!(self, FailureClass::Timeout | FailureClass::Refused | FailureClass::Reset | FailureClass::Other)
+    }
+}
+
+impl std::fmt::Display for FailureClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What one probe observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeOutcome {
+    pub success: bool,
+    pub latency: Duration,
+    pub class: FailureClass,
+    /// A short, human-readable explanation (empty on success).
+    pub detail: String,
+}
+
+impl ProbeOutcome {
+    pub fn ok(latency: Duration) -> Self {
+        Self { success: true, latency, class: FailureClass::None, detail: String::new() }
+    }
+    pub fn failed(latency: Duration, class: FailureClass, detail: impl Into<String>) -> Self {
+        Self { success: false, latency, class, detail: short(detail.into()) }
+    }
+}
+
+/// The longest failure detail kept; the control plane shows it, it is not a log.
+pub const MAX_DETAIL: usize = 240;
+
+fn short(mut s: String) -> String {
+    if s.len() > MAX_DETAIL {
+        let mut cut = MAX_DETAIL;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+/// A target made ready to probe: the HTTP client (with its TLS settings and
+/// connection policy) is built once per target, not per probe.
+#[derive(Debug)]
+pub struct PreparedProbe {
+    check: PreparedCheck,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+#[derive(Debug)]
+enum PreparedCheck {
+    Http(http::HttpProbe),
+    Tcp(crate::target::TcpCheck),
+    Dns(crate::target::DnsCheck),
+    /// The probe could not be set up (for example the TLS stack failed to
+    /// initialise); every probe reports this as a failure of class `other`.
+    Broken(String),
+}
+
+impl PreparedProbe {
+    pub fn new(spec: &TargetSpec) -> Self {
+        let check = match &spec.check {
+            Check::Http(c) => match http::HttpProbe::new(c, spec.connect_timeout, spec.response_timeout) {
+                Ok(p) => PreparedCheck::Http(p),
+                Err(e) => PreparedCheck::Broken(format!("cannot set up the HTTP client: {}", classify::chain(&e))),
+            },
+            Check::Tcp(c) => PreparedCheck::Tcp(c.clone()),
+            Check::Dns(c) => PreparedCheck::Dns(c.clone()),
+        };
+        Self { check, connect_timeout: spec.connect_timeout, response_timeout: spec.response_timeout }
+    }
+
+    /// Runs one probe. It ends within `connect_timeout + response_timeout` (plus a
+    /// small margin for the outer guard), whatever the target does.
+    pub async fn run(&self) -> ProbeOutcome {
+        let start = Instant::now();
+        let budget = self.connect_timeout + self.response_timeout;
+        let probe = async {
+            match &self.check {
+                PreparedCheck::Http(p) => p.run(start).await,
+                PreparedCheck::Tcp(c) => tcp::probe(c, self.connect_timeout, start).await,
+                PreparedCheck::Dns(c) => dns::probe(c, self.response_timeout, start).await,
+                PreparedCheck::Broken(why) => ProbeOutcome::failed(start.elapsed(), FailureClass::Other, why.clone()),
+            }
+        };
+        // The outer guard: each probe has its own timeouts; this one only makes sure
+        // that a bug or an unforeseen wait in a library can never stick a target.
+        match tokio::time::timeout(budget + Duration::from_millis(250), probe).await {
+            Ok(outcome) => outcome,
+            Err(_) => ProbeOutcome::failed(start.elapsed(), FailureClass::Timeout, format!("no result within {budget:?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_are_kept_short_on_a_char_boundary() {
+        let long = "é".repeat(300);
+        let o = ProbeOutcome::failed(Duration::ZERO, FailureClass::Other, long);
+        assert!(o.detail.len() <= MAX_DETAIL + '…'.len_utf8());
+        assert!(o.detail.ends_with('…'));
+        assert_eq!(FailureClass::HttpStatus.to_string(), "http_status");
+        assert!(!FailureClass::Tls.may_be_transient());
+    }
+}
