@@ -18,7 +18,13 @@ pub type Readiness = Result<(), String>;
 /// Installs the global Prometheus recorder once per process and returns its handle.
 pub fn metrics_handle() -> Result<PrometheusHandle, String> {
     static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
-    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().map_err(|e| format!("cannot install the metrics recorder: {e}"))).clone()
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .map_err(|e| format!("cannot install the metrics recorder: {e}"))
+        })
+        .clone()
 }
 
 #[derive(Clone)]
@@ -28,7 +34,11 @@ struct AdminState {
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` fires.
-pub async fn serve(listener: TcpListener, ready: watch::Receiver<Readiness>, shutdown: CancellationToken) -> Result<(), String> {
+pub async fn serve(
+    listener: TcpListener,
+    ready: watch::Receiver<Readiness>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
     let metrics = metrics_handle()?;
     let state = Arc::new(AdminState { metrics, ready });
     let app = Router::new()
@@ -36,7 +46,10 @@ pub async fn serve(listener: TcpListener, ready: watch::Receiver<Readiness>, shu
         .route("/live", get(|| async { "live\n" }))
         .route("/ready", get(ready_page))
         .with_state(state);
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await.map_err(|e| format!("admin listener failed: {e}"))
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .map_err(|e| format!("admin listener failed: {e}"))
 }
 
 async fn metrics_page(State(state): State<Arc<AdminState>>) -> String {

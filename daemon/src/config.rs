@@ -19,14 +19,22 @@ pub enum ConfigError {
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid config {origin}: `{key}`: {message}")]
-    Invalid { origin: String, key: String, message: String },
+    Invalid {
+        origin: String,
+        key: String,
+        message: String,
+    },
 }
 
 impl ConfigError {
     /// A validation error for `key`, found in the config from `origin` (a file path or
     /// "flags and defaults").
     pub fn invalid(origin: &str, key: &str, message: impl Into<String>) -> Self {
-        ConfigError::Invalid { origin: origin.to_string(), key: key.to_string(), message: message.into() }
+        ConfigError::Invalid {
+            origin: origin.to_string(),
+            key: key.to_string(),
+            message: message.into(),
+        }
     }
 }
 
@@ -35,7 +43,10 @@ pub fn load<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T, Con
     match path {
         None => Ok(T::default()),
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
             parse(path, &text)
         }
     }
@@ -43,7 +54,10 @@ pub fn load<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T, Con
 
 /// Parses TOML text that came from `path`.
 pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string().trim_end().to_string() })
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })
 }
 
 /// Describes where a config came from, for error messages.
@@ -78,7 +92,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected_with_file_and_key() {
-        let err = parse::<Sample>(Path::new("/etc/m.toml"), "port = 1\n[nested]\nnmae = \"x\"\n").unwrap_err().to_string();
+        let err = parse::<Sample>(Path::new("/etc/m.toml"), "port = 1\n[nested]\nnmae = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/etc/m.toml"), "{err}");
         assert!(err.contains("nmae"), "{err}");
         assert!(err.contains("line 3"), "{err}");
@@ -86,15 +102,21 @@ mod tests {
 
     #[test]
     fn wrong_types_name_the_expectation() {
-        let err = parse::<Sample>(Path::new("m.toml"), "port = \"eighty\"\n").unwrap_err().to_string();
+        let err = parse::<Sample>(Path::new("m.toml"), "port = \"eighty\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("m.toml") && err.contains("port"), "{err}");
-        let err = parse::<Sample>(Path::new("m.toml"), "port = 70000\n").unwrap_err().to_string();
+        let err = parse::<Sample>(Path::new("m.toml"), "port = 70000\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("port"), "{err}");
     }
 
     #[test]
     fn missing_file_names_the_path() {
-        let err = load::<Sample>(Some(Path::new("/nonexistent/meridian.toml"))).unwrap_err().to_string();
+        let err = load::<Sample>(Some(Path::new("/nonexistent/meridian.toml")))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/meridian.toml"), "{err}");
     }
 }

@@ -100,7 +100,9 @@ impl Tasks {
     }
 }
 
-fn flatten(done: Result<(&'static str, Result<(), String>), tokio::task::JoinError>) -> (&'static str, Result<(), String>) {
+fn flatten(
+    done: Result<(&'static str, Result<(), String>), tokio::task::JoinError>,
+) -> (&'static str, Result<(), String>) {
     match done {
         Ok(v) => v,
         Err(e) => ("<unknown>", Err(format!("task panicked or was aborted: {e}"))),
@@ -140,7 +142,10 @@ mod tests {
             t.cancelled().await;
             Ok(())
         });
-        let err = tasks.run_until(token.clone(), Duration::from_secs(5)).await.unwrap_err();
+        let err = tasks
+            .run_until(token.clone(), Duration::from_secs(5))
+            .await
+            .unwrap_err();
         assert!(err.contains("bad: boom"), "{err}");
         assert!(token.is_cancelled());
     }

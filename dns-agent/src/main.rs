@@ -59,7 +59,11 @@ impl AgentConfig {
     fn validate(self, origin: &str) -> Result<Self, ConfigError> {
         validate_id("agent", &self.agent_id).map_err(|e| ConfigError::invalid(origin, "agent_id", e.to_string()))?;
         if self.control_plane.is_empty() {
-            return Err(ConfigError::invalid(origin, "control_plane", "at least one control-plane endpoint is required"));
+            return Err(ConfigError::invalid(
+                origin,
+                "control_plane",
+                "at least one control-plane endpoint is required",
+            ));
         }
         Ok(self)
     }
@@ -109,9 +113,16 @@ async fn real_main(args: Args) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind the admin listener `admin_addr` {}: {e}", cfg.admin_addr))?;
     let shutdown = shutdown::on_signal();
-    let (_ready_tx, ready) = tokio::sync::watch::channel(Err("DNS serving is not implemented yet (issue [4])".to_string()));
+    let (_ready_tx, ready) =
+        tokio::sync::watch::channel(Err("DNS serving is not implemented yet (issue [4])".to_string()));
     tracing::info!(agent = %cfg.agent_id, "dns agent started (skeleton: not serving DNS yet)");
     let mut tasks = Tasks::new();
-    tasks.spawn("admin-http", meridian_daemon::admin::serve(admin, ready, shutdown.clone()));
-    tasks.run_until(shutdown, Duration::from_secs(5)).await.map_err(anyhow::Error::msg)
+    tasks.spawn(
+        "admin-http",
+        meridian_daemon::admin::serve(admin, ready, shutdown.clone()),
+    );
+    tasks
+        .run_until(shutdown, Duration::from_secs(5))
+        .await
+        .map_err(anyhow::Error::msg)
 }

@@ -30,7 +30,12 @@ pub(crate) struct AssignmentSettings {
 }
 
 /// Watches assignments until shutdown, then stops every probe.
-pub(crate) async fn run(settings: Arc<AssignmentSettings>, mut runner: ProbeRunner, shared: Arc<Shared>, shutdown: CancellationToken) -> Result<(), String> {
+pub(crate) async fn run(
+    settings: Arc<AssignmentSettings>,
+    mut runner: ProbeRunner,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
     let n = settings.endpoints.len().max(1);
     let mut backoff = Backoff::new(settings.reconnect_initial, settings.reconnect_max);
     let mut index = 0usize;
@@ -63,16 +68,29 @@ pub(crate) async fn run(settings: Arc<AssignmentSettings>, mut runner: ProbeRunn
 }
 
 /// One assignment stream. Returns whether any message arrived, and why it ended.
-async fn watch_once(endpoint: &str, s: &AssignmentSettings, runner: &mut ProbeRunner, shared: &Shared) -> (bool, String) {
+async fn watch_once(
+    endpoint: &str,
+    s: &AssignmentSettings,
+    runner: &mut ProbeRunner,
+    shared: &Shared,
+) -> (bool, String) {
     let mut client = match grpc::connect(endpoint, s.connect_timeout, s.auth.clone()).await {
         Ok(c) => c,
         Err(e) => return (false, e),
     };
-    let request = pb::WatchAssignmentsRequest { prober_id: s.prober_id.clone(), region: s.region.clone() };
+    let request = pb::WatchAssignmentsRequest {
+        prober_id: s.prober_id.clone(),
+        region: s.region.clone(),
+    };
     let mut stream = match tokio::time::timeout(s.connect_timeout, client.watch_assignments(request)).await {
         Ok(Ok(r)) => r.into_inner(),
         Ok(Err(status)) => return (false, format!("WatchAssignments refused: {status}")),
-        Err(_) => return (false, format!("WatchAssignments not answered within {:?}", s.connect_timeout)),
+        Err(_) => {
+            return (
+                false,
+                format!("WatchAssignments not answered within {:?}", s.connect_timeout),
+            )
+        }
     };
     let mut received = false;
     loop {

@@ -17,7 +17,11 @@ impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Self {
         let initial = initial.max(Duration::from_millis(1));
         let max = max.max(initial);
-        Self { initial, max, step: initial }
+        Self {
+            initial,
+            max,
+            step: initial,
+        }
     }
 
     /// The next delay; `unit` is a uniform random number in `[0, 1)`.

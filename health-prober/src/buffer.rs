@@ -33,7 +33,14 @@ struct SentBatch<T> {
 impl<T: Clone> ReplicaBuffer<T> {
     /// A buffer that holds at most `limit` results (at least one).
     pub fn new(limit: usize) -> Self {
-        Self { limit: limit.max(1), pending: VecDeque::new(), in_flight: VecDeque::new(), held: 0, next_sequence: 1, dropped: 0 }
+        Self {
+            limit: limit.max(1),
+            pending: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            held: 0,
+            next_sequence: 1,
+            dropped: 0,
+        }
     }
 
     /// Adds a result. Returns how many results were dropped to make room (0 or 1).
@@ -62,7 +69,11 @@ impl<T: Clone> ReplicaBuffer<T> {
         let sequence = self.next_sequence;
         self.next_sequence += 1;
         let copy = items.iter().cloned().collect();
-        self.in_flight.push_back(SentBatch { sequence, items, sent_at: now });
+        self.in_flight.push_back(SentBatch {
+            sequence,
+            items,
+            sent_at: now,
+        });
         Some((sequence, copy))
     }
 

@@ -161,7 +161,10 @@ impl ProberConfig {
         validate_id("prober", &self.prober_id).map_err(|e| bad("prober_id", e.to_string()))?;
         validate_id("region", &self.region).map_err(|e| bad("region", e.to_string()))?;
         if self.control_plane.is_empty() {
-            return Err(bad("control_plane", "at least one control-plane endpoint is required".into()));
+            return Err(bad(
+                "control_plane",
+                "at least one control-plane endpoint is required".into(),
+            ));
         }
         for (i, endpoint) in self.control_plane.iter().enumerate() {
             check_endpoint(endpoint).map_err(|m| bad("control_plane", format!("endpoint {endpoint:?}: {m}")))?;
@@ -173,13 +176,18 @@ impl ProberConfig {
             (Some(_), Some(_)) => return Err(bad("token", "set `token` or `token_file`, not both".into())),
             (Some(t), None) => Some(t.trim().to_string()),
             (None, Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|e| bad("token_file", format!("cannot read {}: {e}", path.display())))?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| bad("token_file", format!("cannot read {}: {e}", path.display())))?;
                 Some(text.trim().to_string())
             }
             (None, None) => None,
         };
         if let Some(t) = &token {
-            let key = if self.token_file.is_some() { "token_file" } else { "token" };
+            let key = if self.token_file.is_some() {
+                "token_file"
+            } else {
+                "token"
+            };
             if t.is_empty() {
                 return Err(bad(key, "the token is empty".into()));
             }
@@ -190,12 +198,48 @@ impl ProberConfig {
         in_range(origin, "buffer_limit", self.buffer_limit, 1, 10_000_000)?;
         in_range(origin, "max_concurrency", self.max_concurrency, 1, 65_536)?;
         in_range(origin, "batch_size", self.batch_size, 1, 100_000)?;
-        dur_range(origin, "batch_interval", self.batch_interval, Duration::from_millis(1), Duration::from_secs(60))?;
-        dur_range(origin, "connect_timeout", self.connect_timeout, Duration::from_millis(10), Duration::from_secs(300))?;
-        dur_range(origin, "ack_timeout", self.ack_timeout, Duration::from_millis(100), Duration::from_secs(3600))?;
-        dur_range(origin, "reconnect_initial", self.reconnect_initial, Duration::from_millis(1), Duration::from_secs(60))?;
-        dur_range(origin, "reconnect_max", self.reconnect_max, self.reconnect_initial, Duration::from_secs(600))?;
-        dur_range(origin, "shutdown_grace", self.shutdown_grace, Duration::from_millis(100), Duration::from_secs(600))?;
+        dur_range(
+            origin,
+            "batch_interval",
+            self.batch_interval,
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+        )?;
+        dur_range(
+            origin,
+            "connect_timeout",
+            self.connect_timeout,
+            Duration::from_millis(10),
+            Duration::from_secs(300),
+        )?;
+        dur_range(
+            origin,
+            "ack_timeout",
+            self.ack_timeout,
+            Duration::from_millis(100),
+            Duration::from_secs(3600),
+        )?;
+        dur_range(
+            origin,
+            "reconnect_initial",
+            self.reconnect_initial,
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+        )?;
+        dur_range(
+            origin,
+            "reconnect_max",
+            self.reconnect_max,
+            self.reconnect_initial,
+            Duration::from_secs(600),
+        )?;
+        dur_range(
+            origin,
+            "shutdown_grace",
+            self.shutdown_grace,
+            Duration::from_millis(100),
+            Duration::from_secs(600),
+        )?;
         Ok(Validated { config: self, token })
     }
 
@@ -224,14 +268,22 @@ fn check_endpoint(endpoint: &str) -> Result<(), String> {
 
 fn in_range(origin: &str, key: &str, v: usize, min: usize, max: usize) -> Result<(), ConfigError> {
     if v < min || v > max {
-        return Err(ConfigError::invalid(origin, key, format!("{v} is out of range {min}..={max}")));
+        return Err(ConfigError::invalid(
+            origin,
+            key,
+            format!("{v} is out of range {min}..={max}"),
+        ));
     }
     Ok(())
 }
 
 fn dur_range(origin: &str, key: &str, v: Duration, min: Duration, max: Duration) -> Result<(), ConfigError> {
     if v < min || v > max {
-        return Err(ConfigError::invalid(origin, key, format!("{v:?} is out of range {min:?}..={max:?}")));
+        return Err(ConfigError::invalid(
+            origin,
+            key,
+            format!("{v:?} is out of range {min:?}..={max:?}"),
+        ));
     }
     Ok(())
 }
@@ -262,15 +314,42 @@ mod tests {
         let cases = [
             ("region = \"eu\"\nprober_id = \"p1\"\nintervall = \"1s\"\n", "intervall"),
             ("prober_id = \"p1\"\nregion = \"EU West\"\n", "`region`"),
-            ("prober_id = \"p1\"\nregion = \"eu\"\ncontrol_plane = []\n", "`control_plane`"),
-            ("prober_id = \"p1\"\nregion = \"eu\"\ncontrol_plane = [\"https://cp:7400\"]\n", "TLS"),
-            ("prober_id = \"p1\"\nregion = \"eu\"\ncontrol_plane = [\"http://a:1\", \"http://a:1\"]\n", "twice"),
-            ("prober_id = \"p1\"\nregion = \"eu\"\nbuffer_limit = 0\n", "`buffer_limit`"),
-            ("prober_id = \"p1\"\nregion = \"eu\"\nbatch_interval = \"0s\"\n", "`batch_interval`"),
-            ("prober_id = \"p1\"\nregion = \"eu\"\nreconnect_initial = \"5s\"\nreconnect_max = \"1s\"\n", "`reconnect_max`"),
-            ("prober_id = \"p1\"\nregion = \"eu\"\ntoken = \"a\"\ntoken_file = \"/x\"\n", "not both"),
-            ("prober_id = \"p1\"\nregion = \"eu\"\ntoken = \"two words\"\n", "`token`"),
-            ("prober_id = \"p1\"\nregion = \"eu\"\ntoken_file = \"/nonexistent/token\"\n", "/nonexistent/token"),
+            (
+                "prober_id = \"p1\"\nregion = \"eu\"\ncontrol_plane = []\n",
+                "`control_plane`",
+            ),
+            (
+                "prober_id = \"p1\"\nregion = \"eu\"\ncontrol_plane = [\"https://cp:7400\"]\n",
+                "TLS",
+            ),
+            (
+                "prober_id = \"p1\"\nregion = \"eu\"\ncontrol_plane = [\"http://a:1\", \"http://a:1\"]\n",
+                "twice",
+            ),
+            (
+                "prober_id = \"p1\"\nregion = \"eu\"\nbuffer_limit = 0\n",
+                "`buffer_limit`",
+            ),
+            (
+                "prober_id = \"p1\"\nregion = \"eu\"\nbatch_interval = \"0s\"\n",
+                "`batch_interval`",
+            ),
+            (
+                "prober_id = \"p1\"\nregion = \"eu\"\nreconnect_initial = \"5s\"\nreconnect_max = \"1s\"\n",
+                "`reconnect_max`",
+            ),
+            (
+                "prober_id = \"p1\"\nregion = \"eu\"\ntoken = \"a\"\ntoken_file = \"/x\"\n",
+                "not both",
+            ),
+            (
+                "prober_id = \"p1\"\nregion = \"eu\"\ntoken = \"two words\"\n",
+                "`token`",
+            ),
+            (
+                "prober_id = \"p1\"\nregion = \"eu\"\ntoken_file = \"/nonexistent/token\"\n",
+                "/nonexistent/token",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(text).unwrap_err();
@@ -283,7 +362,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
         std::fs::write(&path, "s3cret\n").unwrap();
-        let v = parse(&format!("prober_id = \"p1\"\nregion = \"eu\"\ntoken_file = {:?}\n", path.display().to_string())).unwrap();
+        let v = parse(&format!(
+            "prober_id = \"p1\"\nregion = \"eu\"\ntoken_file = {:?}\n",
+            path.display().to_string()
+        ))
+        .unwrap();
         assert_eq!(v.token.as_deref(), Some("s3cret"));
         let v = parse("prober_id = \"p1\"\nregion = \"eu\"\ntoken = \"s3cret\"\n").unwrap();
         let shown = toml::to_string(&v.config.redacted()).unwrap();
@@ -292,8 +375,18 @@ mod tests {
 
     #[test]
     fn flags_override_the_file() {
-        let flags = ProberFlags { region: Some("us-east".into()), max_concurrency: Some(8), token: Some("t".into()), ..Default::default() };
-        let cfg = ProberConfig { prober_id: "p1".into(), region: "eu".into(), token_file: Some("/x".into()), ..Default::default() };
+        let flags = ProberFlags {
+            region: Some("us-east".into()),
+            max_concurrency: Some(8),
+            token: Some("t".into()),
+            ..Default::default()
+        };
+        let cfg = ProberConfig {
+            prober_id: "p1".into(),
+            region: "eu".into(),
+            token_file: Some("/x".into()),
+            ..Default::default()
+        };
         let v = cfg.with_flags(&flags, None).validate("flags").unwrap();
         assert_eq!(v.config.region, "us-east");
         assert_eq!(v.config.max_concurrency, 8);

@@ -60,10 +60,21 @@ pub async fn connect(endpoint: &str, connect_timeout: Duration, auth: AuthInterc
         .keep_alive_while_idle(true);
     let channel = match tokio::time::timeout(connect_timeout + Duration::from_millis(500), ep.connect()).await {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(format!("cannot connect to {endpoint}: {}", crate::probe::error_chain(&e))),
-        Err(_) => return Err(format!("cannot connect to {endpoint}: timed out after {connect_timeout:?}")),
+        Ok(Err(e)) => {
+            return Err(format!(
+                "cannot connect to {endpoint}: {}",
+                crate::probe::error_chain(&e)
+            ))
+        }
+        Err(_) => {
+            return Err(format!(
+                "cannot connect to {endpoint}: timed out after {connect_timeout:?}"
+            ))
+        }
     };
-    Ok(pb::probe_service_client::ProbeServiceClient::with_interceptor(channel, auth))
+    Ok(pb::probe_service_client::ProbeServiceClient::with_interceptor(
+        channel, auth,
+    ))
 }
 
 /// A target the prober refused, and why.
@@ -99,13 +110,26 @@ pub fn assignments_from_pb(msg: pb::ProbeAssignments) -> (Assignments, Vec<Targe
         .and_then(|d| duration(Some(d)).ok().flatten())
         .filter(|d| !d.is_zero())
         .map(|d| d.clamp(Duration::from_millis(1), Duration::from_secs(60)));
-    (Assignments { version: msg.version, targets, max_concurrency, batch_interval }, errors)
+    (
+        Assignments {
+            version: msg.version,
+            targets,
+            max_concurrency,
+            batch_interval,
+        },
+        errors,
+    )
 }
 
 fn target_from_pb(t: pb::ProbeTarget) -> Result<TargetSpec, TargetError> {
     let pop = t.pop.clone();
     let endpoint = t.endpoint.clone();
-    let err = |field: &'static str, message: String| TargetError { pop: pop.clone(), endpoint: endpoint.clone(), field, message };
+    let err = |field: &'static str, message: String| TargetError {
+        pop: pop.clone(),
+        endpoint: endpoint.clone(),
+        field,
+        message,
+    };
     meridian_core::ids::validate_id("pop", &t.pop).map_err(|e| err("pop", e.to_string()))?;
     if t.endpoint.is_empty() || t.endpoint.len() > 253 || t.endpoint.chars().any(char::is_control) {
         return Err(err("endpoint", "must be 1..=253 printable characters".into()));
@@ -113,19 +137,26 @@ fn target_from_pb(t: pb::ProbeTarget) -> Result<TargetSpec, TargetError> {
     let dur = |field: &'static str, d: Option<prost_types::Duration>| duration(d).map_err(|m| err(field, m));
     let interval = dur("interval", t.interval)?.unwrap_or(scheduler::DEFAULT_INTERVAL);
     let confirm = dur("confirm_interval", t.confirm_interval)?.unwrap_or(scheduler::DEFAULT_CONFIRM_INTERVAL);
-    let timeout = |field: &'static str, d: Option<prost_types::Duration>, default: Duration| -> Result<Duration, TargetError> {
-        match dur(field, d)? {
-            None => Ok(default),
-            Some(v) if v > target::MAX_TIMEOUT => Err(err(field, format!("{v:?} is longer than {:?}", target::MAX_TIMEOUT))),
-            Some(v) => Ok(v.max(Duration::from_millis(10))),
-        }
-    };
+    let timeout =
+        |field: &'static str, d: Option<prost_types::Duration>, default: Duration| -> Result<Duration, TargetError> {
+            match dur(field, d)? {
+                None => Ok(default),
+                Some(v) if v > target::MAX_TIMEOUT => {
+                    Err(err(field, format!("{v:?} is longer than {:?}", target::MAX_TIMEOUT)))
+                }
+                Some(v) => Ok(v.max(Duration::from_millis(10))),
+            }
+        };
     let connect_timeout = timeout("connect_timeout", t.connect_timeout, target::DEFAULT_CONNECT_TIMEOUT)?;
     let response_timeout = timeout("response_timeout", t.response_timeout, target::DEFAULT_RESPONSE_TIMEOUT)?;
     if !(t.jitter.is_finite() && t.jitter >= 0.0) {
         return Err(err("jitter", format!("{} is not a fraction in 0.0..=0.5", t.jitter)));
     }
-    let jitter = if t.jitter == 0.0 { scheduler::DEFAULT_JITTER } else { t.jitter };
+    let jitter = if t.jitter == 0.0 {
+        scheduler::DEFAULT_JITTER
+    } else {
+        t.jitter
+    };
     let rise = if t.rise == 0 { scheduler::DEFAULT_RISE } else { t.rise };
     let fall = if t.fall == 0 { scheduler::DEFAULT_FALL } else { t.fall };
     let schedule = ScheduleParams::new(interval, confirm, rise, fall, jitter);
@@ -135,7 +166,16 @@ fn target_from_pb(t: pb::ProbeTarget) -> Result<TargetSpec, TargetError> {
         Some(pb::probe_target::Check::Tcp(c)) => Check::Tcp(tcp_from_pb(c).map_err(|(f, m)| err(f, m))?),
         Some(pb::probe_target::Check::Dns(d)) => Check::Dns(dns_from_pb(d).map_err(|(f, m)| err(f, m))?),
     };
-    Ok(TargetSpec { key: TargetKey { pop: t.pop, endpoint: t.endpoint }, schedule, connect_timeout, response_timeout, check })
+    Ok(TargetSpec {
+        key: TargetKey {
+            pop: t.pop,
+            endpoint: t.endpoint,
+        },
+        schedule,
+        connect_timeout,
+        response_timeout,
+        check,
+    })
 }
 
 type FieldError = (&'static str, String);
@@ -143,14 +183,23 @@ type FieldError = (&'static str, String);
 fn http_from_pb(h: pb::HttpCheck) -> Result<HttpCheck, FieldError> {
     let url = reqwest::Url::parse(&h.url).map_err(|e| ("http.url", format!("{:?} is not a URL: {e}", h.url)))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(("http.url", format!("{:?}: expected http://host/... or https://host/...", h.url)));
+        return Err((
+            "http.url",
+            format!("{:?}: expected http://host/... or https://host/...", h.url),
+        ));
     }
     let method = if h.method.is_empty() { "GET" } else { h.method.as_str() };
-    let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).map_err(|_| ("http.method", format!("{:?} is not an HTTP method", h.method)))?;
+    let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| ("http.method", format!("{:?} is not an HTTP method", h.method)))?;
     let host_header = if h.host_header.is_empty() {
         None
     } else {
-        reqwest::header::HeaderValue::from_str(&h.host_header).map_err(|_| ("http.host_header", format!("{:?} is not a valid Host header", h.host_header)))?;
+        reqwest::header::HeaderValue::from_str(&h.host_header).map_err(|_| {
+            (
+                "http.host_header",
+                format!("{:?} is not a valid Host header", h.host_header),
+            )
+        })?;
         Some(h.host_header)
     };
     let mut expected_status = Vec::with_capacity(h.expected_status.len());
@@ -194,16 +243,34 @@ fn dns_from_pb(d: pb::DnsCheck) -> Result<DnsCheck, FieldError> {
     }
     let mut name = Name::from_str(&d.name).map_err(|e| ("dns.name", format!("{:?}: {e}", d.name)))?;
     name.set_fqdn(true);
-    let record_type = if d.record_type.is_empty() { RecordType::A } else { RecordType::from_str(&d.record_type.to_ascii_uppercase()).map_err(|e| ("dns.record_type", format!("{:?}: {e}", d.record_type)))? };
-    let expected_rcode = target::parse_rcode(&d.expected_rcode).ok_or_else(|| ("dns.expected_rcode", format!("{:?}: expected a name like NOERROR or a number", d.expected_rcode)))?;
-    Ok(DnsCheck { server, name, record_type, expected_rcode, expected_answer: (!d.expected_answer.is_empty()).then_some(d.expected_answer) })
+    let record_type = if d.record_type.is_empty() {
+        RecordType::A
+    } else {
+        RecordType::from_str(&d.record_type.to_ascii_uppercase())
+            .map_err(|e| ("dns.record_type", format!("{:?}: {e}", d.record_type)))?
+    };
+    let expected_rcode = target::parse_rcode(&d.expected_rcode).ok_or_else(|| {
+        (
+            "dns.expected_rcode",
+            format!("{:?}: expected a name like NOERROR or a number", d.expected_rcode),
+        )
+    })?;
+    Ok(DnsCheck {
+        server,
+        name,
+        record_type,
+        expected_rcode,
+        expected_answer: (!d.expected_answer.is_empty()).then_some(d.expected_answer),
+    })
 }
 
 /// `None` for an absent duration; an error for a negative or malformed one.
 fn duration(d: Option<prost_types::Duration>) -> Result<Option<Duration>, String> {
     match d {
         None => Ok(None),
-        Some(d) => Duration::try_from(d).map(Some).map_err(|e| format!("invalid duration: {e}")),
+        Some(d) => Duration::try_from(d)
+            .map(Some)
+            .map_err(|e| format!("invalid duration: {e}")),
     }
 }
 
@@ -246,7 +313,10 @@ mod tests {
         pb::ProbeTarget {
             pop: pop.into(),
             endpoint: endpoint.into(),
-            check: Some(pb::probe_target::Check::Http(pb::HttpCheck { url: url.into(), ..Default::default() })),
+            check: Some(pb::probe_target::Check::Http(pb::HttpCheck {
+                url: url.into(),
+                ..Default::default()
+            })),
             ..Default::default()
         }
     }
@@ -256,10 +326,17 @@ mod tests {
         let mut dns = pb::ProbeTarget {
             pop: "fra1".into(),
             endpoint: "dns".into(),
-            check: Some(pb::probe_target::Check::Dns(pb::DnsCheck { server: "192.0.2.1".into(), name: "example.com".into(), ..Default::default() })),
+            check: Some(pb::probe_target::Check::Dns(pb::DnsCheck {
+                server: "192.0.2.1".into(),
+                name: "example.com".into(),
+                ..Default::default()
+            })),
             ..Default::default()
         };
-        dns.interval = Some(prost_types::Duration { seconds: 0, nanos: 100_000_000 });
+        dns.interval = Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 100_000_000,
+        });
         let msg = pb::ProbeAssignments {
             version: 7,
             targets: vec![
@@ -267,14 +344,25 @@ mod tests {
                 http_target("fra1", "web", "https://192.0.2.2/health"),
                 http_target("fra1", "bad-url", "ftp://x/"),
                 http_target("Not A Pop", "web", "http://x/"),
-                pb::ProbeTarget { pop: "ams1".into(), endpoint: "none".into(), ..Default::default() },
+                pb::ProbeTarget {
+                    pop: "ams1".into(),
+                    endpoint: "none".into(),
+                    ..Default::default()
+                },
                 pb::ProbeTarget {
                     pop: "ams1".into(),
                     endpoint: "tcp".into(),
-                    check: Some(pb::probe_target::Check::Tcp(pb::TcpCheck { address: "192.0.2.1".into() })),
+                    check: Some(pb::probe_target::Check::Tcp(pb::TcpCheck {
+                        address: "192.0.2.1".into(),
+                    })),
                     ..Default::default()
                 },
-                pb::ProbeTarget { pop: "ams1".into(), endpoint: "neg".into(), connect_timeout: Some(prost_types::Duration { seconds: -1, nanos: 0 }), ..http_target("ams1", "neg", "http://x/") },
+                pb::ProbeTarget {
+                    pop: "ams1".into(),
+                    endpoint: "neg".into(),
+                    connect_timeout: Some(prost_types::Duration { seconds: -1, nanos: 0 }),
+                    ..http_target("ams1", "neg", "http://x/")
+                },
                 dns,
             ],
             max_concurrency: 0,
@@ -285,9 +373,16 @@ mod tests {
         let keys: Vec<String> = a.targets.iter().map(|t| t.key.to_string()).collect();
         assert_eq!(keys, vec!["fra1/web", "fra1/dns"]);
         let fields: Vec<&str> = errors.iter().map(|e| e.field).collect();
-        assert_eq!(fields, vec!["endpoint", "http.url", "pop", "check", "tcp.address", "connect_timeout"]);
+        assert_eq!(
+            fields,
+            vec!["endpoint", "http.url", "pop", "check", "tcp.address", "connect_timeout"]
+        );
         let dns = &a.targets[1];
-        assert_eq!(dns.schedule.interval(), scheduler::MIN_INTERVAL, "a too-short interval is clamped");
+        assert_eq!(
+            dns.schedule.interval(),
+            scheduler::MIN_INTERVAL,
+            "a too-short interval is clamped"
+        );
         match &dns.check {
             Check::Dns(d) => {
                 assert_eq!(d.server, SocketAddr::from(([192, 0, 2, 1], 53)));
@@ -305,14 +400,29 @@ mod tests {
         let r = ProbeRecord {
             prober_id: "p1".into(),
             region: "eu".into(),
-            key: TargetKey { pop: "fra1".into(), endpoint: "web".into() },
+            key: TargetKey {
+                pop: "fra1".into(),
+                endpoint: "web".into(),
+            },
             observed_at: at,
             outcome: crate::probe::ProbeOutcome::failed(Duration::from_millis(5), FailureClass::Tls, "bad cert"),
         };
         let p = result_to_pb(&r);
-        assert_eq!(p.observed_at, Some(prost_types::Timestamp { seconds: 1_700_000_000, nanos: 123_000_000 }));
+        assert_eq!(
+            p.observed_at,
+            Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 123_000_000
+            })
+        );
         assert_eq!(p.failure_class, pb::FailureClass::Tls as i32);
         assert!(!p.success);
-        assert_eq!(p.latency, Some(prost_types::Duration { seconds: 0, nanos: 5_000_000 }));
+        assert_eq!(
+            p.latency,
+            Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 5_000_000
+            })
+        );
     }
 }

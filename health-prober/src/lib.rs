@@ -58,7 +58,10 @@ pub async fn run(config: Validated, admin: TcpListener, shutdown: CancellationTo
     let grace = config.config.shutdown_grace;
     let prober = Prober::new(config)?;
     let mut tasks = Tasks::new();
-    tasks.spawn("admin-http", meridian_daemon::admin::serve(admin, prober.readiness(), shutdown.clone()));
+    tasks.spawn(
+        "admin-http",
+        meridian_daemon::admin::serve(admin, prober.readiness(), shutdown.clone()),
+    );
     let token = shutdown.clone();
     tasks.spawn("prober", async move { prober.run(token).await });
     tasks.run_until(shutdown, grace).await
@@ -98,9 +101,14 @@ pub struct ReplicaStats {
 impl Prober {
     pub fn new(validated: Validated) -> Result<Self, String> {
         let cfg = validated.config;
-        let auth = grpc::AuthInterceptor::new(validated.token.as_deref()).ok_or("the token cannot be sent as gRPC metadata")?;
+        let auth = grpc::AuthInterceptor::new(validated.token.as_deref())
+            .ok_or("the token cannot be sent as gRPC metadata")?;
         metrics::describe();
-        let queues: Vec<Arc<ReplicaQueue>> = cfg.control_plane.iter().map(|e| Arc::new(ReplicaQueue::new(e.clone(), cfg.buffer_limit, cfg.batch_size))).collect();
+        let queues: Vec<Arc<ReplicaQueue>> = cfg
+            .control_plane
+            .iter()
+            .map(|e| Arc::new(ReplicaQueue::new(e.clone(), cfg.buffer_limit, cfg.batch_size)))
+            .collect();
         let probe_ctx = Arc::new(ProbeContext {
             prober_id: cfg.prober_id.as_str().into(),
             region: cfg.region.as_str().into(),
@@ -120,7 +128,10 @@ impl Prober {
         });
         shared.publish_readiness();
         // Leave a little of the grace period for the rest of the shutdown.
-        let flush_timeout = cfg.shutdown_grace.saturating_sub(Duration::from_millis(300)).max(cfg.shutdown_grace / 2);
+        let flush_timeout = cfg
+            .shutdown_grace
+            .saturating_sub(Duration::from_millis(300))
+            .max(cfg.shutdown_grace / 2);
         let reporter = Arc::new(ReporterSettings {
             prober_id: cfg.prober_id.clone(),
             region: cfg.region.clone(),
@@ -141,7 +152,11 @@ impl Prober {
             reconnect_max: cfg.reconnect_max,
             default_max_concurrency: cfg.max_concurrency,
         });
-        Ok(Self { shared, reporter, assignments })
+        Ok(Self {
+            shared,
+            reporter,
+            assignments,
+        })
     }
 
     /// `Ok(())` once an assignment set was received and at least one replica's
@@ -178,9 +193,19 @@ impl Prober {
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), String> {
         let mut set = tokio::task::JoinSet::new();
         let runner = ProbeRunner::new(self.shared.probe_ctx.clone());
-        set.spawn(assign::run(self.assignments.clone(), runner, self.shared.clone(), shutdown.clone()));
+        set.spawn(assign::run(
+            self.assignments.clone(),
+            runner,
+            self.shared.clone(),
+            shutdown.clone(),
+        ));
         for q in &self.shared.queues {
-            set.spawn(report::run_reporter(q.clone(), self.reporter.clone(), self.shared.clone(), shutdown.clone()));
+            set.spawn(report::run_reporter(
+                q.clone(),
+                self.reporter.clone(),
+                self.shared.clone(),
+                shutdown.clone(),
+            ));
         }
         let mut first_error = None;
         while let Some(done) = set.join_next().await {
@@ -240,7 +265,10 @@ impl Shared {
             Err("no probe assignments received yet from any control-plane replica".to_string())
         } else if !self.queues.iter().any(|q| q.connected.load(Ordering::SeqCst)) {
             let all: Vec<&str> = self.queues.iter().map(|q| q.endpoint.as_str()).collect();
-            Err(format!("no result stream to a control-plane replica is connected (replicas: {})", all.join(", ")))
+            Err(format!(
+                "no result stream to a control-plane replica is connected (replicas: {})",
+                all.join(", ")
+            ))
         } else {
             Ok(())
         };

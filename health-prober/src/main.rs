@@ -43,7 +43,10 @@ async fn real_main(args: Args) -> anyhow::Result<()> {
     let flags = args.flags.with_env();
     let validated = file.with_flags(&flags, args.common.admin_addr).validate(&origin)?;
     if args.common.check_config {
-        println!("{origin}: ok\n{}", toml::to_string_pretty(&validated.config.redacted())?);
+        println!(
+            "{origin}: ok\n{}",
+            toml::to_string_pretty(&validated.config.redacted())?
+        );
         return Ok(());
     }
     telemetry::init(args.common.log_format, &args.common.log).map_err(anyhow::Error::msg)?;
@@ -53,5 +56,7 @@ async fn real_main(args: Args) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot bind the admin listener `admin_addr` {}: {e}", cfg.admin_addr))?;
     tracing::info!(prober = %cfg.prober_id, region = %cfg.region, replicas = ?cfg.control_plane, "prober starting");
     let shutdown = shutdown::on_signal();
-    meridian_prober::run(validated, admin, shutdown).await.map_err(anyhow::Error::msg)
+    meridian_prober::run(validated, admin, shutdown)
+        .await
+        .map_err(anyhow::Error::msg)
 }

@@ -18,17 +18,38 @@ pub const ASSIGNMENT_RECONNECTS: &str = "meridian_prober_assignment_reconnects_t
 /// Registers the descriptions (shown as `# HELP` on /metrics).
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!(PROBES, "Probes run, by pop, kind, outcome (success|failure) and failure class.");
+    describe_counter!(
+        PROBES,
+        "Probes run, by pop, kind, outcome (success|failure) and failure class."
+    );
     describe_histogram!(PROBE_DURATION, Unit::Seconds, "Probe latency, by pop and kind.");
-    describe_gauge!(BUFFERED, "Results held for a replica (waiting or sent and unacknowledged), by replica.");
-    describe_counter!(DROPPED, "Results dropped because a replica's buffer was full (oldest first), by replica.");
+    describe_gauge!(
+        BUFFERED,
+        "Results held for a replica (waiting or sent and unacknowledged), by replica."
+    );
+    describe_counter!(
+        DROPPED,
+        "Results dropped because a replica's buffer was full (oldest first), by replica."
+    );
     describe_counter!(ACKED, "Results acknowledged by a replica, by replica.");
-    describe_counter!(REJECTED, "Results a replica acknowledged but rejected as invalid, by replica.");
-    describe_counter!(RECONNECTS, "Result streams that broke or failed to connect and were retried, by replica.");
+    describe_counter!(
+        REJECTED,
+        "Results a replica acknowledged but rejected as invalid, by replica."
+    );
+    describe_counter!(
+        RECONNECTS,
+        "Result streams that broke or failed to connect and were retried, by replica."
+    );
     describe_gauge!(CONNECTED, "1 while the result stream to a replica is up, by replica.");
     describe_gauge!(ASSIGNMENT_VERSION, "Version of the probe assignment set applied.");
     describe_gauge!(TARGETS, "Targets being probed.");
     describe_counter!(TARGETS_REJECTED, "Assigned targets refused as invalid.");
-    describe_counter!(ASSIGNMENTS_STALE, "Assignment sets ignored because their version was older than the one applied.");
-    describe_counter!(ASSIGNMENT_RECONNECTS, "Assignment streams that broke or failed to connect, by replica.");
+    describe_counter!(
+        ASSIGNMENTS_STALE,
+        "Assignment sets ignored because their version was older than the one applied."
+    );
+    describe_counter!(
+        ASSIGNMENT_RECONNECTS,
+        "Assignment streams that broke or failed to connect, by replica."
+    );
 }

@@ -119,7 +119,9 @@ impl ReplicaQueue {
                 self.acked.fetch_add(n as u64, Ordering::Relaxed);
                 metrics::counter!(m::ACKED, "replica" => self.endpoint.clone()).increment(n as u64);
             }
-            None => tracing::debug!(replica = %self.endpoint, sequence = ack.sequence, "acknowledgement for a batch not in flight (dropped or already acknowledged)"),
+            None => {
+                tracing::debug!(replica = %self.endpoint, sequence = ack.sequence, "acknowledgement for a batch not in flight (dropped or already acknowledged)")
+            }
         }
         if ack.rejected > 0 {
             self.rejected.fetch_add(u64::from(ack.rejected), Ordering::Relaxed);
@@ -166,7 +168,12 @@ pub(crate) struct ReporterSettings {
 
 /// Runs the reporter of one replica until shutdown, then flushes what it can
 /// within `flush_timeout` and logs what is left.
-pub(crate) async fn run_reporter(queue: Arc<ReplicaQueue>, settings: Arc<ReporterSettings>, shared: Arc<Shared>, shutdown: CancellationToken) -> Result<(), String> {
+pub(crate) async fn run_reporter(
+    queue: Arc<ReplicaQueue>,
+    settings: Arc<ReporterSettings>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
     let expire = {
         let shutdown = shutdown.clone();
         let flush = settings.flush_timeout;
@@ -207,7 +214,7 @@ async fn reporter_loop(q: &ReplicaQueue, s: &ReporterSettings, shared: &Shared, 
         match session(q, s, shared, shutdown).await {
             SessionEnd::Drained => return,
             SessionEnd::Broken { reason, healthy } => {
-                // q.buffer().requeue_unacked();
+                q.buffer().requeue_unacked();
                 if q.connected.load(Ordering::SeqCst) {
                     q.set_connected(false);
                     shared.publish_readiness();
@@ -248,12 +255,17 @@ async fn session(q: &ReplicaQueue, s: &ReporterSettings, shared: &Shared, shutdo
     };
     let (tx, rx) = mpsc::channel::<pb::ProbeResultBatch>(STREAM_CHANNEL);
     // Unacknowledged batches go first, with their original results and timestamps.
-    // q.buffer().requeue_unacked();
+    q.buffer().requeue_unacked();
     let call = tokio::time::timeout(s.connect_timeout, client.report_results(ReceiverStream::new(rx)));
     let mut acks = match call.await {
         Ok(Ok(response)) => response.into_inner(),
         Ok(Err(status)) => return broken(format!("ReportResults refused: {status}"), false),
-        Err(_) => return broken(format!("ReportResults not answered within {:?}", s.connect_timeout), false),
+        Err(_) => {
+            return broken(
+                format!("ReportResults not answered within {:?}", s.connect_timeout),
+                false,
+            )
+        }
     };
     q.set_connected(true);
     shared.publish_readiness();
@@ -299,7 +311,12 @@ async fn session(q: &ReplicaQueue, s: &ReporterSettings, shared: &Shared, shutdo
 
 /// Moves batches from the buffer into the stream while there is room: full
 /// batches always, a partial one only when `flush` is set.
-fn pump(q: &ReplicaQueue, s: &ReporterSettings, tx: &mpsc::Sender<pb::ProbeResultBatch>, flush: bool) -> Result<(), String> {
+fn pump(
+    q: &ReplicaQueue,
+    s: &ReporterSettings,
+    tx: &mpsc::Sender<pb::ProbeResultBatch>,
+    flush: bool,
+) -> Result<(), String> {
     loop {
         let permit = match tx.try_reserve() {
             Ok(p) => p,

@@ -31,7 +31,10 @@ pub struct ReconcilePlan {
 }
 
 /// Pure: compares the running specs with the desired ones.
-pub fn plan_reconcile<'a>(running: impl IntoIterator<Item = (&'a TargetKey, &'a TargetSpec)>, desired: Vec<TargetSpec>) -> ReconcilePlan {
+pub fn plan_reconcile<'a>(
+    running: impl IntoIterator<Item = (&'a TargetKey, &'a TargetSpec)>,
+    desired: Vec<TargetSpec>,
+) -> ReconcilePlan {
     let mut plan = ReconcilePlan::default();
     let mut remaining: BTreeMap<&TargetKey, &TargetSpec> = running.into_iter().collect();
     for spec in desired {
@@ -54,7 +57,9 @@ pub(crate) struct Limiter {
 
 impl Limiter {
     pub(crate) fn new(n: usize) -> Self {
-        Self { current: Mutex::new((n, Arc::new(Semaphore::new(n.max(1))))) }
+        Self {
+            current: Mutex::new((n, Arc::new(Semaphore::new(n.max(1))))),
+        }
     }
     fn get(&self) -> Arc<Semaphore> {
         self.current.lock().unwrap_or_else(|e| e.into_inner()).1.clone()
@@ -93,7 +98,10 @@ pub(crate) struct ProbeRunner {
 
 impl ProbeRunner {
     pub(crate) fn new(ctx: Arc<ProbeContext>) -> Self {
-        Self { ctx, running: BTreeMap::new() }
+        Self {
+            ctx,
+            running: BTreeMap::new(),
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -114,7 +122,14 @@ impl ProbeRunner {
             }
             let cancel = CancellationToken::new();
             let task = tokio::spawn(run_target(spec.clone(), self.ctx.clone(), cancel.clone()));
-            self.running.insert(spec.key.clone(), Running { spec: spec.clone(), cancel, task });
+            self.running.insert(
+                spec.key.clone(),
+                Running {
+                    spec: spec.clone(),
+                    cancel,
+                    task,
+                },
+            );
         }
         plan
     }
@@ -156,7 +171,8 @@ async fn run_target(spec: TargetSpec, ctx: Arc<ProbeContext>, cancel: Cancellati
         ctx.probes_run.fetch_add(1, Ordering::Relaxed);
         let outcome_label = if outcome.success { "success" } else { "failure" };
         metrics::counter!(m::PROBES, "pop" => spec.key.pop.clone(), "kind" => kind, "outcome" => outcome_label, "class" => outcome.class.as_str()).increment(1);
-        metrics::histogram!(m::PROBE_DURATION, "pop" => spec.key.pop.clone(), "kind" => kind).record(outcome.latency.as_secs_f64());
+        metrics::histogram!(m::PROBE_DURATION, "pop" => spec.key.pop.clone(), "kind" => kind)
+            .record(outcome.latency.as_secs_f64());
         let before = schedule.belief();
         schedule.on_result(outcome.success, now, rand::random());
         let after = schedule.belief();
@@ -184,7 +200,10 @@ mod tests {
 
     fn spec(pop: &str, endpoint: &str, addr: &str) -> TargetSpec {
         TargetSpec {
-            key: TargetKey { pop: pop.into(), endpoint: endpoint.into() },
+            key: TargetKey {
+                pop: pop.into(),
+                endpoint: endpoint.into(),
+            },
             schedule: ScheduleParams::default(),
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),
@@ -197,7 +216,10 @@ mod tests {
         let a = spec("fra1", "tcp", "192.0.2.1:80");
         let b = spec("ams1", "tcp", "192.0.2.2:80");
         let c = spec("lhr1", "tcp", "192.0.2.3:80");
-        let running: BTreeMap<TargetKey, TargetSpec> = [a.clone(), b.clone(), c.clone()].into_iter().map(|s| (s.key.clone(), s)).collect();
+        let running: BTreeMap<TargetKey, TargetSpec> = [a.clone(), b.clone(), c.clone()]
+            .into_iter()
+            .map(|s| (s.key.clone(), s))
+            .collect();
         let b2 = spec("ams1", "tcp", "192.0.2.22:80");
         let d = spec("cdg1", "tcp", "192.0.2.4:80");
         let plan = plan_reconcile(running.iter(), vec![a.clone(), b2.clone(), d.clone()]);
@@ -206,6 +228,12 @@ mod tests {
         assert_eq!(plan.stop, vec![c.key.clone()]);
         assert_eq!(plan.unchanged, 1);
         let same = plan_reconcile(running.iter(), vec![a, b, c]);
-        assert_eq!(same, ReconcilePlan { unchanged: 3, ..Default::default() });
+        assert_eq!(
+            same,
+            ReconcilePlan {
+                unchanged: 3,
+                ..Default::default()
+            }
+        );
     }
 }

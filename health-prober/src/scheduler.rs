@@ -50,7 +50,11 @@ impl ScheduleParams {
     pub fn new(interval: Duration, confirm_interval: Duration, rise: u32, fall: u32, jitter: f64) -> Self {
         let interval = interval.max(MIN_INTERVAL);
         let confirm_interval = confirm_interval.clamp(MIN_CONFIRM_INTERVAL, interval);
-        let jitter = if jitter.is_finite() { jitter.clamp(0.0, MAX_JITTER) } else { 0.0 };
+        let jitter = if jitter.is_finite() {
+            jitter.clamp(0.0, MAX_JITTER)
+        } else {
+            0.0
+        };
         Self {
             interval,
             confirm_interval,
@@ -84,7 +88,13 @@ impl ScheduleParams {
 
 impl Default for ScheduleParams {
     fn default() -> Self {
-        Self::new(DEFAULT_INTERVAL, DEFAULT_CONFIRM_INTERVAL, DEFAULT_RISE, DEFAULT_FALL, DEFAULT_JITTER)
+        Self::new(
+            DEFAULT_INTERVAL,
+            DEFAULT_CONFIRM_INTERVAL,
+            DEFAULT_RISE,
+            DEFAULT_FALL,
+            DEFAULT_JITTER,
+        )
     }
 }
 
@@ -101,7 +111,10 @@ pub enum Belief {
 pub enum Phase {
     Steady,
     /// `streak` consecutive results have pointed towards `toward`.
-    Confirming { toward: Belief, streak: u32 },
+    Confirming {
+        toward: Belief,
+        streak: u32,
+    },
 }
 
 /// The schedule of one target.
@@ -117,7 +130,12 @@ impl TargetSchedule {
     /// A new target. Its first probe is spread over one interval (`unit` in `[0, 1)`)
     /// so that many targets assigned at once do not probe in lockstep.
     pub fn new(params: ScheduleParams, now: Instant, unit: f64) -> Self {
-        Self { params, belief: Belief::Unknown, phase: Phase::Steady, next_due: now + params.interval.mul_f64(clamp_unit(unit)) }
+        Self {
+            params,
+            belief: Belief::Unknown,
+            phase: Phase::Steady,
+            next_due: now + params.interval.mul_f64(clamp_unit(unit)),
+        }
     }
 
     pub fn params(&self) -> &ScheduleParams {
@@ -149,7 +167,10 @@ impl TargetSchedule {
             self.belief = observed;
             self.phase = Phase::Steady;
         } else {
-            self.phase = Phase::Confirming { toward: observed, streak };
+            self.phase = Phase::Confirming {
+                toward: observed,
+                streak,
+            };
         }
         self.next_due = match self.phase {
             Phase::Steady => now + self.params.normal_gap(unit),
@@ -181,7 +202,13 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn params(interval_ms: u64, confirm_ms: u64, rise: u32, fall: u32) -> ScheduleParams {
-        ScheduleParams::new(Duration::from_millis(interval_ms), Duration::from_millis(confirm_ms), rise, fall, 0.0)
+        ScheduleParams::new(
+            Duration::from_millis(interval_ms),
+            Duration::from_millis(confirm_ms),
+            rise,
+            fall,
+            0.0,
+        )
     }
 
     /// Feeds results at the times the scheduler asks for and returns, per step, the
@@ -209,12 +236,42 @@ mod tests {
         type Case = (&'static str, Belief, Vec<bool>, Vec<(Duration, Belief)>);
         let cases: Vec<Case> = vec![
             ("up stays up", Up, vec![true, true], vec![(i, Up), (i, Up)]),
-            ("up falls after fall=3 failures at the confirm interval", Up, vec![false, false, false, false], vec![(c, Up), (c, Up), (i, Down), (i, Down)]),
-            ("a success cancels the confirmation", Up, vec![false, false, true, false], vec![(c, Up), (c, Up), (i, Up), (c, Up)]),
-            ("down rises after rise=2 successes", Down, vec![true, true, true], vec![(c, Down), (i, Up), (i, Up)]),
-            ("a failure cancels the rise", Down, vec![true, false, true, true], vec![(c, Down), (i, Down), (c, Down), (i, Up)]),
-            ("unknown confirms its first results", Unknown, vec![true, true], vec![(c, Unknown), (i, Up)]),
-            ("unknown that flips keeps confirming", Unknown, vec![true, false, false, false], vec![(c, Unknown), (c, Unknown), (c, Unknown), (i, Down)]),
+            (
+                "up falls after fall=3 failures at the confirm interval",
+                Up,
+                vec![false, false, false, false],
+                vec![(c, Up), (c, Up), (i, Down), (i, Down)],
+            ),
+            (
+                "a success cancels the confirmation",
+                Up,
+                vec![false, false, true, false],
+                vec![(c, Up), (c, Up), (i, Up), (c, Up)],
+            ),
+            (
+                "down rises after rise=2 successes",
+                Down,
+                vec![true, true, true],
+                vec![(c, Down), (i, Up), (i, Up)],
+            ),
+            (
+                "a failure cancels the rise",
+                Down,
+                vec![true, false, true, true],
+                vec![(c, Down), (i, Down), (c, Down), (i, Up)],
+            ),
+            (
+                "unknown confirms its first results",
+                Unknown,
+                vec![true, true],
+                vec![(c, Unknown), (i, Up)],
+            ),
+            (
+                "unknown that flips keeps confirming",
+                Unknown,
+                vec![true, false, false, false],
+                vec![(c, Unknown), (c, Unknown), (c, Unknown), (i, Down)],
+            ),
         ];
         for (name, start, results, want) in cases {
             assert_eq!(run(p, start, &results), want, "{name}");
@@ -224,7 +281,13 @@ mod tests {
     #[test]
     fn thresholds_of_one_decide_at_once() {
         let p = params(1000, 150, 1, 1);
-        assert_eq!(run(p, Belief::Up, &[false, true]), vec![(Duration::from_secs(1), Belief::Down), (Duration::from_secs(1), Belief::Up)]);
+        assert_eq!(
+            run(p, Belief::Up, &[false, true]),
+            vec![
+                (Duration::from_secs(1), Belief::Down),
+                (Duration::from_secs(1), Belief::Up)
+            ]
+        );
     }
 
     #[test]
@@ -234,10 +297,16 @@ mod tests {
         for k in 0..=100 {
             let unit = k as f64 / 100.0;
             let mut s = TargetSchedule::new(p, t0, unit);
-            assert!(s.next_due() >= t0 && s.next_due() <= t0 + Duration::from_secs(1), "first probe within one interval");
+            assert!(
+                s.next_due() >= t0 && s.next_due() <= t0 + Duration::from_secs(1),
+                "first probe within one interval"
+            );
             s.belief = Belief::Up;
             let gap = s.on_result(true, t0, unit) - t0;
-            assert!(gap >= Duration::from_secs(1) && gap <= Duration::from_millis(1200), "unit {unit}: {gap:?}");
+            assert!(
+                gap >= Duration::from_secs(1) && gap <= Duration::from_millis(1200),
+                "unit {unit}: {gap:?}"
+            );
         }
         // Out-of-range and non-finite units are clamped rather than trusted.
         let mut s = TargetSchedule::new(p, t0, f64::NAN);
@@ -254,9 +323,16 @@ mod tests {
         assert_eq!((p.rise(), p.fall()), (1, MAX_THRESHOLD));
         assert_eq!(p.jitter(), MAX_JITTER);
         let p = ScheduleParams::new(Duration::from_millis(300), Duration::from_millis(900), 2, 2, f64::NAN);
-        assert_eq!(p.confirm_interval(), Duration::from_millis(300), "confirmation is never slower than the interval");
+        assert_eq!(
+            p.confirm_interval(),
+            Duration::from_millis(300),
+            "confirmation is never slower than the interval"
+        );
         assert_eq!(p.jitter(), 0.0);
         let d = ScheduleParams::default();
-        assert_eq!((d.interval(), d.confirm_interval(), d.rise(), d.fall()), (Duration::from_secs(1), Duration::from_millis(150), 2, 2));
+        assert_eq!(
+            (d.interval(), d.confirm_interval(), d.rise(), d.fall()),
+            (Duration::from_secs(1), Duration::from_millis(150), 2, 2)
+        );
     }
 }

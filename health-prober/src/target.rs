@@ -86,7 +86,11 @@ impl HttpCheck {
         if self.expected_status.is_empty() {
             "200-399".to_string()
         } else {
-            self.expected_status.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+            self.expected_status
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
         }
     }
 }

@@ -77,7 +77,14 @@ async fn probes_report_the_right_failure_classes_and_a_hung_target_stalls_nothin
         let r = &latest[endpoint];
         assert_eq!(r.class(), class, "{endpoint}: {:?}", r.result);
         assert_eq!(r.result.success, class == C::None, "{endpoint}: {:?}", r.result);
-        assert_eq!((r.result.prober_id.as_str(), r.result.region.as_str(), r.result.pop.as_str()), ("p1", "eu-west", "fra1"));
+        assert_eq!(
+            (
+                r.result.prober_id.as_str(),
+                r.result.region.as_str(),
+                r.result.pop.as_str()
+            ),
+            ("p1", "eu-west", "fra1")
+        );
         assert!(r.result.observed_at.is_some() && r.result.latency.is_some());
         if class != C::None {
             assert!(!r.result.detail.is_empty(), "{endpoint}: a failure says why");
@@ -88,18 +95,31 @@ async fn probes_report_the_right_failure_classes_and_a_hung_target_stalls_nothin
     let silent_before = state.results_for("silent").len();
     let tcp_before = state.results_for("tcp").len();
     wait_for("more timeouts and many more TCP results", || {
-        (state.results_for("silent").len() >= silent_before + 2 && state.results_for("tcp").len() >= tcp_before + 6).then_some(())
+        (state.results_for("silent").len() >= silent_before + 2 && state.results_for("tcp").len() >= tcp_before + 6)
+            .then_some(())
     })
     .await;
 
     // 200 → 500: http_status.
     web.status.store(500, std::sync::atomic::Ordering::SeqCst);
-    let r = wait_for("an http_status failure", || state.results_for("web").into_iter().find(|r| r.class() == C::HttpStatus)).await;
+    let r = wait_for("an http_status failure", || {
+        state
+            .results_for("web")
+            .into_iter()
+            .find(|r| r.class() == C::HttpStatus)
+    })
+    .await;
     assert!(r.result.detail.contains("500"), "{}", r.result.detail);
     // Closed: refused.
     let closed_at = std::time::SystemTime::now();
     web.close().await;
-    wait_for("a refused failure", || state.results_for("web").into_iter().find(|r| r.class() == C::Refused && r.observed_at() > closed_at)).await;
+    wait_for("a refused failure", || {
+        state
+            .results_for("web")
+            .into_iter()
+            .find(|r| r.class() == C::Refused && r.observed_at() > closed_at)
+    })
+    .await;
 
     prober.stop().await;
 }
@@ -118,11 +138,18 @@ async fn a_failing_target_is_confirmed_at_the_confirm_interval_not_the_normal_on
     let state = replica.state.clone();
 
     // Up: two successes confirm it, then the normal interval applies.
-    wait_for("the target to be confirmed up", || (state.results_for("tcp").iter().filter(|r| r.result.success).count() >= 2).then_some(())).await;
+    wait_for("the target to be confirmed up", || {
+        (state.results_for("tcp").iter().filter(|r| r.result.success).count() >= 2).then_some(())
+    })
+    .await;
     listener.abort();
     let _ = listener.await;
     let failures = wait_for("four failures", || {
-        let f: Vec<Received> = state.results_for("tcp").into_iter().filter(|r| !r.result.success).collect();
+        let f: Vec<Received> = state
+            .results_for("tcp")
+            .into_iter()
+            .filter(|r| !r.result.success)
+            .collect();
         (f.len() >= 4).then_some(f)
     })
     .await;
@@ -130,20 +157,36 @@ async fn a_failing_target_is_confirmed_at_the_confirm_interval_not_the_normal_on
     let gap = |a: &Received, b: &Received| b.observed_at().duration_since(a.observed_at()).unwrap_or_default();
     // The third failure (fall = 3) comes after two confirmation gaps of 150 ms,
     // far sooner than one 2 s interval after the first.
-    assert!(gap(&failures[0], &failures[2]) < Duration::from_millis(1500), "fall confirmed after {:?}", gap(&failures[0], &failures[2]));
+    assert!(
+        gap(&failures[0], &failures[2]) < Duration::from_millis(1500),
+        "fall confirmed after {:?}",
+        gap(&failures[0], &failures[2])
+    );
     // Once DOWN is confirmed the normal interval resumes.
-    assert!(gap(&failures[2], &failures[3]) >= Duration::from_millis(1900), "after confirmation: {:?}", gap(&failures[2], &failures[3]));
+    assert!(
+        gap(&failures[2], &failures[3]) >= Duration::from_millis(1900),
+        "after confirmation: {:?}",
+        gap(&failures[2], &failures[3])
+    );
 
     // And back: the first success is confirmed quickly too.
     let (_addr, _listener) = tcp_target_on(addr.port()).await;
     let successes = wait_for("two successes after recovery", || {
         let all = state.results_for("tcp");
         let last_failure = all.iter().rposition(|r| !r.result.success)?;
-        let s: Vec<Received> = all[last_failure..].iter().filter(|r| r.result.success).cloned().collect();
+        let s: Vec<Received> = all[last_failure..]
+            .iter()
+            .filter(|r| r.result.success)
+            .cloned()
+            .collect();
         (s.len() >= 2).then_some(s)
     })
     .await;
-    assert!(gap(&successes[0], &successes[1]) < Duration::from_millis(1500), "rise confirmed after {:?}", gap(&successes[0], &successes[1]));
+    assert!(
+        gap(&successes[0], &successes[1]) < Duration::from_millis(1500),
+        "rise confirmed after {:?}",
+        gap(&successes[0], &successes[1])
+    );
     prober.stop().await;
 }
 
@@ -158,27 +201,57 @@ async fn assignments_are_versioned_reconciled_authenticated_and_gate_readiness()
     let why = ready.borrow().clone().unwrap_err();
     assert!(why.contains("assignments"), "{why}");
 
-    let bad = pb::ProbeTarget { check: Some(pb::probe_target::Check::Tcp(pb::TcpCheck { address: "no-port".into() })), ..target("fra1", "bad", tcp(a_addr)) };
-    replica.state.assign(assignments(5, vec![target("fra1", "a", tcp(a_addr)), bad]));
-    tokio::time::timeout(DEADLINE, ready.wait_for(|r| r.is_ok())).await.expect("never ready").unwrap();
+    let bad = pb::ProbeTarget {
+        check: Some(pb::probe_target::Check::Tcp(pb::TcpCheck {
+            address: "no-port".into(),
+        })),
+        ..target("fra1", "bad", tcp(a_addr))
+    };
+    replica
+        .state
+        .assign(assignments(5, vec![target("fra1", "a", tcp(a_addr)), bad]));
+    tokio::time::timeout(DEADLINE, ready.wait_for(|r| r.is_ok()))
+        .await
+        .expect("never ready")
+        .unwrap();
     let state = replica.state.clone();
-    wait_for("results for target a", || (!state.results_for("a").is_empty()).then_some(())).await;
+    wait_for("results for target a", || {
+        (!state.results_for("a").is_empty()).then_some(())
+    })
+    .await;
     assert_eq!(prober.prober.stats().targets, 1, "the bad target is rejected alone");
 
     // An older version is ignored; a newer one is reconciled.
-    replica.state.assign(assignments(3, vec![target("fra1", "stale", tcp(a_addr))]));
-    replica.state.assign(assignments(6, vec![target("fra1", "a", tcp(a_addr)), target("fra1", "c", tcp(a_addr))]));
+    replica
+        .state
+        .assign(assignments(3, vec![target("fra1", "stale", tcp(a_addr))]));
+    replica.state.assign(assignments(
+        6,
+        vec![target("fra1", "a", tcp(a_addr)), target("fra1", "c", tcp(a_addr))],
+    ));
     let p = prober.prober.clone();
-    wait_for("version 6 applied", || (p.stats().assignment_version == Some(6)).then_some(())).await;
-    wait_for("results for target c", || (!state.results_for("c").is_empty()).then_some(())).await;
+    wait_for("version 6 applied", || {
+        (p.stats().assignment_version == Some(6)).then_some(())
+    })
+    .await;
+    wait_for("results for target c", || {
+        (!state.results_for("c").is_empty()).then_some(())
+    })
+    .await;
     assert_eq!(prober.prober.stats().targets, 2);
     // Target a kept running across the update: its results continue without a
     // restart gap (it was not removed), and "stale" never ran.
     assert!(state.results_for("stale").is_empty());
 
     let auth = state.authorization.lock().unwrap().clone();
-    assert!(auth.len() >= 2 && auth.iter().all(|a| a.as_deref() == Some("Bearer s3cret")), "{auth:?}");
+    assert!(
+        auth.len() >= 2 && auth.iter().all(|a| a.as_deref() == Some("Bearer s3cret")),
+        "{auth:?}"
+    );
     prober.stop().await;
     let stats = prober.prober.stats();
-    assert_eq!(stats.replicas[0].buffered, 0, "everything was flushed on shutdown: {stats:?}");
+    assert_eq!(
+        stats.replicas[0].buffered, 0,
+        "everything was flushed on shutdown: {stats:?}"
+    );
 }

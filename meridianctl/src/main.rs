@@ -22,7 +22,14 @@ use tonic::transport::{Channel, Endpoint};
 #[command(name = "meridianctl", version)]
 struct Cli {
     /// Control-plane gRPC endpoints, comma-separated; tried in order until one answers.
-    #[arg(long, short = 'e', env = "MERIDIAN_ENDPOINT", value_delimiter = ',', default_value = "http://127.0.0.1:7400", global = true)]
+    #[arg(
+        long,
+        short = 'e',
+        env = "MERIDIAN_ENDPOINT",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:7400",
+        global = true
+    )]
     endpoint: Vec<String>,
 
     /// Output format.
@@ -49,6 +56,25 @@ enum Command {
     /// health, and the current plan version. Exits 2 when no leader is known or the
     /// store is unhealthy, so scripts can alert on it.
     Status,
+    /// Show the PoP × region health matrix: each PoP's verdict (UP, DEGRADED, DOWN,
+    /// UNKNOWN) and, per prober region, what that region sees, its latency estimate
+    /// and how fresh its data is. Suspect regions are marked.
+    Health,
+    /// Explain one PoP's verdict: the rule that decided it and, per region, prober
+    /// and endpoint, the hysteresis state and the recent results with failure classes.
+    Explain {
+        /// The PoP id.
+        pop: String,
+    },
+    /// Show recent events (verdict changes, suspect regions), oldest first.
+    Events {
+        /// Only events about this PoP.
+        #[arg(long)]
+        pop: Option<String>,
+        /// How many events.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
     /// Apply a topology file (PoPs, client regions, policy). Every error is listed
     /// with its path and nothing is stored unless the whole file is valid.
     /// `--dry-run` prints the validated diff against what is stored.
@@ -86,6 +112,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Status => status(&cli).await,
+        Command::Health => health(&cli).await,
+        Command::Explain { pop } => explain(&cli, pop).await,
+        Command::Events { pop, limit } => events(&cli, pop.as_deref(), *limit).await,
         Command::Apply { file, dry_run, reason } => apply(&cli, file, *dry_run, reason).await,
     }
 }
@@ -109,6 +138,292 @@ async fn connect(cli: &Cli) -> anyhow::Result<(String, Channel)> {
     anyhow::bail!("no control-plane replica reachable:\n  {}", errors.join("\n  "))
 }
 
+fn state_name(state: i32) -> &'static str {
+    match pb::PopState::try_from(state) {
+        Ok(pb::PopState::Up) => "UP",
+        Ok(pb::PopState::Down) => "DOWN",
+        Ok(pb::PopState::Degraded) => "DEGRADED",
+        _ => "UNKNOWN",
+    }
+}
+
+fn dur(d: &Option<meridian_proto::prost_types::Duration>) -> Option<f64> {
+    d.as_ref().map(|d| d.seconds as f64 * 1000.0 + f64::from(d.nanos) / 1e6)
+}
+
+fn ms(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v < 10.0 => format!("{v:.1}ms"),
+        Some(v) if v < 10_000.0 => format!("{v:.0}ms"),
+        Some(v) => format!("{:.0}s", v / 1000.0),
+        None => "-".into(),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct HealthView {
+    suspect_regions: Vec<String>,
+    pops: Vec<PopHealthView>,
+}
+
+#[derive(Debug, Serialize)]
+struct PopHealthView {
+    pop: String,
+    state: &'static str,
+    rule: String,
+    down_regions: Vec<String>,
+    regions: Vec<RegionCellView>,
+}
+
+#[derive(Debug, Serialize)]
+struct RegionCellView {
+    region: String,
+    state: &'static str,
+    latency_ms: Option<f64>,
+    age_ms: Option<f64>,
+    suspect: bool,
+}
+
+async fn health(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let (endpoint, channel) = connect(cli).await?;
+    let mut client = pb::query_service_client::QueryServiceClient::new(channel);
+    let resp = client
+        .get_health(pb::GetHealthRequest {})
+        .await
+        .map_err(|s| rpc_error("GetHealth", &endpoint, s))?
+        .into_inner();
+    let view = HealthView {
+        suspect_regions: resp.suspect_regions,
+        pops: resp
+            .pops
+            .into_iter()
+            .map(|p| PopHealthView {
+                pop: p.pop,
+                state: state_name(p.state),
+                rule: p.rule,
+                down_regions: p.down_regions,
+                regions: p
+                    .regions
+                    .into_iter()
+                    .map(|r| RegionCellView {
+                        region: r.region,
+                        state: state_name(r.state),
+                        latency_ms: dur(&r.latency),
+                        age_ms: dur(&r.age),
+                        suspect: r.suspect,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    match cli.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+        Output::Table => {
+            let regions: std::collections::BTreeSet<&str> = view
+                .pops
+                .iter()
+                .flat_map(|p| p.regions.iter().map(|r| r.region.as_str()))
+                .collect();
+            let mut table = Table::new();
+            let mut header = vec!["POP".to_string(), "VERDICT".to_string()];
+            for r in &regions {
+                let suspect = if view.suspect_regions.iter().any(|s| s == r) {
+                    " (SUSPECT)"
+                } else {
+                    ""
+                };
+                header.push(format!("{r}{suspect}"));
+            }
+            header.push("RULE".into());
+            table.load_preset(UTF8_FULL_CONDENSED).set_header(header);
+            for p in &view.pops {
+                let mut row = vec![p.pop.clone(), p.state.to_string()];
+                for r in &regions {
+                    row.push(match p.regions.iter().find(|c| c.region == *r) {
+                        Some(c) => format!("{} {} ({} ago)", c.state, ms(c.latency_ms), ms(c.age_ms)),
+                        None => "-".into(),
+                    });
+                }
+                row.push(p.rule.clone());
+                table.add_row(row);
+            }
+            if view.pops.is_empty() {
+                println!("no PoPs: apply a topology first (meridianctl apply -f topology.toml)");
+            } else {
+                println!("{table}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn explain(cli: &Cli, pop: &str) -> anyhow::Result<ExitCode> {
+    let (endpoint, channel) = connect(cli).await?;
+    let mut client = pb::query_service_client::QueryServiceClient::new(channel);
+    let resp = client
+        .explain_pop(pb::ExplainPopRequest { pop: pop.to_string() })
+        .await
+        .map_err(|s| rpc_error("ExplainPop", &endpoint, s))?
+        .into_inner();
+    let regions: Vec<serde_json::Value> = resp
+        .regions
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "region": r.region,
+                "state": state_name(r.state),
+                "suspect": r.suspect,
+                "counted": r.counted,
+                "latency_ms": dur(&r.latency),
+                "probers": r.probers.iter().map(|p| serde_json::json!({
+                    "prober": p.prober,
+                    "view": state_name(p.view),
+                    "endpoints": p.endpoints.iter().map(|e| serde_json::json!({
+                        "endpoint": e.endpoint,
+                        "state": state_name(e.state),
+                        "fresh": e.fresh,
+                        "consecutive_successes": e.consecutive_successes,
+                        "consecutive_failures": e.consecutive_failures,
+                        "recent": e.recent.iter().map(|x| serde_json::json!({
+                            "age_ms": dur(&x.age),
+                            "success": x.success,
+                            "latency_ms": dur(&x.latency),
+                            "failure_class": failure_name(x.failure_class),
+                            "applied": x.applied,
+                        })).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    match cli.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "pop": resp.pop,
+                "state": state_name(resp.state),
+                "rule": resp.rule,
+                "down_regions": resp.down_regions,
+                "regions": regions,
+            }))?
+        ),
+        Output::Table => {
+            println!("{}: {} — {}", resp.pop, state_name(resp.state), resp.rule);
+            for r in &resp.regions {
+                let mut flags = Vec::new();
+                if r.suspect {
+                    flags.push("suspect: votes discounted");
+                }
+                if !r.counted {
+                    flags.push("not counted");
+                }
+                let flags = if flags.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", flags.join(", "))
+                };
+                println!(
+                    "  region {}: {}{flags}, latency {}",
+                    r.region,
+                    state_name(r.state),
+                    ms(dur(&r.latency))
+                );
+                for p in &r.probers {
+                    println!("    prober {}: {}", p.prober, state_name(p.view));
+                    for e in &p.endpoints {
+                        let recent: Vec<String> = e
+                            .recent
+                            .iter()
+                            .take(5)
+                            .map(|x| {
+                                if x.success {
+                                    format!("ok {}", ms(dur(&x.latency)))
+                                } else {
+                                    failure_name(x.failure_class).to_string()
+                                }
+                            })
+                            .collect();
+                        println!(
+                            "      {}: {}{} ({} ok / {} failed in a row) recent: {}",
+                            e.endpoint,
+                            state_name(e.state),
+                            if e.fresh { "" } else { " STALE" },
+                            e.consecutive_successes,
+                            e.consecutive_failures,
+                            recent.join(", ")
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn failure_name(class: i32) -> &'static str {
+    match pb::FailureClass::try_from(class) {
+        Ok(pb::FailureClass::None) | Ok(pb::FailureClass::Unspecified) => "none",
+        Ok(pb::FailureClass::Timeout) => "timeout",
+        Ok(pb::FailureClass::Refused) => "refused",
+        Ok(pb::FailureClass::Reset) => "reset",
+        Ok(pb::FailureClass::Tls) => "tls",
+        Ok(pb::FailureClass::HttpStatus) => "http_status",
+        Ok(pb::FailureClass::BodyMismatch) => "body_mismatch",
+        Ok(pb::FailureClass::DnsRcode) => "dns_rcode",
+        Ok(pb::FailureClass::DnsAnswer) => "dns_answer",
+        Ok(pb::FailureClass::Other) | Err(_) => "other",
+    }
+}
+
+async fn events(cli: &Cli, pop: Option<&str>, limit: u32) -> anyhow::Result<ExitCode> {
+    let (endpoint, channel) = connect(cli).await?;
+    let mut client = pb::query_service_client::QueryServiceClient::new(channel);
+    let resp = client
+        .list_events(pb::ListEventsRequest {
+            limit,
+            pop: pop.unwrap_or_default().to_string(),
+        })
+        .await
+        .map_err(|s| rpc_error("ListEvents", &endpoint, s))?
+        .into_inner();
+    let view: Vec<serde_json::Value> = resp
+        .events
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "id": e.id,
+                "at_unix_ms": e.at.as_ref().map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000)),
+                "kind": e.kind,
+                "pop": e.pop,
+                "region": e.region,
+                "message": e.message,
+                "evidence": e.evidence,
+                "replica": e.replica,
+            })
+        })
+        .collect();
+    match cli.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+        Output::Table => {
+            if resp.events.is_empty() {
+                println!("no events");
+            }
+            for e in &resp.events {
+                let at = e.at.as_ref().map(|t| t.seconds).unwrap_or(0);
+                println!("#{} t={} [{}] {}", e.id, at, e.kind, e.message);
+                for line in &e.evidence {
+                    println!("    {line}");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rpc_error(rpc: &str, endpoint: &str, s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{rpc} on {endpoint} failed: {}: {}", s.code(), s.message())
+}
+
 #[derive(Debug, Serialize)]
 struct ApplyView {
     file: String,
@@ -123,8 +438,16 @@ async fn apply(cli: &Cli, file: &std::path::Path, dry_run: bool, reason: &str) -
     let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
     let (endpoint, channel) = connect(cli).await?;
     let mut client = pb::operator_service_client::OperatorServiceClient::new(channel);
-    let req = pb::ApplyTopologyRequest { topology_toml: text, dry_run, reason: reason.to_string() };
-    let resp = client.apply_topology(req).await.map_err(|s| anyhow::anyhow!("ApplyTopology on {endpoint} failed: {}: {}", s.code(), s.message()))?.into_inner();
+    let req = pb::ApplyTopologyRequest {
+        topology_toml: text,
+        dry_run,
+        reason: reason.to_string(),
+    };
+    let resp = client
+        .apply_topology(req)
+        .await
+        .map_err(|s| anyhow::anyhow!("ApplyTopology on {endpoint} failed: {}: {}", s.code(), s.message()))?
+        .into_inner();
     let view = ApplyView {
         file: file.display().to_string(),
         dry_run,
@@ -142,7 +465,10 @@ async fn apply(cli: &Cli, file: &std::path::Path, dry_run: bool, reason: &str) -
                     println!("  {e}");
                 }
             } else if view.diff.is_empty() {
-                println!("{}: no changes (stored topology revision {})", view.file, view.topology_revision);
+                println!(
+                    "{}: no changes (stored topology revision {})",
+                    view.file, view.topology_revision
+                );
             } else {
                 let verb = if view.dry_run { "would change" } else { "applied" };
                 println!("{}: {verb} {} item(s):", view.file, view.diff.len());
@@ -155,7 +481,11 @@ async fn apply(cli: &Cli, file: &std::path::Path, dry_run: bool, reason: &str) -
             }
         }
     }
-    Ok(if view.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if view.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -194,7 +524,11 @@ struct ReplicaView {
 async fn status(cli: &Cli) -> anyhow::Result<ExitCode> {
     let (endpoint, channel) = connect(cli).await?;
     let mut client = pb::query_service_client::QueryServiceClient::new(channel);
-    let resp = client.get_status(pb::GetStatusRequest {}).await.map_err(|s| anyhow::anyhow!("GetStatus on {endpoint} failed: {}: {}", s.code(), s.message()))?.into_inner();
+    let resp = client
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("GetStatus on {endpoint} failed: {}: {}", s.code(), s.message()))?
+        .into_inner();
     let store = resp.store.unwrap_or_default();
     let view = StatusView {
         answered_by: resp.replica_id,
@@ -237,21 +571,41 @@ async fn status(cli: &Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn print_status(v: &StatusView) {
-    let role = if v.answering_replica_leads { "leader" } else { "follower" };
+    let role = if v.answering_replica_leads {
+        "leader"
+    } else {
+        "follower"
+    };
     println!("answered by   {} ({}, {role})", v.answered_by, v.endpoint);
     match &v.leader {
         Some(l) => println!("leader        {} (fence revision {})", l, v.leader_revision),
         None => println!("leader        NONE — no replica holds the leader key"),
     }
-    let health = if v.store.healthy { "healthy".to_string() } else { format!("UNHEALTHY: {}", v.store.detail) };
-    println!("store         {} — {} (revision {})", v.store.backend, health, v.store.revision);
+    let health = if v.store.healthy {
+        "healthy".to_string()
+    } else {
+        format!("UNHEALTHY: {}", v.store.detail)
+    };
+    println!(
+        "store         {} — {} (revision {})",
+        v.store.backend, health, v.store.revision
+    );
     if !v.store.endpoints.is_empty() {
         println!("store at      {}", v.store.endpoints.join(", "));
     }
     println!("ready         {}", if v.ready { "yes" } else { "no" });
-    println!("plan version  {}", if v.plan_version == 0 { "none published yet".to_string() } else { v.plan_version.to_string() });
+    println!(
+        "plan version  {}",
+        if v.plan_version == 0 {
+            "none published yet".to_string()
+        } else {
+            v.plan_version.to_string()
+        }
+    );
     let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header(vec!["REPLICA", "ROLE", "GRPC", "ADMIN", "VERSION"]);
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(vec!["REPLICA", "ROLE", "GRPC", "ADMIN", "VERSION"]);
     for r in &v.replicas {
         table.add_row(vec![
             r.id.clone(),

@@ -10,7 +10,11 @@ use crate::util::{free_addr, target_bin_dir, wait_for};
 /// Path of one of this workspace's binaries, or a panic saying how to build it.
 pub fn bin(name: &str) -> PathBuf {
     let path = target_bin_dir().join(name);
-    assert!(path.is_file(), "binary {} not found: run `cargo build --workspace --bins` first (scripts/test.sh does)", path.display());
+    assert!(
+        path.is_file(),
+        "binary {} not found: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        path.display()
+    );
     path
 }
 
@@ -41,7 +45,11 @@ impl ControlPlane {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).expect("open log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("open log");
         let child = Command::new(bin("meridian-control-plane"))
             .arg("--replica-id")
             .arg(&self.id)
@@ -83,7 +91,11 @@ impl ControlPlane {
 
     /// Sends a signal by name (`STOP`, `CONT`, `TERM`) with kill(1).
     pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().expect("run kill");
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
         assert!(status.success(), "kill -{sig} {} failed", self.pid());
     }
 
@@ -126,7 +138,9 @@ impl ControlPlane {
     pub async fn wait_ready(&self) -> serde_json::Value {
         let what = format!("replica {} to become ready (log {})", self.id, self.log_path.display());
         wait_for(&what, Duration::from_secs(60), || async {
-            self.status().await.filter(|s| s["ready"] == serde_json::Value::Bool(true))
+            self.status()
+                .await
+                .filter(|s| s["ready"] == serde_json::Value::Bool(true))
         })
         .await
     }
@@ -141,9 +155,15 @@ impl Drop for ControlPlane {
 /// Runs `meridianctl` with `args` (blocking, in a worker thread).
 pub async fn meridianctl(args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || Command::new(bin("meridianctl")).args(&args).stdin(Stdio::null()).output().expect("run meridianctl"))
-        .await
-        .expect("join meridianctl")
+    tokio::task::spawn_blocking(move || {
+        Command::new(bin("meridianctl"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run meridianctl")
+    })
+    .await
+    .expect("join meridianctl")
 }
 
 /// `meridianctl -e ENDPOINT status -o json`, parsed; `None` if the CLI could not
@@ -161,12 +181,18 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let fut = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await.ok()?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
         let mut buf = Vec::new();
         stream.read_to_end(&mut buf).await.ok()?;
         let text = String::from_utf8_lossy(&buf).to_string();
         let code = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         Some((code, body))
     };
     tokio::time::timeout(Duration::from_secs(5), fut).await.ok().flatten()

@@ -36,7 +36,10 @@ async fn embedded_replica_serves_status_admin_reflection_and_health() {
     let out = meridianctl(&["-e", &cp.endpoint(), "status"]).await;
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("solo") && text.contains("embedded") && text.contains("healthy"), "{text}");
+    assert!(
+        text.contains("solo") && text.contains("embedded") && text.contains("healthy"),
+        "{text}"
+    );
 
     // Admin endpoints.
     let (code, body) = http_get(cp.admin_addr, "/ready").await.unwrap();
@@ -47,13 +50,18 @@ async fn embedded_replica_serves_status_admin_reflection_and_health() {
     assert!(metrics.contains("meridian_control_plane_is_leader 1"), "{metrics}");
     wait_for("a leader heartbeat to be counted", GENEROUS, || async {
         let (_, m) = http_get(cp.admin_addr, "/metrics").await?;
-        m.contains("meridian_control_plane_leader_heartbeats_total").then_some(())
+        m.contains("meridian_control_plane_leader_heartbeats_total")
+            .then_some(())
     })
     .await;
 
     // gRPC: reflection lists our services, health says SERVING, and an unfinished
     // handler says UNIMPLEMENTED naming the issue area rather than inventing data.
-    let channel = tonic::transport::Endpoint::from_shared(cp.endpoint()).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(cp.endpoint())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let services = list_services(channel.clone()).await;
     for want in [
         "meridian.v1.ProbeService",
@@ -62,24 +70,45 @@ async fn embedded_replica_serves_status_admin_reflection_and_health() {
         "meridian.v1.QueryService",
         "grpc.health.v1.Health",
     ] {
-        assert!(services.iter().any(|s| s == want), "reflection lacks {want}: {services:?}");
+        assert!(
+            services.iter().any(|s| s == want),
+            "reflection lacks {want}: {services:?}"
+        );
     }
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    let serving = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
-    assert_eq!(serving.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    let serving = health
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        serving.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
     let mut ops = pb::operator_service_client::OperatorServiceClient::new(channel);
-    let err = ops.drain(pb::DrainRequest { pop: "fra1".into(), ..Default::default() }).await.unwrap_err();
+    let err = ops
+        .drain(pb::DrainRequest {
+            pop: "fra1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     assert!(err.message().contains("issue"), "{}", err.message());
 
     // The store persists across a restart: the revision only moves forward.
     let before = status["store"]["revision"].as_i64().unwrap();
     assert!(before > 1);
-    let exit = cp.terminate(Duration::from_secs(30)).expect("graceful shutdown within the grace period");
+    let exit = cp
+        .terminate(Duration::from_secs(30))
+        .expect("graceful shutdown within the grace period");
     assert!(exit.success(), "exit status {exit:?}; log:\n{}", cp.log());
     cp.restart();
     let after = cp.wait_ready().await;
-    assert!(after["store"]["revision"].as_i64().unwrap() > before, "before {before}, after {after}");
+    assert!(
+        after["store"]["revision"].as_i64().unwrap() > before,
+        "before {before}, after {after}"
+    );
 }
 
 async fn list_services(channel: tonic::transport::Channel) -> Vec<String> {
@@ -88,8 +117,15 @@ async fn list_services(channel: tonic::transport::Channel) -> Vec<String> {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     let mut client = ServerReflectionClient::new(channel);
-    let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
-    let mut stream = client.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
     let resp = stream.message().await.unwrap().unwrap();
     match resp.message_response {
         Some(MessageResponse::ListServicesResponse(list)) => list.service.into_iter().map(|s| s.name).collect(),
@@ -103,26 +139,45 @@ async fn bad_config_fails_with_file_key_or_endpoint_named() {
     let bin = meridian_tests::meridian::bin("meridian-control-plane");
     let run = |args: Vec<String>| {
         let bin = bin.clone();
-        async move { tokio::task::spawn_blocking(move || std::process::Command::new(bin).args(args).output().unwrap()).await.unwrap() }
+        async move {
+            tokio::task::spawn_blocking(move || std::process::Command::new(bin).args(args).output().unwrap())
+                .await
+                .unwrap()
+        }
     };
 
     let unknown = dir.path().join("unknown.toml");
     std::fs::write(&unknown, "[store]\netcd_endpoint = [\"http://127.0.0.1:1\"]\n").unwrap();
-    let out = run(vec!["--config".into(), unknown.display().to_string(), "--check-config".into()]).await;
+    let out = run(vec![
+        "--config".into(),
+        unknown.display().to_string(),
+        "--check-config".into(),
+    ])
+    .await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("unknown.toml") && err.contains("etcd_endpoint"), "{err}");
 
     let wrong = dir.path().join("wrong.toml");
     std::fs::write(&wrong, "[election]\nlease_ttl = true\n").unwrap();
-    let out = run(vec!["--config".into(), wrong.display().to_string(), "--check-config".into()]).await;
+    let out = run(vec![
+        "--config".into(),
+        wrong.display().to_string(),
+        "--check-config".into(),
+    ])
+    .await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("wrong.toml") && err.contains("lease_ttl"), "{err}");
 
     let good = dir.path().join("good.toml");
     std::fs::write(&good, "replica_id = \"cp-a\"\n[election]\nlease_ttl = \"4s\"\n").unwrap();
-    let out = run(vec!["--config".into(), good.display().to_string(), "--check-config".into()]).await;
+    let out = run(vec![
+        "--config".into(),
+        good.display().to_string(),
+        "--check-config".into(),
+    ])
+    .await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("lease_ttl = \"4s\""));
 
@@ -130,7 +185,12 @@ async fn bad_config_fails_with_file_key_or_endpoint_named() {
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config");
     for name in ["control-plane.toml", "control-plane-embedded.toml"] {
         let path = examples.join(name);
-        let out = run(vec!["--config".into(), path.display().to_string(), "--check-config".into()]).await;
+        let out = run(vec![
+            "--config".into(),
+            path.display().to_string(),
+            "--check-config".into(),
+        ])
+        .await;
         assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
@@ -181,7 +241,10 @@ async fn three_replicas_on_etcd_elect_one_leader_fail_over_and_fence_the_old_one
     let dir = tempfile::tempdir().unwrap();
     let endpoints = etcd.endpoints_csv();
     let args = ["--etcd-endpoints", endpoints.as_str(), "--lease-ttl", "2s"];
-    let mut cps: Vec<ControlPlane> = ["cp-a", "cp-b", "cp-c"].iter().map(|id| ControlPlane::start(id, dir.path(), &args)).collect();
+    let mut cps: Vec<ControlPlane> = ["cp-a", "cp-b", "cp-c"]
+        .iter()
+        .map(|id| ControlPlane::start(id, dir.path(), &args))
+        .collect();
 
     let all: Vec<&ControlPlane> = cps.iter().collect();
     let (first, _) = wait_single_leader(&all, None).await;
@@ -196,7 +259,11 @@ async fn three_replicas_on_etcd_elect_one_leader_fail_over_and_fence_the_old_one
     let (second, second_fence) = wait_single_leader(&survivors, Some(&first)).await;
     assert_ne!(first, second);
     let s = survivors[0].status().await.unwrap();
-    assert_eq!(s["replicas"].as_array().unwrap().len(), 2, "the dead replica's lease-bound entry is gone: {s}");
+    assert_eq!(
+        s["replicas"].as_array().unwrap().len(),
+        2,
+        "the dead replica's lease-bound entry is gone: {s}"
+    );
 
     // Freeze the new leader (SIGSTOP) long enough for its lease to expire, so a third
     // replica is elected while the frozen one still believes it leads.
@@ -210,14 +277,23 @@ async fn three_replicas_on_etcd_elect_one_leader_fail_over_and_fence_the_old_one
     // rule; the same write under the current fence lands.
     let store = EtcdStore::connect(EtcdConfig::new(etcd.endpoints())).await.unwrap();
     let leader_key = "/meridian/election/leader".to_string();
-    let stale = Fence { key: leader_key.clone(), revision: second_fence };
+    let stale = Fence {
+        key: leader_key.clone(),
+        revision: second_fence,
+    };
     let txn = Txn::new().and_then([TxnOp::put("/meridian/test/fenced", b"from the deposed leader".to_vec())]);
     match fenced_txn(&store, &stale, txn.clone()).await {
         Err(err @ StoreError::FenceLost { .. }) => assert!(err.to_string().contains("leader-fence"), "{err}"),
         other => panic!("a deposed leader's write must be rejected, got {other:?}"),
     }
-    assert!(store.get("/meridian/test/fenced").await.unwrap().is_none(), "the stale write must not land");
-    let current = Fence { key: leader_key, revision: third_fence };
+    assert!(
+        store.get("/meridian/test/fenced").await.unwrap().is_none(),
+        "the stale write must not land"
+    );
+    let current = Fence {
+        key: leader_key,
+        revision: third_fence,
+    };
     assert!(fenced_txn(&store, &current, txn).await.unwrap().succeeded);
 
     // Thaw the old leader: it must notice it was deposed and follow, never lead twice.
@@ -226,11 +302,15 @@ async fn three_replicas_on_etcd_elect_one_leader_fail_over_and_fence_the_old_one
     let (after, _) = wait_single_leader(&survivors, None).await;
     assert_eq!(after, third, "the thawed replica must not take leadership back");
     // The fenced heartbeat is written by the current leader under its own fence.
-    let beat: Value = wait_for("the heartbeat to be written by the current leader", GENEROUS, || async {
-        let kv = store.get("/meridian/election/heartbeat").await.ok()??;
-        let v: Value = serde_json::from_slice(&kv.value).ok()?;
-        (v["leader"] == third.as_str()).then_some(v)
-    })
+    let beat: Value = wait_for(
+        "the heartbeat to be written by the current leader",
+        GENEROUS,
+        || async {
+            let kv = store.get("/meridian/election/heartbeat").await.ok()??;
+            let v: Value = serde_json::from_slice(&kv.value).ok()?;
+            (v["leader"] == third.as_str()).then_some(v)
+        },
+    )
     .await;
     assert_eq!(beat["fence"].as_i64(), Some(third_fence), "{beat}");
 }
@@ -240,7 +320,11 @@ async fn etcd_outage_makes_a_replica_unready_and_it_recovers() {
     let mut etcd = EtcdCluster::start(1).await;
     let dir = tempfile::tempdir().unwrap();
     let endpoints = etcd.endpoints_csv();
-    let cp = ControlPlane::start("cp-x", dir.path(), &["--etcd-endpoints", endpoints.as_str(), "--lease-ttl", "2s"]);
+    let cp = ControlPlane::start(
+        "cp-x",
+        dir.path(),
+        &["--etcd-endpoints", endpoints.as_str(), "--lease-ttl", "2s"],
+    );
     cp.wait_ready().await;
 
     etcd.kill(0).await;
@@ -250,7 +334,11 @@ async fn etcd_outage_makes_a_replica_unready_and_it_recovers() {
     })
     .await;
     let out = meridianctl(&["-e", &cp.endpoint(), "--timeout", "10s", "status", "-o", "json"]).await;
-    assert_eq!(out.status.code(), Some(2), "status exits 2 when the store is unhealthy: {out:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "status exits 2 when the store is unhealthy: {out:?}"
+    );
     let s: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["store"]["healthy"], false, "{s}");
     assert!(!cp.log().contains("panicked"), "{}", cp.log());

@@ -13,20 +13,35 @@ fn check_config(binary: &str, toml: &str) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("daemon.toml");
     std::fs::write(&path, toml).unwrap();
-    Command::new(bin(binary)).arg("--config").arg(&path).arg("--check-config").output().unwrap()
+    Command::new(bin(binary))
+        .arg("--config")
+        .arg(&path)
+        .arg("--check-config")
+        .output()
+        .unwrap()
 }
 
 #[test]
 fn prober_and_agent_configs_are_validated() {
     let ok = check_config("meridian-prober", "prober_id = \"p1\"\nregion = \"eu-west\"\n");
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
-    let bad = check_config("meridian-prober", "prober_id = \"p1\"\nregion = \"eu-west\"\nintervall = \"1s\"\n");
+    let bad = check_config(
+        "meridian-prober",
+        "prober_id = \"p1\"\nregion = \"eu-west\"\nintervall = \"1s\"\n",
+    );
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("intervall"));
     let bad = check_config("meridian-prober", "prober_id = \"p1\"\nregion = \"EU West\"\n");
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("`region`"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("`region`"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 
-    let ok = check_config("meridian-dns-agent", "agent_id = \"dns-1\"\ndns_addr = \"127.0.0.1:5353\"\n");
+    let ok = check_config(
+        "meridian-dns-agent",
+        "agent_id = \"dns-1\"\ndns_addr = \"127.0.0.1:5353\"\n",
+    );
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     let bad = check_config("meridian-dns-agent", "agent_id = \"dns-1\"\ndns_addr = 53\n");
     assert!(!bad.status.success());
@@ -43,11 +58,18 @@ async fn an_edge_daemon_reports_not_ready_with_the_reason_and_stops_on_sigterm()
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let (code, body) = wait_for("the agent's admin listener", Duration::from_secs(60), || http_get(admin, "/ready")).await;
+    let (code, body) = wait_for("the agent's admin listener", Duration::from_secs(60), || {
+        http_get(admin, "/ready")
+    })
+    .await;
     assert_eq!(code, 503);
     assert!(body.contains("issue [4]"), "{body}");
     assert_eq!(http_get(admin, "/live").await.unwrap().0, 200);
-    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     let status = wait_for("the agent to exit after SIGTERM", Duration::from_secs(30), || {
         let s = child.try_wait().unwrap();
         async move { s }

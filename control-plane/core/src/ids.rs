@@ -22,12 +22,19 @@ pub fn validate_id(kind: &'static str, id: &str) -> Result<(), IdError> {
         return Err(IdError::Empty { kind });
     }
     if id.len() > 63 {
-        return Err(IdError::TooLong { kind, id: id.to_string() });
+        return Err(IdError::TooLong {
+            kind,
+            id: id.to_string(),
+        });
     }
     for (i, ch) in id.chars().enumerate() {
         let ok = ch.is_ascii_lowercase() || ch.is_ascii_digit() || (i > 0 && (ch == '-' || ch == '_'));
         if !ok {
-            return Err(IdError::InvalidChar { kind, id: id.to_string(), ch });
+            return Err(IdError::InvalidChar {
+                kind,
+                id: id.to_string(),
+                ch,
+            });
         }
     }
     Ok(())

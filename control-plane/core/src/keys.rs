@@ -12,7 +12,9 @@ pub struct Keys {
 impl Keys {
     /// `root` without a trailing slash, e.g. `/meridian`.
     pub fn new(root: &str) -> Self {
-        Self { root: root.trim_end_matches('/').to_string() }
+        Self {
+            root: root.trim_end_matches('/').to_string(),
+        }
     }
 
     pub fn root(&self) -> &str {
@@ -62,6 +64,9 @@ mod tests {
         assert_eq!(k.leader(), "/meridian/election/leader");
         assert_eq!(k.replica(&id), "/meridian/replicas/cp-1");
         assert!(k.replica(&id).starts_with(&k.replicas_prefix()));
-        assert!(!k.leader_heartbeat().starts_with(&k.leader()), "a prefix watch on the leader key must not see the heartbeat");
+        assert!(
+            !k.leader_heartbeat().starts_with(&k.leader()),
+            "a prefix watch on the leader key must not see the heartbeat"
+        );
     }
 }

@@ -199,8 +199,12 @@ pub struct TopologyErrors(pub Vec<FieldError>);
 impl TopologyDoc {
     /// Parses and validates TOML text.
     pub fn from_toml(text: &str) -> Result<Self, TopologyErrors> {
-        let doc: TopologyDoc = toml::from_str(text)
-            .map_err(|e| TopologyErrors(vec![FieldError { path: "(file)".into(), message: e.to_string().trim_end().to_string() }]))?;
+        let doc: TopologyDoc = toml::from_str(text).map_err(|e| {
+            TopologyErrors(vec![FieldError {
+                path: "(file)".into(),
+                message: e.to_string().trim_end().to_string(),
+            }])
+        })?;
         doc.validate()
     }
 
@@ -220,10 +224,16 @@ impl TopologyDoc {
                 errs.add(format!("{at}.capacity"), format!("must be > 0, got {}", pop.capacity));
             }
             if pop.ipv4.is_empty() && pop.ipv6.is_empty() {
-                errs.add(format!("{at}.ipv4"), "a PoP needs at least one service address (ipv4 or ipv6)");
+                errs.add(
+                    format!("{at}.ipv4"),
+                    "a PoP needs at least one service address (ipv4 or ipv6)",
+                );
             }
             if pop.endpoints.is_empty() {
-                errs.add(format!("{at}.endpoints"), "a PoP needs at least one probe endpoint, or its health is always unknown");
+                errs.add(
+                    format!("{at}.endpoints"),
+                    "a PoP needs at least one probe endpoint, or its health is always unknown",
+                );
             }
             let mut names = BTreeSet::new();
             for (j, ep) in pop.endpoints.iter().enumerate() {
@@ -231,7 +241,10 @@ impl TopologyDoc {
                 if let Err(e) = validate_id("endpoint", &ep.name) {
                     errs.add(format!("{at}.name"), e.to_string());
                 } else if !names.insert(ep.name.as_str()) {
-                    errs.add(format!("{at}.name"), format!("duplicate endpoint name `{}` in PoP `{}`", ep.name, pop.id));
+                    errs.add(
+                        format!("{at}.name"),
+                        format!("duplicate endpoint name `{}` in PoP `{}`", ep.name, pop.id),
+                    );
                 }
                 ep.check(&at, &mut errs);
             }
@@ -250,7 +263,10 @@ impl TopologyDoc {
             }
             for (j, prefix) in region.client_prefixes.iter().enumerate() {
                 if let Some(other) = prefixes.insert(prefix.trunc(), region.id.clone()) {
-                    errs.add(format!("{at}.client_prefixes[{j}]"), format!("{prefix} is already mapped to region `{other}`"));
+                    errs.add(
+                        format!("{at}.client_prefixes[{j}]"),
+                        format!("{prefix} is already mapped to region `{other}`"),
+                    );
                 }
             }
             for pop in region.latency_hints.keys() {
@@ -290,7 +306,10 @@ impl Policy {
         }
         let min = Duration::from_millis(250);
         if self.probe_interval < min {
-            errs.add("policy.probe_interval", format!("must be at least 250ms, got {:?}", self.probe_interval));
+            errs.add(
+                "policy.probe_interval",
+                format!("must be at least 250ms, got {:?}", self.probe_interval),
+            );
         }
         if self.confirm_interval < Duration::from_millis(50) || self.confirm_interval > self.probe_interval {
             errs.add("policy.confirm_interval", "must be between 50ms and probe_interval");
@@ -299,10 +318,16 @@ impl Policy {
             errs.add("policy.connect_timeout", "timeouts must be > 0");
         }
         if !(0.0..=0.5).contains(&self.jitter) {
-            errs.add("policy.jitter", format!("must be between 0.0 and 0.5, got {}", self.jitter));
+            errs.add(
+                "policy.jitter",
+                format!("must be between 0.0 and 0.5, got {}", self.jitter),
+            );
         }
         if self.freshness < self.probe_interval * 2 {
-            errs.add("policy.freshness", "must be at least twice probe_interval, or healthy PoPs flap to UNKNOWN");
+            errs.add(
+                "policy.freshness",
+                "must be at least twice probe_interval, or healthy PoPs flap to UNKNOWN",
+            );
         }
         if !(0.0..1.0).contains(&self.quorum) {
             errs.add("policy.quorum", format!("must be in [0.0, 1.0), got {}", self.quorum));
@@ -311,7 +336,10 @@ impl Policy {
             errs.add("policy.min_regions", "must be at least 1");
         }
         if !(self.suspect_share > 0.0 && self.suspect_share <= 1.0) {
-            errs.add("policy.suspect_share", format!("must be in (0.0, 1.0], got {}", self.suspect_share));
+            errs.add(
+                "policy.suspect_share",
+                format!("must be in (0.0, 1.0], got {}", self.suspect_share),
+            );
         }
         if self.max_concurrency == 0 {
             errs.add("policy.max_concurrency", "must be at least 1");
@@ -323,26 +351,39 @@ impl ProbeEndpoint {
     fn check(&self, at: &str, errs: &mut Errors) {
         let need = |errs: &mut Errors, field: &str, present: bool| {
             if !present {
-                errs.add(format!("{at}.{field}"), format!("required for kind {:?}", self.kind).to_lowercase());
+                errs.add(
+                    format!("{at}.{field}"),
+                    format!("required for kind {:?}", self.kind).to_lowercase(),
+                );
             }
         };
         match self.kind {
             ProbeKind::Http | ProbeKind::Https => {
                 need(errs, "url", self.url.is_some());
                 if let Some(url) = &self.url {
-                    let scheme = if self.kind == ProbeKind::Http { "http://" } else { "https://" };
+                    let scheme = if self.kind == ProbeKind::Http {
+                        "http://"
+                    } else {
+                        "https://"
+                    };
                     if !url.starts_with(scheme) || url.len() <= scheme.len() {
                         errs.add(format!("{at}.url"), format!("`{url}` must start with {scheme}"));
                     }
                 }
                 for (k, code) in self.expected_status.iter().enumerate() {
                     if !(100..=599).contains(code) {
-                        errs.add(format!("{at}.expected_status[{k}]"), format!("{code} is not an HTTP status"));
+                        errs.add(
+                            format!("{at}.expected_status[{k}]"),
+                            format!("{code} is not an HTTP status"),
+                        );
                     }
                 }
                 if let Some(m) = &self.method {
                     if !matches!(m.as_str(), "GET" | "HEAD" | "POST" | "OPTIONS") {
-                        errs.add(format!("{at}.method"), format!("`{m}` is not one of GET, HEAD, POST, OPTIONS"));
+                        errs.add(
+                            format!("{at}.method"),
+                            format!("`{m}` is not one of GET, HEAD, POST, OPTIONS"),
+                        );
                     }
                 }
             }
@@ -352,17 +393,27 @@ impl ProbeEndpoint {
                 need(errs, "query_name", self.query_name.is_some());
                 if let Some(t) = &self.record_type {
                     if !matches!(t.as_str(), "A" | "AAAA" | "CNAME" | "TXT" | "NS" | "SOA" | "MX" | "SRV") {
-                        errs.add(format!("{at}.record_type"), format!("`{t}` is not a supported record type"));
+                        errs.add(
+                            format!("{at}.record_type"),
+                            format!("`{t}` is not a supported record type"),
+                        );
                     }
                 }
                 if let Some(r) = &self.expected_rcode {
-                    if !matches!(r.as_str(), "NOERROR" | "NXDOMAIN" | "SERVFAIL" | "REFUSED" | "FORMERR" | "NOTIMP") {
+                    if !matches!(
+                        r.as_str(),
+                        "NOERROR" | "NXDOMAIN" | "SERVFAIL" | "REFUSED" | "FORMERR" | "NOTIMP"
+                    ) {
                         errs.add(format!("{at}.expected_rcode"), format!("`{r}` is not a DNS rcode name"));
                     }
                 }
             }
         }
-        for (field, d) in [("interval", self.interval), ("connect_timeout", self.connect_timeout), ("response_timeout", self.response_timeout)] {
+        for (field, d) in [
+            ("interval", self.interval),
+            ("connect_timeout", self.connect_timeout),
+            ("response_timeout", self.response_timeout),
+        ] {
             if let Some(d) = d {
                 if d.is_zero() || (field == "interval" && d < Duration::from_millis(250)) {
                     errs.add(format!("{at}.{field}"), format!("{d:?} is too small"));
@@ -375,7 +426,10 @@ impl ProbeEndpoint {
 /// All service addresses of a PoP.
 impl Pop {
     pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
-        self.ipv4.iter().map(|a| IpAddr::V4(*a)).chain(self.ipv6.iter().map(|a| IpAddr::V6(*a)))
+        self.ipv4
+            .iter()
+            .map(|a| IpAddr::V4(*a))
+            .chain(self.ipv6.iter().map(|a| IpAddr::V6(*a)))
     }
 }
 
@@ -384,7 +438,10 @@ struct Errors(Vec<FieldError>);
 
 impl Errors {
     fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError { path: path.into(), message: message.into() });
+        self.0.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 
     fn finish<T>(self, value: T) -> Result<T, TopologyErrors> {
@@ -396,7 +453,13 @@ impl Errors {
     }
 }
 
-fn diff_named<T: PartialEq + Serialize>(out: &mut Vec<String>, what: &str, old: &[T], new: &[T], id: impl Fn(&T) -> &String) {
+fn diff_named<T: PartialEq + Serialize>(
+    out: &mut Vec<String>,
+    what: &str,
+    old: &[T],
+    new: &[T],
+    id: impl Fn(&T) -> &String,
+) {
     for n in new {
         match old.iter().find(|o| id(o) == id(n)) {
             None => out.push(format!("+ {what} {}", id(n))),
@@ -413,14 +476,18 @@ fn diff_named<T: PartialEq + Serialize>(out: &mut Vec<String>, what: &str, old: 
 
 /// Names the top-level fields that differ between two values of the same type.
 fn describe_changes<T: Serialize>(old: &T, new: &T) -> String {
-    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) = (serde_json::to_value(old), serde_json::to_value(new)) else {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(old), serde_json::to_value(new))
+    else {
         return "changed".into();
     };
     let changed: Vec<String> = b
         .iter()
         .filter(|(k, v)| a.get(*k) != Some(v))
         .map(|(k, v)| match a.get(k) {
-            Some(old) if !old.is_array() && !old.is_object() && !v.is_array() && !v.is_object() => format!("{k} {old} → {v}"),
+            Some(old) if !old.is_array() && !old.is_object() && !v.is_array() && !v.is_object() => {
+                format!("{k} {old} → {v}")
+            }
             _ => format!("{k} changed"),
         })
         .collect();
@@ -439,7 +506,10 @@ mod hint_map {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     pub fn serialize<S: Serializer>(map: &BTreeMap<String, Duration>, s: S) -> Result<S::Ok, S::Error> {
-        let text: BTreeMap<&String, String> = map.iter().map(|(k, v)| (k, humantime_serde::re::humantime::format_duration(*v).to_string())).collect();
+        let text: BTreeMap<&String, String> = map
+            .iter()
+            .map(|(k, v)| (k, humantime_serde::re::humantime::format_duration(*v).to_string()))
+            .collect();
         text.serialize(s)
     }
 
@@ -528,9 +598,15 @@ latency_hints = { fra1 = "20ms" }
     #[test]
     fn duplicates_and_bad_ids_are_rejected() {
         let bad = GOOD.replace("id = \"iad1\"", "id = \"fra1\"");
-        assert!(TopologyDoc::from_toml(&bad).unwrap_err().to_string().contains("pops[1].id: duplicate PoP id `fra1`"));
+        assert!(TopologyDoc::from_toml(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("pops[1].id: duplicate PoP id `fra1`"));
         let bad = GOOD.replace("id = \"eu-west\"", "id = \"EU West\"");
-        assert!(TopologyDoc::from_toml(&bad).unwrap_err().to_string().contains("regions[0].id"));
+        assert!(TopologyDoc::from_toml(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("regions[0].id"));
     }
 
     #[test]
@@ -551,7 +627,10 @@ latency_hints = { fra1 = "20ms" }
         new.pops.remove(1);
         new.policy.fall = 3;
         let diff = new.diff_from(&old);
-        assert!(diff.contains(&"~ pop fra1: capacity 1000.0 → 2000.0".to_string()), "{diff:?}");
+        assert!(
+            diff.contains(&"~ pop fra1: capacity 1000.0 → 2000.0".to_string()),
+            "{diff:?}"
+        );
         assert!(diff.contains(&"- pop iad1".to_string()), "{diff:?}");
         assert!(diff.iter().any(|l| l.starts_with("~ policy: fall 2 → 3")), "{diff:?}");
     }

@@ -9,9 +9,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use meridian_health::{
-    FailureClass, HealthPolicy, HealthState, HealthTopology, ProbeOutcome, UnixMillis,
-};
+use meridian_health::{FailureClass, HealthPolicy, HealthState, HealthTopology, ProbeOutcome, UnixMillis};
 
 const POPS: usize = 200;
 const ENDPOINTS: usize = 3;
@@ -20,12 +18,7 @@ const REGIONS: usize = 3;
 const START: u64 = 1_700_000_000_000;
 
 fn topology() -> HealthTopology {
-    HealthTopology::new((0..POPS).map(|p| {
-        (
-            format!("pop-{p:03}"),
-            (0..ENDPOINTS).map(|e| format!("ep-{e}")),
-        )
-    }))
+    HealthTopology::new((0..POPS).map(|p| (format!("pop-{p:03}"), (0..ENDPOINTS).map(|e| format!("ep-{e}")))))
 }
 
 /// `rounds` full rounds of results, one second apart; about 1 in 50 probes fails so
@@ -92,9 +85,7 @@ fn ingest(c: &mut Criterion) {
     for o in batch {
         state.ingest(o, now).unwrap();
     }
-    c.bench_function("evaluate_200pops_3eps_30probers", |b| {
-        b.iter(|| state.evaluate(now))
-    });
+    c.bench_function("evaluate_200pops_3eps_30probers", |b| b.iter(|| state.evaluate(now)));
 }
 
 criterion_group!(benches, ingest);

@@ -11,9 +11,7 @@ use crate::time::UnixMillis;
 
 /// UP, DOWN or UNKNOWN: what one prober believes about one endpoint (its
 /// hysteresis state), what it believes about a whole PoP, or what a region says.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reachability {
     /// Not enough evidence: at start, after a gap in the results, or mixed views.
@@ -144,9 +142,7 @@ impl Track {
     fn remember(&mut self, r: Recent, history: usize) {
         // In-order results (the common case) go at the back; late ones are placed
         // by time so `explain` reads as a timeline.
-        let at = self
-            .recent
-            .partition_point(|x| x.observed_at <= r.observed_at);
+        let at = self.recent.partition_point(|x| x.observed_at <= r.observed_at);
         if at == self.recent.len() {
             self.recent.push_back(r);
         } else {
@@ -227,12 +223,10 @@ mod tests {
         let flags: Vec<bool> = [true, true, true, false, false, false, false]
             .iter()
             .enumerate()
-            .map(
-                |(i, &ok)| match track.record(result(1_000 * (i as u64 + 1), ok), T) {
-                    Applied::InOrder { transitioned } => transitioned,
-                    Applied::OutOfOrder => panic!("in order"),
-                },
-            )
+            .map(|(i, &ok)| match track.record(result(1_000 * (i as u64 + 1), ok), T) {
+                Applied::InOrder { transitioned } => transitioned,
+                Applied::OutOfOrder => panic!("in order"),
+            })
             .collect();
         assert_eq!(flags, [false, true, false, false, false, true, false]);
     }
@@ -251,24 +245,9 @@ mod tests {
         assert_eq!(track.last_applied, Some(UnixMillis(11_000)));
         // History keeps the 4 newest by time (ties in arrival order), late ones
         // marked as not applied.
-        let kept: Vec<(u64, bool)> = track
-            .recent
-            .iter()
-            .map(|r| (r.observed_at.0, r.applied))
-            .collect();
-        assert_eq!(
-            kept,
-            [
-                (7_000, false),
-                (10_000, true),
-                (11_000, true),
-                (11_000, false)
-            ]
-        );
-        assert_eq!(
-            track.latest().map(|r| r.observed_at),
-            Some(UnixMillis(11_000))
-        );
+        let kept: Vec<(u64, bool)> = track.recent.iter().map(|r| (r.observed_at.0, r.applied)).collect();
+        assert_eq!(kept, [(7_000, false), (10_000, true), (11_000, true), (11_000, false)]);
+        assert_eq!(track.latest().map(|r| r.observed_at), Some(UnixMillis(11_000)));
     }
 
     #[test]

@@ -61,9 +61,8 @@ pub use policy::{HealthPolicy, PolicyError};
 pub use probe::{FailureClass, ProbeOutcome};
 pub use rejection::Rejection;
 pub use report::{
-    EndpointEvidence, Explanation, HealthEvent, HealthStats, IngestEffect, PopHealthRow,
-    PopVerdict, ProberEvidence, RecentResult, RegionCell, RegionEvidence, RejectReason,
-    SuspectRegion, VerdictInfo,
+    EndpointEvidence, Explanation, HealthEvent, HealthStats, IngestEffect, PopHealthRow, PopVerdict, ProberEvidence,
+    RecentResult, RegionCell, RegionEvidence, RejectReason, SuspectRegion, VerdictInfo,
 };
 pub use state::HealthState;
 pub use time::UnixMillis;

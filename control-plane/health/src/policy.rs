@@ -75,11 +75,7 @@ const MAX_COUNT: usize = 1_000;
 impl HealthPolicy {
     /// Checks every field; the error names the first field out of range.
     pub fn validate(self) -> Result<Self, PolicyError> {
-        fn err(
-            field: &'static str,
-            value: impl std::fmt::Debug,
-            expected: &'static str,
-        ) -> Result<(), PolicyError> {
+        fn err(field: &'static str, value: impl std::fmt::Debug, expected: &'static str) -> Result<(), PolicyError> {
             Err(PolicyError {
                 field,
                 value: format!("{value:?}"),
@@ -142,8 +138,7 @@ mod tests {
 
     #[test]
     fn durations_are_human_readable() {
-        let p: HealthPolicy =
-            serde_json::from_str(r#"{"freshness": "3s 500ms", "fall": 3}"#).unwrap();
+        let p: HealthPolicy = serde_json::from_str(r#"{"freshness": "3s 500ms", "fall": 3}"#).unwrap();
         assert_eq!(p.freshness, Duration::from_millis(3_500));
         assert_eq!(p.fall, 3);
         assert_eq!(p.rise, 2);

@@ -10,9 +10,8 @@ use crate::policy::{HealthPolicy, PolicyError};
 use crate::probe::{FailureClass, ProbeOutcome};
 use crate::rejection::Rejection;
 use crate::report::{
-    EndpointEvidence, Explanation, HealthEvent, HealthStats, IngestEffect, PopHealthRow,
-    PopVerdict, ProberEvidence, RecentResult, RegionCell, RegionEvidence, RejectReason,
-    SuspectRegion, VerdictInfo,
+    EndpointEvidence, Explanation, HealthEvent, HealthStats, IngestEffect, PopHealthRow, PopVerdict, ProberEvidence,
+    RecentResult, RegionCell, RegionEvidence, RejectReason, SuspectRegion, VerdictInfo,
 };
 use crate::time::UnixMillis;
 use crate::topology::HealthTopology;
@@ -75,8 +74,7 @@ impl HealthState {
     /// Replaces the topology. State for PoPs and endpoints that remain is kept;
     /// removed ones are dropped with their results; new ones start UNKNOWN.
     pub fn set_topology(&mut self, topology: HealthTopology) {
-        let mut old: HashMap<String, PopSlot> =
-            self.pops.drain(..).map(|p| (p.name.clone(), p)).collect();
+        let mut old: HashMap<String, PopSlot> = self.pops.drain(..).map(|p| (p.name.clone(), p)).collect();
         self.pops = topology
             .pops
             .into_iter()
@@ -85,22 +83,13 @@ impl HealthState {
                 None => PopSlot::new(name, endpoints),
             })
             .collect();
-        self.pop_index = self
-            .pops
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.name.clone(), i))
-            .collect();
+        self.pop_index = self.pops.iter().enumerate().map(|(i, p)| (p.name.clone(), i)).collect();
     }
 
     /// Takes one probe result. Cheap: four hash lookups and a few counters, no
     /// evaluation. When the result changed a hysteresis state the effect says so,
     /// and the caller should [`evaluate`](Self::evaluate) soon.
-    pub fn ingest(
-        &mut self,
-        outcome: ProbeOutcome,
-        now: UnixMillis,
-    ) -> Result<IngestEffect, Rejection> {
+    pub fn ingest(&mut self, outcome: ProbeOutcome, now: UnixMillis) -> Result<IngestEffect, Rejection> {
         match self.try_ingest(outcome, now) {
             Ok(effect) => {
                 self.counters.ingested += 1;
@@ -119,8 +108,7 @@ impl HealthState {
     /// (by PoP).
     pub fn evaluate(&mut self, now: UnixMillis) -> Vec<HealthEvent> {
         let mut events = Vec::new();
-        let states: Vec<Vec<RegionTally>> =
-            self.pops.iter().map(|pop| self.tally(pop, now)).collect();
+        let states: Vec<Vec<RegionTally>> = self.pops.iter().map(|pop| self.tally(pop, now)).collect();
         self.judge_regions(&states, now, &mut events);
         for (pop_idx, tallies) in states.iter().enumerate() {
             let decision = self.decide(tallies);
@@ -289,9 +277,7 @@ impl HealthState {
     /// The latency estimate from `region` to `pop` (EWMA of successful probes), if any.
     pub fn latency_estimate(&self, pop: &str, region: &str) -> Option<Duration> {
         let pop = &self.pops[*self.pop_index.get(pop)?];
-        pop.per_region
-            .get(self.region_index.get(region)?.idx)?
-            .latency()
+        pop.per_region.get(self.region_index.get(region)?.idx)?.latency()
     }
 
     pub fn stats(&self) -> HealthStats {
@@ -328,11 +314,7 @@ struct PopSlot {
 impl PopSlot {
     fn new(name: String, endpoints: BTreeSet<String>) -> Self {
         let endpoints: Vec<String> = endpoints.into_iter().collect();
-        let endpoint_index = endpoints
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.clone(), i))
-            .collect();
+        let endpoint_index = endpoints.iter().enumerate().map(|(i, e)| (e.clone(), i)).collect();
         Self {
             name,
             endpoints,
@@ -364,10 +346,7 @@ impl PopSlot {
                     })
                     .collect();
                 // A view of only new endpoints holds no results: drop it.
-                tracks
-                    .iter()
-                    .any(|t| t.last_applied.is_some())
-                    .then_some(tracks)
+                tracks.iter().any(|t| t.last_applied.is_some()).then_some(tracks)
             })
             .collect();
         next.per_region = self.per_region;
@@ -402,8 +381,7 @@ struct PopRegion {
 impl PopRegion {
     fn latency(&self) -> Option<Duration> {
         // The estimate is an average of finite, non-negative samples.
-        self.latency_ewma_ns
-            .map(|ns| Duration::from_nanos(ns as u64))
+        self.latency_ewma_ns.map(|ns| Duration::from_nanos(ns as u64))
     }
 }
 
@@ -540,8 +518,7 @@ impl HealthState {
             pop.views.resize_with(vantage + 1, || None);
         }
         let endpoints = pop.endpoints.len();
-        let tracks = pop.views[vantage]
-            .get_or_insert_with(|| (0..endpoints).map(|_| Track::default()).collect());
+        let tracks = pop.views[vantage].get_or_insert_with(|| (0..endpoints).map(|_| Track::default()).collect());
         // `e` came from this PoP's endpoint index, so it is within `tracks`.
         let recent = Recent {
             observed_at: o.observed_at,
@@ -553,9 +530,7 @@ impl HealthState {
         match tracks[e].record(recent, thresholds) {
             Applied::OutOfOrder => {
                 self.counters.out_of_order += 1;
-                Ok(IngestEffect {
-                    transitioned: false,
-                })
+                Ok(IngestEffect { transitioned: false })
             }
             Applied::InOrder { transitioned } => {
                 if pop.per_region.len() <= region {
@@ -634,12 +609,7 @@ impl HealthState {
     /// Judges the probers: a region that alone sees a large share of PoPs DOWN is
     /// suspect; one whose share falls below half the threshold, or whose view the
     /// other regions come to share (a real outage), recovers.
-    fn judge_regions(
-        &mut self,
-        states: &[Vec<RegionTally>],
-        now: UnixMillis,
-        events: &mut Vec<HealthEvent>,
-    ) {
+    fn judge_regions(&mut self, states: &[Vec<RegionTally>], now: UnixMillis, events: &mut Vec<HealthEvent>) {
         let min_pops = self.policy.suspect_min_pops;
         let threshold = self.policy.suspect_share;
         // Share of DOWN among the PoPs this region has a known state for, if it
@@ -728,11 +698,7 @@ impl HealthState {
         };
         Decision {
             verdict,
-            inputs: RuleInputs {
-                known,
-                down,
-                suspects,
-            },
+            inputs: RuleInputs { known, down, suspects },
         }
     }
 
@@ -752,10 +718,7 @@ impl HealthState {
                     plural(known, "region", "regions")
                 );
                 if !suspects.is_empty() {
-                    let names: Vec<&str> = suspects
-                        .iter()
-                        .map(|&r| self.regions[r].name.as_str())
-                        .collect();
+                    let names: Vec<&str> = suspects.iter().map(|&r| self.regions[r].name.as_str()).collect();
                     rule.push_str(&format!(" ({} suspect, not counted)", names.join(", ")));
                 }
                 rule
@@ -796,12 +759,7 @@ impl HealthState {
                         .iter()
                         .zip(tracks)
                         .filter(|(_, t)| t.fresh_state(now, freshness) == Some(Reachability::Down))
-                        .map(|(e, t)| {
-                            format!(
-                                "{e}: {}",
-                                t.latest().map_or(FailureClass::Other, |x| x.failure)
-                            )
-                        })
+                        .map(|(e, t)| format!("{e}: {}", t.latest().map_or(FailureClass::Other, |x| x.failure)))
                         .collect();
                     let prober = &self.vantages[v].prober;
                     if failing.is_empty() {

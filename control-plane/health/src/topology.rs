@@ -25,9 +25,7 @@ impl HealthTopology {
         Self {
             pops: pops
                 .into_iter()
-                .map(|(pop, endpoints)| {
-                    (pop.into(), endpoints.into_iter().map(Into::into).collect())
-                })
+                .map(|(pop, endpoints)| (pop.into(), endpoints.into_iter().map(Into::into).collect()))
                 .collect(),
         }
     }

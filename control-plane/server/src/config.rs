@@ -120,7 +120,9 @@ pub struct ElectionSettings {
 
 impl Default for ElectionSettings {
     fn default() -> Self {
-        Self { lease_ttl: Duration::from_secs(3) }
+        Self {
+            lease_ttl: Duration::from_secs(3),
+        }
     }
 }
 
@@ -173,7 +175,11 @@ impl ControlPlaneConfig {
             self.advertise_addr = Some(v.clone());
         }
         if let Some(v) = &flags.etcd_endpoints {
-            self.store.etcd_endpoints = v.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+            self.store.etcd_endpoints = v
+                .iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
         }
         if let Some(v) = &flags.data_dir {
             self.store.data_dir = v.clone();
@@ -192,14 +198,26 @@ impl ControlPlaneConfig {
 
     /// Checks the configuration; `origin` names where it came from for errors.
     pub fn validate(self, origin: &str) -> Result<Validated, ConfigError> {
-        let replica_id = self.replica_id.clone().unwrap_or_else(|| format!("cp-{}", self.grpc_addr.port()));
-        let replica_id = ReplicaId::new(replica_id).map_err(|e| ConfigError::invalid(origin, "replica_id", e.to_string()))?;
+        let replica_id = self
+            .replica_id
+            .clone()
+            .unwrap_or_else(|| format!("cp-{}", self.grpc_addr.port()));
+        let replica_id =
+            ReplicaId::new(replica_id).map_err(|e| ConfigError::invalid(origin, "replica_id", e.to_string()))?;
         let ttl = self.election.lease_ttl;
         if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(60) {
-            return Err(ConfigError::invalid(origin, "election.lease_ttl", format!("must be between 1s and 60s, got {ttl:?}")));
+            return Err(ConfigError::invalid(
+                origin,
+                "election.lease_ttl",
+                format!("must be between 1s and 60s, got {ttl:?}"),
+            ));
         }
         if !self.store.key_prefix.starts_with('/') || self.store.key_prefix.len() < 2 {
-            return Err(ConfigError::invalid(origin, "store.key_prefix", "must start with '/' and name a root, e.g. \"/meridian\""));
+            return Err(ConfigError::invalid(
+                origin,
+                "store.key_prefix",
+                "must start with '/' and name a root, e.g. \"/meridian\"",
+            ));
         }
         for (i, ep) in self.store.etcd_endpoints.iter().enumerate() {
             if !(ep.starts_with("http://") || ep.starts_with("https://")) {
@@ -211,7 +229,11 @@ impl ControlPlaneConfig {
             }
         }
         if self.store.connect_timeout.is_zero() || self.store.request_timeout.is_zero() {
-            return Err(ConfigError::invalid(origin, "store.request_timeout", "timeouts must be greater than zero"));
+            return Err(ConfigError::invalid(
+                origin,
+                "store.request_timeout",
+                "timeouts must be greater than zero",
+            ));
         }
         if self.store.compaction_retain_revisions < 100 || self.store.compaction_interval < Duration::from_secs(1) {
             return Err(ConfigError::invalid(
@@ -223,26 +245,59 @@ impl ControlPlaneConfig {
         let mut prober_tokens = std::collections::HashMap::new();
         for (i, p) in self.probers.iter().enumerate() {
             let at = |field: &str| format!("probers[{i}].{field}");
-            meridian_core::ids::validate_id("prober", &p.id).map_err(|e| ConfigError::invalid(origin, &at("id"), e.to_string()))?;
-            meridian_core::ids::validate_id("region", &p.region).map_err(|e| ConfigError::invalid(origin, &at("region"), e.to_string()))?;
+            meridian_core::ids::validate_id("prober", &p.id)
+                .map_err(|e| ConfigError::invalid(origin, &at("id"), e.to_string()))?;
+            meridian_core::ids::validate_id("region", &p.region)
+                .map_err(|e| ConfigError::invalid(origin, &at("region"), e.to_string()))?;
             let token = match (&p.token, &p.token_file) {
                 (Some(t), None) => t.clone(),
                 (None, Some(path)) => std::fs::read_to_string(path)
-                    .map_err(|e| ConfigError::invalid(origin, &at("token_file"), format!("cannot read {}: {e}", path.display())))?
+                    .map_err(|e| {
+                        ConfigError::invalid(
+                            origin,
+                            &at("token_file"),
+                            format!("cannot read {}: {e}", path.display()),
+                        )
+                    })?
                     .trim()
                     .to_string(),
-                _ => return Err(ConfigError::invalid(origin, &at("token"), "set exactly one of `token` and `token_file`")),
+                _ => {
+                    return Err(ConfigError::invalid(
+                        origin,
+                        &at("token"),
+                        "set exactly one of `token` and `token_file`",
+                    ))
+                }
             };
             if token.len() < 16 {
-                return Err(ConfigError::invalid(origin, &at("token"), "must be at least 16 characters"));
+                return Err(ConfigError::invalid(
+                    origin,
+                    &at("token"),
+                    "must be at least 16 characters",
+                ));
             }
-            let identity = ProberIdentity { id: p.id.clone(), region: p.region.clone() };
+            let identity = ProberIdentity {
+                id: p.id.clone(),
+                region: p.region.clone(),
+            };
             if prober_tokens.insert(token, identity).is_some() {
-                return Err(ConfigError::invalid(origin, &at("token"), "the same token is given to two probers"));
+                return Err(ConfigError::invalid(
+                    origin,
+                    &at("token"),
+                    "the same token is given to two probers",
+                ));
             }
         }
-        let advertise_addr = self.advertise_addr.clone().unwrap_or_else(|| format!("http://{}", self.grpc_addr));
-        Ok(Validated { replica_id, prober_tokens, advertise_addr, config: self })
+        let advertise_addr = self
+            .advertise_addr
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.grpc_addr));
+        Ok(Validated {
+            replica_id,
+            prober_tokens,
+            advertise_addr,
+            config: self,
+        })
     }
 
     pub fn uses_etcd(&self) -> bool {
@@ -269,7 +324,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_types_are_rejected() {
-        let err = parse("[store]\netcd_endpoint = [\"http://x:1\"]\n").unwrap_err().to_string();
+        let err = parse("[store]\netcd_endpoint = [\"http://x:1\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cp.toml") && err.contains("etcd_endpoint"), "{err}");
         let err = parse("[election]\nlease_ttl = 5\n").unwrap_err().to_string();
         assert!(err.contains("lease_ttl"), "{err}");
@@ -281,9 +338,16 @@ mod tests {
     fn validation_names_the_key() {
         let cfg = parse("[store]\netcd_endpoints = [\"http://a:1\", \"b:2\"]\n").unwrap();
         let err = cfg.validate("file cp.toml").unwrap_err().to_string();
-        assert!(err.contains("store.etcd_endpoints[1]") && err.contains("b:2") && err.contains("cp.toml"), "{err}");
+        assert!(
+            err.contains("store.etcd_endpoints[1]") && err.contains("b:2") && err.contains("cp.toml"),
+            "{err}"
+        );
         let cfg = parse("[election]\nlease_ttl = \"100ms\"\n").unwrap();
-        assert!(cfg.validate("x").unwrap_err().to_string().contains("election.lease_ttl"));
+        assert!(cfg
+            .validate("x")
+            .unwrap_err()
+            .to_string()
+            .contains("election.lease_ttl"));
         let cfg = parse("replica_id = \"CP 1\"\n").unwrap();
         assert!(cfg.validate("x").unwrap_err().to_string().contains("replica_id"));
     }
@@ -292,7 +356,13 @@ mod tests {
     fn prober_credentials_are_checked() {
         let cfg = parse("[[probers]]\nid = \"p1\"\nregion = \"eu-west\"\ntoken = \"0123456789abcdef\"\n").unwrap();
         let v = cfg.validate("x").unwrap();
-        assert_eq!(v.prober_tokens["0123456789abcdef"], ProberIdentity { id: "p1".into(), region: "eu-west".into() });
+        assert_eq!(
+            v.prober_tokens["0123456789abcdef"],
+            ProberIdentity {
+                id: "p1".into(),
+                region: "eu-west".into()
+            }
+        );
         let cfg = parse("[[probers]]\nid = \"p1\"\nregion = \"eu-west\"\ntoken = \"short\"\n").unwrap();
         assert!(cfg.validate("x").unwrap_err().to_string().contains("probers[0].token"));
         let cfg = parse("[[probers]]\nid = \"p1\"\nregion = \"eu-west\"\n").unwrap();

@@ -8,7 +8,10 @@ use meridian_proto::prost_types;
 use meridian_proto::v1 as pb;
 
 pub(crate) fn duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+    prost_types::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
 }
 
 /// A wire duration as a std one; negative or absurd values are rejected.
@@ -20,7 +23,10 @@ pub(crate) fn from_duration(d: &prost_types::Duration) -> Option<Duration> {
 }
 
 pub(crate) fn timestamp_ms(ms: u64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 }
+    prost_types::Timestamp {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
 }
 
 /// A wire timestamp as milliseconds since the Unix epoch; out-of-range values are
@@ -33,7 +39,10 @@ pub(crate) fn from_timestamp_ms(t: &prost_types::Timestamp) -> Option<u64> {
 }
 
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The probe assignments every prober receives for a topology: each endpoint of each
@@ -52,7 +61,9 @@ pub(crate) fn assignments(doc: &TopologyDoc, version: u64) -> pb::ProbeAssignmen
                     body_contains: ep.body_contains.clone().unwrap_or_default(),
                     insecure_skip_verify: ep.insecure_skip_verify,
                 }),
-                ProbeKind::Tcp => pb::probe_target::Check::Tcp(pb::TcpCheck { address: ep.address.map(|a| a.to_string()).unwrap_or_default() }),
+                ProbeKind::Tcp => pb::probe_target::Check::Tcp(pb::TcpCheck {
+                    address: ep.address.map(|a| a.to_string()).unwrap_or_default(),
+                }),
                 ProbeKind::Dns => pb::probe_target::Check::Dns(pb::DnsCheck {
                     server: ep.server.map(|a| a.to_string()).unwrap_or_default(),
                     name: ep.query_name.clone().unwrap_or_default(),
@@ -147,7 +158,10 @@ pub(crate) fn health_matrix(rows: Vec<meridian_health::PopHealthRow>, suspects: 
                 .collect(),
         })
         .collect();
-    pb::GetHealthResponse { pops, suspect_regions: suspects }
+    pb::GetHealthResponse {
+        pops,
+        suspect_regions: suspects,
+    }
 }
 
 pub(crate) fn explanation(e: meridian_health::Explanation) -> pb::ExplainPopResponse {
@@ -215,9 +229,21 @@ pub(crate) fn explanation(e: meridian_health::Explanation) -> pb::ExplainPopResp
 
 pub(crate) fn event(e: crate::health::LoggedEvent, replica: &str) -> pb::Event {
     use meridian_health::HealthEvent;
-    let mut out = pb::Event { id: e.id, replica: replica.to_string(), actor: "health".into(), ..Default::default() };
+    let mut out = pb::Event {
+        id: e.id,
+        replica: replica.to_string(),
+        actor: "health".into(),
+        ..Default::default()
+    };
     match e.event {
-        HealthEvent::Verdict { at, pop, old, new, rule, evidence } => {
+        HealthEvent::Verdict {
+            at,
+            pop,
+            old,
+            new,
+            rule,
+            evidence,
+        } => {
             out.at = Some(timestamp_ms(at.0));
             out.kind = "verdict".into();
             out.message = format!("{pop}: {old} → {new} ({rule})");

@@ -51,8 +51,13 @@ pub(crate) async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(pb::query_service_server::QueryServiceServer::new(QueryApi { ctx: ctx.clone() }))
-        .add_service(pb::operator_service_server::OperatorServiceServer::new(OperatorApi { ctx: ctx.clone(), leader: Default::default() }))
+        .add_service(pb::query_service_server::QueryServiceServer::new(QueryApi {
+            ctx: ctx.clone(),
+        }))
+        .add_service(pb::operator_service_server::OperatorServiceServer::new(OperatorApi {
+            ctx: ctx.clone(),
+            leader: Default::default(),
+        }))
         .add_service(pb::probe_service_server::ProbeServiceServer::new(ProbeApi {
             health: ctx.health.clone(),
             tokens: ctx.prober_tokens.clone(),
@@ -103,7 +108,11 @@ impl QueryApi {
         };
         match tokio::time::timeout(timeout, read).await {
             Ok(Ok((replicas, leader, plan))) => {
-                let leader = leader.and_then(|kv| serde_json::from_slice::<LeaderRecord>(&kv.value).ok().map(|r| (r, kv.create_revision)));
+                let leader = leader.and_then(|kv| {
+                    serde_json::from_slice::<LeaderRecord>(&kv.value)
+                        .ok()
+                        .map(|r| (r, kv.create_revision))
+                });
                 if let Some((leader, rev)) = &leader {
                     resp.leader_id = leader.id.to_string();
                     resp.leader_revision = *rev;
@@ -112,7 +121,9 @@ impl QueryApi {
                 }
                 for kv in replicas.kvs {
                     match serde_json::from_slice::<ReplicaRecord>(&kv.value) {
-                        Ok(r) => resp.replicas.push(replica_to_pb(&r, leader.as_ref().is_some_and(|(l, _)| l.id == r.id))),
+                        Ok(r) => resp
+                            .replicas
+                            .push(replica_to_pb(&r, leader.as_ref().is_some_and(|(l, _)| l.id == r.id))),
                         Err(e) => tracing::warn!(key = %kv.key, error = %e, "unreadable replica record; skipped"),
                     }
                 }
@@ -152,28 +163,48 @@ impl pb::query_service_server::QueryService for QueryApi {
         let now = meridian_health::UnixMillis(convert::now_ms());
         let (rows, suspects) = {
             let state = self.ctx.health.lock();
-            (state.matrix(now), state.suspect_regions().into_iter().map(|s| s.region).collect())
+            (
+                state.matrix(now),
+                state.suspect_regions().into_iter().map(|s| s.region).collect(),
+            )
         };
         Ok(Response::new(convert::health_matrix(rows, suspects)))
     }
-    async fn explain_pop(&self, req: Request<pb::ExplainPopRequest>) -> Result<Response<pb::ExplainPopResponse>, Status> {
+    async fn explain_pop(
+        &self,
+        req: Request<pb::ExplainPopRequest>,
+    ) -> Result<Response<pb::ExplainPopResponse>, Status> {
         let pop = req.into_inner().pop;
         let now = meridian_health::UnixMillis(convert::now_ms());
         let explanation = self.ctx.health.lock().explain(&pop, now);
         match explanation {
             Some(e) => Ok(Response::new(convert::explanation(e))),
-            None => Err(Status::not_found(format!("unknown PoP `{pop}`: it is not in the applied topology"))),
+            None => Err(Status::not_found(format!(
+                "unknown PoP `{pop}`: it is not in the applied topology"
+            ))),
         }
     }
-    async fn list_changes(&self, _req: Request<pb::ListChangesRequest>) -> Result<Response<pb::ListChangesResponse>, Status> {
+    async fn list_changes(
+        &self,
+        _req: Request<pb::ListChangesRequest>,
+    ) -> Result<Response<pb::ListChangesResponse>, Status> {
         Err(unimplemented("ListChanges", AREA_CHANGES))
     }
-    async fn list_events(&self, req: Request<pb::ListEventsRequest>) -> Result<Response<pb::ListEventsResponse>, Status> {
+    async fn list_events(
+        &self,
+        req: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
         let req = req.into_inner();
         let limit = if req.limit == 0 { 100 } else { req.limit.min(2000) } as usize;
         let pop = (!req.pop.is_empty()).then_some(req.pop.as_str());
         let replica = self.ctx.me.id.to_string();
-        let events = self.ctx.health.events(limit, pop).into_iter().map(|e| convert::event(e, &replica)).collect();
+        let events = self
+            .ctx
+            .health
+            .events(limit, pop)
+            .into_iter()
+            .map(|e| convert::event(e, &replica))
+            .collect();
         Ok(Response::new(pb::ListEventsResponse { events }))
     }
     async fn get_slo(&self, _req: Request<pb::GetSloRequest>) -> Result<Response<pb::GetSloResponse>, Status> {
@@ -182,7 +213,10 @@ impl pb::query_service_server::QueryService for QueryApi {
     async fn what_if(&self, _req: Request<pb::WhatIfRequest>) -> Result<Response<pb::WhatIfResponse>, Status> {
         Err(unimplemented("WhatIf", AREA_STEERING))
     }
-    async fn list_agents(&self, _req: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
+    async fn list_agents(
+        &self,
+        _req: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         Err(unimplemented("ListAgents", AREA_STEERING))
     }
 }
@@ -212,7 +246,9 @@ impl OperatorApi {
             return Ok(Route::Local(fence));
         }
         if metadata.contains_key(FORWARDED) {
-            return Err(Status::unavailable("this replica is no longer the leader (leadership is moving); retry"));
+            return Err(Status::unavailable(
+                "this replica is no longer the leader (leadership is moving); retry",
+            ));
         }
         let leader = view
             .leader_value
@@ -226,7 +262,12 @@ impl OperatorApi {
             }
         }
         let channel = tonic::transport::Endpoint::from_shared(leader.grpc_address.clone())
-            .map_err(|e| Status::internal(format!("leader {} advertises an invalid address {}: {e}", leader.id, leader.grpc_address)))?
+            .map_err(|e| {
+                Status::internal(format!(
+                    "leader {} advertises an invalid address {}: {e}",
+                    leader.id, leader.grpc_address
+                ))
+            })?
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(30))
             .connect_lazy();
@@ -255,11 +296,18 @@ fn apply_error_to_status(err: ApplyError) -> Status {
 
 #[tonic::async_trait]
 impl pb::operator_service_server::OperatorService for OperatorApi {
-    async fn apply_topology(&self, req: Request<pb::ApplyTopologyRequest>) -> Result<Response<pb::ApplyTopologyResponse>, Status> {
+    async fn apply_topology(
+        &self,
+        req: Request<pb::ApplyTopologyRequest>,
+    ) -> Result<Response<pb::ApplyTopologyResponse>, Status> {
         let ctx = &self.ctx;
         let body = req.get_ref();
         // A dry run writes nothing, so any replica answers it.
-        let route = if body.dry_run { None } else { Some(self.route(req.metadata()).await?) };
+        let route = if body.dry_run {
+            None
+        } else {
+            Some(self.route(req.metadata()).await?)
+        };
         let fence = match route {
             Some(Route::Forward(channel)) => {
                 let mut client = pb::operator_service_client::OperatorServiceClient::new(channel);
@@ -269,7 +317,15 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
             None => None,
         };
         let body = req.into_inner();
-        let outcome = match topology::apply(ctx.store.as_ref(), &ctx.keys, fence.as_ref(), &body.topology_toml, body.dry_run).await {
+        let outcome = match topology::apply(
+            ctx.store.as_ref(),
+            &ctx.keys,
+            fence.as_ref(),
+            &body.topology_toml,
+            body.dry_run,
+        )
+        .await
+        {
             Ok(o) => o,
             // Validation errors are an answer, listed one per line, not a failure.
             Err(ApplyError::Invalid(errors)) => {
@@ -300,7 +356,10 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
     async fn undrain(&self, _req: Request<pb::UndrainRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
         Err(unimplemented("Undrain", AREA_CHANGES))
     }
-    async fn set_capacity(&self, _req: Request<pb::SetCapacityRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+    async fn set_capacity(
+        &self,
+        _req: Request<pb::SetCapacityRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
         Err(unimplemented("SetCapacity", AREA_STEERING))
     }
     async fn pause_change(&self, _req: Request<pb::ChangeIdRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
@@ -309,7 +368,10 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
     async fn resume_change(&self, _req: Request<pb::ChangeIdRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
         Err(unimplemented("ResumeChange", AREA_CHANGES))
     }
-    async fn rollback_change(&self, _req: Request<pb::ChangeIdRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+    async fn rollback_change(
+        &self,
+        _req: Request<pb::ChangeIdRequest>,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
         Err(unimplemented("RollbackChange", AREA_CHANGES))
     }
     async fn freeze(&self, _req: Request<pb::FreezeRequest>) -> Result<Response<pb::FreezeResponse>, Status> {
@@ -326,7 +388,10 @@ struct PlanApi;
 impl pb::plan_service_server::PlanService for PlanApi {
     type WatchPlanStream = BoxStream<pb::PlanUpdate>;
 
-    async fn watch_plan(&self, _req: Request<Streaming<pb::AgentMessage>>) -> Result<Response<Self::WatchPlanStream>, Status> {
+    async fn watch_plan(
+        &self,
+        _req: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::WatchPlanStream>, Status> {
         Err(unimplemented("WatchPlan", AREA_STEERING))
     }
 }
@@ -336,7 +401,10 @@ fn replica_to_pb(r: &ReplicaRecord, is_leader: bool) -> pb::ReplicaInfo {
         id: r.id.to_string(),
         grpc_address: r.grpc_address.clone(),
         admin_address: r.admin_address.clone(),
-        started_at: Some(meridian_proto::prost_types::Timestamp { seconds: r.started_at_unix as i64, nanos: 0 }),
+        started_at: Some(meridian_proto::prost_types::Timestamp {
+            seconds: r.started_at_unix as i64,
+            nanos: 0,
+        }),
         is_leader,
         version: r.software_version.clone(),
     }
@@ -366,4 +434,3 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     }
     out
 }
-

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use meridian_core::topology::{Policy, TopologyDoc};
-use meridian_health::{HealthEvent, HealthPolicy, HealthState, HealthTopology, PopVerdict, ProbeOutcome, RejectReason, UnixMillis};
+use meridian_health::{
+    HealthEvent, HealthPolicy, HealthState, HealthTopology, PopVerdict, ProbeOutcome, RejectReason, UnixMillis,
+};
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -63,7 +65,10 @@ impl HealthView {
         Ok(Arc::new(Self {
             state: Mutex::new(state),
             evaluate_now: Notify::new(),
-            events: Mutex::new(EventLog { next_id: 1, ring: VecDeque::new() }),
+            events: Mutex::new(EventLog {
+                next_id: 1,
+                ring: VecDeque::new(),
+            }),
             rejection_log: Mutex::new(HashMap::new()),
             generation: watch::channel(0).0,
         }))
@@ -118,7 +123,8 @@ impl HealthView {
             metrics::counter!("meridian_control_plane_probe_results_total", "pop" => pop, "region" => region, "outcome" => outcome).increment(n);
         }
         for (reason, (n, example)) in rejected {
-            metrics::counter!("meridian_control_plane_probe_results_rejected_total", "reason" => reason.as_str()).increment(n);
+            metrics::counter!("meridian_control_plane_probe_results_rejected_total", "reason" => reason.as_str())
+                .increment(n);
             self.log_rejections(reason, n, &example);
         }
         if transitioned {
@@ -130,17 +136,25 @@ impl HealthView {
     /// Counts one result rejected before it reached the core (authentication, wire
     /// format), with the same rate-limited log as the core's rejections.
     pub fn reject_outside(&self, reason: RejectReason, n: u64, example: &str) {
-        metrics::counter!("meridian_control_plane_probe_results_rejected_total", "reason" => reason.as_str()).increment(n);
+        metrics::counter!("meridian_control_plane_probe_results_rejected_total", "reason" => reason.as_str())
+            .increment(n);
         self.log_rejections(reason, n, example);
     }
 
     /// Logs rejections at most once per 10 s per reason, with the count since.
     fn log_rejections(&self, reason: RejectReason, n: u64, example: &str) {
         let mut log = self.rejection_log.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = log.entry(reason).or_insert((Instant::now() - Duration::from_secs(3600), 0));
+        let entry = log
+            .entry(reason)
+            .or_insert((Instant::now() - Duration::from_secs(3600), 0));
         entry.1 += n;
         if entry.0.elapsed() >= Duration::from_secs(10) {
-            tracing::warn!(reason = reason.as_str(), count = entry.1, example, "probe results rejected (logged at most every 10s)");
+            tracing::warn!(
+                reason = reason.as_str(),
+                count = entry.1,
+                example,
+                "probe results rejected (logged at most every 10s)"
+            );
             *entry = (Instant::now(), 0);
         }
     }
@@ -148,8 +162,15 @@ impl HealthView {
     /// The newest `limit` events, newest last, optionally for one PoP.
     pub fn events(&self, limit: usize, pop: Option<&str>) -> Vec<LoggedEvent> {
         let log = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        let matching: Vec<&LoggedEvent> = log.ring.iter().filter(|e| pop.is_none_or(|p| event_pop(&e.event) == Some(p))).collect();
-        matching[matching.len().saturating_sub(limit)..].iter().map(|e| (*e).clone()).collect()
+        let matching: Vec<&LoggedEvent> = log
+            .ring
+            .iter()
+            .filter(|e| pop.is_none_or(|p| event_pop(&e.event) == Some(p)))
+            .collect();
+        matching[matching.len().saturating_sub(limit)..]
+            .iter()
+            .map(|e| (*e).clone())
+            .collect()
     }
 
     /// Verdict generation: changes whenever any verdict changed.
@@ -165,7 +186,9 @@ impl HealthView {
         let mut verdicts_changed = false;
         for event in events {
             match &event {
-                HealthEvent::Verdict { pop, old, new, rule, .. } => {
+                HealthEvent::Verdict {
+                    pop, old, new, rule, ..
+                } => {
                     verdicts_changed = true;
                     tracing::info!(pop = %pop, old = %old, new = %new, rule = %rule, "PoP verdict changed");
                     metrics::counter!("meridian_control_plane_verdict_changes_total", "pop" => pop.clone(), "to" => verdict_label(new)).increment(1);
@@ -231,11 +254,20 @@ pub fn health_policy(p: &Policy) -> HealthPolicy {
 
 /// The PoPs and endpoints health tracks for a topology.
 pub fn health_topology(doc: &TopologyDoc) -> HealthTopology {
-    HealthTopology::new(doc.pops.iter().map(|p| (p.id.clone(), p.endpoints.iter().map(|e| e.name.clone()).collect::<Vec<_>>())))
+    HealthTopology::new(doc.pops.iter().map(|p| {
+        (
+            p.id.clone(),
+            p.endpoints.iter().map(|e| e.name.clone()).collect::<Vec<_>>(),
+        )
+    }))
 }
 
 /// Re-evaluates verdicts on demand and on a tick, and follows topology changes.
-pub async fn run_evaluator(view: Arc<HealthView>, mut topology: watch::Receiver<AppliedTopology>, shutdown: CancellationToken) -> Result<(), String> {
+pub async fn run_evaluator(
+    view: Arc<HealthView>,
+    mut topology: watch::Receiver<AppliedTopology>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
     let mut tick = tokio::time::interval(EVALUATE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     apply_topology(&view, &topology.borrow_and_update());
@@ -255,7 +287,8 @@ pub async fn run_evaluator(view: Arc<HealthView>, mut topology: watch::Receiver<
             let mut state = view.lock();
             let events = state.evaluate(UnixMillis(now_ms()));
             for (pop, info) in state.verdicts() {
-                metrics::gauge!("meridian_control_plane_pop_verdict", "pop" => pop.to_string()).set(verdict_code(&info.verdict));
+                metrics::gauge!("meridian_control_plane_pop_verdict", "pop" => pop.to_string())
+                    .set(verdict_code(&info.verdict));
             }
             events
         };

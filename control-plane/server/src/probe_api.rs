@@ -141,13 +141,22 @@ fn ingest(health: &HealthView, caller: &Caller, batch: pb::ProbeResultBatch) -> 
     out.rejected += refused;
     refused_errors.extend(out.errors);
     refused_errors.truncate(10);
-    pb::ProbeResultAck { sequence, accepted: out.accepted, rejected: out.rejected, errors: refused_errors }
+    pb::ProbeResultAck {
+        sequence,
+        accepted: out.accepted,
+        rejected: out.rejected,
+        errors: refused_errors,
+    }
 }
 
 /// A wire result as a domain value, or why it is malformed.
 fn outcome_from_pb(r: pb::ProbeResult) -> Result<ProbeOutcome, String> {
     let at = |what: &str| format!("result for pop `{}` endpoint `{}`: {what}", r.pop, r.endpoint);
-    let observed_at = r.observed_at.as_ref().and_then(from_timestamp_ms).ok_or_else(|| at("missing or invalid observed_at"))?;
+    let observed_at = r
+        .observed_at
+        .as_ref()
+        .and_then(from_timestamp_ms)
+        .ok_or_else(|| at("missing or invalid observed_at"))?;
     let latency = match &r.latency {
         Some(d) => from_duration(d).ok_or_else(|| at("invalid latency"))?,
         None => std::time::Duration::ZERO,
@@ -166,7 +175,11 @@ fn outcome_from_pb(r: pb::ProbeResult) -> Result<ProbeOutcome, String> {
         Err(_) => return Err(at(&format!("unknown failure class {}", r.failure_class))),
     };
     // An unspecified class on a failure is a malformed result, not a success.
-    let failure = if !r.success && failure == FailureClass::None { FailureClass::Other } else { failure };
+    let failure = if !r.success && failure == FailureClass::None {
+        FailureClass::Other
+    } else {
+        failure
+    };
     Ok(ProbeOutcome {
         prober: r.prober_id,
         region: r.region,
@@ -185,10 +198,16 @@ mod tests {
 
     #[test]
     fn claims_are_checked_against_the_credential() {
-        let caller = Caller::Authenticated(ProberIdentity { id: "p1".into(), region: "eu-west".into() });
+        let caller = Caller::Authenticated(ProberIdentity {
+            id: "p1".into(),
+            region: "eu-west".into(),
+        });
         assert!(check_claim(&caller, "p1", "eu-west").is_ok());
         let err = check_claim(&caller, "p1", "us-east").unwrap_err();
-        assert!(err.contains("authenticated for region `eu-west`") && err.contains("us-east"), "{err}");
+        assert!(
+            err.contains("authenticated for region `eu-west`") && err.contains("us-east"),
+            "{err}"
+        );
         assert!(check_claim(&caller, "p2", "eu-west").is_err());
         assert!(check_claim(&Caller::Unauthenticated, "anyone", "anywhere").is_ok());
     }
@@ -200,7 +219,10 @@ mod tests {
             region: "r".into(),
             pop: "fra1".into(),
             endpoint: "http".into(),
-            observed_at: Some(meridian_proto::prost_types::Timestamp { seconds: 1_700_000_000, nanos: 0 }),
+            observed_at: Some(meridian_proto::prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
             success: true,
             latency: None,
             failure_class: 0,

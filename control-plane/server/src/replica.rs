@@ -8,8 +8,8 @@ use meridian_core::records::{LeaderHeartbeat, LeaderRecord, ReplicaRecord};
 use meridian_daemon::admin::Readiness;
 use meridian_daemon::shutdown::Tasks;
 use meridian_store::election::{self, ElectionConfig, Leadership, Role};
-use meridian_store::etcd::{EtcdConfig, EtcdStore};
 use meridian_store::embedded::EmbeddedStore;
+use meridian_store::etcd::{EtcdConfig, EtcdStore};
 use meridian_store::{BackendKind, Store, StoreError, StoreHealth, Txn, TxnOp};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -62,18 +62,28 @@ pub async fn open_store(cfg: &Validated) -> Result<Arc<dyn Store>, RunError> {
             request_timeout: store_cfg.request_timeout,
             ..EtcdConfig::new(store_cfg.etcd_endpoints.clone())
         };
-        let store = EtcdStore::connect(etcd).await.map_err(|source| RunError::Store { backend: BackendKind::Etcd, source })?;
+        let store = EtcdStore::connect(etcd).await.map_err(|source| RunError::Store {
+            backend: BackendKind::Etcd,
+            source,
+        })?;
         Ok(Arc::new(store))
     } else {
-        let store =
-            EmbeddedStore::open(&store_cfg.data_dir).map_err(|source| RunError::Store { backend: BackendKind::Embedded, source })?;
+        let store = EmbeddedStore::open(&store_cfg.data_dir).map_err(|source| RunError::Store {
+            backend: BackendKind::Embedded,
+            source,
+        })?;
         Ok(Arc::new(store))
     }
 }
 
 /// Runs one replica until `shutdown` fires, serving gRPC on `grpc_listener` and the
 /// admin endpoints on `admin_listener`.
-pub async fn run(cfg: Validated, grpc_listener: TcpListener, admin_listener: TcpListener, shutdown: CancellationToken) -> Result<(), RunError> {
+pub async fn run(
+    cfg: Validated,
+    grpc_listener: TcpListener,
+    admin_listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
     let store = open_store(&cfg).await?;
     run_with_store(cfg, store, grpc_listener, admin_listener, shutdown).await
 }
@@ -95,8 +105,11 @@ pub async fn run_with_store(
         started_at_unix: unix_now().as_secs(),
         software_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let leader_value =
-        serde_json::to_vec(&LeaderRecord { id: me.id.clone(), grpc_address: me.grpc_address.clone() }).map_err(RunError::Record)?;
+    let leader_value = serde_json::to_vec(&LeaderRecord {
+        id: me.id.clone(),
+        grpc_address: me.grpc_address.clone(),
+    })
+    .map_err(RunError::Record)?;
     let election_cfg = ElectionConfig {
         leader_key: keys.leader(),
         candidate_id: me.id.to_string(),
@@ -124,7 +137,9 @@ pub async fn run_with_store(
     let (topology_tx, topology_rx) = watch::channel(AppliedTopology::default());
     let health_view = HealthView::new().map_err(RunError::Policy)?;
     if cfg.prober_tokens.is_empty() {
-        tracing::warn!("no prober credentials configured: probers are not authenticated and are trusted for the region they claim");
+        tracing::warn!(
+            "no prober credentials configured: probers are not authenticated and are trusted for the region they claim"
+        );
     }
     let ctx = ReplicaContext {
         store: store.clone(),
@@ -141,20 +156,53 @@ pub async fn run_with_store(
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let mut tasks = Tasks::new();
-    tasks.spawn("store-health", monitor_store(store.clone(), leadership.clone(), health_tx, ready_tx, health_reporter, shutdown.clone()));
-    tasks.spawn("health-evaluator", health::run_evaluator(health_view, topology_rx, shutdown.clone()));
-    tasks.spawn("topology", topology::follow(store.clone(), keys.clone(), topology_tx, shutdown.clone()));
-    tasks.spawn("leader-duties", leader_duties(ctx.clone(), cfg.config.election.lease_ttl, shutdown.clone()));
+    tasks.spawn(
+        "store-health",
+        monitor_store(
+            store.clone(),
+            leadership.clone(),
+            health_tx,
+            ready_tx,
+            health_reporter,
+            shutdown.clone(),
+        ),
+    );
+    tasks.spawn(
+        "health-evaluator",
+        health::run_evaluator(health_view, topology_rx, shutdown.clone()),
+    );
+    tasks.spawn(
+        "topology",
+        topology::follow(store.clone(), keys.clone(), topology_tx, shutdown.clone()),
+    );
+    tasks.spawn(
+        "leader-duties",
+        leader_duties(ctx.clone(), cfg.config.election.lease_ttl, shutdown.clone()),
+    );
     tasks.spawn(
         "compaction",
-        compact_history(ctx.clone(), cfg.config.store.compaction_interval, cfg.config.store.compaction_retain_revisions, shutdown.clone()),
+        compact_history(
+            ctx.clone(),
+            cfg.config.store.compaction_interval,
+            cfg.config.store.compaction_retain_revisions,
+            shutdown.clone(),
+        ),
     );
-    tasks.spawn("admin-http", meridian_daemon::admin::serve(admin_listener, ready, shutdown.clone()));
-    tasks.spawn("grpc", grpc::serve(ctx, health_service, grpc_listener, shutdown.clone()));
+    tasks.spawn(
+        "admin-http",
+        meridian_daemon::admin::serve(admin_listener, ready, shutdown.clone()),
+    );
+    tasks.spawn(
+        "grpc",
+        grpc::serve(ctx, health_service, grpc_listener, shutdown.clone()),
+    );
 
     let result = tasks.run_until(shutdown, cfg.config.shutdown_grace).await;
     election_cancel.cancel();
-    if tokio::time::timeout(Duration::from_secs(5), election_task).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), election_task)
+        .await
+        .is_err()
+    {
         tracing::warn!("election did not resign within 5s");
     }
     tracing::info!("control-plane replica stopped");
@@ -203,7 +251,11 @@ async fn monitor_store(
                 Ok(()) => tracing::info!("ready"),
                 Err(why) => tracing::warn!(reason = %why, "not ready"),
             }
-            let status = if is_ready { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+            let status = if is_ready {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
             reporter.set_service_status("", status).await;
             was_ready = Some(is_ready);
         }
@@ -237,10 +289,19 @@ async fn leader_duties(ctx: ReplicaContext, ttl: Duration, shutdown: Cancellatio
         let view = leadership.borrow_and_update().clone();
         metrics::gauge!("meridian_control_plane_is_leader").set(if view.is_leader() { 1.0 } else { 0.0 });
         let Some(fence) = view.fence else { continue };
-        let beat = LeaderHeartbeat { leader: ctx.me.id.clone(), fence: fence.revision, at_unix_ms: unix_now().as_millis() as u64 };
+        let beat = LeaderHeartbeat {
+            leader: ctx.me.id.clone(),
+            fence: fence.revision,
+            at_unix_ms: unix_now().as_millis() as u64,
+        };
         let Ok(value) = serde_json::to_vec(&beat) else { continue };
         let txn = Txn::new().and_then([TxnOp::put(ctx.keys.leader_heartbeat(), value)]);
-        match tokio::time::timeout(ctx.request_timeout, election::fenced_txn(ctx.store.as_ref(), &fence, txn)).await {
+        match tokio::time::timeout(
+            ctx.request_timeout,
+            election::fenced_txn(ctx.store.as_ref(), &fence, txn),
+        )
+        .await
+        {
             Ok(Ok(_)) => metrics::counter!("meridian_control_plane_leader_heartbeats_total").increment(1),
             Ok(Err(err @ StoreError::FenceLost { .. })) => {
                 metrics::counter!("meridian_control_plane_fenced_writes_rejected_total").increment(1);
@@ -254,7 +315,12 @@ async fn leader_duties(ctx: ReplicaContext, ttl: Duration, shutdown: Cancellatio
 
 /// While this replica leads: compact store history periodically, keeping the last
 /// `retain` revisions, so neither etcd nor the embedded store grows without bound.
-async fn compact_history(ctx: ReplicaContext, every: Duration, retain: i64, shutdown: CancellationToken) -> Result<(), String> {
+async fn compact_history(
+    ctx: ReplicaContext,
+    every: Duration,
+    retain: i64,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut compacted_to = 0;
@@ -266,7 +332,9 @@ async fn compact_history(ctx: ReplicaContext, every: Duration, retain: i64, shut
         if !ctx.leadership.borrow().is_leader() {
             continue;
         }
-        let Some(current) = ctx.store_health.borrow().revision else { continue };
+        let Some(current) = ctx.store_health.borrow().revision else {
+            continue;
+        };
         let target = current - retain;
         if target <= compacted_to.max(1) {
             continue;

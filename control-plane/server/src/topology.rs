@@ -32,7 +32,9 @@ pub struct ApplyOutcome {
 pub enum ApplyError {
     #[error(transparent)]
     Invalid(#[from] TopologyErrors),
-    #[error("the stored topology changed while this apply ran (now at revision {0}); review the new diff and apply again")]
+    #[error(
+        "the stored topology changed while this apply ran (now at revision {0}); review the new diff and apply again"
+    )]
     Conflict(Revision),
     #[error("the stored topology at {key} is unreadable: {reason}")]
     Corrupt { key: String, reason: String },
@@ -42,7 +44,13 @@ pub enum ApplyError {
 
 /// Validates `toml_text`, diffs it against the stored topology, and (unless
 /// `dry_run`) stores it under `fence` if nobody changed it in between.
-pub async fn apply(store: &dyn Store, keys: &Keys, fence: Option<&Fence>, toml_text: &str, dry_run: bool) -> Result<ApplyOutcome, ApplyError> {
+pub async fn apply(
+    store: &dyn Store,
+    keys: &Keys,
+    fence: Option<&Fence>,
+    toml_text: &str,
+    dry_run: bool,
+) -> Result<ApplyOutcome, ApplyError> {
     let doc = TopologyDoc::from_toml(toml_text)?;
     let key = keys.topology();
     let current = store.get(&key).await?;
@@ -52,13 +60,25 @@ pub async fn apply(store: &dyn Store, keys: &Keys, fence: Option<&Fence>, toml_t
     };
     let diff = doc.diff_from(&old);
     if dry_run || diff.is_empty() {
-        return Ok(ApplyOutcome { applied: false, diff, revision: old_rev });
+        return Ok(ApplyOutcome {
+            applied: false,
+            diff,
+            revision: old_rev,
+        });
     }
     let Some(fence) = fence else {
-        return Err(ApplyError::Store(StoreError::InvalidRequest("only the leader applies topology".into())));
+        return Err(ApplyError::Store(StoreError::InvalidRequest(
+            "only the leader applies topology".into(),
+        )));
     };
-    let value = serde_json::to_vec(&doc).map_err(|e| ApplyError::Corrupt { key: key.clone(), reason: e.to_string() })?;
-    let txn = Txn::new().when([Compare::modified_at(key.clone(), old_rev)]).and_then([TxnOp::put(key.clone(), value)]).or_else([TxnOp::get(key.clone())]);
+    let value = serde_json::to_vec(&doc).map_err(|e| ApplyError::Corrupt {
+        key: key.clone(),
+        reason: e.to_string(),
+    })?;
+    let txn = Txn::new()
+        .when([Compare::modified_at(key.clone(), old_rev)])
+        .and_then([TxnOp::put(key.clone(), value)])
+        .or_else([TxnOp::get(key.clone())]);
     let resp = fenced_txn(store, fence, txn).await?;
     if !resp.succeeded {
         let now = match resp.responses.first() {
@@ -67,17 +87,29 @@ pub async fn apply(store: &dyn Store, keys: &Keys, fence: Option<&Fence>, toml_t
         };
         return Err(ApplyError::Conflict(now));
     }
-    Ok(ApplyOutcome { applied: true, diff, revision: resp.revision })
+    Ok(ApplyOutcome {
+        applied: true,
+        diff,
+        revision: resp.revision,
+    })
 }
 
 fn decode(key: &str, bytes: &[u8]) -> Result<TopologyDoc, ApplyError> {
-    serde_json::from_slice(bytes).map_err(|e| ApplyError::Corrupt { key: key.to_string(), reason: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| ApplyError::Corrupt {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// Follows the topology key and publishes every new version. Re-lists after
 /// compaction or a broken watch; a corrupt value is logged and skipped (the previous
 /// topology stays in force).
-pub async fn follow(store: Arc<dyn Store>, keys: Keys, tx: watch::Sender<AppliedTopology>, shutdown: CancellationToken) -> Result<(), String> {
+pub async fn follow(
+    store: Arc<dyn Store>,
+    keys: Keys,
+    tx: watch::Sender<AppliedTopology>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
     let key = keys.topology();
     loop {
         let session = async {
@@ -90,7 +122,10 @@ pub async fn follow(store: Arc<dyn Store>, keys: Keys, tx: watch::Sender<Applied
                     match event {
                         WatchEvent::Put(kv) if kv.key == key => publish(&tx, &key, &kv.value, kv.mod_revision),
                         WatchEvent::Delete { key: k, mod_revision } if k == key => {
-                            tracing::warn!(revision = mod_revision, "topology deleted from the store; keeping the last one in force");
+                            tracing::warn!(
+                                revision = mod_revision,
+                                "topology deleted from the store; keeping the last one in force"
+                            );
                         }
                         _ => {}
                     }
@@ -119,9 +154,17 @@ fn publish(tx: &watch::Sender<AppliedTopology>, key: &str, value: &[u8], revisio
     }
     match decode(key, value) {
         Ok(doc) => {
-            tracing::info!(revision, pops = doc.pops.len(), regions = doc.regions.len(), "topology in force");
+            tracing::info!(
+                revision,
+                pops = doc.pops.len(),
+                regions = doc.regions.len(),
+                "topology in force"
+            );
             metrics::gauge!("meridian_control_plane_topology_revision").set(revision as f64);
-            tx.send_replace(AppliedTopology { doc: Arc::new(doc), revision });
+            tx.send_replace(AppliedTopology {
+                doc: Arc::new(doc),
+                revision,
+            });
         }
         Err(err) => tracing::error!(error = %err, revision, "ignoring unreadable topology"),
     }

@@ -16,15 +16,20 @@ async fn the_leader_compacts_history_but_keeps_the_retained_window() {
     for i in 0..400 {
         store.put(&format!("/other/k{i}"), b"v".to_vec(), None).await.unwrap();
     }
-    let mut cfg = ControlPlaneConfig::default();
-    cfg.replica_id = Some("cp-1".into());
+    let mut cfg = ControlPlaneConfig { replica_id: Some("cp-1".into()), ..Default::default() };
     cfg.store.compaction_interval = Duration::from_secs(1);
     cfg.store.compaction_retain_revisions = 100;
     let validated = cfg.validate("test").unwrap();
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let shutdown = CancellationToken::new();
-    let replica = tokio::spawn(meridian_control_plane::run_with_store(validated, store.clone(), grpc, admin, shutdown.clone()));
+    let replica = tokio::spawn(meridian_control_plane::run_with_store(
+        validated,
+        store.clone(),
+        grpc,
+        admin,
+        shutdown.clone(),
+    ));
 
     // History before (current - 100) goes; a watch from revision 2 then reports
     // compaction, while one from inside the retained window still works.
@@ -33,7 +38,10 @@ async fn the_leader_compacts_history_but_keeps_the_retained_window() {
         match store.watch_prefix("/other/", Some(2)).await {
             Err(StoreError::Compacted { compact_revision, .. }) => {
                 let current = store.range("/").await.unwrap().revision;
-                assert!(compact_revision <= current - 100, "compacted to {compact_revision}, current {current}");
+                assert!(
+                    compact_revision <= current - 100,
+                    "compacted to {compact_revision}, current {current}"
+                );
                 assert!(store.watch_prefix("/other/", Some(current - 50)).await.is_ok());
                 break;
             }

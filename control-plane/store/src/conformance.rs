@@ -26,8 +26,8 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 
 use crate::{
-    list_and_watch, Compare, CompareOp, KeyValue, Revision, Store, StoreError, Txn, TxnOp,
-    TxnOpResponse, WatchEvent, WatchStream,
+    list_and_watch, Compare, CompareOp, KeyValue, Revision, Store, StoreError, Txn, TxnOp, TxnOpResponse, WatchEvent,
+    WatchStream,
 };
 
 /// How long any single wait in a case may take before it counts as a failure.
@@ -105,15 +105,11 @@ pub fn cases() -> Vec<Case> {
 pub async fn run_all(store: Arc<dyn Store>, ns_root: &str) {
     let backend = store.backend();
     let mut failures = Vec::new();
-    let (exclusive, shared): (Vec<Case>, Vec<Case>) =
-        cases().into_iter().partition(|case| case.exclusive);
+    let (exclusive, shared): (Vec<Case>, Vec<Case>) = cases().into_iter().partition(|case| case.exclusive);
     let mut running = Vec::new();
     for case in shared {
         let fut = (case.run)(Arc::clone(&store), format!("{ns_root}/{}", case.name));
-        running.push((
-            case.name,
-            tokio::spawn(tokio::time::timeout(CASE_TIMEOUT, fut)),
-        ));
+        running.push((case.name, tokio::spawn(tokio::time::timeout(CASE_TIMEOUT, fut))));
     }
     for (name, handle) in running {
         if let Some(failure) = outcome(handle.await) {
@@ -122,8 +118,7 @@ pub async fn run_all(store: Arc<dyn Store>, ns_root: &str) {
     }
     for case in exclusive {
         let fut = (case.run)(Arc::clone(&store), format!("{ns_root}/{}", case.name));
-        if let Some(failure) = outcome(tokio::spawn(tokio::time::timeout(CASE_TIMEOUT, fut)).await)
-        {
+        if let Some(failure) = outcome(tokio::spawn(tokio::time::timeout(CASE_TIMEOUT, fut)).await) {
             failures.push(format!("{}: {failure}", case.name));
         }
     }
@@ -135,9 +130,7 @@ pub async fn run_all(store: Arc<dyn Store>, ns_root: &str) {
     );
 }
 
-fn outcome(
-    result: Result<Result<(), tokio::time::error::Elapsed>, tokio::task::JoinError>,
-) -> Option<String> {
+fn outcome(result: Result<Result<(), tokio::time::error::Elapsed>, tokio::task::JoinError>) -> Option<String> {
     match result {
         Ok(Ok(())) => None,
         Ok(Err(_)) => Some(format!("timed out after {CASE_TIMEOUT:?}")),
@@ -179,10 +172,7 @@ pub async fn kv_put_get_delete(store: Arc<dyn Store>, ns: String) {
     );
 
     let r2 = store.put(&key, b"v2".to_vec(), None).await.unwrap();
-    assert!(
-        r2 > r1,
-        "a second put must move the revision forward: {r1} then {r2}"
-    );
+    assert!(r2 > r1, "a second put must move the revision forward: {r1} then {r2}");
     assert_eq!(
         store.get(&key).await.unwrap(),
         Some(kv(&key, "v2", r1, r2, 2)),
@@ -199,11 +189,7 @@ pub async fn kv_put_get_delete(store: Arc<dyn Store>, ns: String) {
         None,
         "a deleted key must read as absent"
     );
-    assert_eq!(
-        store.delete(&key).await.unwrap(),
-        0,
-        "deleting an absent key deletes 0"
-    );
+    assert_eq!(store.delete(&key).await.unwrap(), 0, "deleting an absent key deletes 0");
 
     let r3 = store.put(&key, b"v3".to_vec(), None).await.unwrap();
     assert!(r3 > r2);
@@ -250,18 +236,9 @@ pub async fn range_prefix_sorted(store: Arc<dyn Store>, ns: String) {
             .unwrap();
     }
     // Keys that share the prefix as a string but not as a path element, or precede it.
-    store
-        .put(&format!("{ns}/r"), b"outside".to_vec(), None)
-        .await
-        .unwrap();
-    store
-        .put(&format!("{ns}/r0"), b"outside".to_vec(), None)
-        .await
-        .unwrap();
-    store
-        .put(&format!("{ns}/q"), b"outside".to_vec(), None)
-        .await
-        .unwrap();
+    store.put(&format!("{ns}/r"), b"outside".to_vec(), None).await.unwrap();
+    store.put(&format!("{ns}/r0"), b"outside".to_vec(), None).await.unwrap();
+    store.put(&format!("{ns}/q"), b"outside".to_vec(), None).await.unwrap();
 
     let listed = store.range(&prefix).await.unwrap();
     let keys: Vec<&str> = listed.kvs.iter().map(|kv| kv.key.as_str()).collect();
@@ -269,22 +246,14 @@ pub async fn range_prefix_sorted(store: Arc<dyn Store>, ns: String) {
         .iter()
         .map(|n| format!("{prefix}{n}"))
         .collect();
-    assert_eq!(
-        keys, expected,
-        "range must return exactly the prefix's keys, sorted"
-    );
+    assert_eq!(keys, expected, "range must return exactly the prefix's keys, sorted");
     assert!(
         listed.revision >= last,
         "range revision {} is older than the last put {last}",
         listed.revision
     );
     for kv in &listed.kvs {
-        assert_eq!(
-            kv.value,
-            &kv.key.as_bytes()[prefix.len()..],
-            "value of {}",
-            kv.key
-        );
+        assert_eq!(kv.value, &kv.key.as_bytes()[prefix.len()..], "value of {}", kv.key);
     }
     assert!(store
         .range(&format!("{ns}/nothing-here/"))
@@ -308,10 +277,7 @@ pub async fn txn_create_revision_compare(store: Arc<dyn Store>, ns: String) {
             .or_else([TxnOp::get(&key)])
     };
     let first = store.txn(create("a")).await.unwrap();
-    assert!(
-        first.succeeded,
-        "create-if-absent on an absent key must succeed"
-    );
+    assert!(first.succeeded, "create-if-absent on an absent key must succeed");
     assert_eq!(first.responses, vec![TxnOpResponse::Put]);
     let created = store.get(&key).await.unwrap().expect("the created key");
     assert_eq!(
@@ -320,10 +286,7 @@ pub async fn txn_create_revision_compare(store: Arc<dyn Store>, ns: String) {
     );
 
     let second = store.txn(create("b")).await.unwrap();
-    assert!(
-        !second.succeeded,
-        "create-if-absent on an existing key must fail"
-    );
+    assert!(!second.succeeded, "create-if-absent on an existing key must fail");
     assert_eq!(
         second.responses,
         vec![TxnOpResponse::Get(Some(created.clone()))],
@@ -361,26 +324,15 @@ pub async fn txn_create_revision_compare(store: Arc<dyn Store>, ns: String) {
         op: CompareOp::Greater,
         revision: created.create_revision - 1,
     }]);
-    assert!(
-        store.txn(gt).await.unwrap().succeeded,
-        "create revision > fence - 1"
-    );
+    assert!(store.txn(gt).await.unwrap().succeeded, "create revision > fence - 1");
     let lt = Txn::new().when([Compare::CreateRevision {
         key: key.clone(),
         op: CompareOp::Less,
         revision: created.create_revision,
     }]);
-    assert!(
-        !store.txn(lt).await.unwrap().succeeded,
-        "create revision < itself"
-    );
+    assert!(!store.txn(lt).await.unwrap().succeeded, "create revision < itself");
     assert_eq!(
-        store
-            .get(&format!("{ns}/data"))
-            .await
-            .unwrap()
-            .unwrap()
-            .value,
+        store.get(&format!("{ns}/data")).await.unwrap().unwrap().value,
         b"ok",
         "only the fenced write with the right fence landed"
     );
@@ -398,12 +350,7 @@ pub async fn txn_create_revision_compare(store: Arc<dyn Store>, ns: String) {
         "a deposed leader's fence must fail"
     );
     assert_eq!(
-        store
-            .get(&format!("{ns}/data"))
-            .await
-            .unwrap()
-            .unwrap()
-            .value,
+        store.get(&format!("{ns}/data")).await.unwrap().unwrap().value,
         b"ok",
         "a deposed leader's write must not land"
     );
@@ -428,10 +375,7 @@ pub async fn txn_mod_revision_stale_write_rejected(store: Arc<dyn Store>, ns: St
             .or_else([TxnOp::get(&key)])
     };
     let won = store.txn(cas(read.mod_revision, "1")).await.unwrap();
-    assert!(
-        won.succeeded,
-        "a CAS on the current mod revision must succeed"
-    );
+    assert!(won.succeeded, "a CAS on the current mod revision must succeed");
     let lost = store.txn(cas(read.mod_revision, "2")).await.unwrap();
     assert!(!lost.succeeded, "a CAS on a stale mod revision must fail");
     match &lost.responses[..] {
@@ -478,11 +422,7 @@ pub async fn txn_version_compare(store: Arc<dyn Store>, ns: String) {
         }])
     };
     assert!(
-        store
-            .txn(version(CompareOp::Equal, 0))
-            .await
-            .unwrap()
-            .succeeded,
+        store.txn(version(CompareOp::Equal, 0)).await.unwrap().succeeded,
         "an absent key has version 0"
     );
     for _ in 0..3 {
@@ -507,11 +447,7 @@ pub async fn txn_version_compare(store: Arc<dyn Store>, ns: String) {
     store.delete(&key).await.unwrap();
     store.put(&key, b"x".to_vec(), None).await.unwrap();
     assert!(
-        store
-            .txn(version(CompareOp::Equal, 1))
-            .await
-            .unwrap()
-            .succeeded,
+        store.txn(version(CompareOp::Equal, 1)).await.unwrap().succeeded,
         "version restarts at 1 after delete"
     );
 }
@@ -548,11 +484,7 @@ pub async fn txn_value_compare(store: Arc<dyn Store>, ns: String) {
         let outcome = store.get(&format!("{ns}/outcome")).await.unwrap().unwrap();
         assert_eq!(
             outcome.value,
-            if expected {
-                &b"success"[..]
-            } else {
-                &b"failure"[..]
-            },
+            if expected { &b"success"[..] } else { &b"failure"[..] },
             "the branch that ran"
         );
         assert_eq!(
@@ -623,10 +555,7 @@ pub async fn txn_writes_land_in_one_revision(store: Arc<dyn Store>, ns: String) 
         .unwrap();
     assert_eq!(
         read_only.responses,
-        vec![
-            TxnOpResponse::Get(Some(ka.clone())),
-            TxnOpResponse::Get(None)
-        ]
+        vec![TxnOpResponse::Get(Some(ka.clone())), TxnOpResponse::Get(None)]
     );
     assert!(read_only.revision >= resp.revision);
     assert_eq!(
@@ -649,10 +578,7 @@ pub async fn delete_prefix_deletes_only_the_prefix(store: Arc<dyn Store>, ns: St
     let sibling = format!("{ns}/d2");
     store.put(&outside, b"keep".to_vec(), None).await.unwrap();
     let last = store.put(&sibling, b"keep".to_vec(), None).await.unwrap();
-    let mut watch = store
-        .watch_prefix(&format!("{ns}/"), Some(last + 1))
-        .await
-        .unwrap();
+    let mut watch = store.watch_prefix(&format!("{ns}/"), Some(last + 1)).await.unwrap();
 
     assert_eq!(
         store.delete_prefix(&prefix).await.unwrap(),
@@ -671,18 +597,12 @@ pub async fn delete_prefix_deletes_only_the_prefix(store: Arc<dyn Store>, ns: St
         store.get(&sibling).await.unwrap().is_some(),
         "{sibling} is not under {prefix}"
     );
-    assert_eq!(
-        store.delete_prefix(&prefix).await.unwrap(),
-        0,
-        "nothing left to delete"
-    );
+    assert_eq!(store.delete_prefix(&prefix).await.unwrap(), 0, "nothing left to delete");
 
     let events = recv_events(&mut watch, 3).await;
     assert_eq!(events.len(), 3, "one delete event per key: {events:?}");
     assert!(
-        events
-            .iter()
-            .all(|e| matches!(e, WatchEvent::Delete { .. })),
+        events.iter().all(|e| matches!(e, WatchEvent::Delete { .. })),
         "{events:?}"
     );
     let revision = events[0].revision();
@@ -739,10 +659,7 @@ pub async fn watch_from_past_revision_replays_exactly(store: Arc<dyn Store>, ns:
         },
     ];
 
-    let mut watch = store
-        .watch_prefix(&format!("{ns}/"), Some(r1))
-        .await
-        .unwrap();
+    let mut watch = store.watch_prefix(&format!("{ns}/"), Some(r1)).await.unwrap();
     let events = recv_events(&mut watch, expected.len()).await;
     assert_eq!(
         normalize(events),
@@ -758,10 +675,7 @@ pub async fn watch_from_past_revision_replays_exactly(store: Arc<dyn Store>, ns:
         "after the replay, only the new event"
     );
 
-    let mut from_middle = store
-        .watch_prefix(&format!("{ns}/"), Some(r3))
-        .await
-        .unwrap();
+    let mut from_middle = store.watch_prefix(&format!("{ns}/"), Some(r3)).await.unwrap();
     let events = recv_events(&mut from_middle, expected.len() - 2 + 1).await;
     let mut tail = expected[2..].to_vec();
     tail.push(WatchEvent::Put(kv(&sentinel, "s", rs, rs, 1)));
@@ -828,10 +742,7 @@ pub async fn list_and_watch_misses_nothing(store: Arc<dyn Store>, ns: String) {
                 if i % 5 == 4 {
                     store.delete(&key).await.unwrap();
                 } else {
-                    store
-                        .put(&key, i.to_string().into_bytes(), None)
-                        .await
-                        .unwrap();
+                    store.put(&key, i.to_string().into_bytes(), None).await.unwrap();
                 }
                 if i == WRITES / 3 {
                     if let Some(tx) = started.take() {
@@ -849,11 +760,7 @@ pub async fn list_and_watch_misses_nothing(store: Arc<dyn Store>, ns: String) {
     let (listed, mut watch) = list_and_watch(store.as_ref(), &prefix).await.unwrap();
     let done_revision = writer.await.unwrap();
 
-    let mut state: BTreeMap<String, Vec<u8>> = listed
-        .kvs
-        .into_iter()
-        .map(|kv| (kv.key, kv.value))
-        .collect();
+    let mut state: BTreeMap<String, Vec<u8>> = listed.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
     let mut last = listed.revision;
     if done_revision > listed.revision {
         loop {
@@ -907,13 +814,7 @@ pub async fn slow_watcher_gets_every_event(store: Arc<dyn Store>, ns: String) {
             let store = Arc::clone(&store);
             let key = format!("{prefix}{:03}", i % 250);
             let value = i.to_string().into_bytes();
-            async move {
-                (
-                    store.put(&key, value.clone(), None).await.unwrap(),
-                    key,
-                    value,
-                )
-            }
+            async move { (store.put(&key, value.clone(), None).await.unwrap(), key, value) }
         });
         written.extend(futures::future::join_all(puts).await);
     }
@@ -923,8 +824,7 @@ pub async fn slow_watcher_gets_every_event(store: Arc<dyn Store>, ns: String) {
     assert_eq!(events.len(), EVENTS, "every event once, no more");
     for (i, (event, (revision, key, value))) in events.iter().zip(&written).enumerate() {
         match event {
-            WatchEvent::Put(kv)
-                if kv.mod_revision == *revision && &kv.key == key && &kv.value == value => {}
+            WatchEvent::Put(kv) if kv.mod_revision == *revision && &kv.key == key && &kv.value == value => {}
             other => panic!("event #{i} should be the put of {key} at {revision}, got {other:?}"),
         }
     }
@@ -941,10 +841,7 @@ pub async fn lease_expiry_deletes_keys(store: Arc<dyn Store>, ns: String) {
     let plain = format!("{ns}/plain");
     let lease = store.lease_grant(TTL).await.unwrap();
     assert!(lease.id != 0, "lease ids are non-zero");
-    let rp = store
-        .put(&key, b"x".to_vec(), Some(lease.id))
-        .await
-        .unwrap();
+    let rp = store.put(&key, b"x".to_vec(), Some(lease.id)).await.unwrap();
     store.put(&plain, b"y".to_vec(), None).await.unwrap();
     assert_eq!(
         store.get(&key).await.unwrap().unwrap().lease,
@@ -981,21 +878,14 @@ pub async fn lease_expiry_deletes_keys(store: Arc<dyn Store>, ns: String) {
         matches!(put, Err(StoreError::LeaseNotFound(_))),
         "put with an expired lease: {put:?}"
     );
-    assert_eq!(
-        store.get(&key).await.unwrap(),
-        None,
-        "the refused put must not land"
-    );
+    assert_eq!(store.get(&key).await.unwrap(), None, "the refused put must not land");
 }
 
 /// Keep-alives every 500 ms keep a lease's keys for well past its TTL.
 pub async fn lease_keep_alive_keeps_keys(store: Arc<dyn Store>, ns: String) {
     let key = format!("{ns}/kept");
     let lease = store.lease_grant(TTL).await.unwrap();
-    store
-        .put(&key, b"x".to_vec(), Some(lease.id))
-        .await
-        .unwrap();
+    store.put(&key, b"x".to_vec(), Some(lease.id)).await.unwrap();
     let until = tokio::time::Instant::now() + Duration::from_secs(5);
     while tokio::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1026,20 +916,14 @@ pub async fn lease_revoke_deletes_keys_at_once(store: Arc<dyn Store>, ns: String
     }
     // Re-put without the lease: detached, must survive the revoke.
     let detached = format!("{ns}/detached");
-    store
-        .put(&detached, b"x".to_vec(), Some(lease.id))
-        .await
-        .unwrap();
+    store.put(&detached, b"x".to_vec(), Some(lease.id)).await.unwrap();
     last = last.max(store.put(&detached, b"y".to_vec(), None).await.unwrap());
     assert_eq!(
         store.get(&detached).await.unwrap().unwrap().lease,
         None,
         "a put without lease detaches the key"
     );
-    let mut watch = store
-        .watch_prefix(&format!("{ns}/"), Some(last + 1))
-        .await
-        .unwrap();
+    let mut watch = store.watch_prefix(&format!("{ns}/"), Some(last + 1)).await.unwrap();
 
     store.lease_revoke(lease.id).await.unwrap();
     for key in &keys {
@@ -1049,10 +933,7 @@ pub async fn lease_revoke_deletes_keys_at_once(store: Arc<dyn Store>, ns: String
             "{key} must be gone as soon as revoke returns"
         );
     }
-    assert!(
-        store.get(&detached).await.unwrap().is_some(),
-        "the detached key stays"
-    );
+    assert!(store.get(&detached).await.unwrap().is_some(), "the detached key stays");
     let events = normalize(recv_events(&mut watch, keys.len()).await);
     let revision = events[0].revision();
     let deleted: Vec<&str> = events.iter().map(WatchEvent::key).collect();
@@ -1062,9 +943,9 @@ pub async fn lease_revoke_deletes_keys_at_once(store: Arc<dyn Store>, ns: String
         "one delete per key: {events:?}"
     );
     assert!(
-        events.iter().all(
-            |e| matches!(e, WatchEvent::Delete { mod_revision, .. } if *mod_revision == revision)
-        ),
+        events
+            .iter()
+            .all(|e| matches!(e, WatchEvent::Delete { mod_revision, .. } if *mod_revision == revision)),
         "all keys deleted in one revision: {events:?}"
     );
 
@@ -1103,21 +984,14 @@ pub async fn lease_zero_ttl_rejected(store: Arc<dyn Store>, _ns: String) {
     let a = store.lease_grant(TTL).await.unwrap();
     let b = store.lease_grant(TTL).await.unwrap();
     assert_ne!(a.id, b.id, "lease ids are unique");
-    assert!(
-        a.ttl >= TTL,
-        "granted TTL {:?} is shorter than asked",
-        a.ttl
-    );
+    assert!(a.ttl >= TTL, "granted TTL {:?} is shorter than asked", a.ttl);
     store.lease_revoke(a.id).await.unwrap();
     store.lease_revoke(b.id).await.unwrap();
 }
 
 /// health says healthy, with the backend kind and a current revision.
 pub async fn health_reports_revision(store: Arc<dyn Store>, ns: String) {
-    let revision = store
-        .put(&format!("{ns}/h"), b"x".to_vec(), None)
-        .await
-        .unwrap();
+    let revision = store.put(&format!("{ns}/h"), b"x".to_vec(), None).await.unwrap();
     let health = store.health().await;
     assert!(health.healthy, "the store must report healthy: {health:?}");
     assert_eq!(health.backend, store.backend());
@@ -1126,10 +1000,7 @@ pub async fn health_reports_revision(store: Arc<dyn Store>, ns: String) {
         "health revision {:?} older than {revision}",
         health.revision
     );
-    assert!(
-        !health.endpoints.is_empty(),
-        "health must name where the store is"
-    );
+    assert!(!health.endpoints.is_empty(), "health must name where the store is");
 }
 
 // ---------------------------------------------------------------------------------
@@ -1148,9 +1019,9 @@ pub async fn compaction(store: Arc<dyn Store>, ns: String) {
     let mut compacted_beyond = false;
     match store.compact(r2).await {
         Ok(()) => {}
-        Err(StoreError::Compacted {
-            compact_revision, ..
-        }) if compact_revision >= r2 => compacted_beyond = compact_revision > r2,
+        Err(StoreError::Compacted { compact_revision, .. }) if compact_revision >= r2 => {
+            compacted_beyond = compact_revision > r2
+        }
         Err(e) => panic!("compact({r2}) failed: {e:?}"),
     }
     expect_compacted(store.watch_prefix(&key, Some(r1)).await, r1, r2).await;
@@ -1171,14 +1042,10 @@ pub async fn compaction(store: Arc<dyn Store>, ns: String) {
                     "a watch from the compaction revision {r2} replays from there"
                 );
             }
-            Err(StoreError::Compacted {
-                compact_revision, ..
-            }) if compact_revision > r2 => {}
+            Err(StoreError::Compacted { compact_revision, .. }) if compact_revision > r2 => {}
             Err(e) => panic!("a watch from the compaction revision {r2} failed: {e:?}"),
         },
-        Err(StoreError::Compacted {
-            compact_revision, ..
-        }) if compacted_beyond || compact_revision > r2 => {}
+        Err(StoreError::Compacted { compact_revision, .. }) if compacted_beyond || compact_revision > r2 => {}
         Err(e) => panic!("a watch from the compaction revision {r2} failed: {e:?}"),
     }
     assert_eq!(
@@ -1199,13 +1066,7 @@ pub async fn compaction(store: Arc<dyn Store>, ns: String) {
 // Helpers.
 // ---------------------------------------------------------------------------------
 
-fn kv(
-    key: &str,
-    value: &str,
-    create_revision: Revision,
-    mod_revision: Revision,
-    version: i64,
-) -> KeyValue {
+fn kv(key: &str, value: &str, create_revision: Revision, mod_revision: Revision, version: i64) -> KeyValue {
     KeyValue {
         key: key.to_owned(),
         value: value.as_bytes().to_vec(),
@@ -1218,9 +1079,7 @@ fn kv(
 
 /// The next batch's events, failing the case on error, end of stream or timeout.
 async fn next_batch(watch: &mut WatchStream) -> Vec<WatchEvent> {
-    next_item(watch)
-        .await
-        .unwrap_or_else(|e| panic!("watch failed: {e:?}"))
+    next_item(watch).await.unwrap_or_else(|e| panic!("watch failed: {e:?}"))
 }
 
 async fn next_item(watch: &mut WatchStream) -> Result<Vec<WatchEvent>, StoreError> {
@@ -1246,14 +1105,8 @@ async fn recv_events(watch: &mut WatchStream, n: usize) -> Vec<WatchEvent> {
                 "watch failed after {} of {n} events: {e:?}; got {events:?}",
                 events.len()
             ),
-            Ok(None) => panic!(
-                "watch ended after {} of {n} events: {events:?}",
-                events.len()
-            ),
-            Err(_) => panic!(
-                "only {} of {n} watch events within {WAIT:?}: {events:?}",
-                events.len()
-            ),
+            Ok(None) => panic!("watch ended after {} of {n} events: {events:?}", events.len()),
+            Err(_) => panic!("only {} of {n} watch events within {WAIT:?}: {events:?}", events.len()),
         };
         assert!(!batch.is_empty(), "a watch batch must not be empty");
         events.extend(batch);
@@ -1278,21 +1131,22 @@ fn normalize(mut events: Vec<WatchEvent>) -> Vec<WatchEvent> {
 
 /// A watch from `requested` must fail with `Compacted`, at creation or as its first
 /// item.
-async fn expect_compacted(
-    result: Result<WatchStream, StoreError>,
-    requested: Revision,
-    compacted_to: Revision,
-) {
+async fn expect_compacted(result: Result<WatchStream, StoreError>, requested: Revision, compacted_to: Revision) {
     let error = match result {
         Err(e) => e,
         Ok(mut watch) => match tokio::time::timeout(WAIT, watch.next()).await {
             Ok(Some(Err(e))) => e,
             Ok(other) => panic!("a watch from compacted revision {requested} must fail, got {other:?}"),
-            Err(_) => panic!("a watch from compacted revision {requested} neither failed nor delivered within {WAIT:?}"),
+            Err(_) => {
+                panic!("a watch from compacted revision {requested} neither failed nor delivered within {WAIT:?}")
+            }
         },
     };
     match error {
-        StoreError::Compacted { requested: r, compact_revision } if r == requested && compact_revision >= compacted_to => {}
+        StoreError::Compacted {
+            requested: r,
+            compact_revision,
+        } if r == requested && compact_revision >= compacted_to => {}
         other => panic!("a watch from {requested} after compaction to {compacted_to} must be Compacted, got {other:?}"),
     }
 }

@@ -68,7 +68,12 @@ pub struct Leadership {
 
 impl Leadership {
     fn unknown() -> Self {
-        Self { role: Role::Unknown, leader_value: None, leader_revision: 0, fence: None }
+        Self {
+            role: Role::Unknown,
+            leader_value: None,
+            leader_revision: 0,
+            fence: None,
+        }
     }
 
     pub fn is_leader(&self) -> bool {
@@ -98,7 +103,10 @@ pub async fn fenced_txn(store: &dyn Store, fence: &Fence, txn: Txn) -> Result<Tx
     };
     if leader_now != fence.revision {
         metrics::counter!("meridian_store_fenced_writes_rejected_total").increment(1);
-        return Err(StoreError::FenceLost { key: fence.key.clone(), fence: fence.revision });
+        return Err(StoreError::FenceLost {
+            key: fence.key.clone(),
+            fence: fence.revision,
+        });
     }
     resp.responses.remove(0);
     debug_assert_eq!(resp.responses.len(), user_failure_ops);
@@ -115,7 +123,12 @@ pub fn spawn_candidate(
 ) -> (watch::Receiver<Leadership>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(Leadership::unknown());
     let handle = tokio::spawn(async move {
-        let mut candidate = Candidate { store, config, tx, lease: None };
+        let mut candidate = Candidate {
+            store,
+            config,
+            tx,
+            lease: None,
+        };
         candidate.run(cancel).await;
     });
     (rx, handle)
@@ -132,7 +145,9 @@ struct Candidate {
 enum TermEnd {
     Cancelled,
     /// Go round again: campaign (after a short pause when `backoff`).
-    Recampaign { backoff: bool },
+    Recampaign {
+        backoff: bool,
+    },
 }
 
 impl Candidate {
@@ -195,11 +210,18 @@ impl Candidate {
         let key = self.config.leader_key.clone();
         let txn = Txn::new()
             .when([Compare::absent(key.clone())])
-            .and_then([TxnOp::put_with_lease(key.clone(), self.config.leader_value.clone(), lease)])
+            .and_then([TxnOp::put_with_lease(
+                key.clone(),
+                self.config.leader_value.clone(),
+                lease,
+            )])
             .or_else([TxnOp::get(key.clone())]);
         let resp = self.store.txn(txn).await?;
         if resp.succeeded {
-            let fence = Fence { key, revision: resp.revision };
+            let fence = Fence {
+                key,
+                revision: resp.revision,
+            };
             tracing::info!(candidate = %self.config.candidate_id, fence = fence.revision, "election: became leader");
             metrics::counter!("meridian_election_terms_won_total").increment(1);
             self.publish(Leadership {
@@ -218,7 +240,10 @@ impl Candidate {
             // Our own lease holds the key (a campaign retried after its first attempt
             // landed but the answer was lost): we lead under that key's fence.
             Some(kv) if kv.lease == Some(lease) => {
-                let fence = Fence { key, revision: kv.create_revision };
+                let fence = Fence {
+                    key,
+                    revision: kv.create_revision,
+                };
                 self.publish(Leadership {
                     role: Role::Leader,
                     leader_value: Some(kv.value),
@@ -238,7 +263,12 @@ impl Candidate {
             }
             // The key vanished between compare and read: campaign again at once.
             None => {
-                self.publish(Leadership { role: Role::Follower, leader_value: None, leader_revision: 0, fence: None });
+                self.publish(Leadership {
+                    role: Role::Follower,
+                    leader_value: None,
+                    leader_revision: 0,
+                    fence: None,
+                });
                 Ok(None)
             }
         }
@@ -381,7 +411,12 @@ impl Candidate {
     fn step_down(&mut self, why: &str) {
         tracing::warn!(candidate = %self.config.candidate_id, reason = why, "election: stepped down");
         metrics::counter!("meridian_election_step_downs_total").increment(1);
-        self.publish(Leadership { role: Role::Follower, leader_value: None, leader_revision: 0, fence: None });
+        self.publish(Leadership {
+            role: Role::Follower,
+            leader_value: None,
+            leader_revision: 0,
+            fence: None,
+        });
     }
 
     /// Best effort on shutdown: release the leader key (fenced) and the lease, so a
@@ -389,7 +424,9 @@ impl Candidate {
     async fn resign(&mut self) {
         let fence = self.tx.borrow().fence.clone();
         if let Some(fence) = fence {
-            let txn = Txn::new().when([fence.compare()]).and_then([TxnOp::delete(fence.key.clone())]);
+            let txn = Txn::new()
+                .when([fence.compare()])
+                .and_then([TxnOp::delete(fence.key.clone())]);
             match tokio::time::timeout(Duration::from_secs(2), self.store.txn(txn)).await {
                 Ok(Ok(_)) => tracing::info!(candidate = %self.config.candidate_id, "election: resigned leadership"),
                 Ok(Err(err)) => tracing::warn!(error = %err, "election: resign failed"),

@@ -49,9 +49,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    BackendKind, Compare, CompareOp, KeyValue, Lease, LeaseId, RangeResponse, Revision, Store,
-    StoreError, StoreHealth, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchBatch, WatchEvent,
-    WatchStream,
+    BackendKind, Compare, CompareOp, KeyValue, Lease, LeaseId, RangeResponse, Revision, Store, StoreError, StoreHealth,
+    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchBatch, WatchEvent, WatchStream,
 };
 
 /// How many committed revisions the live broadcast buffers per watcher before the
@@ -119,12 +118,7 @@ impl EmbeddedStore {
             disk: Some(disk),
             failed: None,
         };
-        Ok(Self::from_core(
-            core,
-            capacity,
-            Some(dir.to_path_buf()),
-            Some(lock),
-        ))
+        Ok(Self::from_core(core, capacity, Some(dir.to_path_buf()), Some(lock)))
     }
 
     fn from_core(core: Core, capacity: usize, dir: Option<PathBuf>, lock: Option<DirLock>) -> Self {
@@ -176,33 +170,22 @@ impl Store for EmbeddedStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         check_key(key)?;
         let key = key.to_owned();
-        self.run(move |state, _| Ok((state.get(&key), Vec::new())))
-            .await
+        self.run(move |state, _| Ok((state.get(&key), Vec::new()))).await
     }
 
     async fn range(&self, prefix: &str) -> Result<RangeResponse, StoreError> {
         let prefix = prefix.to_owned();
-        self.run(move |state, _| Ok((state.range(&prefix), Vec::new())))
-            .await
+        self.run(move |state, _| Ok((state.range(&prefix), Vec::new()))).await
     }
 
-    async fn put(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        lease: Option<LeaseId>,
-    ) -> Result<Revision, StoreError> {
+    async fn put(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<Revision, StoreError> {
         let txn = Txn::new().and_then([TxnOp::Put {
             key: key.to_owned(),
             value,
             lease,
         }]);
-        self.run(move |state, now| {
-            state
-                .txn(&txn, now)
-                .map(|(resp, changes)| (resp.revision, changes))
-        })
-        .await
+        self.run(move |state, now| state.txn(&txn, now).map(|(resp, changes)| (resp.revision, changes)))
+            .await
     }
 
     async fn delete(&self, key: &str) -> Result<u64, StoreError> {
@@ -231,11 +214,7 @@ impl Store for EmbeddedStore {
         self.run(move |state, now| state.txn(&txn, now)).await
     }
 
-    async fn watch_prefix(
-        &self,
-        prefix: &str,
-        start_revision: Option<Revision>,
-    ) -> Result<WatchStream, StoreError> {
+    async fn watch_prefix(&self, prefix: &str, start_revision: Option<Revision>) -> Result<WatchStream, StoreError> {
         // Expire leases first so a watch opened "now" does not replay an expiry that
         // logically happened before it.
         self.run(|_, _| Ok(((), Vec::new()))).await?;
@@ -268,21 +247,13 @@ impl Store for EmbeddedStore {
     }
 
     async fn lease_keep_alive(&self, lease: LeaseId) -> Result<Duration, StoreError> {
-        self.run(move |state, now| {
-            state
-                .lease_keep_alive(lease, now)
-                .map(|ttl| (ttl, Vec::new()))
-        })
-        .await
+        self.run(move |state, now| state.lease_keep_alive(lease, now).map(|ttl| (ttl, Vec::new())))
+            .await
     }
 
     async fn lease_revoke(&self, lease: LeaseId) -> Result<(), StoreError> {
-        self.run(move |state, _| {
-            state
-                .lease_revoke(lease, false)
-                .map(|change| ((), vec![change]))
-        })
-        .await
+        self.run(move |state, _| state.lease_revoke(lease, false).map(|change| ((), vec![change])))
+            .await
     }
 
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
@@ -346,10 +317,11 @@ impl Change {
     /// The revision and events watchers must see, if any.
     fn events(&self) -> Option<(Revision, &[WatchEvent])> {
         match self {
-            Change::Commit { revision, events }
-            | Change::LeaseRevoke {
-                revision, events, ..
-            } if !events.is_empty() => Some((*revision, events)),
+            Change::Commit { revision, events } | Change::LeaseRevoke { revision, events, .. }
+                if !events.is_empty() =>
+            {
+                Some((*revision, events))
+            }
             _ => None,
         }
     }
@@ -396,15 +368,9 @@ impl State {
         }
     }
 
-    fn prefixed<'a>(
-        &'a self,
-        prefix: &'a str,
-    ) -> impl Iterator<Item = (&'a String, &'a KeyValue)> + 'a {
+    fn prefixed<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a KeyValue)> + 'a {
         self.kvs
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
             .take_while(move |(key, _)| key.starts_with(prefix))
     }
 
@@ -413,17 +379,10 @@ impl State {
     fn txn(&mut self, txn: &Txn, now: Instant) -> Result<(TxnResponse, Vec<Change>), StoreError> {
         validate_txn(txn)?;
         let succeeded = txn.compares.iter().all(|compare| self.holds(compare));
-        let ops = if succeeded {
-            &txn.success
-        } else {
-            &txn.failure
-        };
+        let ops = if succeeded { &txn.success } else { &txn.failure };
         // Check leases before writing anything, so a failing transaction changes nothing.
         for op in ops {
-            if let TxnOp::Put {
-                lease: Some(id), ..
-            } = op
-            {
+            if let TxnOp::Put { lease: Some(id), .. } = op {
                 if !self.lease_alive(*id, now) {
                     return Err(StoreError::LeaseNotFound(*id));
                 }
@@ -479,12 +438,7 @@ impl State {
         ))
     }
 
-    fn delete_keys(
-        &mut self,
-        keys: Vec<String>,
-        revision: Revision,
-        events: &mut Vec<WatchEvent>,
-    ) -> u64 {
+    fn delete_keys(&mut self, keys: Vec<String>, revision: Revision, events: &mut Vec<WatchEvent>) -> u64 {
         let mut deleted = 0;
         for key in keys {
             if self.kvs.contains_key(&key) {
@@ -531,31 +485,18 @@ impl State {
     fn holds(&self, compare: &Compare) -> bool {
         let kv = self.kvs.get(compare.key());
         match compare {
-            Compare::CreateRevision { op, revision, .. } => {
-                cmp(*op, &kv.map_or(0, |kv| kv.create_revision), revision)
-            }
-            Compare::ModRevision { op, revision, .. } => {
-                cmp(*op, &kv.map_or(0, |kv| kv.mod_revision), revision)
-            }
-            Compare::Version { op, version, .. } => {
-                cmp(*op, &kv.map_or(0, |kv| kv.version), version)
-            }
+            Compare::CreateRevision { op, revision, .. } => cmp(*op, &kv.map_or(0, |kv| kv.create_revision), revision),
+            Compare::ModRevision { op, revision, .. } => cmp(*op, &kv.map_or(0, |kv| kv.mod_revision), revision),
+            Compare::Version { op, version, .. } => cmp(*op, &kv.map_or(0, |kv| kv.version), version),
             Compare::Value { op, value, .. } => kv.is_some_and(|kv| cmp(*op, &kv.value, value)),
         }
     }
 
     fn lease_alive(&self, id: LeaseId, now: Instant) -> bool {
-        self.leases
-            .get(&id)
-            .is_some_and(|entry| entry.deadline > now)
+        self.leases.get(&id).is_some_and(|entry| entry.deadline > now)
     }
 
-    fn lease_grant(
-        &mut self,
-        id: LeaseId,
-        ttl: Duration,
-        now: Instant,
-    ) -> Result<(Lease, Vec<Change>), StoreError> {
+    fn lease_grant(&mut self, id: LeaseId, ttl: Duration, now: Instant) -> Result<(Lease, Vec<Change>), StoreError> {
         if ttl.is_zero() {
             return Err(StoreError::InvalidRequest(
                 "lease TTL must be greater than zero".to_owned(),
@@ -589,10 +530,7 @@ impl State {
 
     /// Removes a lease and deletes its keys, all in one revision.
     fn lease_revoke(&mut self, id: LeaseId, expired: bool) -> Result<Change, StoreError> {
-        let entry = self
-            .leases
-            .remove(&id)
-            .ok_or(StoreError::LeaseNotFound(id))?;
+        let entry = self.leases.remove(&id).ok_or(StoreError::LeaseNotFound(id))?;
         let revision = self.revision + 1;
         let mut events = Vec::new();
         self.delete_keys(entry.keys.into_iter().collect(), revision, &mut events);
@@ -652,17 +590,13 @@ impl State {
 
     fn compact_to(&mut self, revision: Revision) {
         self.compact_revision = revision;
-        let keep_from = self
-            .history
-            .partition_point(|event| event.revision() < revision);
+        let keep_from = self.history.partition_point(|event| event.revision() < revision);
         self.history.drain(..keep_from);
     }
 
     /// The retained events from `start` on under `prefix`.
     fn history_from(&self, start: Revision, prefix: &str) -> Vec<WatchEvent> {
-        let from = self
-            .history
-            .partition_point(|event| event.revision() < start);
+        let from = self.history.partition_point(|event| event.revision() < start);
         self.history
             .range(from..)
             .filter(|event| event.key().starts_with(prefix))
@@ -686,10 +620,7 @@ impl State {
                 Ok(())
             }
             Change::LeaseRevoke {
-                id,
-                revision,
-                events,
-                ..
+                id, revision, events, ..
             } => {
                 self.leases.remove(&id);
                 if events.is_empty() {
@@ -700,10 +631,7 @@ impl State {
             }
             Change::Compact { revision } => {
                 if revision > self.revision {
-                    return Err(format!(
-                        "compaction to {revision} beyond revision {}",
-                        self.revision
-                    ));
+                    return Err(format!("compaction to {revision} beyond revision {}", self.revision));
                 }
                 self.compact_to(revision);
                 Ok(())
@@ -745,9 +673,7 @@ fn cmp<T: Ord + ?Sized>(op: CompareOp, stored: &T, given: &T) -> bool {
 
 fn check_key(key: &str) -> Result<(), StoreError> {
     if key.is_empty() {
-        Err(StoreError::InvalidRequest(
-            "key must not be empty".to_owned(),
-        ))
+        Err(StoreError::InvalidRequest("key must not be empty".to_owned()))
     } else {
         Ok(())
     }
@@ -852,9 +778,7 @@ impl Inner {
     fn lock(&self) -> MutexGuard<'_, Core> {
         // A panic under the lock leaves the core as consistent as the panicking
         // operation left it; carrying on is better than poisoning every later call.
-        self.core
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn exec<T>(
@@ -888,11 +812,7 @@ impl Inner {
         if changes.is_empty() {
             return Ok(());
         }
-        let Core {
-            state,
-            disk,
-            failed,
-        } = core;
+        let Core { state, disk, failed } = core;
         if let Some(disk) = disk {
             if let Err(e) = disk.append(state, changes) {
                 *failed = Some(e.to_string());
@@ -959,9 +879,7 @@ async fn expiry_ticker(inner: Weak<Inner>, cancel: CancellationToken) {
         if !due {
             continue;
         }
-        let noop = |_: &mut State, _: Instant| -> Result<((), Vec<Change>), StoreError> {
-            Ok(((), Vec::new()))
-        };
+        let noop = |_: &mut State, _: Instant| -> Result<((), Vec<Change>), StoreError> { Ok(((), Vec::new())) };
         let result = if strong.dir.is_some() {
             tokio::task::spawn_blocking(move || strong.exec(noop))
                 .await
@@ -1177,10 +1095,7 @@ impl From<&Change> for WalChange {
     fn from(change: &Change) -> Self {
         let events = |events: &[WatchEvent]| events.iter().map(PEvent::from).collect();
         match change {
-            Change::Commit {
-                revision,
-                events: evs,
-            } => WalChange::Commit {
+            Change::Commit { revision, events: evs } => WalChange::Commit {
                 revision: *revision,
                 events: events(evs),
             },
@@ -1196,9 +1111,7 @@ impl From<&Change> for WalChange {
                 events: events(evs),
                 expired: *expired,
             },
-            Change::Compact { revision } => WalChange::Compact {
-                revision: *revision,
-            },
+            Change::Compact { revision } => WalChange::Compact { revision: *revision },
         }
     }
 }
@@ -1207,10 +1120,7 @@ impl From<WalChange> for Change {
     fn from(change: WalChange) -> Self {
         let events = |events: Vec<PEvent>| events.into_iter().map(WatchEvent::from).collect();
         match change {
-            WalChange::Commit {
-                revision,
-                events: evs,
-            } => Change::Commit {
+            WalChange::Commit { revision, events: evs } => Change::Commit {
                 revision,
                 events: events(evs),
             },
@@ -1243,11 +1153,7 @@ struct Disk {
 impl Disk {
     /// Loads the snapshot, replays the log after it, cuts a torn tail off the log and
     /// opens it for appending.
-    fn recover(
-        dir: &Path,
-        snapshot_threshold: u64,
-        now: Instant,
-    ) -> Result<(State, Disk), StoreError> {
+    fn recover(dir: &Path, snapshot_threshold: u64, now: Instant) -> Result<(State, Disk), StoreError> {
         let snapshot_path = dir.join(SNAPSHOT_FILE);
         let (mut state, last_seq) = match fs::read(&snapshot_path) {
             Ok(bytes) => load_snapshot(&snapshot_path, &bytes, now)?,
@@ -1292,8 +1198,7 @@ impl Disk {
                 seq: self.next_seq,
                 change: change.into(),
             };
-            serde_json::to_writer(&mut buf, &line)
-                .map_err(|e| persistence(&self.wal_path, e.into()))?;
+            serde_json::to_writer(&mut buf, &line).map_err(|e| persistence(&self.wal_path, e.into()))?;
             buf.push(b'\n');
             self.next_seq += 1;
         }
@@ -1303,9 +1208,7 @@ impl Disk {
             .map_err(|e| persistence(&self.wal_path, e))?;
         self.wal_bytes += buf.len() as u64;
         metrics::gauge!("meridian_store_embedded_wal_bytes").set(self.wal_bytes as f64);
-        let compacted = changes
-            .iter()
-            .any(|change| matches!(change, Change::Compact { .. }));
+        let compacted = changes.iter().any(|change| matches!(change, Change::Compact { .. }));
         if compacted || self.wal_bytes > self.snapshot_threshold {
             // The changes are durable in the log already; a failed snapshot only
             // means the log keeps growing until the next attempt.
@@ -1385,10 +1288,7 @@ fn load_snapshot(path: &Path, bytes: &[u8], now: Instant) -> Result<(State, u64)
         let event = WatchEvent::Put(kv.into());
         if let WatchEvent::Put(kv) = &event {
             if let Some(id) = kv.lease.filter(|id| !state.leases.contains_key(id)) {
-                return Err(corrupt(format!(
-                    "key {} is attached to unknown lease {id:x}",
-                    kv.key
-                )));
+                return Err(corrupt(format!("key {} is attached to unknown lease {id:x}", kv.key)));
             }
         }
         state.apply_event(&event);
@@ -1541,10 +1441,7 @@ impl Drop for DirLock {
 fn locked(dir: &Path, why: &str) -> StoreError {
     persistence(
         dir,
-        io::Error::new(
-            io::ErrorKind::WouldBlock,
-            format!("data directory is locked: {why}"),
-        ),
+        io::Error::new(io::ErrorKind::WouldBlock, format!("data directory is locked: {why}")),
     )
 }
 
@@ -1583,14 +1480,10 @@ mod tests {
         let kv = state.get("a").unwrap();
         assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
         // Deleting nothing does not move the revision.
-        let (resp, changes) = state
-            .txn(&Txn::new().and_then([TxnOp::delete("zz")]), now)
-            .unwrap();
+        let (resp, changes) = state.txn(&Txn::new().and_then([TxnOp::delete("zz")]), now).unwrap();
         assert_eq!((resp.revision, changes.len()), (3, 0));
         assert_eq!(resp.responses, vec![TxnOpResponse::Delete { deleted: 0 }]);
-        let (resp, _) = state
-            .txn(&Txn::new().and_then([TxnOp::delete("a")]), now)
-            .unwrap();
+        let (resp, _) = state.txn(&Txn::new().and_then([TxnOp::delete("a")]), now).unwrap();
         assert_eq!(
             (resp.revision, resp.responses[0].clone()),
             (4, TxnOpResponse::Delete { deleted: 1 })
@@ -1693,12 +1586,7 @@ mod tests {
         let bad: Vec<Txn> = vec![
             Txn::new().and_then([TxnOp::put("", "v")]),
             Txn::new().and_then([TxnOp::put("a", "1"), TxnOp::put("a", "2")]),
-            Txn::new().and_then([
-                TxnOp::put("a/b", "1"),
-                TxnOp::DeletePrefix {
-                    prefix: "a/".into(),
-                },
-            ]),
+            Txn::new().and_then([TxnOp::put("a/b", "1"), TxnOp::DeletePrefix { prefix: "a/".into() }]),
             Txn::new().when([Compare::absent("")]),
             Txn::new().or_else([TxnOp::delete("")]),
         ];
@@ -1712,10 +1600,7 @@ mod tests {
             state.lease_grant(7, Duration::ZERO, now),
             Err(StoreError::InvalidRequest(_))
         ));
-        assert!(matches!(
-            state.compact(5),
-            Err(StoreError::InvalidRequest(_))
-        ));
+        assert!(matches!(state.compact(5), Err(StoreError::InvalidRequest(_))));
         assert_eq!(state.revision, 1);
     }
 
@@ -1723,23 +1608,14 @@ mod tests {
     fn one_revision_per_transaction() {
         let now = Instant::now();
         let mut state = State::new();
-        let txn = Txn::new().and_then([
-            TxnOp::put("p/a", "1"),
-            TxnOp::put("p/b", "2"),
-            TxnOp::get("p/a"),
-        ]);
+        let txn = Txn::new().and_then([TxnOp::put("p/a", "1"), TxnOp::put("p/b", "2"), TxnOp::get("p/a")]);
         let (resp, changes) = state.txn(&txn, now).unwrap();
         assert_eq!(resp.revision, 2);
         // Reads inside a transaction see its own earlier writes, as in etcd.
         assert!(matches!(&resp.responses[2], TxnOpResponse::Get(Some(kv)) if kv.mod_revision == 2));
         assert_eq!(changes.len(), 1);
         let (resp, _) = state
-            .txn(
-                &Txn::new().and_then([TxnOp::DeletePrefix {
-                    prefix: "p/".into(),
-                }]),
-                now,
-            )
+            .txn(&Txn::new().and_then([TxnOp::DeletePrefix { prefix: "p/".into() }]), now)
             .unwrap();
         assert_eq!(
             (resp.revision, resp.responses[0].clone()),
@@ -1766,19 +1642,13 @@ mod tests {
         // Detach "b" by putting it without a lease.
         put(&mut state, "b", "2", t0);
         assert_eq!(state.revision, 4);
-        assert!(state
-            .expire_leases(t0 + Duration::from_millis(1999))
-            .is_empty());
+        assert!(state.expire_leases(t0 + Duration::from_millis(1999)).is_empty());
         assert_eq!(
-            state
-                .lease_keep_alive(7, t0 + Duration::from_millis(1500))
-                .unwrap(),
+            state.lease_keep_alive(7, t0 + Duration::from_millis(1500)).unwrap(),
             Duration::from_secs(2)
         );
         assert!(
-            state
-                .expire_leases(t0 + Duration::from_millis(3000))
-                .is_empty(),
+            state.expire_leases(t0 + Duration::from_millis(3000)).is_empty(),
             "keep-alive moved the deadline"
         );
         let changes = state.expire_leases(t0 + Duration::from_millis(3500));
@@ -1808,10 +1678,7 @@ mod tests {
         // An expired lease not yet reaped is refused too.
         state.lease_grant(8, Duration::from_secs(1), t0).unwrap();
         let put_late = Txn::new().and_then([TxnOp::put_with_lease("d", "1", 8)]);
-        assert!(matches!(
-            state.txn(&put_late, later),
-            Err(StoreError::LeaseNotFound(8))
-        ));
+        assert!(matches!(state.txn(&put_late, later), Err(StoreError::LeaseNotFound(8))));
         // Revoking a lease without keys does not move the revision.
         assert!(matches!(
             state.lease_revoke(8, false),
@@ -1831,10 +1698,7 @@ mod tests {
             put(&mut state, "k", &i.to_string(), now); // revisions 2..=6
         }
         state.compact(4).unwrap();
-        assert_eq!(
-            state.history_from(0, "").first().map(WatchEvent::revision),
-            Some(4)
-        );
+        assert_eq!(state.history_from(0, "").first().map(WatchEvent::revision), Some(4));
         assert!(matches!(
             state.compact(3),
             Err(StoreError::Compacted {
@@ -1842,10 +1706,7 @@ mod tests {
                 compact_revision: 4
             })
         ));
-        assert!(matches!(
-            state.compact(7),
-            Err(StoreError::InvalidRequest(_))
-        ));
+        assert!(matches!(state.compact(7), Err(StoreError::InvalidRequest(_))));
         state.compact(6).unwrap();
         assert_eq!(state.history_from(0, "").len(), 1);
     }
@@ -1928,18 +1789,9 @@ mod tests {
         let store = EmbeddedStore::open(dir.path()).unwrap();
         assert_eq!(store.range("").await.unwrap().revision, rev);
         let a = store.get("a").await.unwrap().unwrap();
-        assert_eq!(
-            (a.value.as_slice(), a.create_revision, a.version),
-            (&b"2"[..], rev, 1)
-        );
-        assert_eq!(
-            store.get("b").await.unwrap().unwrap().value,
-            vec![0xff, 0x00]
-        );
-        assert_eq!(
-            store.lease_keep_alive(lease.id).await.unwrap(),
-            Duration::from_secs(60)
-        );
+        assert_eq!((a.value.as_slice(), a.create_revision, a.version), (&b"2"[..], rev, 1));
+        assert_eq!(store.get("b").await.unwrap().unwrap().value, vec![0xff, 0x00]);
+        assert_eq!(store.lease_keep_alive(lease.id).await.unwrap(), Duration::from_secs(60));
         let mut watch = store.watch_prefix("", Some(2)).await.unwrap();
         let events = collect(&mut watch, 5).await;
         assert_eq!(
@@ -1963,11 +1815,7 @@ mod tests {
             let store = EmbeddedStore::open_with(dir.path(), 512, BROADCAST_CAPACITY).unwrap();
             for i in 0..40 {
                 store
-                    .put(
-                        &format!("k/{}", i % 7),
-                        format!("value {i}").into_bytes(),
-                        None,
-                    )
+                    .put(&format!("k/{}", i % 7), format!("value {i}").into_bytes(), None)
                     .await
                     .unwrap();
             }
@@ -2032,17 +1880,10 @@ mod tests {
     #[tokio::test]
     async fn lock_prevents_double_open() {
         let dir = tempfile::tempdir().unwrap();
-        let store =
-            EmbeddedStore::open_with(dir.path(), SNAPSHOT_THRESHOLD_BYTES, BROADCAST_CAPACITY)
-                .unwrap();
+        let store = EmbeddedStore::open_with(dir.path(), SNAPSHOT_THRESHOLD_BYTES, BROADCAST_CAPACITY).unwrap();
         let start = Instant::now();
-        let err = EmbeddedStore::open(dir.path())
-            .err()
-            .expect("second open must fail");
-        assert!(
-            err.to_string().contains(&dir.path().display().to_string()),
-            "{err}"
-        );
+        let err = EmbeddedStore::open(dir.path()).err().expect("second open must fail");
+        assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
         assert!(start.elapsed() >= SAME_PROCESS_LOCK_WAIT);
         drop(store);
         let store = EmbeddedStore::open(dir.path()).unwrap();

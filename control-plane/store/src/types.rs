@@ -65,31 +65,63 @@ pub enum CompareOp {
 /// revisions and its version are 0 and a value compare fails (as in etcd).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Compare {
-    CreateRevision { key: String, op: CompareOp, revision: Revision },
-    ModRevision { key: String, op: CompareOp, revision: Revision },
-    Version { key: String, op: CompareOp, version: i64 },
-    Value { key: String, op: CompareOp, value: Vec<u8> },
+    CreateRevision {
+        key: String,
+        op: CompareOp,
+        revision: Revision,
+    },
+    ModRevision {
+        key: String,
+        op: CompareOp,
+        revision: Revision,
+    },
+    Version {
+        key: String,
+        op: CompareOp,
+        version: i64,
+    },
+    Value {
+        key: String,
+        op: CompareOp,
+        value: Vec<u8>,
+    },
 }
 
 impl Compare {
     /// The key is absent.
     pub fn absent(key: impl Into<String>) -> Self {
-        Compare::CreateRevision { key: key.into(), op: CompareOp::Equal, revision: 0 }
+        Compare::CreateRevision {
+            key: key.into(),
+            op: CompareOp::Equal,
+            revision: 0,
+        }
     }
 
     /// The key's create revision equals `revision`: the fence compare.
     pub fn created_at(key: impl Into<String>, revision: Revision) -> Self {
-        Compare::CreateRevision { key: key.into(), op: CompareOp::Equal, revision }
+        Compare::CreateRevision {
+            key: key.into(),
+            op: CompareOp::Equal,
+            revision,
+        }
     }
 
     /// The key was last modified at `revision` (0: absent).
     pub fn modified_at(key: impl Into<String>, revision: Revision) -> Self {
-        Compare::ModRevision { key: key.into(), op: CompareOp::Equal, revision }
+        Compare::ModRevision {
+            key: key.into(),
+            op: CompareOp::Equal,
+            revision,
+        }
     }
 
     /// The key holds exactly `value`.
     pub fn value_is(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        Compare::Value { key: key.into(), op: CompareOp::Equal, value: value.into() }
+        Compare::Value {
+            key: key.into(),
+            op: CompareOp::Equal,
+            value: value.into(),
+        }
     }
 
     /// The key this compare reads.
@@ -106,19 +138,37 @@ impl Compare {
 /// One operation inside a transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TxnOp {
-    Put { key: String, value: Vec<u8>, lease: Option<LeaseId> },
-    Delete { key: String },
-    DeletePrefix { prefix: String },
-    Get { key: String },
+    Put {
+        key: String,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    },
+    Delete {
+        key: String,
+    },
+    DeletePrefix {
+        prefix: String,
+    },
+    Get {
+        key: String,
+    },
 }
 
 impl TxnOp {
     pub fn put(key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        TxnOp::Put { key: key.into(), value: value.into(), lease: None }
+        TxnOp::Put {
+            key: key.into(),
+            value: value.into(),
+            lease: None,
+        }
     }
 
     pub fn put_with_lease(key: impl Into<String>, value: impl Into<Vec<u8>>, lease: LeaseId) -> Self {
-        TxnOp::Put { key: key.into(), value: value.into(), lease: Some(lease) }
+        TxnOp::Put {
+            key: key.into(),
+            value: value.into(),
+            lease: Some(lease),
+        }
     }
 
     pub fn delete(key: impl Into<String>) -> Self {
@@ -240,7 +290,10 @@ pub enum StoreError {
     },
     /// A watch asked for history that compaction discarded.
     #[error("revision {requested} has been compacted (history starts at {compact_revision}); re-list and watch again")]
-    Compacted { requested: Revision, compact_revision: Revision },
+    Compacted {
+        requested: Revision,
+        compact_revision: Revision,
+    },
     /// The lease expired or was revoked.
     #[error("lease {0:x} not found (expired or revoked)")]
     LeaseNotFound(LeaseId),

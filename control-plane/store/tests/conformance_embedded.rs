@@ -19,20 +19,13 @@ async fn conformance_in_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_on_disk() {
     let dir = tempfile::tempdir().unwrap();
-    run_all(
-        Arc::new(EmbeddedStore::open(dir.path()).unwrap()),
-        "/conformance",
-    )
-    .await;
+    run_all(Arc::new(EmbeddedStore::open(dir.path()).unwrap()), "/conformance").await;
 }
 
 /// Each case alone on a fresh store: a case must not depend on others having run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_case_on_a_fresh_store() {
-    for case in cases()
-        .into_iter()
-        .filter(|case| !case.name.starts_with("lease_"))
-    {
+    for case in cases().into_iter().filter(|case| !case.name.starts_with("lease_")) {
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
         (case.run)(store, format!("/fresh/{}", case.name)).await;
     }
@@ -51,10 +44,7 @@ async fn state_and_history_survive_a_restart() {
             .await
             .unwrap();
         let lease = store.lease_grant(Duration::from_secs(30)).await.unwrap();
-        store
-            .put("/p/leased", b"l".to_vec(), Some(lease.id))
-            .await
-            .unwrap();
+        store.put("/p/leased", b"l".to_vec(), Some(lease.id)).await.unwrap();
         let mut watch = store.watch_prefix("/p/", Some(first)).await.unwrap();
         let mut events = Vec::new();
         while events.len() < 6 {
@@ -65,20 +55,14 @@ async fn state_and_history_survive_a_restart() {
 
     let store = EmbeddedStore::open(dir.path()).unwrap();
     let after = store.range("/p/").await.unwrap();
-    assert_eq!(
-        after, before,
-        "keys, metadata and revision survive the restart"
-    );
+    assert_eq!(after, before, "keys, metadata and revision survive the restart");
     let leased = store.get("/p/leased").await.unwrap().unwrap();
     assert!(
         store.lease_keep_alive(leased.lease.unwrap()).await.is_ok(),
         "the lease survives the restart"
     );
 
-    let mut watch = store
-        .watch_prefix("/p/", Some(first_revision))
-        .await
-        .unwrap();
+    let mut watch = store.watch_prefix("/p/", Some(first_revision)).await.unwrap();
     let mut replayed = Vec::new();
     while replayed.len() < expected_events.len() {
         replayed.extend(watch.next().await.unwrap().unwrap().events);
@@ -88,11 +72,7 @@ async fn state_and_history_survive_a_restart() {
         "a watch from a pre-restart revision replays the same history"
     );
     let next = store.put("/p/new", b"n".to_vec(), None).await.unwrap();
-    assert_eq!(
-        next,
-        before.revision + 1,
-        "revisions continue where they stopped"
-    );
+    assert_eq!(next, before.revision + 1, "revisions continue where they stopped");
     let live = watch.next().await.unwrap().unwrap().events;
     assert!(
         matches!(&live[..], [WatchEvent::Put(kv)] if kv.key == "/p/new"),

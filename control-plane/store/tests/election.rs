@@ -26,7 +26,11 @@ fn config(id: &str) -> ElectionConfig {
 
 async fn wait_role(rx: &mut watch::Receiver<Leadership>, role: Role) -> Leadership {
     let fut = rx.wait_for(|l| l.role == role);
-    tokio::time::timeout(Duration::from_secs(30), fut).await.expect("role reached in time").expect("candidate alive").clone()
+    tokio::time::timeout(Duration::from_secs(30), fut)
+        .await
+        .expect("role reached in time")
+        .expect("candidate alive")
+        .clone()
 }
 
 #[tokio::test]
@@ -48,7 +52,10 @@ async fn one_leader_and_a_resigning_leader_hands_over_at_once() {
     task_a.await.unwrap();
     let b_lead = wait_role(&mut b, Role::Leader).await;
     assert_ne!(b_lead.fence, a_view.fence);
-    assert!(store.get("/t/replicas/a").await.unwrap().is_none(), "a's leased registry entry goes with its lease");
+    assert!(
+        store.get("/t/replicas/a").await.unwrap().is_none(),
+        "a's leased registry entry goes with its lease"
+    );
     cancel_b.cancel();
 }
 

@@ -88,9 +88,10 @@ fn classify_one(e: &(dyn Error + 'static), nesting: u8) -> Option<FailureClass> 
 fn io_kind_class(kind: io::ErrorKind) -> Option<FailureClass> {
     match kind {
         io::ErrorKind::ConnectionRefused => Some(FailureClass::Refused),
-        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => {
-            Some(FailureClass::Reset)
-        }
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::UnexpectedEof => Some(FailureClass::Reset),
         io::ErrorKind::TimedOut => Some(FailureClass::Timeout),
         _ => None,
     }
@@ -135,8 +136,15 @@ mod tests {
 
     #[test]
     fn elapsed_timers_are_timeouts_and_unknown_errors_other() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap_or_else(|e| panic!("{e}"));
-        let elapsed = rt.block_on(async { tokio::time::timeout(std::time::Duration::ZERO, std::future::pending::<()>()).await.unwrap_err() });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let elapsed = rt.block_on(async {
+            tokio::time::timeout(std::time::Duration::ZERO, std::future::pending::<()>())
+                .await
+                .unwrap_err()
+        });
         assert_eq!(classify_error(&Wrapper(Box::new(elapsed))), FailureClass::Timeout);
         assert_eq!(classify_error(&Wrapper("garbage".into())), FailureClass::Other);
     }

@@ -29,10 +29,20 @@ pub(super) async fn probe(check: &DnsCheck, timeout: Duration, start: Instant) -
     };
     let socket = match tokio::net::UdpSocket::bind(local).await {
         Ok(s) => s,
-        Err(e) => return ProbeOutcome::failed(start.elapsed(), FailureClass::Other, format!("cannot open a UDP socket: {e}")),
+        Err(e) => {
+            return ProbeOutcome::failed(
+                start.elapsed(),
+                FailureClass::Other,
+                format!("cannot open a UDP socket: {e}"),
+            )
+        }
     };
     if let Err(e) = socket.connect(check.server).await {
-        return ProbeOutcome::failed(start.elapsed(), classify_error(&e), format!("cannot reach {}: {}", check.server, chain(&e)));
+        return ProbeOutcome::failed(
+            start.elapsed(),
+            classify_error(&e),
+            format!("cannot reach {}: {}", check.server, chain(&e)),
+        );
     }
     let id: u16 = rand::random();
     let mut query = Message::new(id, MessageType::Query, OpCode::Query);
@@ -40,10 +50,20 @@ pub(super) async fn probe(check: &DnsCheck, timeout: Duration, start: Instant) -
     query.add_query(Query::query(check.name.clone(), check.record_type));
     let bytes = match query.to_vec() {
         Ok(b) => b,
-        Err(e) => return ProbeOutcome::failed(start.elapsed(), FailureClass::Other, format!("cannot encode the query: {e}")),
+        Err(e) => {
+            return ProbeOutcome::failed(
+                start.elapsed(),
+                FailureClass::Other,
+                format!("cannot encode the query: {e}"),
+            )
+        }
     };
     if let Err(e) = socket.send(&bytes).await {
-        return ProbeOutcome::failed(start.elapsed(), classify_error(&e), format!("send to {}: {}", check.server, chain(&e)));
+        return ProbeOutcome::failed(
+            start.elapsed(),
+            classify_error(&e),
+            format!("send to {}: {}", check.server, chain(&e)),
+        );
     }
     let mut buf = vec![0u8; 65_535];
     let mut garbage: Option<String> = None;
@@ -51,14 +71,26 @@ pub(super) async fn probe(check: &DnsCheck, timeout: Duration, start: Instant) -
         let received = match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
             Err(_) => {
                 let detail = match garbage {
-                    Some(why) => return ProbeOutcome::failed(start.elapsed(), FailureClass::Other, format!("no valid answer from {} within {timeout:?}; {why}", check.server)),
+                    Some(why) => {
+                        return ProbeOutcome::failed(
+                            start.elapsed(),
+                            FailureClass::Other,
+                            format!("no valid answer from {} within {timeout:?}; {why}", check.server),
+                        )
+                    }
                     None => format!("no answer from {} within {timeout:?}", check.server),
                 };
                 return ProbeOutcome::failed(start.elapsed(), FailureClass::Timeout, detail);
             }
             // On a connected UDP socket an ICMP port unreachable shows up here as
             // ConnectionRefused.
-            Ok(Err(e)) => return ProbeOutcome::failed(start.elapsed(), classify_error(&e), format!("receive from {}: {}", check.server, chain(&e))),
+            Ok(Err(e)) => {
+                return ProbeOutcome::failed(
+                    start.elapsed(),
+                    classify_error(&e),
+                    format!("receive from {}: {}", check.server, chain(&e)),
+                )
+            }
             Ok(Ok(n)) => n,
         };
         let response = match Message::from_vec(&buf[..received]) {
@@ -84,19 +116,35 @@ fn judge(check: &DnsCheck, response: &Message, latency: Duration) -> ProbeOutcom
         return ProbeOutcome::failed(
             latency,
             FailureClass::DnsRcode,
-            format!("rcode {}, expected {}", rcode_name(rcode), rcode_name(check.expected_rcode)),
+            format!(
+                "rcode {}, expected {}",
+                rcode_name(rcode),
+                rcode_name(check.expected_rcode)
+            ),
         );
     }
     let Some(expected) = check.expected_answer.as_deref().filter(|e| !e.is_empty()) else {
         return ProbeOutcome::ok(latency);
     };
     let want = normalize(expected);
-    let found: Vec<String> = response.answers.iter().map(|r| normalize(&r.data.to_string())).collect();
+    let found: Vec<String> = response
+        .answers
+        .iter()
+        .map(|r| normalize(&r.data.to_string()))
+        .collect();
     if found.contains(&want) {
         return ProbeOutcome::ok(latency);
     }
-    let truncated = if response.metadata.truncation { " (response truncated)" } else { "" };
-    ProbeOutcome::failed(latency, FailureClass::DnsAnswer, format!("no answer {expected:?} among [{}]{truncated}", found.join(", ")))
+    let truncated = if response.metadata.truncation {
+        " (response truncated)"
+    } else {
+        ""
+    };
+    ProbeOutcome::failed(
+        latency,
+        FailureClass::DnsAnswer,
+        format!("no answer {expected:?} among [{}]{truncated}", found.join(", ")),
+    )
 }
 
 fn normalize(s: &str) -> String {
@@ -127,7 +175,11 @@ mod tests {
         let mut m = Message::error_msg(7, OpCode::Query, rcode);
         let name = Name::from_str("www.example.com.").unwrap_or_else(|e| panic!("{e}"));
         for a in answers {
-            m.add_answer(Record::from_rdata(name.clone(), 60, RData::A(A::from(std::net::Ipv4Addr::from(*a)))));
+            m.add_answer(Record::from_rdata(
+                name.clone(),
+                60,
+                RData::A(A::from(std::net::Ipv4Addr::from(*a))),
+            ));
         }
         m
     }
@@ -137,10 +189,29 @@ mod tests {
         let ms = Duration::from_millis(3);
         assert!(judge(&check(0, None), &response(ResponseCode::NoError, &[]), ms).success);
         let o = judge(&check(0, None), &response(ResponseCode::NXDomain, &[]), ms);
-        assert_eq!((o.class, o.detail.as_str()), (FailureClass::DnsRcode, "rcode NXDOMAIN, expected NOERROR"));
+        assert_eq!(
+            (o.class, o.detail.as_str()),
+            (FailureClass::DnsRcode, "rcode NXDOMAIN, expected NOERROR")
+        );
         assert!(judge(&check(3, None), &response(ResponseCode::NXDomain, &[]), ms).success);
-        assert!(judge(&check(0, Some("192.0.2.1")), &response(ResponseCode::NoError, &[[192, 0, 2, 10], [192, 0, 2, 1]]), ms).success);
-        let o = judge(&check(0, Some("192.0.2.1")), &response(ResponseCode::NoError, &[[192, 0, 2, 10]]), ms);
-        assert_eq!(o.class, FailureClass::DnsAnswer, "equality, not a substring: {}", o.detail);
+        assert!(
+            judge(
+                &check(0, Some("192.0.2.1")),
+                &response(ResponseCode::NoError, &[[192, 0, 2, 10], [192, 0, 2, 1]]),
+                ms
+            )
+            .success
+        );
+        let o = judge(
+            &check(0, Some("192.0.2.1")),
+            &response(ResponseCode::NoError, &[[192, 0, 2, 10]]),
+            ms,
+        );
+        assert_eq!(
+            o.class,
+            FailureClass::DnsAnswer,
+            "equality, not a substring: {}",
+            o.detail
+        );
     }
 }

@@ -26,7 +26,11 @@ pub(super) struct HttpProbe {
 }
 
 impl HttpProbe {
-    pub(super) fn new(check: &HttpCheck, connect_timeout: Duration, response_timeout: Duration) -> Result<Self, reqwest::Error> {
+    pub(super) fn new(
+        check: &HttpCheck,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
         let mut url = check.url.clone();
         let mut builder = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
@@ -42,8 +46,14 @@ impl HttpProbe {
             // Probing a PoP by address with a site name: connect to the address but
             // let TLS use the name for SNI and certificate verification, like
             // `curl --resolve`. The URL keeps its port.
-            let name = host.rsplit_once(':').map_or(host.as_str(), |(n, p)| if p.parse::<u16>().is_ok() { n } else { host.as_str() });
-            let url_ip: Option<IpAddr> = url.host_str().and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse().ok());
+            let name =
+                host.rsplit_once(':').map_or(
+                    host.as_str(),
+                    |(n, p)| if p.parse::<u16>().is_ok() { n } else { host.as_str() },
+                );
+            let url_ip: Option<IpAddr> = url
+                .host_str()
+                .and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse().ok());
             if let (Some(ip), false) = (url_ip, name.parse::<IpAddr>().is_ok() || name.is_empty()) {
                 if url.set_host(Some(name)).is_ok() {
                     builder = builder.resolve(name, SocketAddr::new(ip, 0));
@@ -52,7 +62,12 @@ impl HttpProbe {
                 }
             }
         }
-        Ok(Self { client: builder.build()?, url, host_header, check: check.clone() })
+        Ok(Self {
+            client: builder.build()?,
+            url,
+            host_header,
+            check: check.clone(),
+        })
     }
 
     pub(super) async fn run(&self, start: Instant) -> ProbeOutcome {
@@ -90,7 +105,10 @@ impl HttpProbe {
                         return ProbeOutcome::failed(
                             start.elapsed(),
                             FailureClass::BodyMismatch,
-                            format!("body does not contain {:?} in its first {MAX_BODY} bytes", self.check.body_contains.as_deref().unwrap_or("")),
+                            format!(
+                                "body does not contain {:?} in its first {MAX_BODY} bytes",
+                                self.check.body_contains.as_deref().unwrap_or("")
+                            ),
                         );
                     }
                 }
@@ -98,7 +116,11 @@ impl HttpProbe {
                     return ProbeOutcome::failed(
                         start.elapsed(),
                         FailureClass::BodyMismatch,
-                        format!("body ({} bytes) does not contain {:?}", body.len(), self.check.body_contains.as_deref().unwrap_or("")),
+                        format!(
+                            "body ({} bytes) does not contain {:?}",
+                            body.len(),
+                            self.check.body_contains.as_deref().unwrap_or("")
+                        ),
                     )
                 }
                 Err(e) => return failure(start, &e),

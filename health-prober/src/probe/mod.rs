@@ -9,8 +9,8 @@ mod tcp;
 
 use std::time::{Duration, Instant};
 
-pub use classify::classify_error;
 pub(crate) use classify::chain as error_chain;
+pub use classify::classify_error;
 
 use crate::target::{Check, TargetSpec};
 
@@ -49,7 +49,10 @@ impl FailureClass {
     /// Whether probing again soon may give another answer: the network-level
     /// failures are often transient, a wrong status or a bad certificate rarely.
     pub fn may_be_transient(self) -> bool {
-        matches!(self, FailureClass::Timeout | FailureClass::Refused | FailureClass::Reset | FailureClass::Other)
+        matches!(
+            self,
+            FailureClass::Timeout | FailureClass::Refused | FailureClass::Reset | FailureClass::Other
+        )
     }
 }
 
@@ -71,10 +74,20 @@ pub struct ProbeOutcome {
 
 impl ProbeOutcome {
     pub fn ok(latency: Duration) -> Self {
-        Self { success: true, latency, class: FailureClass::None, detail: String::new() }
+        Self {
+            success: true,
+            latency,
+            class: FailureClass::None,
+            detail: String::new(),
+        }
     }
     pub fn failed(latency: Duration, class: FailureClass, detail: impl Into<String>) -> Self {
-        Self { success: false, latency, class, detail: short(detail.into()) }
+        Self {
+            success: false,
+            latency,
+            class,
+            detail: short(detail.into()),
+        }
     }
 }
 
@@ -122,7 +135,11 @@ impl PreparedProbe {
             Check::Tcp(c) => PreparedCheck::Tcp(c.clone()),
             Check::Dns(c) => PreparedCheck::Dns(c.clone()),
         };
-        Self { check, connect_timeout: spec.connect_timeout, response_timeout: spec.response_timeout }
+        Self {
+            check,
+            connect_timeout: spec.connect_timeout,
+            response_timeout: spec.response_timeout,
+        }
     }
 
     /// Runs one probe. It ends within `connect_timeout + response_timeout` (plus a
@@ -142,7 +159,11 @@ impl PreparedProbe {
         // that a bug or an unforeseen wait in a library can never stick a target.
         match tokio::time::timeout(budget + Duration::from_millis(250), probe).await {
             Ok(outcome) => outcome,
-            Err(_) => ProbeOutcome::failed(start.elapsed(), FailureClass::Timeout, format!("no result within {budget:?}")),
+            Err(_) => ProbeOutcome::failed(
+                start.elapsed(),
+                FailureClass::Timeout,
+                format!("no result within {budget:?}"),
+            ),
         }
     }
 }

@@ -10,7 +10,12 @@ pub(super) async fn probe(check: &TcpCheck, connect_timeout: Duration, start: In
     let attempt = async {
         // Usually an `ip:port`; a name is resolved inside the same deadline.
         let mut addrs = tokio::net::lookup_host(check.address.as_str()).await?;
-        let addr = addrs.next().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} resolves to no address", check.address)))?;
+        let addr = addrs.next().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} resolves to no address", check.address),
+            )
+        })?;
         tokio::net::TcpStream::connect(addr).await
     };
     match tokio::time::timeout(connect_timeout, attempt).await {
@@ -19,7 +24,15 @@ pub(super) async fn probe(check: &TcpCheck, connect_timeout: Duration, start: In
             drop(stream);
             ProbeOutcome::ok(latency)
         }
-        Ok(Err(e)) => ProbeOutcome::failed(start.elapsed(), classify_error(&e), format!("connect to {}: {}", check.address, chain(&e))),
-        Err(_) => ProbeOutcome::failed(start.elapsed(), FailureClass::Timeout, format!("connect to {} timed out after {connect_timeout:?}", check.address)),
+        Ok(Err(e)) => ProbeOutcome::failed(
+            start.elapsed(),
+            classify_error(&e),
+            format!("connect to {}: {}", check.address, chain(&e)),
+        ),
+        Err(_) => ProbeOutcome::failed(
+            start.elapsed(),
+            FailureClass::Timeout,
+            format!("connect to {} timed out after {connect_timeout:?}", check.address),
+        ),
     }
 }

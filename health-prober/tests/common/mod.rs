@@ -35,7 +35,10 @@ pub async fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T 
         if let Some(v) = check() {
             return v;
         }
-        assert!(start.elapsed() < DEADLINE, "timed out after {DEADLINE:?} waiting for {what}");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -56,7 +59,12 @@ impl Received {
     /// Identifies a result across replicas: target and original timestamp.
     pub fn id(&self) -> (String, String, i64, i32) {
         let t = self.result.observed_at.unwrap_or_default();
-        (self.result.pop.clone(), self.result.endpoint.clone(), t.seconds, t.nanos)
+        (
+            self.result.pop.clone(),
+            self.result.endpoint.clone(),
+            t.seconds,
+            t.nanos,
+        )
     }
     pub fn observed_at(&self) -> SystemTime {
         let t = self.result.observed_at.unwrap_or_default();
@@ -103,7 +111,10 @@ impl ReplicaState {
     }
 
     pub fn results_for(&self, endpoint: &str) -> Vec<Received> {
-        self.results().into_iter().filter(|r| r.result.endpoint == endpoint).collect()
+        self.results()
+            .into_iter()
+            .filter(|r| r.result.endpoint == endpoint)
+            .collect()
     }
 
     /// The latest result per endpoint.
@@ -123,7 +134,10 @@ struct FakeService {
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 fn auth_of<T>(req: &Request<T>) -> Option<String> {
-    req.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string)
+    req.metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 #[tonic::async_trait]
@@ -131,7 +145,10 @@ impl pb::probe_service_server::ProbeService for FakeService {
     type WatchAssignmentsStream = BoxStream<pb::ProbeAssignments>;
     type ReportResultsStream = BoxStream<pb::ProbeResultAck>;
 
-    async fn watch_assignments(&self, req: Request<pb::WatchAssignmentsRequest>) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
+    async fn watch_assignments(
+        &self,
+        req: Request<pb::WatchAssignmentsRequest>,
+    ) -> Result<Response<Self::WatchAssignmentsStream>, Status> {
         self.state.authorization.lock().unwrap().push(auth_of(&req));
         let mut updates = self.state.updates.subscribe();
         let first = self.state.latest.lock().unwrap().clone();
@@ -150,7 +167,10 @@ impl pb::probe_service_server::ProbeService for FakeService {
         Ok(Response::new(stream))
     }
 
-    async fn report_results(&self, req: Request<Streaming<pb::ProbeResultBatch>>) -> Result<Response<Self::ReportResultsStream>, Status> {
+    async fn report_results(
+        &self,
+        req: Request<Streaming<pb::ProbeResultBatch>>,
+    ) -> Result<Response<Self::ReportResultsStream>, Status> {
         self.state.authorization.lock().unwrap().push(auth_of(&req));
         let mut incoming = req.into_inner();
         let state = self.state.clone();
@@ -164,12 +184,21 @@ impl pb::probe_service_server::ProbeService for FakeService {
                 {
                     let mut received = state.received.lock().unwrap();
                     for r in &batch.results {
-                        received.push(Received { result: r.clone(), sequence: batch.sequence, arrived });
+                        received.push(Received {
+                            result: r.clone(),
+                            sequence: batch.sequence,
+                            arrived,
+                        });
                     }
                 }
                 let sequence = batch.sequence;
                 state.batches.lock().unwrap().push(batch);
-                let ack = pb::ProbeResultAck { sequence, accepted: n, rejected: 0, errors: vec![] };
+                let ack = pb::ProbeResultAck {
+                    sequence,
+                    accepted: n,
+                    rejected: 0,
+                    errors: vec![],
+                };
                 if tx.send(Ok(ack)).await.is_err() {
                     return;
                 }
@@ -207,7 +236,11 @@ impl FakeReplica {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let svc_state = state.clone();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let start = std::time::Instant::now();
                 let listener = loop {
@@ -222,7 +255,9 @@ impl FakeReplica {
                 };
                 addr_tx.send(listener.local_addr().unwrap()).unwrap();
                 let server = tonic::transport::Server::builder()
-                    .add_service(pb::probe_service_server::ProbeServiceServer::new(FakeService { state: svc_state }))
+                    .add_service(pb::probe_service_server::ProbeServiceServer::new(FakeService {
+                        state: svc_state,
+                    }))
                     .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
                 tokio::select! {
                     _ = server => {}
@@ -232,7 +267,12 @@ impl FakeReplica {
             rt.shutdown_background();
         });
         let addr = addr_rx.recv_timeout(DEADLINE).expect("the fake replica did not start");
-        Self { addr, state, stop: Some(stop_tx), thread: Some(thread) }
+        Self {
+            addr,
+            state,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -288,14 +328,22 @@ impl RunningProber {
         let p = prober.clone();
         let token = shutdown.clone();
         let task = tokio::spawn(async move { p.run(token).await });
-        Self { prober, shutdown, task: Some(task) }
+        Self {
+            prober,
+            shutdown,
+            task: Some(task),
+        }
     }
 
     /// Shuts down and waits (bounded) for the flush to end.
     pub async fn stop(&mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(DEADLINE, task).await.expect("the prober did not stop in time").unwrap().unwrap();
+            tokio::time::timeout(DEADLINE, task)
+                .await
+                .expect("the prober did not stop in time")
+                .unwrap()
+                .unwrap();
         }
     }
 }
@@ -330,15 +378,25 @@ pub fn target(pop: &str, endpoint: &str, check: pb::probe_target::Check) -> pb::
 }
 
 pub fn http(url: String) -> pb::probe_target::Check {
-    pb::probe_target::Check::Http(pb::HttpCheck { url, ..Default::default() })
+    pb::probe_target::Check::Http(pb::HttpCheck {
+        url,
+        ..Default::default()
+    })
 }
 
 pub fn tcp(addr: SocketAddr) -> pb::probe_target::Check {
-    pb::probe_target::Check::Tcp(pb::TcpCheck { address: addr.to_string() })
+    pb::probe_target::Check::Tcp(pb::TcpCheck {
+        address: addr.to_string(),
+    })
 }
 
 pub fn assignments(version: u64, targets: Vec<pb::ProbeTarget>) -> pb::ProbeAssignments {
-    pb::ProbeAssignments { version, targets, max_concurrency: 0, batch_interval: None }
+    pb::ProbeAssignments {
+        version,
+        targets,
+        max_concurrency: 0,
+        batch_interval: None,
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -360,11 +418,16 @@ impl HttpTarget {
         let s = status.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut conn, _)) = listener.accept().await else { return };
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
                 let code = s.load(Ordering::SeqCst);
                 tokio::spawn(async move {
                     if read_head(&mut conn).await {
-                        let resp = format!("HTTP/1.1 {code} Status\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                        let resp = format!(
+                            "HTTP/1.1 {code} Status\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
                         let _ = conn.write_all(resp.as_bytes()).await;
                         let _ = conn.shutdown().await;
                     }
@@ -410,7 +473,9 @@ pub async fn garbage_target() -> (SocketAddr, JoinHandle<()>) {
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((mut conn, _)) = listener.accept().await else { return };
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 if read_head(&mut conn).await {
                     let _ = conn.write_all(b"\x00\x01garbage \xff\xfe not http\r\n\r\n").await;
@@ -477,9 +542,13 @@ pub async fn tls_target() -> (SocketAddr, JoinHandle<()>) {
             let Ok((conn, _)) = listener.accept().await else { return };
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(conn).await else { return };
+                let Ok(mut tls) = acceptor.accept(conn).await else {
+                    return;
+                };
                 if read_head(&mut tls).await {
-                    let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").await;
+                    let _ = tls
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                        .await;
                     let _ = tls.shutdown().await;
                 }
             });
@@ -496,8 +565,12 @@ pub async fn dns_target(rcode: ResponseCode) -> (SocketAddr, JoinHandle<()>) {
     let task = tokio::spawn(async move {
         let mut buf = vec![0u8; 4096];
         loop {
-            let Ok((n, peer)) = socket.recv_from(&mut buf).await else { return };
-            let Ok(query) = Message::from_vec(&buf[..n]) else { continue };
+            let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
+                return;
+            };
+            let Ok(query) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
             let mut resp = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
             resp.metadata.response_code = rcode;
             resp.metadata.recursion_desired = query.metadata.recursion_desired;

@@ -58,16 +58,7 @@ fn policy() -> impl Strategy<Value = HealthPolicy> {
         1usize..5,
     )
         .prop_map(
-            |(
-                rise,
-                fall,
-                fresh_s,
-                quorum,
-                min_regions,
-                suspect_min_pops,
-                suspect_share,
-                history,
-            )| HealthPolicy {
+            |(rise, fall, fresh_s, quorum, min_regions, suspect_min_pops, suspect_share, history)| HealthPolicy {
                 rise,
                 fall,
                 freshness: Duration::from_secs(fresh_s),
@@ -133,10 +124,7 @@ fn drive(
                 if state.ingest(o, now).is_ok() {
                     seen.entry((pop, endpoint, region, prober))
                         .or_default()
-                        .push(Seen {
-                            observed_at,
-                            success,
-                        });
+                        .push(Seen { observed_at, success });
                 }
             }
             Op::Advance(ms) => now = now.saturating_add(Duration::from_millis(ms)),
@@ -153,8 +141,7 @@ fn drive(
 
 /// Everything observable, as text.
 fn snapshot(state: &HealthState, now: UnixMillis) -> String {
-    let explanations: Vec<Option<Explanation>> =
-        POPS.iter().map(|p| state.explain(p, now)).collect();
+    let explanations: Vec<Option<Explanation>> = POPS.iter().map(|p| state.explain(p, now)).collect();
     format!(
         "{:?}\n{:?}\n{:?}\n{:?}",
         state.matrix(now),

@@ -133,9 +133,7 @@ impl Sim {
                 for region in regions {
                     for n in 1..=2 {
                         let prober = format!("{region}-{n}");
-                        let failed = fails
-                            .iter()
-                            .any(|f| f.matches(pop, region, endpoint, &prober));
+                        let failed = fails.iter().any(|f| f.matches(pop, region, endpoint, &prober));
                         let o = outcome(&prober, region, pop, endpoint, self.now.0 - 100, !failed);
                         self.state.ingest(o, self.now).unwrap();
                     }
@@ -169,12 +167,7 @@ impl Sim {
                 );
             }
             Suspects(want) => {
-                let got: Vec<String> = self
-                    .state
-                    .suspect_regions()
-                    .into_iter()
-                    .map(|s| s.region)
-                    .collect();
+                let got: Vec<String> = self.state.suspect_regions().into_iter().map(|s| s.region).collect();
                 assert_eq!(got, *want, "{name}: suspect regions");
             }
             Events(want) => {
@@ -185,14 +178,7 @@ impl Sim {
     }
 }
 
-fn outcome(
-    prober: &str,
-    region: &str,
-    pop: &str,
-    endpoint: &str,
-    at: u64,
-    success: bool,
-) -> ProbeOutcome {
+fn outcome(prober: &str, region: &str, pop: &str, endpoint: &str, at: u64, success: bool) -> ProbeOutcome {
     ProbeOutcome {
         prober: prober.to_string(),
         region: region.to_string(),
@@ -227,7 +213,12 @@ fn scenarios() -> Vec<Scenario> {
                 Verdicts([U, U, U, U]),
                 Rounds(1, OK),
                 Verdicts([P, P, P, P]),
-                Events(&["ams: UNKNOWN -> UP", "fra: UNKNOWN -> UP", "lon: UNKNOWN -> UP", "nyc: UNKNOWN -> UP"]),
+                Events(&[
+                    "ams: UNKNOWN -> UP",
+                    "fra: UNKNOWN -> UP",
+                    "lon: UNKNOWN -> UP",
+                    "nyc: UNKNOWN -> UP",
+                ]),
                 Rule("ams", "up: 3 of 3 fresh regions see UP"),
                 Rounds(1, vec![pop("ams")]),
                 Verdicts([P, P, P, P]),
@@ -260,7 +251,10 @@ fn scenarios() -> Vec<Scenario> {
                 Rounds(2, vec![pop_from("ams", "eu-west")]),
                 Verdicts([G(&["eu-west"]), P, P, P]),
                 Events(&["ams: UP -> DEGRADED(eu-west)"]),
-                Rule("ams", "degraded: DOWN from eu-west only (1 of 3 fresh regions, DOWN needs > 50%)"),
+                Rule(
+                    "ams",
+                    "degraded: DOWN from eu-west only (1 of 3 fresh regions, DOWN needs > 50%)",
+                ),
                 Suspects(&[]),
             ],
         },
@@ -270,7 +264,10 @@ fn scenarios() -> Vec<Scenario> {
                 RoundsFrom(2, &["eu-west", "us-east"], OK),
                 RoundsFrom(2, &["eu-west", "us-east"], vec![pop_from("ams", "eu-west")]),
                 Verdicts([G(&["eu-west"]), P, P, P]),
-                Rule("ams", "degraded: DOWN from eu-west only (1 of 2 fresh regions, DOWN needs > 50%)"),
+                Rule(
+                    "ams",
+                    "degraded: DOWN from eu-west only (1 of 2 fresh regions, DOWN needs > 50%)",
+                ),
             ],
         },
         Scenario {
@@ -286,7 +283,14 @@ fn scenarios() -> Vec<Scenario> {
             name: "one prober of a region failing cannot tip its region",
             steps: vec![
                 Rounds(2, OK),
-                Rounds(3, vec![Fail { pop: Some("nyc"), prober: Some("eu-west-1"), ..Fail::default() }]),
+                Rounds(
+                    3,
+                    vec![Fail {
+                        pop: Some("nyc"),
+                        prober: Some("eu-west-1"),
+                        ..Fail::default()
+                    }],
+                ),
                 Verdicts([P, P, P, P]),
                 Rule("nyc", "up: 2 of 2 fresh regions see UP"),
             ],
@@ -381,7 +385,12 @@ fn scenarios() -> Vec<Scenario> {
                 Verdicts([D, P, P, P]),
                 Silence(1),
                 Verdicts([U, U, U, U]),
-                Events(&["ams: DOWN -> UNKNOWN", "fra: UP -> UNKNOWN", "lon: UP -> UNKNOWN", "nyc: UP -> UNKNOWN"]),
+                Events(&[
+                    "ams: DOWN -> UNKNOWN",
+                    "fra: UP -> UNKNOWN",
+                    "lon: UP -> UNKNOWN",
+                    "nyc: UP -> UNKNOWN",
+                ]),
                 Rule("ams", "unknown: 0 fresh regions, need 2"),
                 Silence(3_600),
                 Verdicts([U, U, U, U]),
@@ -420,7 +429,12 @@ fn scenarios() -> Vec<Scenario> {
                 Events(&[]),
                 Rounds(1, vec![pop("nyc")]),
                 Verdicts([P, P, P, D]),
-                Events(&["ams: UNKNOWN -> UP", "fra: UNKNOWN -> UP", "lon: UNKNOWN -> UP", "nyc: UNKNOWN -> DOWN"]),
+                Events(&[
+                    "ams: UNKNOWN -> UP",
+                    "fra: UNKNOWN -> UP",
+                    "lon: UNKNOWN -> UP",
+                    "nyc: UNKNOWN -> DOWN",
+                ]),
             ],
         },
     ]
@@ -471,14 +485,8 @@ fn verdict_events_carry_time_rule_and_per_region_evidence() {
     let mut sim = Sim::new(HealthPolicy::default());
     sim.round(&REGIONS, &[]);
     sim.round(&REGIONS, &[]);
-    sim.round(
-        &REGIONS,
-        &[pop_from("ams", "eu-west"), pop_from("ams", "us-east")],
-    );
-    sim.round(
-        &REGIONS,
-        &[pop_from("ams", "eu-west"), pop_from("ams", "us-east")],
-    );
+    sim.round(&REGIONS, &[pop_from("ams", "eu-west"), pop_from("ams", "us-east")]);
+    sim.round(&REGIONS, &[pop_from("ams", "eu-west"), pop_from("ams", "us-east")]);
     let [HealthEvent::Verdict {
         at,
         pop,
@@ -504,10 +512,7 @@ fn verdict_events_carry_time_rule_and_per_region_evidence() {
         ]
     );
     assert_eq!(sim.state.verdict("ams").unwrap().since, Some(sim.now));
-    assert_eq!(
-        sim.state.verdict("fra").unwrap().since,
-        Some(UnixMillis(START + 2_000))
-    );
+    assert_eq!(sim.state.verdict("fra").unwrap().since, Some(UnixMillis(START + 2_000)));
 }
 
 #[test]
@@ -552,12 +557,7 @@ fn rejections_name_the_offending_value_and_are_counted() {
             RejectReason::Invalid,
             "empty region id",
         ),
-        (
-            "empty pop",
-            |o| o.pop.clear(),
-            RejectReason::Invalid,
-            "empty pop id",
-        ),
+        ("empty pop", |o| o.pop.clear(), RejectReason::Invalid, "empty pop id"),
         (
             "bad region id",
             |o| o.region = "EU West".into(),
@@ -631,10 +631,7 @@ fn out_of_order_results_are_recorded_but_do_not_flip_hysteresis() {
             for pop in POPS {
                 for endpoint in ENDPOINTS {
                     state
-                        .ingest(
-                            outcome(&format!("{region}-1"), region, pop, endpoint, at, true),
-                            now,
-                        )
+                        .ingest(outcome(&format!("{region}-1"), region, pop, endpoint, at, true), now)
                         .unwrap();
                 }
             }
@@ -652,14 +649,7 @@ fn out_of_order_results_are_recorded_but_do_not_flip_hysteresis() {
     ] {
         let effect = state
             .ingest(
-                outcome(
-                    &format!("{region}-1"),
-                    region,
-                    "ams",
-                    "http",
-                    START + at,
-                    false,
-                ),
+                outcome(&format!("{region}-1"), region, "ams", "http", START + at, false),
                 now,
             )
             .unwrap();
@@ -668,10 +658,7 @@ fn out_of_order_results_are_recorded_but_do_not_flip_hysteresis() {
     assert!(state.evaluate(now).is_empty());
     assert_eq!(state.verdict("ams").unwrap().verdict, PopVerdict::Up);
     let stats = state.stats();
-    assert_eq!(
-        (stats.ingested, stats.out_of_order, stats.transitions),
-        (37, 5, 16)
-    );
+    assert_eq!((stats.ingested, stats.out_of_order, stats.transitions), (37, 5, 16));
     // They are visible in explain, marked as not applied, newest first.
     let explanation = state.explain("ams", now).unwrap();
     let eu = &explanation
@@ -696,11 +683,7 @@ fn out_of_order_results_are_recorded_but_do_not_flip_hysteresis() {
         ]
     );
     assert_eq!(
-        (
-            http.state,
-            http.consecutive_successes,
-            http.consecutive_failures
-        ),
+        (http.state, http.consecutive_successes, http.consecutive_failures),
         (Reachability::Up, 2, 0)
     );
 }
@@ -714,10 +697,7 @@ fn ingest_reports_transitions_for_fast_failover() {
         .map(|(i, &ok)| {
             let at = START + 1_000 * i as u64;
             state
-                .ingest(
-                    outcome("p1", "eu-west", "ams", "http", at, ok),
-                    UnixMillis(at),
-                )
+                .ingest(outcome("p1", "eu-west", "ams", "http", at, ok), UnixMillis(at))
                 .unwrap()
                 .transitioned
         })
@@ -746,19 +726,11 @@ fn topology_changes_drop_removed_pops_and_endpoints_and_keep_the_rest() {
     assert!(sim.state.explain("ams", sim.now).is_none());
     // Kept PoPs keep their verdict until the next evaluation...
     assert_eq!(sim.state.verdict("fra").unwrap().verdict, PopVerdict::Down);
-    assert_eq!(
-        sim.state.verdict("sin").unwrap().verdict,
-        PopVerdict::Unknown
-    );
+    assert_eq!(sim.state.verdict("sin").unwrap().verdict, PopVerdict::Unknown);
     // ...which sees `fra` without its failing endpoint, with the kept `http` state.
     let events: Vec<String> = sim.state.evaluate(sim.now).iter().map(render).collect();
     assert_eq!(events, ["fra: DOWN -> UP"]);
-    let pops: Vec<String> = sim
-        .state
-        .matrix(sim.now)
-        .into_iter()
-        .map(|r| r.pop)
-        .collect();
+    let pops: Vec<String> = sim.state.matrix(sim.now).into_iter().map(|r| r.pop).collect();
     assert_eq!(pops, ["fra", "lon", "nyc", "sin"]);
     let fra = sim.state.explain("fra", sim.now).unwrap();
     assert!(fra
@@ -788,14 +760,8 @@ fn topology_changes_drop_removed_pops_and_endpoints_and_keep_the_rest() {
         "unknown: 0 fresh regions, need 2"
     );
     sim.round(&REGIONS, &[]);
-    assert_eq!(
-        sim.state.verdict("fra").unwrap().verdict,
-        PopVerdict::Unknown
-    );
-    assert_eq!(
-        sim.state.verdict("ams").unwrap().verdict,
-        PopVerdict::Unknown
-    );
+    assert_eq!(sim.state.verdict("fra").unwrap().verdict, PopVerdict::Unknown);
+    assert_eq!(sim.state.verdict("ams").unwrap().verdict, PopVerdict::Unknown);
     sim.round(&REGIONS, &[]);
     assert_eq!(sim.state.verdict("fra").unwrap().verdict, PopVerdict::Up);
     assert_eq!(sim.state.verdict("ams").unwrap().verdict, PopVerdict::Up);
@@ -821,61 +787,26 @@ fn matrix_shows_state_latency_freshness_and_suspects() {
     let ams = &matrix[0];
     assert_eq!(ams.pop, "ams");
     assert_eq!(ams.verdict.verdict, PopVerdict::Up);
-    type Cell<'a> = (
-        &'a str,
-        Reachability,
-        Option<Duration>,
-        Option<Duration>,
-        bool,
-    );
+    type Cell<'a> = (&'a str, Reachability, Option<Duration>, Option<Duration>, bool);
     let cells: Vec<Cell> = ams
         .regions
         .iter()
-        .map(|c| {
-            (
-                c.region.as_str(),
-                c.state,
-                c.latency,
-                c.freshest_age,
-                c.suspect,
-            )
-        })
+        .map(|c| (c.region.as_str(), c.state, c.latency, c.freshest_age, c.suspect))
         .collect();
     let ms = Duration::from_millis;
     assert_eq!(
         cells,
         [
-            (
-                "ap-south",
-                Reachability::Up,
-                Some(ms(20)),
-                Some(ms(1_600)),
-                false
-            ),
-            (
-                "eu-west",
-                Reachability::Down,
-                Some(ms(20)),
-                Some(ms(1_600)),
-                true
-            ),
-            (
-                "us-east",
-                Reachability::Up,
-                Some(ms(30)),
-                Some(ms(1_000)),
-                false
-            ),
+            ("ap-south", Reachability::Up, Some(ms(20)), Some(ms(1_600)), false),
+            ("eu-west", Reachability::Down, Some(ms(20)), Some(ms(1_600)), true),
+            ("us-east", Reachability::Up, Some(ms(30)), Some(ms(1_000)), false),
         ]
     );
     assert_eq!(sim.state.latency_estimate("ams", "us-east"), Some(ms(30)));
     assert_eq!(sim.state.latency_estimate("ams", "mars"), None);
     let suspects = sim.state.suspect_regions();
     assert_eq!(suspects.len(), 1);
-    assert_eq!(
-        (suspects[0].region.as_str(), suspects[0].down_share),
-        ("eu-west", 1.0)
-    );
+    assert_eq!((suspects[0].region.as_str(), suspects[0].down_share), ("eu-west", 1.0));
 }
 
 #[test]
@@ -902,10 +833,7 @@ fn explain_lists_regions_probers_and_endpoints_in_order() {
                 r.region.clone(),
                 r.state,
                 r.counted,
-                r.probers
-                    .iter()
-                    .map(|p| format!("{}={}", p.prober, p.view))
-                    .collect(),
+                r.probers.iter().map(|p| format!("{}={}", p.prober, p.view)).collect(),
             )
         })
         .collect();
@@ -971,14 +899,8 @@ fn policy_changes_take_effect_and_are_validated() {
         quorum: 2.0,
         ..HealthPolicy::default()
     };
-    assert_eq!(
-        sim.state.set_policy(bad.clone()).unwrap_err().field,
-        "quorum"
-    );
-    assert_eq!(
-        HealthState::new(topology(), bad).unwrap_err().field,
-        "quorum"
-    );
+    assert_eq!(sim.state.set_policy(bad.clone()).unwrap_err().field, "quorum");
+    assert_eq!(HealthState::new(topology(), bad).unwrap_err().field, "quorum");
     sim.state
         .set_policy(HealthPolicy {
             rise: 1,
