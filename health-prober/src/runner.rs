@@ -148,7 +148,7 @@ impl ProbeRunner {
 }
 
 async fn run_target(spec: TargetSpec, ctx: Arc<ProbeContext>, cancel: CancellationToken) {
-    let probe = PreparedProbe::new(&spec);
+    let probe = PreparedProbe::new(&spec, &ctx.prober_id, &ctx.region);
     let kind = spec.check.kind();
     let mut schedule = TargetSchedule::new(spec.schedule, Instant::now(), rand::random());
     tracing::debug!(pop = %spec.key.pop, endpoint = %spec.key.endpoint, kind, "probing target");

@@ -7,4 +7,5 @@
 
 pub mod etcd;
 pub mod meridian;
+pub mod targets;
 pub mod util;

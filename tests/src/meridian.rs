@@ -197,3 +197,91 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     };
     tokio::time::timeout(Duration::from_secs(5), fut).await.ok().flatten()
 }
+
+/// One `meridian-prober` process, killed on drop.
+pub struct Prober {
+    pub id: String,
+    pub region: String,
+    pub admin_addr: SocketAddr,
+    pub log_path: PathBuf,
+    child: Child,
+}
+
+impl Prober {
+    /// Starts a prober for `region` reporting to `control_plane` (comma-separated
+    /// URLs), authenticating with `token` when given.
+    pub fn start(id: &str, region: &str, control_plane: &str, token: Option<&str>, dir: &Path) -> Self {
+        let admin_addr = free_addr();
+        let log_path = dir.join(format!("{id}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("open log");
+        let mut cmd = Command::new(bin("meridian-prober"));
+        cmd.args(["--prober-id", id, "--region", region, "--control-plane", control_plane])
+            .arg("--admin-addr")
+            .arg(admin_addr.to_string())
+            .env("MERIDIAN_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log);
+        if let Some(t) = token {
+            cmd.env("MERIDIAN_PROBER_TOKEN", t);
+        }
+        let child = cmd.spawn().expect("spawn meridian-prober");
+        Prober {
+            id: id.to_string(),
+            region: region.to_string(),
+            admin_addr,
+            log_path,
+            child,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The value of a Prometheus sample line from the prober's /metrics whose name
+    /// and labels start with `prefix` (e.g. `meridian_prober_buffered_results{replica="http://…"}`).
+    pub async fn metric(&self, prefix: &str) -> Option<f64> {
+        let (_, body) = http_get(self.admin_addr, "/metrics").await?;
+        metric_value(&body, prefix)
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sums the samples in a Prometheus text page whose line starts with `prefix`.
+pub fn metric_value(page: &str, prefix: &str) -> Option<f64> {
+    let mut found = None;
+    for line in page.lines().filter(|l| l.starts_with(prefix)) {
+        if let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
+/// `meridianctl -e ENDPOINT <args> -o json`, parsed; panics with the CLI's output
+/// when it fails or prints no JSON.
+pub async fn ctl_json(endpoint: &str, args: &[&str]) -> serde_json::Value {
+    let mut full = vec!["-e", endpoint, "--timeout", "10s"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["-o", "json"]);
+    let out = meridianctl(&full).await;
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "meridianctl {args:?}: {e}\nstatus {:?}\nstdout {}\nstderr {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}

@@ -16,7 +16,10 @@ async fn the_leader_compacts_history_but_keeps_the_retained_window() {
     for i in 0..400 {
         store.put(&format!("/other/k{i}"), b"v".to_vec(), None).await.unwrap();
     }
-    let mut cfg = ControlPlaneConfig { replica_id: Some("cp-1".into()), ..Default::default() };
+    let mut cfg = ControlPlaneConfig {
+        replica_id: Some("cp-1".into()),
+        ..Default::default()
+    };
     cfg.store.compaction_interval = Duration::from_secs(1);
     cfg.store.compaction_retain_revisions = 100;
     let validated = cfg.validate("test").unwrap();

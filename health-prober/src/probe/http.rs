@@ -14,6 +14,11 @@ use super::classify::{chain, classify_error};
 use super::{FailureClass, ProbeOutcome};
 use crate::target::HttpCheck;
 
+/// Request header naming the prober that sent a probe.
+pub const PROBER_HEADER: &str = "x-meridian-prober";
+/// Request header naming the region (vantage point) that sent a probe.
+pub const REGION_HEADER: &str = "x-meridian-region";
+
 /// How much of a body is searched for `body_contains`.
 pub const MAX_BODY: usize = 1 << 20;
 
@@ -30,14 +35,23 @@ impl HttpProbe {
         check: &HttpCheck,
         connect_timeout: Duration,
         response_timeout: Duration,
+        prober_id: &str,
+        region: &str,
     ) -> Result<Self, reqwest::Error> {
         let mut url = check.url.clone();
+        let mut identity = reqwest::header::HeaderMap::new();
+        for (name, value) in [(PROBER_HEADER, prober_id), (REGION_HEADER, region)] {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                identity.insert(name, v);
+            }
+        }
         let mut builder = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .timeout(connect_timeout + response_timeout)
             .pool_max_idle_per_host(0)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
+            .default_headers(identity)
             .user_agent(concat!("meridian-prober/", env!("CARGO_PKG_VERSION")))
             .danger_accept_invalid_certs(check.insecure_skip_verify);
         let mut host_header = None;

@@ -126,12 +126,17 @@ enum PreparedCheck {
 }
 
 impl PreparedProbe {
-    pub fn new(spec: &TargetSpec) -> Self {
+    /// Prepares the probe of `spec` for the prober `prober_id` in `region` (HTTP
+    /// probes announce both in request headers, so PoP operators can tell probe
+    /// traffic apart and see which vantage point sent it).
+    pub fn new(spec: &TargetSpec, prober_id: &str, region: &str) -> Self {
         let check = match &spec.check {
-            Check::Http(c) => match http::HttpProbe::new(c, spec.connect_timeout, spec.response_timeout) {
-                Ok(p) => PreparedCheck::Http(p),
-                Err(e) => PreparedCheck::Broken(format!("cannot set up the HTTP client: {}", classify::chain(&e))),
-            },
+            Check::Http(c) => {
+                match http::HttpProbe::new(c, spec.connect_timeout, spec.response_timeout, prober_id, region) {
+                    Ok(p) => PreparedCheck::Http(p),
+                    Err(e) => PreparedCheck::Broken(format!("cannot set up the HTTP client: {}", classify::chain(&e))),
+                }
+            }
             Check::Tcp(c) => PreparedCheck::Tcp(c.clone()),
             Check::Dns(c) => PreparedCheck::Dns(c.clone()),
         };
