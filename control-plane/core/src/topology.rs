@@ -568,6 +568,13 @@ latency_hints = { fra1 = "20ms" }
 "#;
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let text = include_str!("../../../deploy/config/topology.example.toml");
+        let doc = TopologyDoc::from_toml(text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(doc.pops.len(), 3);
+    }
+
+    #[test]
     fn a_good_topology_parses() {
         let doc = TopologyDoc::from_toml(GOOD).unwrap();
         assert_eq!(doc.pops.len(), 2);
