@@ -57,3 +57,150 @@ async fn the_leader_compacts_history_but_keeps_the_retained_window() {
     shutdown.cancel();
     replica.await.unwrap().unwrap();
 }
+
+/// Starts a replica on an in-memory store with the given prober credentials; returns
+/// its gRPC endpoint and the shutdown token.
+async fn start_replica(config: &str) -> (String, CancellationToken, tokio::task::JoinHandle<()>) {
+    let cfg: ControlPlaneConfig = toml::from_str(config).unwrap();
+    let validated = cfg.validate("test").unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", grpc.local_addr().unwrap());
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shutdown = CancellationToken::new();
+    let s = shutdown.clone();
+    let task = tokio::spawn(async move {
+        meridian_control_plane::run_with_store(validated, store, grpc, admin, s)
+            .await
+            .unwrap();
+    });
+    (endpoint, shutdown, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_probe_results_are_rejected_one_by_one_and_the_rest_of_the_batch_lands() {
+    use meridian_proto::v1 as pb;
+    let token = "eu-prober-token-0123456789";
+    let (endpoint, shutdown, task) = start_replica(&format!(
+        "[[probers]]\nid = \"p-eu\"\nregion = \"eu\"\ntoken = \"{token}\"\n"
+    ))
+    .await;
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
+        .unwrap()
+        .connect_lazy();
+
+    // Apply a one-PoP topology (the replica elects itself; wait for that).
+    let mut ops = pb::operator_service_client::OperatorServiceClient::new(channel.clone());
+    let topology = "[[pops]]\nid = \"fra1\"\ncapacity = 10\nipv4 = [\"127.0.0.1\"]\n[[pops.endpoints]]\nname = \"tcp\"\nkind = \"tcp\"\naddress = \"127.0.0.1:9\"\n";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let req = pb::ApplyTopologyRequest {
+            topology_toml: topology.into(),
+            dry_run: false,
+            reason: "test".into(),
+        };
+        match ops.apply_topology(req).await {
+            Ok(r) if r.get_ref().applied => break,
+            other => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "apply never succeeded: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let ts = |offset_s: i64| meridian_proto::prost_types::Timestamp {
+        seconds: now.as_secs() as i64 + offset_s,
+        nanos: 0,
+    };
+    let result = |pop: &str, region: &str, at: meridian_proto::prost_types::Timestamp| pb::ProbeResult {
+        prober_id: "p-eu".into(),
+        region: region.into(),
+        pop: pop.into(),
+        endpoint: "tcp".into(),
+        observed_at: Some(at),
+        success: true,
+        latency: Some(meridian_proto::prost_types::Duration {
+            seconds: 0,
+            nanos: 1_000_000,
+        }),
+        failure_class: pb::FailureClass::None as i32,
+        detail: String::new(),
+    };
+    let batch = pb::ProbeResultBatch {
+        sequence: 7,
+        prober_id: "p-eu".into(),
+        region: "eu".into(),
+        results: vec![
+            result("fra1", "eu", ts(0)),
+            result("nowhere", "eu", ts(0)),
+            result("fra1", "us", ts(0)),
+            result("fra1", "eu", ts(3600)),
+            result("fra1", "eu", ts(-3600)),
+            pb::ProbeResult {
+                observed_at: None,
+                ..result("fra1", "eu", ts(0))
+            },
+        ],
+    };
+    let mut probes = pb::probe_service_client::ProbeServiceClient::new(channel.clone());
+    let mut req = tonic::Request::new(tokio_stream::iter(vec![batch.clone()]));
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let mut acks = probes.report_results(req).await.unwrap().into_inner();
+    let ack = acks.message().await.unwrap().unwrap();
+    assert_eq!(ack.sequence, 7);
+    assert_eq!((ack.accepted, ack.rejected), (1, 5), "{ack:?}");
+    let errors = ack.errors.join("\n");
+    for want in [
+        "nowhere",
+        "authenticated for region `eu`",
+        "future",
+        "old",
+        "observed_at",
+    ] {
+        assert!(errors.contains(want), "no error mentioning {want:?} in:\n{errors}");
+    }
+
+    // Without a token, or with an unknown one, nothing is accepted at all.
+    let err = probes
+        .report_results(tokio_stream::iter(vec![batch.clone()]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let mut req = tonic::Request::new(tokio_stream::iter(vec![batch]));
+    req.metadata_mut()
+        .insert("authorization", "Bearer not-a-known-token-at-all".parse().unwrap());
+    assert_eq!(
+        probes.report_results(req).await.unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
+
+    // The accepted result shows up as evidence for fra1.
+    let mut query = pb::query_service_client::QueryServiceClient::new(channel);
+    let explain = query
+        .explain_pop(pb::ExplainPopRequest { pop: "fra1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(explain.regions.len(), 1, "{explain:?}");
+    assert_eq!(explain.regions[0].region, "eu");
+    assert_eq!(
+        explain.state,
+        pb::PopState::Unknown as i32,
+        "one region is never enough for a verdict"
+    );
+    let missing = query
+        .explain_pop(pb::ExplainPopRequest { pop: "nowhere".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+
+    shutdown.cancel();
+    task.await.unwrap();
+}
