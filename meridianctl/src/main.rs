@@ -75,6 +75,19 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Show the steering plan: per client region the PoPs and weights, each PoP's
+    /// state, load and Anycast state, and why the plan was published.
+    Plan {
+        /// Only this client region.
+        #[arg(long)]
+        region: Option<String>,
+        /// An earlier version (default: the current one).
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Show the agents connected to any replica and the plan version each applied
+    /// (or rejected, with the reason).
+    Agents,
     /// Apply a topology file (PoPs, client regions, policy). Every error is listed
     /// with its path and nothing is stored unless the whole file is valid.
     /// `--dry-run` prints the validated diff against what is stored.
@@ -113,6 +126,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Status => status(&cli).await,
         Command::Health => health(&cli).await,
+        Command::Plan { region, version } => plan(&cli, region.as_deref(), *version).await,
+        Command::Agents => agents(&cli).await,
         Command::Explain { pop } => explain(&cli, pop).await,
         Command::Events { pop, limit } => events(&cli, pop.as_deref(), *limit).await,
         Command::Apply { file, dry_run, reason } => apply(&cli, file, *dry_run, reason).await,
@@ -414,6 +429,177 @@ async fn events(cli: &Cli, pop: Option<&str>, limit: u32) -> anyhow::Result<Exit
                 for line in &e.evidence {
                     println!("    {line}");
                 }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plan_json(p: &pb::SteeringPlan) -> serde_json::Value {
+    serde_json::json!({
+        "version": p.version,
+        "created_at_unix_ms": p.created_at.as_ref().map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000)),
+        "published_by": p.published_by,
+        "topology_revision": p.topology_revision,
+        "restored_from": (p.restored_from != 0).then_some(p.restored_from),
+        "dns_ttl_seconds": p.dns_ttl_seconds,
+        "regions": p.regions.iter().map(|r| serde_json::json!({
+            "region": r.region,
+            "pops": r.pops.iter().map(|w| serde_json::json!({"pop": w.pop, "weight": w.weight, "ipv4": w.ipv4, "ipv6": w.ipv6})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "pops": p.pops.iter().map(|s| serde_json::json!({
+            "pop": s.pop, "state": s.state, "capacity": s.capacity, "load": s.load, "utilisation": s.utilisation,
+        })).collect::<Vec<_>>(),
+        "anycast": p.anycast.iter().map(|a| serde_json::json!({
+            "pop": a.pop,
+            "prefix": a.prefix,
+            "action": anycast_name(a.action),
+            "prepend_count": a.prepend_count,
+        })).collect::<Vec<_>>(),
+        "reasons": p.reasons,
+        "guardrails": p.guardrails,
+    })
+}
+
+fn anycast_name(action: i32) -> &'static str {
+    match pb::AnycastAction::try_from(action) {
+        Ok(pb::AnycastAction::Announce) => "announce",
+        Ok(pb::AnycastAction::Prepend) => "prepend",
+        Ok(pb::AnycastAction::GracefulShutdown) => "graceful_shutdown",
+        Ok(pb::AnycastAction::Withdraw) => "withdraw",
+        _ => "unspecified",
+    }
+}
+
+fn print_plan(p: &pb::SteeringPlan) {
+    let restored = if p.restored_from != 0 {
+        format!(", restored from v{}", p.restored_from)
+    } else {
+        String::new()
+    };
+    println!(
+        "plan v{} by {} (topology revision {}, DNS TTL {}s{restored})",
+        p.version, p.published_by, p.topology_revision, p.dns_ttl_seconds
+    );
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(vec!["REGION", "POPS (weight)"]);
+    for r in &p.regions {
+        let pops: Vec<String> = r
+            .pops
+            .iter()
+            .map(|w| format!("{} {:.1}%", w.pop, w.weight * 100.0))
+            .collect();
+        table.add_row(vec![r.region.clone(), pops.join(", ")]);
+    }
+    println!("{table}");
+    if !p.pops.is_empty() {
+        let mut table = Table::new();
+        table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
+            "POP",
+            "STATE",
+            "LOAD / CAPACITY",
+            "UTILISATION",
+            "ANYCAST",
+        ]);
+        for s in &p.pops {
+            let anycast: Vec<String> = p
+                .anycast
+                .iter()
+                .filter(|a| a.pop == s.pop)
+                .map(|a| format!("{} {}", a.prefix, anycast_name(a.action)))
+                .collect();
+            table.add_row(vec![
+                s.pop.clone(),
+                s.state.clone(),
+                format!("{:.0} / {:.0}", s.load, s.capacity),
+                format!("{:.0}%", s.utilisation * 100.0),
+                if anycast.is_empty() {
+                    "-".into()
+                } else {
+                    anycast.join(", ")
+                },
+            ]);
+        }
+        println!("{table}");
+    }
+    for r in &p.reasons {
+        println!("why: {r}");
+    }
+    for g in &p.guardrails {
+        println!("guardrail: {g}");
+    }
+}
+
+async fn plan(cli: &Cli, region: Option<&str>, version: Option<u64>) -> anyhow::Result<ExitCode> {
+    let (endpoint, channel) = connect(cli).await?;
+    let mut client = pb::query_service_client::QueryServiceClient::new(channel);
+    let req = pb::GetPlanRequest {
+        region: region.unwrap_or_default().to_string(),
+        version: version.unwrap_or(0),
+    };
+    let resp = client
+        .get_plan(req)
+        .await
+        .map_err(|s| rpc_error("GetPlan", &endpoint, s))?
+        .into_inner();
+    let plan = resp
+        .plan
+        .ok_or_else(|| anyhow::anyhow!("GetPlan on {endpoint} answered without a plan"))?;
+    match cli.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&plan_json(&plan))?),
+        Output::Table => print_plan(&plan),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn agents(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let (endpoint, channel) = connect(cli).await?;
+    let mut client = pb::query_service_client::QueryServiceClient::new(channel);
+    let resp = client
+        .list_agents(pb::ListAgentsRequest {})
+        .await
+        .map_err(|s| rpc_error("ListAgents", &endpoint, s))?
+        .into_inner();
+    let view: Vec<serde_json::Value> = resp
+        .agents
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "agent_id": a.agent_id,
+                "kind": if a.kind == pb::AgentKind::Anycast as i32 { "anycast" } else { "dns" },
+                "replica": a.replica_id,
+                "applied_version": a.applied_version,
+                "nacked_version": (a.nacked_version != 0).then_some(a.nacked_version),
+                "nack_reason": (!a.nack_reason.is_empty()).then_some(&a.nack_reason),
+            })
+        })
+        .collect();
+    match cli.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+        Output::Table => {
+            let mut table = Table::new();
+            table
+                .load_preset(UTF8_FULL_CONDENSED)
+                .set_header(vec!["AGENT", "KIND", "REPLICA", "APPLIED", "REJECTED"]);
+            for v in &view {
+                let rejected = match (&v["nacked_version"], &v["nack_reason"]) {
+                    (serde_json::Value::Number(n), serde_json::Value::String(r)) => format!("v{n}: {r}"),
+                    _ => "-".into(),
+                };
+                table.add_row(vec![
+                    v["agent_id"].as_str().unwrap_or_default().to_string(),
+                    v["kind"].as_str().unwrap_or_default().to_string(),
+                    v["replica"].as_str().unwrap_or_default().to_string(),
+                    format!("v{}", v["applied_version"]),
+                    rejected,
+                ]);
+            }
+            if view.is_empty() {
+                println!("no agents connected");
+            } else {
+                println!("{table}");
             }
         }
     }

@@ -51,6 +51,39 @@ impl Keys {
     pub fn plan_current(&self) -> String {
         format!("{}/plan/current", self.root)
     }
+
+    /// Prefix of every published plan, by version.
+    pub fn plan_history_prefix(&self) -> String {
+        format!("{}/plan/history/", self.root)
+    }
+
+    /// One published plan. Zero-padded so keys sort by version.
+    pub fn plan_version(&self, version: u64) -> String {
+        format!("{}{:020}", self.plan_history_prefix(), version)
+    }
+
+    /// The plan pin (restore), when one is in force.
+    pub fn plan_pin(&self) -> String {
+        format!("{}/intents/plan-pin", self.root)
+    }
+
+    /// Prefix of operator drains.
+    pub fn drains_prefix(&self) -> String {
+        format!("{}/intents/drains/", self.root)
+    }
+
+    pub fn drain(&self, pop: &str) -> String {
+        format!("{}{pop}", self.drains_prefix())
+    }
+
+    /// Prefix of the per-replica agent tables.
+    pub fn agents_prefix(&self) -> String {
+        format!("{}/agents/", self.root)
+    }
+
+    pub fn agents(&self, replica: &ReplicaId) -> String {
+        format!("{}{replica}", self.agents_prefix())
+    }
 }
 
 #[cfg(test)]

@@ -268,3 +268,61 @@ pub(crate) fn event(e: crate::health::LoggedEvent, replica: &str) -> pb::Event {
     }
     out
 }
+
+/// A stored plan as the wire's `SteeringPlan`.
+pub(crate) fn plan_to_pb(p: &meridian_core::records::StoredPlan) -> pb::SteeringPlan {
+    pb::SteeringPlan {
+        version: p.version,
+        created_at: Some(timestamp_ms(p.created_at_unix_ms)),
+        regions: p
+            .regions
+            .iter()
+            .map(|r| pb::RegionSteering {
+                region: r.region.clone(),
+                pops: r
+                    .pops
+                    .iter()
+                    .map(|w| pb::PopWeight {
+                        pop: w.pop.clone(),
+                        weight: w.weight,
+                        ipv4: w.ipv4.clone(),
+                        ipv6: w.ipv6.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        anycast: p
+            .anycast
+            .iter()
+            .map(|a| pb::PopAnycastState {
+                pop: a.pop.clone(),
+                prefix: a.prefix.clone(),
+                action: (match a.action.as_str() {
+                    "announce" => pb::AnycastAction::Announce,
+                    "prepend" => pb::AnycastAction::Prepend,
+                    "graceful_shutdown" => pb::AnycastAction::GracefulShutdown,
+                    "withdraw" => pb::AnycastAction::Withdraw,
+                    _ => pb::AnycastAction::Unspecified,
+                }) as i32,
+                prepend_count: a.prepend_count,
+            })
+            .collect(),
+        dns_ttl_seconds: p.dns_ttl_seconds,
+        reasons: p.reasons.clone(),
+        pops: p
+            .pops
+            .iter()
+            .map(|s| pb::PopPlanState {
+                pop: s.pop.clone(),
+                state: s.state.clone(),
+                capacity: s.capacity,
+                load: s.load,
+                utilisation: s.utilisation,
+            })
+            .collect(),
+        guardrails: p.guardrails.clone(),
+        published_by: p.published_by.clone(),
+        restored_from: p.restored_from.unwrap_or(0),
+        topology_revision: p.topology_revision,
+    }
+}

@@ -4,9 +4,8 @@
 //! Handlers that later issues fill in answer `UNIMPLEMENTED` with a message naming
 //! the issue area, never a made-up answer.
 
-use std::pin::Pin;
+use std::sync::Arc;
 
-use futures::Stream;
 use meridian_core::records::{LeaderRecord, PlanPointer, ReplicaRecord};
 use meridian_proto::v1 as pb;
 use meridian_store::{BackendKind, StoreError, StoreHealth};
@@ -14,14 +13,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 
 use crate::convert;
+use crate::plan_api::PlanApi;
 use crate::probe_api::ProbeApi;
 use crate::replica::ReplicaContext;
 use crate::topology::{self, ApplyError};
-
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 const AREA_STEERING: &str = "steering plans and agent fan-out (issue [3])";
 const AREA_CHANGES: &str = "staged changes, drains and freezes (issues [3] and later)";
@@ -63,7 +61,10 @@ pub(crate) async fn serve(
             tokens: ctx.prober_tokens.clone(),
             topology: ctx.topology.clone(),
         }))
-        .add_service(pb::plan_service_server::PlanServiceServer::new(PlanApi))
+        .add_service(pb::plan_service_server::PlanServiceServer::new(PlanApi {
+            plan: ctx.plan.clone(),
+            registry: ctx.agents.clone(),
+        }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await
         .map_err(|e| format!("gRPC server failed: {e}"))
@@ -156,8 +157,37 @@ impl pb::query_service_server::QueryService for QueryApi {
     async fn get_status(&self, _req: Request<pb::GetStatusRequest>) -> Result<Response<pb::GetStatusResponse>, Status> {
         Ok(Response::new(self.status().await))
     }
-    async fn get_plan(&self, _req: Request<pb::GetPlanRequest>) -> Result<Response<pb::GetPlanResponse>, Status> {
-        Err(unimplemented("GetPlan", AREA_STEERING))
+    async fn get_plan(&self, req: Request<pb::GetPlanRequest>) -> Result<Response<pb::GetPlanResponse>, Status> {
+        let req = req.into_inner();
+        let plan = if req.version == 0 {
+            match self.ctx.plan.borrow().clone() {
+                Some(p) => p,
+                None => {
+                    return Err(Status::not_found(
+                        "no plan has been published yet (apply a topology first)",
+                    ))
+                }
+            }
+        } else {
+            match crate::plans::load(self.ctx.store.as_ref(), &self.ctx.keys, req.version).await {
+                Ok(p) => Arc::new(p),
+                Err(crate::plans::PlanError::NoSuchVersion(v)) => {
+                    return Err(Status::not_found(format!("plan version {v} does not exist")))
+                }
+                Err(e) => return Err(Status::unavailable(e.to_string())),
+            }
+        };
+        let mut wire = convert::plan_to_pb(&plan);
+        if !req.region.is_empty() {
+            wire.regions.retain(|r| r.region == req.region);
+            if wire.regions.is_empty() {
+                return Err(Status::not_found(format!(
+                    "region `{}` is not in plan version {}",
+                    req.region, plan.version
+                )));
+            }
+        }
+        Ok(Response::new(pb::GetPlanResponse { plan: Some(wire) }))
     }
     async fn get_health(&self, _req: Request<pb::GetHealthRequest>) -> Result<Response<pb::GetHealthResponse>, Status> {
         let now = meridian_health::UnixMillis(convert::now_ms());
@@ -217,7 +247,26 @@ impl pb::query_service_server::QueryService for QueryApi {
         &self,
         _req: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        Err(unimplemented("ListAgents", AREA_STEERING))
+        let listed = crate::plan_api::list_agents(self.ctx.store.as_ref(), &self.ctx.keys)
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot read the agent registry: {}", error_chain(&e))))?;
+        let agents = listed
+            .into_iter()
+            .map(|(replica, a)| pb::AgentInfo {
+                agent_id: a.agent_id,
+                kind: (if a.kind == "anycast" {
+                    pb::AgentKind::Anycast
+                } else {
+                    pb::AgentKind::Dns
+                }) as i32,
+                replica_id: replica,
+                applied_version: a.applied_version,
+                nacked_version: a.nacked_version,
+                nack_reason: a.nack_reason,
+                connected_at: Some(convert::timestamp_ms(a.connected_at_unix_ms)),
+            })
+            .collect();
+        Ok(Response::new(pb::ListAgentsResponse { agents }))
     }
 }
 
@@ -379,20 +428,6 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
     }
     async fn unfreeze(&self, _req: Request<pb::UnfreezeRequest>) -> Result<Response<pb::FreezeResponse>, Status> {
         Err(unimplemented("Unfreeze", AREA_CHANGES))
-    }
-}
-
-struct PlanApi;
-
-#[tonic::async_trait]
-impl pb::plan_service_server::PlanService for PlanApi {
-    type WatchPlanStream = BoxStream<pb::PlanUpdate>;
-
-    async fn watch_plan(
-        &self,
-        _req: Request<Streaming<pb::AgentMessage>>,
-    ) -> Result<Response<Self::WatchPlanStream>, Status> {
-        Err(unimplemented("WatchPlan", AREA_STEERING))
     }
 }
 

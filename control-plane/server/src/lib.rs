@@ -21,6 +21,8 @@ pub mod config;
 mod convert;
 mod grpc;
 pub mod health;
+mod plan_api;
+pub mod plans;
 mod probe_api;
 mod replica;
 pub mod topology;

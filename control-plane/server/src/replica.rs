@@ -49,6 +49,8 @@ pub(crate) struct ReplicaContext {
     pub request_timeout: Duration,
     pub topology: watch::Receiver<AppliedTopology>,
     pub health: Arc<HealthView>,
+    pub plan: watch::Receiver<Option<Arc<meridian_core::records::StoredPlan>>>,
+    pub agents: Arc<crate::plan_api::AgentRegistry>,
     pub prober_tokens: Arc<std::collections::HashMap<String, crate::config::ProberIdentity>>,
 }
 
@@ -136,6 +138,8 @@ pub async fn run_with_store(
 
     let (topology_tx, topology_rx) = watch::channel(AppliedTopology::default());
     let health_view = HealthView::new().map_err(RunError::Policy)?;
+    let (plan_tx, plan_rx) = watch::channel(None);
+    let agents = Arc::new(crate::plan_api::AgentRegistry::default());
     if cfg.prober_tokens.is_empty() {
         tracing::warn!(
             "no prober credentials configured: probers are not authenticated and are trusted for the region they claim"
@@ -151,6 +155,8 @@ pub async fn run_with_store(
         request_timeout: cfg.config.store.request_timeout,
         topology: topology_rx.clone(),
         health: health_view.clone(),
+        plan: plan_rx,
+        agents: agents.clone(),
         prober_tokens: Arc::new(cfg.prober_tokens.clone()),
     };
 
@@ -170,6 +176,14 @@ pub async fn run_with_store(
     tasks.spawn(
         "health-evaluator",
         health::run_evaluator(health_view, topology_rx, shutdown.clone()),
+    );
+    tasks.spawn(
+        "plan-follower",
+        crate::plans::follow(store.clone(), keys.clone(), plan_tx, shutdown.clone()),
+    );
+    tasks.spawn(
+        "agent-mirror",
+        crate::plan_api::mirror_agents(store.clone(), keys.clone(), ctx.me.clone(), agents, shutdown.clone()),
     );
     tasks.spawn(
         "topology",

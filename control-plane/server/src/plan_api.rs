@@ -1,0 +1,256 @@
+//! `PlanService.WatchPlan`: agents subscribe on any replica, receive the current plan
+//! at once and every newer version after it, and answer each with ACK or NACK.
+//!
+//! Each replica keeps a registry of its connected agents and mirrors it into the
+//! store (`agents/<replica>`, refreshed while it changes), so `meridianctl agents` on
+//! any replica shows every agent and the version it applied.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use meridian_core::keys::Keys;
+use meridian_core::records::{AgentRecord, AgentTable, ReplicaRecord, StoredPlan};
+use meridian_proto::v1 as pb;
+use meridian_store::Store;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::convert::{now_ms, plan_to_pb};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// How long an agent has to say hello after opening the stream.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The agents connected to this replica.
+#[derive(Default)]
+pub struct AgentRegistry {
+    agents: Mutex<BTreeMap<String, AgentRecord>>,
+    changed: tokio::sync::Notify,
+}
+
+impl AgentRegistry {
+    fn update(&self, agent: &str, f: impl FnOnce(&mut AgentRecord)) {
+        let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rec) = agents.get_mut(agent) {
+            f(rec);
+        }
+        drop(agents);
+        self.changed.notify_one();
+    }
+
+    fn insert(&self, rec: AgentRecord) {
+        let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
+        agents.insert(rec.agent_id.clone(), rec);
+        metrics::gauge!("meridian_control_plane_agents_connected").set(agents.len() as f64);
+        drop(agents);
+        self.changed.notify_one();
+    }
+
+    /// Removes `agent` if the record is still the one connected at `since` (a
+    /// reconnect of the same agent replaces it and must not be removed by the old
+    /// stream's cleanup).
+    fn remove(&self, agent: &str, since: u64) {
+        let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
+        if agents.get(agent).is_some_and(|r| r.connected_at_unix_ms == since) {
+            agents.remove(agent);
+        }
+        metrics::gauge!("meridian_control_plane_agents_connected").set(agents.len() as f64);
+        drop(agents);
+        self.changed.notify_one();
+    }
+
+    pub fn snapshot(&self) -> Vec<AgentRecord> {
+        self.agents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+pub(crate) struct PlanApi {
+    pub plan: watch::Receiver<Option<Arc<StoredPlan>>>,
+    pub registry: Arc<AgentRegistry>,
+}
+
+#[tonic::async_trait]
+impl pb::plan_service_server::PlanService for PlanApi {
+    type WatchPlanStream = BoxStream<pb::PlanUpdate>;
+
+    async fn watch_plan(
+        &self,
+        req: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::WatchPlanStream>, Status> {
+        let mut inbound = req.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
+            Err(_) => {
+                return Err(Status::deadline_exceeded(
+                    "no AgentHello within 10s of opening WatchPlan",
+                ))
+            }
+            Ok(None) => return Err(Status::cancelled("stream closed before AgentHello")),
+            Ok(Some(Err(status))) => return Err(status),
+            Ok(Some(Ok(pb::AgentMessage {
+                msg: Some(pb::agent_message::Msg::Hello(h)),
+            }))) => h,
+            Ok(Some(Ok(_))) => {
+                return Err(Status::invalid_argument(
+                    "the first message on WatchPlan must be an AgentHello",
+                ))
+            }
+        };
+        meridian_core::ids::validate_id("agent", &hello.agent_id)
+            .map_err(|e| Status::invalid_argument(format!("agent_id: {e}")))?;
+        let kind = match pb::AgentKind::try_from(hello.kind) {
+            Ok(pb::AgentKind::Dns) => "dns",
+            Ok(pb::AgentKind::Anycast) => "anycast",
+            _ => {
+                return Err(Status::invalid_argument(
+                    "kind: must be AGENT_KIND_DNS or AGENT_KIND_ANYCAST",
+                ))
+            }
+        };
+        let connected_at = now_ms();
+        let agent_id = hello.agent_id.clone();
+        self.registry.insert(AgentRecord {
+            agent_id: agent_id.clone(),
+            kind: kind.into(),
+            connected_at_unix_ms: connected_at,
+            applied_version: hello.applied_version,
+            nacked_version: 0,
+            nack_reason: String::new(),
+            last_sent_version: 0,
+        });
+        tracing::info!(agent = %agent_id, kind, applied = hello.applied_version, "agent subscribed to plans");
+
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::PlanUpdate, Status>>(4);
+        let registry = self.registry.clone();
+        let mut plan = self.plan.clone();
+        tokio::spawn(async move {
+            let mut last_sent = 0u64;
+            // The current plan at once (borrow_and_update marks it seen), then every
+            // newer version.
+            let mut pending = plan.borrow_and_update().clone();
+            loop {
+                if let Some(p) = pending.take() {
+                    if p.version > last_sent {
+                        if tx
+                            .send(Ok(pb::PlanUpdate {
+                                plan: Some(plan_to_pb(&p)),
+                            }))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                        last_sent = p.version;
+                        registry.update(&agent_id, |r| r.last_sent_version = last_sent);
+                        metrics::counter!("meridian_control_plane_plans_sent_total").increment(1);
+                    }
+                }
+                tokio::select! {
+                    changed = plan.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        pending = plan.borrow_and_update().clone();
+                    }
+                    msg = inbound.next() => match msg {
+                        Some(Ok(pb::AgentMessage { msg: Some(pb::agent_message::Msg::Ack(ack)) })) => {
+                            metrics::counter!("meridian_control_plane_plan_acks_total").increment(1);
+                            registry.update(&agent_id, |r| r.applied_version = r.applied_version.max(ack.version));
+                        }
+                        Some(Ok(pb::AgentMessage { msg: Some(pb::agent_message::Msg::Nack(nack)) })) => {
+                            metrics::counter!("meridian_control_plane_plan_nacks_total").increment(1);
+                            tracing::warn!(agent = %agent_id, version = nack.version, reason = %nack.reason, "agent rejected a plan");
+                            registry.update(&agent_id, |r| {
+                                r.nacked_version = nack.version;
+                                r.nack_reason = nack.reason.clone();
+                            });
+                        }
+                        Some(Ok(_)) => tracing::debug!(agent = %agent_id, "ignoring an unexpected message on WatchPlan"),
+                        Some(Err(_)) | None => break,
+                    },
+                }
+            }
+            registry.remove(&agent_id, connected_at);
+            tracing::info!(agent = %agent_id, "agent disconnected");
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+/// Mirrors this replica's agent registry into the store whenever it changes (at most
+/// every 200 ms), and removes it on shutdown.
+pub async fn mirror_agents(
+    store: Arc<dyn Store>,
+    keys: Keys,
+    me: ReplicaRecord,
+    registry: Arc<AgentRegistry>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let key = keys.agents(&me.id);
+    let mut last: Option<Vec<AgentRecord>> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), store.delete(&key)).await;
+                return Ok(());
+            }
+            _ = registry.changed.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let agents = registry.snapshot();
+        if last.as_ref() == Some(&agents) {
+            continue;
+        }
+        let table = AgentTable {
+            replica: me.id.to_string(),
+            agents: agents.clone(),
+        };
+        let Ok(value) = serde_json::to_vec(&table) else {
+            continue;
+        };
+        match store.put(&key, value, None).await {
+            Ok(_) => last = Some(agents),
+            Err(err) => tracing::warn!(error = %err, "cannot record connected agents in the store"),
+        }
+    }
+}
+
+/// Every agent known to any live replica (tables of dead replicas are ignored).
+pub async fn list_agents(
+    store: &dyn Store,
+    keys: &Keys,
+) -> Result<Vec<(String, AgentRecord)>, meridian_store::StoreError> {
+    let live: Vec<String> = store
+        .range(&keys.replicas_prefix())
+        .await?
+        .kvs
+        .iter()
+        .filter_map(|kv| {
+            serde_json::from_slice::<ReplicaRecord>(&kv.value)
+                .ok()
+                .map(|r| r.id.to_string())
+        })
+        .collect();
+    let mut out = Vec::new();
+    for kv in store.range(&keys.agents_prefix()).await?.kvs {
+        let Ok(table) = serde_json::from_slice::<AgentTable>(&kv.value) else {
+            continue;
+        };
+        if !live.contains(&table.replica) {
+            continue;
+        }
+        out.extend(table.agents.into_iter().map(|a| (table.replica.clone(), a)));
+    }
+    out.sort_by(|a, b| (&a.1.agent_id, &a.0).cmp(&(&b.1.agent_id, &b.0)));
+    Ok(out)
+}

@@ -1,0 +1,90 @@
+//! Versioned plans on the embedded store: versions go up by one, a stale leader
+//! cannot publish, every version stays readable.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use meridian_control_plane::plans::{self, PlanError};
+use meridian_core::keys::Keys;
+use meridian_core::records::StoredPlan;
+use meridian_store::embedded::EmbeddedStore;
+use meridian_store::{Compare, Fence, Store, StoreError, Txn, TxnOp};
+
+fn plan(reason: &str) -> StoredPlan {
+    StoredPlan {
+        version: 0,
+        created_at_unix_ms: 1,
+        published_by: "cp-1".into(),
+        topology_revision: 1,
+        dns_ttl_seconds: 20,
+        regions: Vec::new(),
+        pops: Vec::new(),
+        anycast: Vec::new(),
+        reasons: vec![reason.into()],
+        guardrails: Vec::new(),
+        restored_from: None,
+    }
+}
+
+async fn elect(store: &dyn Store, keys: &Keys, who: &str) -> Fence {
+    let key = keys.leader();
+    store.delete(&key).await.unwrap();
+    let resp = store
+        .txn(
+            Txn::new()
+                .when([Compare::absent(key.clone())])
+                .and_then([TxnOp::put(key.clone(), who.as_bytes().to_vec())]),
+        )
+        .await
+        .unwrap();
+    assert!(resp.succeeded);
+    Fence {
+        key,
+        revision: resp.revision,
+    }
+}
+
+#[tokio::test]
+async fn versions_go_up_by_one_and_a_deposed_leader_cannot_publish() {
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+    let keys = Keys::new("/m");
+    assert_eq!(plans::current_pointer(store.as_ref(), &keys).await.unwrap().0, 0);
+    let old = elect(store.as_ref(), &keys, "a").await;
+    let p1 = plans::publish(store.as_ref(), &keys, &old, plan("first"))
+        .await
+        .unwrap();
+    let p2 = plans::publish(store.as_ref(), &keys, &old, plan("second"))
+        .await
+        .unwrap();
+    assert_eq!((p1.version, p2.version), (1, 2));
+
+    // A new leader continues from the stored version; the old one is fenced off.
+    let new = elect(store.as_ref(), &keys, "b").await;
+    match plans::publish(store.as_ref(), &keys, &old, plan("stale")).await {
+        Err(PlanError::Store(StoreError::FenceLost { .. })) => {}
+        other => panic!("a deposed leader must not publish: {other:?}"),
+    }
+    let p3 = plans::publish(store.as_ref(), &keys, &new, plan("third"))
+        .await
+        .unwrap();
+    assert_eq!(p3.version, 3, "no version skipped or repeated across a leader change");
+
+    let current = plans::load_current(store.as_ref(), &keys).await.unwrap().unwrap();
+    assert_eq!(current.reasons, vec!["third".to_string()]);
+    assert_eq!(
+        plans::load(store.as_ref(), &keys, 1).await.unwrap().reasons,
+        vec!["first".to_string()]
+    );
+    assert!(matches!(
+        plans::load(store.as_ref(), &keys, 9).await,
+        Err(PlanError::NoSuchVersion(9))
+    ));
+    let versions: Vec<u64> = plans::history(store.as_ref(), &keys, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.version)
+        .collect();
+    assert_eq!(versions, vec![3, 2, 1]);
+}
