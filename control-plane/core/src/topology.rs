@@ -155,6 +155,16 @@ pub struct Policy {
     pub max_concurrency: u32,
     /// DNS answer TTL (used by the DNS agent).
     pub dns_ttl_seconds: u32,
+    /// Steering fills each PoP to this share of its capacity before spilling into headroom.
+    pub target_utilisation: f64,
+    /// Automatic failover may remove at most this share of total capacity at once;
+    /// past it, steering fails open (keeps serving) and raises an event.
+    pub max_failover_capacity_share: f64,
+    /// A new plan is published only when a state changes or a weight moves more than this.
+    pub weight_change_threshold: f64,
+    /// Latency assumed for (region, PoP) pairs with neither a measurement nor a hint.
+    #[serde(with = "humantime_serde")]
+    pub default_latency: Duration,
 }
 
 impl Default for Policy {
@@ -174,6 +184,10 @@ impl Default for Policy {
             suspect_min_pops: 3,
             max_concurrency: 256,
             dns_ttl_seconds: 20,
+            target_utilisation: 0.8,
+            max_failover_capacity_share: 0.5,
+            weight_change_threshold: 0.05,
+            default_latency: Duration::from_millis(300),
         }
     }
 }
@@ -343,6 +357,24 @@ impl Policy {
         }
         if self.max_concurrency == 0 {
             errs.add("policy.max_concurrency", "must be at least 1");
+        }
+        if !(self.target_utilisation > 0.0 && self.target_utilisation <= 1.0) {
+            errs.add("policy.target_utilisation", format!("must be in (0.0, 1.0], got {}", self.target_utilisation));
+        }
+        if !(0.0..=1.0).contains(&self.max_failover_capacity_share) {
+            errs.add(
+                "policy.max_failover_capacity_share",
+                format!("must be in [0.0, 1.0], got {}", self.max_failover_capacity_share),
+            );
+        }
+        if !(0.0..1.0).contains(&self.weight_change_threshold) {
+            errs.add(
+                "policy.weight_change_threshold",
+                format!("must be in [0.0, 1.0), got {}", self.weight_change_threshold),
+            );
+        }
+        if self.dns_ttl_seconds == 0 || self.dns_ttl_seconds > 86_400 {
+            errs.add("policy.dns_ttl_seconds", "must be between 1 and 86400");
         }
     }
 }

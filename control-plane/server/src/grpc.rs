@@ -240,8 +240,31 @@ impl pb::query_service_server::QueryService for QueryApi {
     async fn get_slo(&self, _req: Request<pb::GetSloRequest>) -> Result<Response<pb::GetSloResponse>, Status> {
         Err(unimplemented("GetSlo", "SLOs and error budgets (a later issue)"))
     }
-    async fn what_if(&self, _req: Request<pb::WhatIfRequest>) -> Result<Response<pb::WhatIfResponse>, Status> {
-        Err(unimplemented("WhatIf", AREA_STEERING))
+    async fn what_if(&self, req: Request<pb::WhatIfRequest>) -> Result<Response<pb::WhatIfResponse>, Status> {
+        let scenario = match req.into_inner().scenario {
+            Some(pb::what_if_request::Scenario::DrainPop(p)) => meridian_steering::Scenario::Drain(p),
+            Some(pb::what_if_request::Scenario::DownPop(p)) => meridian_steering::Scenario::Down(p),
+            None => return Err(Status::invalid_argument("scenario: give drain_pop or down_pop")),
+        };
+        let applied = self.ctx.topology.borrow().clone();
+        if applied.revision == 0 {
+            return Err(Status::failed_precondition("no topology applied yet"));
+        }
+        let drains = self.ctx.intents.borrow().drains.clone();
+        let state = self.ctx.health.lock();
+        let input = crate::steering::build_input(&applied.doc, &state, &drains);
+        let (plan, fired) = match meridian_steering::what_if(&input, &scenario) {
+            Ok(r) => r,
+            Err(meridian_steering::SteeringError::UnknownPop { pop }) => {
+                return Err(Status::not_found(format!("unknown PoP `{pop}` (not in the applied topology)")))
+            }
+            Err(e) => return Err(Status::invalid_argument(e.to_string())),
+        };
+        let stored = crate::steering::to_stored(&plan, &applied.doc, &state, applied.revision, "what-if", vec![format!("what if: {scenario:?}")]);
+        Ok(Response::new(pb::WhatIfResponse {
+            plan: Some(convert::plan_to_pb(&stored)),
+            guardrails_fired: fired.iter().map(|f| f.to_string()).collect(),
+        }))
     }
     async fn list_agents(
         &self,
@@ -333,6 +356,31 @@ impl OperatorApi {
     }
 }
 
+/// A store error as a gRPC status: a lost fence means leadership moved (retry).
+fn store_status(err: StoreError) -> Status {
+    match err {
+        e @ StoreError::FenceLost { .. } => Status::unavailable(format!("{e}; retry")),
+        e => Status::unavailable(format!("store error: {}", error_chain(&e))),
+    }
+}
+
+/// A one-step change record for operator actions applied at once (staged changes
+/// arrive in a later issue).
+fn completed_change(kind: &str, pop: &str, revision: i64, reason: &str, summary: String) -> pb::ChangeRecord {
+    let now = convert::timestamp_ms(convert::now_ms());
+    pb::ChangeRecord {
+        id: format!("{kind}-{pop}-{revision}"),
+        started_by: "operator".into(),
+        reason: reason.to_string(),
+        state: pb::ChangeState::Completed as i32,
+        step: 1,
+        total_steps: 1,
+        created_at: Some(now),
+        updated_at: Some(now),
+        summary,
+    }
+}
+
 fn apply_error_to_status(err: ApplyError) -> Status {
     match err {
         ApplyError::Invalid(e) => Status::invalid_argument(e.to_string()),
@@ -399,11 +447,141 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         }))
     }
 
-    async fn drain(&self, _req: Request<pb::DrainRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
-        Err(unimplemented("Drain", AREA_CHANGES))
+    async fn drain(&self, req: Request<pb::DrainRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+        let fence = match self.route(req.metadata()).await? {
+            Route::Forward(channel) => {
+                let mut client = pb::operator_service_client::OperatorServiceClient::new(channel);
+                return client.drain(self.forwarded(req.into_inner())).await;
+            }
+            Route::Local(fence) => fence,
+        };
+        let body = req.into_inner();
+        if body.reason.trim().is_empty() {
+            return Err(Status::invalid_argument("reason: a drain needs a reason (it is recorded with the change)"));
+        }
+        if !body.regions.is_empty() {
+            return Err(Status::unimplemented("regions: per-region drains arrive with staged changes (a later issue)"));
+        }
+        let ctx = &self.ctx;
+        let applied = ctx.topology.borrow().clone();
+        if applied.doc.pop(&body.pop).is_none() {
+            return Err(Status::not_found(format!("pop: unknown PoP `{}` (not in the applied topology)", body.pop)));
+        }
+        let drains = ctx.intents.borrow().drains.clone();
+        if drains.contains_key(&body.pop) {
+            return Err(Status::already_exists(format!("PoP `{}` is already drained", body.pop)));
+        }
+        let input = {
+            let state = ctx.health.lock();
+            crate::steering::build_input(&applied.doc, &state, &drains)
+        };
+        let firings = match meridian_steering::check_drain(&input, &body.pop, body.force) {
+            Ok(f) => f,
+            Err(meridian_steering::DrainError::Refused(f)) => {
+                return Err(Status::failed_precondition(format!(
+                    "drain of {} refused by guardrail `{}`: {}. Re-run with --force and a reason to override.",
+                    body.pop, f.rule, f.detail
+                )))
+            }
+            Err(meridian_steering::DrainError::Input(e)) => return Err(Status::invalid_argument(e.to_string())),
+        };
+        let forced_past = (!firings.is_empty()).then(|| firings.iter().map(|f| f.rule.to_string()).collect::<Vec<_>>().join(", "));
+        let intent = meridian_core::records::DrainIntent {
+            pop: body.pop.clone(),
+            reason: body.reason.clone(),
+            requested_by: "operator".into(),
+            at_unix_ms: convert::now_ms(),
+            forced_past: forced_past.clone(),
+        };
+        let value = serde_json::to_vec(&intent).map_err(|e| Status::internal(e.to_string()))?;
+        let txn = meridian_store::Txn::new().and_then([meridian_store::TxnOp::put(ctx.keys.drain(&body.pop), value)]);
+        let resp = meridian_store::election::fenced_txn(ctx.store.as_ref(), &fence, txn).await.map_err(store_status)?;
+        tracing::warn!(pop = %body.pop, reason = %body.reason, forced_past = ?forced_past, "PoP drained by an operator");
+        metrics::counter!("meridian_control_plane_drains_total").increment(1);
+        let mut summary = format!("PoP {} drained; steering moves its traffic to the other PoPs", body.pop);
+        if let Some(rules) = &forced_past {
+            summary.push_str(&format!(" (forced past guardrail {rules})"));
+        }
+        Ok(Response::new(pb::ChangeResponse { change: Some(completed_change("drain", &body.pop, resp.revision, &body.reason, summary)) }))
     }
-    async fn undrain(&self, _req: Request<pb::UndrainRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
-        Err(unimplemented("Undrain", AREA_CHANGES))
+    async fn undrain(&self, req: Request<pb::UndrainRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+        let fence = match self.route(req.metadata()).await? {
+            Route::Forward(channel) => {
+                let mut client = pb::operator_service_client::OperatorServiceClient::new(channel);
+                return client.undrain(self.forwarded(req.into_inner())).await;
+            }
+            Route::Local(fence) => fence,
+        };
+        let body = req.into_inner();
+        let key = self.ctx.keys.drain(&body.pop);
+        let txn = meridian_store::Txn::new()
+            .when([meridian_store::Compare::Version { key: key.clone(), op: meridian_store::CompareOp::Greater, version: 0 }])
+            .and_then([meridian_store::TxnOp::delete(key)]);
+        let resp = meridian_store::election::fenced_txn(self.ctx.store.as_ref(), &fence, txn).await.map_err(store_status)?;
+        if !resp.succeeded {
+            return Err(Status::not_found(format!("PoP `{}` is not drained", body.pop)));
+        }
+        tracing::info!(pop = %body.pop, reason = %body.reason, "PoP undrained by an operator");
+        let summary = format!("PoP {} back in service", body.pop);
+        Ok(Response::new(pb::ChangeResponse { change: Some(completed_change("undrain", &body.pop, resp.revision, &body.reason, summary)) }))
+    }
+    async fn restore_plan(&self, req: Request<pb::RestorePlanRequest>) -> Result<Response<pb::RestorePlanResponse>, Status> {
+        let fence = match self.route(req.metadata()).await? {
+            Route::Forward(channel) => {
+                let mut client = pb::operator_service_client::OperatorServiceClient::new(channel);
+                return client.restore_plan(self.forwarded(req.into_inner())).await;
+            }
+            Route::Local(fence) => fence,
+        };
+        let body = req.into_inner();
+        if body.reason.trim().is_empty() {
+            return Err(Status::invalid_argument("reason: a restore needs a reason"));
+        }
+        let ctx = &self.ctx;
+        let mut old = match crate::plans::load(ctx.store.as_ref(), &ctx.keys, body.version).await {
+            Ok(p) => p,
+            Err(crate::plans::PlanError::NoSuchVersion(v)) => return Err(Status::not_found(format!("plan version {v} does not exist"))),
+            Err(e) => return Err(Status::unavailable(e.to_string())),
+        };
+        // Pin first, so steering does not overwrite the restored plan.
+        let pin = meridian_core::records::PlanPin {
+            version: body.version,
+            reason: body.reason.clone(),
+            requested_by: "operator".into(),
+            at_unix_ms: convert::now_ms(),
+        };
+        let value = serde_json::to_vec(&pin).map_err(|e| Status::internal(e.to_string()))?;
+        let txn = meridian_store::Txn::new().and_then([meridian_store::TxnOp::put(ctx.keys.plan_pin(), value)]);
+        meridian_store::election::fenced_txn(ctx.store.as_ref(), &fence, txn).await.map_err(store_status)?;
+        old.restored_from = Some(body.version);
+        old.created_at_unix_ms = convert::now_ms();
+        old.published_by = ctx.me.id.to_string();
+        old.reasons = vec![format!("restored from version {} by an operator: {}", body.version, body.reason)];
+        let published = crate::plans::publish(ctx.store.as_ref(), &ctx.keys, &fence, old).await.map_err(|e| match e {
+            crate::plans::PlanError::Store(s) => store_status(s),
+            other => Status::aborted(other.to_string()),
+        })?;
+        tracing::warn!(from = body.version, version = published.version, reason = %body.reason, "plan restored; steering pinned");
+        Ok(Response::new(pb::RestorePlanResponse { plan: Some(convert::plan_to_pb(&published)) }))
+    }
+    async fn resume_steering(
+        &self,
+        req: Request<pb::ResumeSteeringRequest>,
+    ) -> Result<Response<pb::ResumeSteeringResponse>, Status> {
+        let fence = match self.route(req.metadata()).await? {
+            Route::Forward(channel) => {
+                let mut client = pb::operator_service_client::OperatorServiceClient::new(channel);
+                return client.resume_steering(self.forwarded(req.into_inner())).await;
+            }
+            Route::Local(fence) => fence,
+        };
+        let key = self.ctx.keys.plan_pin();
+        let txn = meridian_store::Txn::new()
+            .when([meridian_store::Compare::Version { key: key.clone(), op: meridian_store::CompareOp::Greater, version: 0 }])
+            .and_then([meridian_store::TxnOp::delete(key)]);
+        let resp = meridian_store::election::fenced_txn(self.ctx.store.as_ref(), &fence, txn).await.map_err(store_status)?;
+        tracing::info!(reason = %req.get_ref().reason, was_pinned = resp.succeeded, "steering resumed");
+        Ok(Response::new(pb::ResumeSteeringResponse { was_pinned: resp.succeeded }))
     }
     async fn set_capacity(
         &self,

@@ -24,6 +24,7 @@ pub mod health;
 mod plan_api;
 pub mod plans;
 mod probe_api;
+pub mod steering;
 mod replica;
 pub mod topology;
 

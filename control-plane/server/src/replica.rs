@@ -51,6 +51,7 @@ pub(crate) struct ReplicaContext {
     pub health: Arc<HealthView>,
     pub plan: watch::Receiver<Option<Arc<meridian_core::records::StoredPlan>>>,
     pub agents: Arc<crate::plan_api::AgentRegistry>,
+    pub intents: watch::Receiver<crate::steering::Intents>,
     pub prober_tokens: Arc<std::collections::HashMap<String, crate::config::ProberIdentity>>,
 }
 
@@ -139,6 +140,7 @@ pub async fn run_with_store(
     let (topology_tx, topology_rx) = watch::channel(AppliedTopology::default());
     let health_view = HealthView::new().map_err(RunError::Policy)?;
     let (plan_tx, plan_rx) = watch::channel(None);
+    let (intents_tx, intents_rx) = watch::channel(crate::steering::Intents::default());
     let agents = Arc::new(crate::plan_api::AgentRegistry::default());
     if cfg.prober_tokens.is_empty() {
         tracing::warn!(
@@ -157,6 +159,7 @@ pub async fn run_with_store(
         health: health_view.clone(),
         plan: plan_rx,
         agents: agents.clone(),
+        intents: intents_rx.clone(),
         prober_tokens: Arc::new(cfg.prober_tokens.clone()),
     };
 
@@ -175,8 +178,10 @@ pub async fn run_with_store(
     );
     tasks.spawn(
         "health-evaluator",
-        health::run_evaluator(health_view, topology_rx, shutdown.clone()),
+        health::run_evaluator(health_view.clone(), topology_rx, shutdown.clone()),
     );
+    tasks.spawn("intents", crate::steering::follow_intents(store.clone(), keys.clone(), intents_tx, shutdown.clone()));
+    tasks.spawn("steering", crate::steering::run(ctx.clone(), health_view.clone(), intents_rx, shutdown.clone()));
     tasks.spawn(
         "plan-follower",
         crate::plans::follow(store.clone(), keys.clone(), plan_tx, shutdown.clone()),

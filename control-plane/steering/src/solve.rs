@@ -263,17 +263,21 @@ impl<'n, 'a> Ssp<'n, 'a> {
                 self.remaining[r] = 0.0;
             }
         }
-        let bound = 64 * (self.net.regions + self.net.pops) + 1024;
-        for _ in 0..bound {
-            if !self.remaining.iter().any(|&x| x > 0.0) {
-                return false;
+        let mut budget = 64 * (self.net.regions + self.net.pops) + 1024;
+        // One region at a time (as in the Hungarian method): each shortest path starts
+        // at that region only, so Dijkstra settles its neighbourhood, not the world.
+        // Augmenting along a shortest path from any node with supply keeps the flow
+        // minimum-cost for the supplies placed so far, so the order of regions does
+        // not change the optimum, only how ties between equal optima are broken.
+        'regions: for r in 0..self.net.regions {
+            while self.remaining[r] > 0.0 {
+                if budget == 0 || !self.shortest_path(r) {
+                    break 'regions;
+                }
+                budget -= 1;
+                self.augment();
+                self.stats.0 += 1;
             }
-            if !self.shortest_path() {
-                // Unreachable: the overflow node always leads to the sink.
-                break;
-            }
-            self.augment();
-            self.stats.0 += 1;
         }
         // Out of budget (or no path): what is left becomes overflow, spread later.
         let mut stuck = false;
@@ -309,7 +313,7 @@ impl<'n, 'a> Ssp<'n, 'a> {
 
     /// Dijkstra from the source on reduced costs, stopped when the sink is settled;
     /// then updates the potentials. Returns false if the sink is unreachable.
-    fn shortest_path(&mut self) -> bool {
+    fn shortest_path(&mut self, source: usize) -> bool {
         for &v in &self.touched {
             self.dist[v as usize] = f64::INFINITY;
             self.settled[v as usize] = false;
@@ -320,20 +324,10 @@ impl<'n, 'a> Ssp<'n, 'a> {
         let (regions, pops) = (self.net.regions, self.net.pops);
         let overflow_node = self.overflow_node();
         let sink = self.sink();
-        for r in 0..regions {
-            if self.remaining[r] > 0.0 {
-                // The source's potential is 0 for good; region potentials are stored
-                // minus the offset.
-                let d = (-(self.pi[r] + self.pi_offset)).max(0.0);
-                self.touched.push(r as u32);
-                self.dist[r] = d;
-                self.pred[r] = Pred::Source;
-                self.heap.push(Reverse(HeapItem {
-                    dist: d,
-                    node: r as u32,
-                }));
-            }
-        }
+        self.touched.push(source as u32);
+        self.dist[source] = 0.0;
+        self.pred[source] = Pred::Source;
+        self.heap.push(Reverse(HeapItem { dist: 0.0, node: source as u32 }));
         let mut settled_order: Vec<u32> = Vec::new();
         let mut d_sink = None;
         while let Some(Reverse(HeapItem { dist, node })) = self.heap.pop() {
