@@ -85,6 +85,44 @@ enum Command {
         #[arg(long)]
         version: Option<u64>,
     },
+    /// Drain a PoP: steering moves its traffic to the other PoPs. Refused (naming the
+    /// guardrail) when the rest would be pushed over capacity or it is the last PoP of
+    /// a region or prefix, unless --force.
+    Drain {
+        pop: String,
+        /// Why (required; recorded with the change).
+        #[arg(long)]
+        reason: String,
+        /// Override a guardrail refusal (the overridden rule is recorded).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Put a drained PoP back in service.
+    Undrain {
+        pop: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Show the plan that would result from a drain or a PoP going down, and which
+    /// guardrails would fire, without changing anything.
+    WhatIf {
+        /// `drain` or `down`.
+        #[arg(value_parser = ["drain", "down"])]
+        scenario: String,
+        pop: String,
+    },
+    /// Republish an earlier plan version and pin it: steering publishes nothing
+    /// until `resume-steering`.
+    RestorePlan {
+        version: u64,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a pin set by `restore-plan`: steering publishes computed plans again.
+    ResumeSteering {
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Show the agents connected to any replica and the plan version each applied
     /// (or rejected, with the reason).
     Agents,
@@ -128,6 +166,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Health => health(&cli).await,
         Command::Plan { region, version } => plan(&cli, region.as_deref(), *version).await,
         Command::Agents => agents(&cli).await,
+        Command::Drain { pop, reason, force } => drain(&cli, pop, reason, *force).await,
+        Command::Undrain { pop, reason } => undrain(&cli, pop, reason).await,
+        Command::WhatIf { scenario, pop } => what_if(&cli, scenario, pop).await,
+        Command::RestorePlan { version, reason } => restore_plan(&cli, *version, reason).await,
+        Command::ResumeSteering { reason } => resume_steering(&cli, reason).await,
         Command::Explain { pop } => explain(&cli, pop).await,
         Command::Events { pop, limit } => events(&cli, pop.as_deref(), *limit).await,
         Command::Apply { file, dry_run, reason } => apply(&cli, file, *dry_run, reason).await,
@@ -602,6 +645,141 @@ async fn agents(cli: &Cli) -> anyhow::Result<ExitCode> {
                 println!("{table}");
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn change_json(c: &pb::ChangeRecord) -> serde_json::Value {
+    serde_json::json!({"id": c.id, "reason": c.reason, "state": "completed", "summary": c.summary})
+}
+
+async fn operator_client(
+    cli: &Cli,
+) -> anyhow::Result<(String, pb::operator_service_client::OperatorServiceClient<Channel>)> {
+    let (endpoint, channel) = connect(cli).await?;
+    Ok((
+        endpoint,
+        pb::operator_service_client::OperatorServiceClient::new(channel),
+    ))
+}
+
+async fn drain(cli: &Cli, pop: &str, reason: &str, force: bool) -> anyhow::Result<ExitCode> {
+    let (endpoint, mut client) = operator_client(cli).await?;
+    let req = pb::DrainRequest {
+        pop: pop.to_string(),
+        reason: reason.to_string(),
+        force,
+        regions: Vec::new(),
+    };
+    let change = client
+        .drain(req)
+        .await
+        .map_err(|s| rpc_error("Drain", &endpoint, s))?
+        .into_inner()
+        .change
+        .unwrap_or_default();
+    match cli.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&change_json(&change))?),
+        Output::Table => println!("{} ({})", change.summary, change.id),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn undrain(cli: &Cli, pop: &str, reason: &str) -> anyhow::Result<ExitCode> {
+    let (endpoint, mut client) = operator_client(cli).await?;
+    let req = pb::UndrainRequest {
+        pop: pop.to_string(),
+        reason: reason.to_string(),
+    };
+    let change = client
+        .undrain(req)
+        .await
+        .map_err(|s| rpc_error("Undrain", &endpoint, s))?
+        .into_inner()
+        .change
+        .unwrap_or_default();
+    match cli.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&change_json(&change))?),
+        Output::Table => println!("{} ({})", change.summary, change.id),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn what_if(cli: &Cli, scenario: &str, pop: &str) -> anyhow::Result<ExitCode> {
+    let (endpoint, channel) = connect(cli).await?;
+    let mut client = pb::query_service_client::QueryServiceClient::new(channel);
+    let scenario = match scenario {
+        "drain" => pb::what_if_request::Scenario::DrainPop(pop.to_string()),
+        _ => pb::what_if_request::Scenario::DownPop(pop.to_string()),
+    };
+    let resp = client
+        .what_if(pb::WhatIfRequest {
+            scenario: Some(scenario),
+        })
+        .await
+        .map_err(|s| rpc_error("WhatIf", &endpoint, s))?
+        .into_inner();
+    let plan = resp.plan.unwrap_or_default();
+    match cli.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"plan": plan_json(&plan), "guardrails_fired": resp.guardrails_fired})
+            )?
+        ),
+        Output::Table => {
+            println!("nothing was changed; this is what steering would publish:");
+            print_plan(&plan);
+            if resp.guardrails_fired.is_empty() {
+                println!("no guardrail would fire");
+            }
+            for g in &resp.guardrails_fired {
+                println!("would fire: {g}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn restore_plan(cli: &Cli, version: u64, reason: &str) -> anyhow::Result<ExitCode> {
+    let (endpoint, mut client) = operator_client(cli).await?;
+    let req = pb::RestorePlanRequest {
+        version,
+        reason: reason.to_string(),
+    };
+    let plan = client
+        .restore_plan(req)
+        .await
+        .map_err(|s| rpc_error("RestorePlan", &endpoint, s))?
+        .into_inner()
+        .plan
+        .unwrap_or_default();
+    match cli.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&plan_json(&plan))?),
+        Output::Table => {
+            println!(
+                "restored version {version} as version {}; steering is pinned until `meridianctl resume-steering`",
+                plan.version
+            );
+            print_plan(&plan);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn resume_steering(cli: &Cli, reason: &str) -> anyhow::Result<ExitCode> {
+    let (endpoint, mut client) = operator_client(cli).await?;
+    let resp = client
+        .resume_steering(pb::ResumeSteeringRequest {
+            reason: reason.to_string(),
+        })
+        .await
+        .map_err(|s| rpc_error("ResumeSteering", &endpoint, s))?
+        .into_inner();
+    match cli.output {
+        Output::Json => println!("{}", serde_json::json!({"was_pinned": resp.was_pinned})),
+        Output::Table if resp.was_pinned => println!("steering resumed: computed plans are published again"),
+        Output::Table => println!("steering was not pinned; nothing to do"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod agent;
 pub mod etcd;
 pub mod meridian;
 pub mod targets;

@@ -359,7 +359,10 @@ impl Policy {
             errs.add("policy.max_concurrency", "must be at least 1");
         }
         if !(self.target_utilisation > 0.0 && self.target_utilisation <= 1.0) {
-            errs.add("policy.target_utilisation", format!("must be in (0.0, 1.0], got {}", self.target_utilisation));
+            errs.add(
+                "policy.target_utilisation",
+                format!("must be in (0.0, 1.0], got {}", self.target_utilisation),
+            );
         }
         if !(0.0..=1.0).contains(&self.max_failover_capacity_share) {
             errs.add(

@@ -256,11 +256,20 @@ impl pb::query_service_server::QueryService for QueryApi {
         let (plan, fired) = match meridian_steering::what_if(&input, &scenario) {
             Ok(r) => r,
             Err(meridian_steering::SteeringError::UnknownPop { pop }) => {
-                return Err(Status::not_found(format!("unknown PoP `{pop}` (not in the applied topology)")))
+                return Err(Status::not_found(format!(
+                    "unknown PoP `{pop}` (not in the applied topology)"
+                )))
             }
             Err(e) => return Err(Status::invalid_argument(e.to_string())),
         };
-        let stored = crate::steering::to_stored(&plan, &applied.doc, &state, applied.revision, "what-if", vec![format!("what if: {scenario:?}")]);
+        let stored = crate::steering::to_stored(
+            &plan,
+            &applied.doc,
+            &state,
+            applied.revision,
+            "what-if",
+            vec![format!("what if: {scenario:?}")],
+        );
         Ok(Response::new(pb::WhatIfResponse {
             plan: Some(convert::plan_to_pb(&stored)),
             guardrails_fired: fired.iter().map(|f| f.to_string()).collect(),
@@ -457,15 +466,22 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         };
         let body = req.into_inner();
         if body.reason.trim().is_empty() {
-            return Err(Status::invalid_argument("reason: a drain needs a reason (it is recorded with the change)"));
+            return Err(Status::invalid_argument(
+                "reason: a drain needs a reason (it is recorded with the change)",
+            ));
         }
         if !body.regions.is_empty() {
-            return Err(Status::unimplemented("regions: per-region drains arrive with staged changes (a later issue)"));
+            return Err(Status::unimplemented(
+                "regions: per-region drains arrive with staged changes (a later issue)",
+            ));
         }
         let ctx = &self.ctx;
         let applied = ctx.topology.borrow().clone();
         if applied.doc.pop(&body.pop).is_none() {
-            return Err(Status::not_found(format!("pop: unknown PoP `{}` (not in the applied topology)", body.pop)));
+            return Err(Status::not_found(format!(
+                "pop: unknown PoP `{}` (not in the applied topology)",
+                body.pop
+            )));
         }
         let drains = ctx.intents.borrow().drains.clone();
         if drains.contains_key(&body.pop) {
@@ -485,7 +501,13 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
             }
             Err(meridian_steering::DrainError::Input(e)) => return Err(Status::invalid_argument(e.to_string())),
         };
-        let forced_past = (!firings.is_empty()).then(|| firings.iter().map(|f| f.rule.to_string()).collect::<Vec<_>>().join(", "));
+        let forced_past = (!firings.is_empty()).then(|| {
+            firings
+                .iter()
+                .map(|f| f.rule.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
         let intent = meridian_core::records::DrainIntent {
             pop: body.pop.clone(),
             reason: body.reason.clone(),
@@ -495,14 +517,24 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         };
         let value = serde_json::to_vec(&intent).map_err(|e| Status::internal(e.to_string()))?;
         let txn = meridian_store::Txn::new().and_then([meridian_store::TxnOp::put(ctx.keys.drain(&body.pop), value)]);
-        let resp = meridian_store::election::fenced_txn(ctx.store.as_ref(), &fence, txn).await.map_err(store_status)?;
+        let resp = meridian_store::election::fenced_txn(ctx.store.as_ref(), &fence, txn)
+            .await
+            .map_err(store_status)?;
         tracing::warn!(pop = %body.pop, reason = %body.reason, forced_past = ?forced_past, "PoP drained by an operator");
         metrics::counter!("meridian_control_plane_drains_total").increment(1);
         let mut summary = format!("PoP {} drained; steering moves its traffic to the other PoPs", body.pop);
         if let Some(rules) = &forced_past {
             summary.push_str(&format!(" (forced past guardrail {rules})"));
         }
-        Ok(Response::new(pb::ChangeResponse { change: Some(completed_change("drain", &body.pop, resp.revision, &body.reason, summary)) }))
+        Ok(Response::new(pb::ChangeResponse {
+            change: Some(completed_change(
+                "drain",
+                &body.pop,
+                resp.revision,
+                &body.reason,
+                summary,
+            )),
+        }))
     }
     async fn undrain(&self, req: Request<pb::UndrainRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
         let fence = match self.route(req.metadata()).await? {
@@ -515,17 +547,34 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         let body = req.into_inner();
         let key = self.ctx.keys.drain(&body.pop);
         let txn = meridian_store::Txn::new()
-            .when([meridian_store::Compare::Version { key: key.clone(), op: meridian_store::CompareOp::Greater, version: 0 }])
+            .when([meridian_store::Compare::Version {
+                key: key.clone(),
+                op: meridian_store::CompareOp::Greater,
+                version: 0,
+            }])
             .and_then([meridian_store::TxnOp::delete(key)]);
-        let resp = meridian_store::election::fenced_txn(self.ctx.store.as_ref(), &fence, txn).await.map_err(store_status)?;
+        let resp = meridian_store::election::fenced_txn(self.ctx.store.as_ref(), &fence, txn)
+            .await
+            .map_err(store_status)?;
         if !resp.succeeded {
             return Err(Status::not_found(format!("PoP `{}` is not drained", body.pop)));
         }
         tracing::info!(pop = %body.pop, reason = %body.reason, "PoP undrained by an operator");
         let summary = format!("PoP {} back in service", body.pop);
-        Ok(Response::new(pb::ChangeResponse { change: Some(completed_change("undrain", &body.pop, resp.revision, &body.reason, summary)) }))
+        Ok(Response::new(pb::ChangeResponse {
+            change: Some(completed_change(
+                "undrain",
+                &body.pop,
+                resp.revision,
+                &body.reason,
+                summary,
+            )),
+        }))
     }
-    async fn restore_plan(&self, req: Request<pb::RestorePlanRequest>) -> Result<Response<pb::RestorePlanResponse>, Status> {
+    async fn restore_plan(
+        &self,
+        req: Request<pb::RestorePlanRequest>,
+    ) -> Result<Response<pb::RestorePlanResponse>, Status> {
         let fence = match self.route(req.metadata()).await? {
             Route::Forward(channel) => {
                 let mut client = pb::operator_service_client::OperatorServiceClient::new(channel);
@@ -540,7 +589,9 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         let ctx = &self.ctx;
         let mut old = match crate::plans::load(ctx.store.as_ref(), &ctx.keys, body.version).await {
             Ok(p) => p,
-            Err(crate::plans::PlanError::NoSuchVersion(v)) => return Err(Status::not_found(format!("plan version {v} does not exist"))),
+            Err(crate::plans::PlanError::NoSuchVersion(v)) => {
+                return Err(Status::not_found(format!("plan version {v} does not exist")))
+            }
             Err(e) => return Err(Status::unavailable(e.to_string())),
         };
         // Pin first, so steering does not overwrite the restored plan.
@@ -552,17 +603,26 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         };
         let value = serde_json::to_vec(&pin).map_err(|e| Status::internal(e.to_string()))?;
         let txn = meridian_store::Txn::new().and_then([meridian_store::TxnOp::put(ctx.keys.plan_pin(), value)]);
-        meridian_store::election::fenced_txn(ctx.store.as_ref(), &fence, txn).await.map_err(store_status)?;
+        meridian_store::election::fenced_txn(ctx.store.as_ref(), &fence, txn)
+            .await
+            .map_err(store_status)?;
         old.restored_from = Some(body.version);
         old.created_at_unix_ms = convert::now_ms();
         old.published_by = ctx.me.id.to_string();
-        old.reasons = vec![format!("restored from version {} by an operator: {}", body.version, body.reason)];
-        let published = crate::plans::publish(ctx.store.as_ref(), &ctx.keys, &fence, old).await.map_err(|e| match e {
-            crate::plans::PlanError::Store(s) => store_status(s),
-            other => Status::aborted(other.to_string()),
-        })?;
+        old.reasons = vec![format!(
+            "restored from version {} by an operator: {}",
+            body.version, body.reason
+        )];
+        let published = crate::plans::publish(ctx.store.as_ref(), &ctx.keys, &fence, old)
+            .await
+            .map_err(|e| match e {
+                crate::plans::PlanError::Store(s) => store_status(s),
+                other => Status::aborted(other.to_string()),
+            })?;
         tracing::warn!(from = body.version, version = published.version, reason = %body.reason, "plan restored; steering pinned");
-        Ok(Response::new(pb::RestorePlanResponse { plan: Some(convert::plan_to_pb(&published)) }))
+        Ok(Response::new(pb::RestorePlanResponse {
+            plan: Some(convert::plan_to_pb(&published)),
+        }))
     }
     async fn resume_steering(
         &self,
@@ -577,11 +637,19 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         };
         let key = self.ctx.keys.plan_pin();
         let txn = meridian_store::Txn::new()
-            .when([meridian_store::Compare::Version { key: key.clone(), op: meridian_store::CompareOp::Greater, version: 0 }])
+            .when([meridian_store::Compare::Version {
+                key: key.clone(),
+                op: meridian_store::CompareOp::Greater,
+                version: 0,
+            }])
             .and_then([meridian_store::TxnOp::delete(key)]);
-        let resp = meridian_store::election::fenced_txn(self.ctx.store.as_ref(), &fence, txn).await.map_err(store_status)?;
+        let resp = meridian_store::election::fenced_txn(self.ctx.store.as_ref(), &fence, txn)
+            .await
+            .map_err(store_status)?;
         tracing::info!(reason = %req.get_ref().reason, was_pinned = resp.succeeded, "steering resumed");
-        Ok(Response::new(pb::ResumeSteeringResponse { was_pinned: resp.succeeded }))
+        Ok(Response::new(pb::ResumeSteeringResponse {
+            was_pinned: resp.succeeded,
+        }))
     }
     async fn set_capacity(
         &self,

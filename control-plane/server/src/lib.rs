@@ -24,8 +24,8 @@ pub mod health;
 mod plan_api;
 pub mod plans;
 mod probe_api;
-pub mod steering;
 mod replica;
+pub mod steering;
 pub mod topology;
 
 pub use replica::{open_store, run, run_with_store, RunError};

@@ -180,8 +180,14 @@ pub async fn run_with_store(
         "health-evaluator",
         health::run_evaluator(health_view.clone(), topology_rx, shutdown.clone()),
     );
-    tasks.spawn("intents", crate::steering::follow_intents(store.clone(), keys.clone(), intents_tx, shutdown.clone()));
-    tasks.spawn("steering", crate::steering::run(ctx.clone(), health_view.clone(), intents_rx, shutdown.clone()));
+    tasks.spawn(
+        "intents",
+        crate::steering::follow_intents(store.clone(), keys.clone(), intents_tx, shutdown.clone()),
+    );
+    tasks.spawn(
+        "steering",
+        crate::steering::run(ctx.clone(), health_view.clone(), intents_rx, shutdown.clone()),
+    );
     tasks.spawn(
         "plan-follower",
         crate::plans::follow(store.clone(), keys.clone(), plan_tx, shutdown.clone()),

@@ -55,9 +55,17 @@ pub fn build_input(doc: &TopologyDoc, health: &HealthState, drains: &BTreeMap<St
         .pops
         .iter()
         .map(|p| {
-            let verdict = health.verdict(&p.id).map(|v| v.verdict.clone()).unwrap_or(PopVerdict::Unknown);
+            let verdict = health
+                .verdict(&p.id)
+                .map(|v| v.verdict.clone())
+                .unwrap_or(PopVerdict::Unknown);
             let (state, unreachable_from) = match (drains.get(&p.id), verdict) {
-                (Some(d), _) => (PopUsability::Drained { reason: d.reason.clone() }, BTreeSet::new()),
+                (Some(d), _) => (
+                    PopUsability::Drained {
+                        reason: d.reason.clone(),
+                    },
+                    BTreeSet::new(),
+                ),
                 (None, PopVerdict::Up) => (PopUsability::Usable, BTreeSet::new()),
                 (None, PopVerdict::Unknown) => (PopUsability::Unknown, BTreeSet::new()),
                 (None, PopVerdict::Down) => (PopUsability::Down, BTreeSet::new()),
@@ -72,8 +80,15 @@ pub fn build_input(doc: &TopologyDoc, health: &HealthState, drains: &BTreeMap<St
             }
         })
         .collect();
-    let regions =
-        doc.regions.iter().map(|r| RegionInput { id: r.id.clone(), demand: r.demand, allowed_pops: None }).collect();
+    let regions = doc
+        .regions
+        .iter()
+        .map(|r| RegionInput {
+            id: r.id.clone(),
+            demand: r.demand,
+            allowed_pops: None,
+        })
+        .collect();
     SteeringInput {
         pops,
         regions,
@@ -107,8 +122,12 @@ pub fn to_stored(
                     PopWeightRecord {
                         pop: w.pop.clone(),
                         weight: w.weight,
-                        ipv4: pop.map(|p| p.ipv4.iter().map(|a| a.to_string()).collect()).unwrap_or_default(),
-                        ipv6: pop.map(|p| p.ipv6.iter().map(|a| a.to_string()).collect()).unwrap_or_default(),
+                        ipv4: pop
+                            .map(|p| p.ipv4.iter().map(|a| a.to_string()).collect())
+                            .unwrap_or_default(),
+                        ipv6: pop
+                            .map(|p| p.ipv6.iter().map(|a| a.to_string()).collect())
+                            .unwrap_or_default(),
                     }
                 })
                 .collect(),
@@ -120,9 +139,18 @@ pub fn to_stored(
         .map(|(pop, load)| {
             let state = match &load.state {
                 PopUsability::Drained { .. } => "drained".to_string(),
-                _ => health.verdict(pop).map(|v| verdict_label(&v.verdict).to_string()).unwrap_or_else(|| "unknown".into()),
+                _ => health
+                    .verdict(pop)
+                    .map(|v| verdict_label(&v.verdict).to_string())
+                    .unwrap_or_else(|| "unknown".into()),
             };
-            PopPlanState { pop: pop.clone(), state, capacity: load.capacity, load: load.load, utilisation: load.utilisation }
+            PopPlanState {
+                pop: pop.clone(),
+                state,
+                capacity: load.capacity,
+                load: load.load,
+                utilisation: load.utilisation,
+            }
         })
         .collect();
     let mut anycast = Vec::new();
@@ -158,7 +186,12 @@ pub fn to_stored(
 /// threshold (stability: tiny latency moves do not churn the agents).
 pub fn differs(old: &StoredPlan, new: &StoredPlan, threshold: f64) -> Option<Vec<String>> {
     let mut why = Vec::new();
-    let states = |p: &StoredPlan| p.pops.iter().map(|s| (s.pop.clone(), s.state.clone())).collect::<BTreeMap<_, _>>();
+    let states = |p: &StoredPlan| {
+        p.pops
+            .iter()
+            .map(|s| (s.pop.clone(), s.state.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
     let (old_states, new_states) = (states(old), states(new));
     for (pop, state) in &new_states {
         match old_states.get(pop) {
@@ -171,7 +204,10 @@ pub fn differs(old: &StoredPlan, new: &StoredPlan, threshold: f64) -> Option<Vec
         why.push(format!("PoP {pop} removed"));
     }
     let actions = |p: &StoredPlan| {
-        p.anycast.iter().map(|a| ((a.pop.clone(), a.prefix.clone()), a.action.clone())).collect::<BTreeMap<_, _>>()
+        p.anycast
+            .iter()
+            .map(|a| ((a.pop.clone(), a.prefix.clone()), a.action.clone()))
+            .collect::<BTreeMap<_, _>>()
     };
     if actions(old) != actions(new) {
         why.push("Anycast announcements changed".into());
@@ -186,7 +222,14 @@ pub fn differs(old: &StoredPlan, new: &StoredPlan, threshold: f64) -> Option<Vec
     let weights = |p: &StoredPlan| {
         p.regions
             .iter()
-            .flat_map(|r| r.pops.iter().map(move |w| ((r.region.clone(), w.pop.clone()), (w.weight, w.ipv4.clone(), w.ipv6.clone()))))
+            .flat_map(|r| {
+                r.pops.iter().map(move |w| {
+                    (
+                        (r.region.clone(), w.pop.clone()),
+                        (w.weight, w.ipv4.clone(), w.ipv6.clone()),
+                    )
+                })
+            })
             .collect::<BTreeMap<_, _>>()
     };
     let (ow, nw) = (weights(old), weights(new));
@@ -202,7 +245,13 @@ pub fn differs(old: &StoredPlan, new: &StoredPlan, threshold: f64) -> Option<Vec
         if (ov - nv).abs() > threshold || addresses_changed {
             moved += 1;
             if moved <= 5 {
-                why.push(format!("region {} → {}: weight {:.0}% → {:.0}%", key.0, key.1, ov * 100.0, nv * 100.0));
+                why.push(format!(
+                    "region {} → {}: weight {:.0}% → {:.0}%",
+                    key.0,
+                    key.1,
+                    ov * 100.0,
+                    nv * 100.0
+                ));
             }
         }
     }
@@ -298,7 +347,9 @@ pub(crate) async fn run(
             _ = intents.changed() => {}
             _ = leadership.changed() => {}
         }
-        let Some(fence) = leadership.borrow().fence.clone() else { continue };
+        let Some(fence) = leadership.borrow().fence.clone() else {
+            continue;
+        };
         let applied = topology.borrow().clone();
         if applied.revision == 0 {
             continue;
@@ -311,7 +362,14 @@ pub(crate) async fn run(
             let state = health.lock();
             let input = build_input(&applied.doc, &state, &current_intents.drains);
             match meridian_steering::compute(&input) {
-                Ok(plan) => Ok(to_stored(&plan, &applied.doc, &state, applied.revision, ctx.me.id.as_str(), Vec::new())),
+                Ok(plan) => Ok(to_stored(
+                    &plan,
+                    &applied.doc,
+                    &state,
+                    applied.revision,
+                    ctx.me.id.as_str(),
+                    Vec::new(),
+                )),
                 Err(e) => Err(e.to_string()),
             }
         };

@@ -19,7 +19,13 @@ use meridian_steering::{
 
 fn bench_compute(c: &mut Criterion) {
     let mut group = c.benchmark_group("steering");
-    for (pops, regions, load) in [(1000, 300, 0.6), (1000, 300, 0.75), (1000, 300, 0.9), (1000, 300, 1.3), (100, 30, 0.6)] {
+    for (pops, regions, load) in [
+        (1000, 300, 0.6),
+        (1000, 300, 0.75),
+        (1000, 300, 0.9),
+        (1000, 300, 1.3),
+        (100, 30, 0.6),
+    ] {
         let input = topology(pops, regions, load, 42);
         let plan = compute(&input).expect("valid input");
         eprintln!(

@@ -327,7 +327,10 @@ impl<'n, 'a> Ssp<'n, 'a> {
         self.touched.push(source as u32);
         self.dist[source] = 0.0;
         self.pred[source] = Pred::Source;
-        self.heap.push(Reverse(HeapItem { dist: 0.0, node: source as u32 }));
+        self.heap.push(Reverse(HeapItem {
+            dist: 0.0,
+            node: source as u32,
+        }));
         let mut settled_order: Vec<u32> = Vec::new();
         let mut d_sink = None;
         while let Some(Reverse(HeapItem { dist, node })) = self.heap.pop() {

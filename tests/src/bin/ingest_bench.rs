@@ -51,7 +51,10 @@ const GOAL_RESULTS_PER_SEC: f64 = 100_000.0;
 ///
 /// The load generator runs in this process on the same cores as the control plane,
 /// so the figure is a lower bound. Any rejected result fails the run (exit 2) with
-/// the first rejection message. Build with scripts/bench-ingest.sh (release).
+/// the first rejection message. Each result is newer than the stream's previous one for
+/// the same target (at least 1 ms), so keep pops × endpoints well above one stream's
+/// results per millisecond, or results run into the future and are rightly rejected.
+/// Build with scripts/bench-ingest.sh (release).
 #[derive(Debug, Parser)]
 #[command(name = "ingest_bench", verbatim_doc_comment)]
 struct Args {
