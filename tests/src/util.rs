@@ -50,10 +50,16 @@ where
     }
 }
 
-/// The directory holding this workspace's built binaries (`target/debug`).
+/// The directory holding this workspace's built binaries for the running profile
+/// (`target/debug` or `target/release`).
 pub fn target_bin_dir() -> PathBuf {
-    // Integration tests live in target/debug/deps; the binaries one level up.
+    // Integration tests live in target/<profile>/deps, binaries (such as the bench
+    // binaries) in target/<profile> itself.
     let exe = std::env::current_exe().expect("current exe");
-    let deps = exe.parent().expect("deps dir");
-    deps.parent().expect("profile dir").to_path_buf()
+    let dir = exe.parent().expect("exe dir");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("profile dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }

@@ -271,6 +271,7 @@ pub async fn run_evaluator(
     let mut tick = tokio::time::interval(EVALUATE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     apply_topology(&view, &topology.borrow_and_update());
+    let mut refresh_gauges = true;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -281,17 +282,28 @@ pub async fn run_evaluator(
                     return Ok(());
                 }
                 apply_topology(&view, &topology.borrow_and_update());
+                refresh_gauges = true;
             }
         }
-        let events = {
+        let (events, codes) = {
             let mut state = view.lock();
             let events = state.evaluate(UnixMillis(now_ms()));
-            for (pop, info) in state.verdicts() {
-                metrics::gauge!("meridian_control_plane_pop_verdict", "pop" => pop.to_string())
-                    .set(verdict_code(&info.verdict));
-            }
-            events
+            // Only collect under the lock (and only when something changed); metric
+            // updates happen after it is released.
+            let codes: Vec<(String, f64)> = if events.is_empty() && !refresh_gauges {
+                Vec::new()
+            } else {
+                refresh_gauges = false;
+                state
+                    .verdicts()
+                    .map(|(pop, info)| (pop.to_string(), verdict_code(&info.verdict)))
+                    .collect()
+            };
+            (events, codes)
         };
+        for (pop, code) in codes {
+            metrics::gauge!("meridian_control_plane_pop_verdict", "pop" => pop).set(code);
+        }
         view.record(events);
     }
 }

@@ -14,7 +14,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use meridian_steering::{
-    compute, plan_changed, LatencyMatrix, PopInput, PopUsability, RegionInput, SteeringInput, SteeringPolicy,
+    compute, compute_with, plan_changed, LatencyMatrix, PopInput, PopUsability, RegionInput, Solver, SteeringInput,
+    SteeringPolicy,
 };
 
 fn bench_compute(c: &mut Criterion) {
@@ -28,11 +29,15 @@ fn bench_compute(c: &mut Criterion) {
     ] {
         let input = topology(pops, regions, load, 42);
         let plan = compute(&input).expect("valid input");
+        let exact = compute_with(&input, Solver::Exact).expect("valid input");
+        let (cost, best) = (latency_cost(&input, &plan), latency_cost(&input, &exact));
         eprintln!(
-            "{pops} pops x {regions} regions at {load} load: overloaded={}, fired={}, max util={:.3}",
+            "{pops} pops x {regions} regions at {load} load: overloaded={}, fired={}, max util={:.3}, \
+             latency cost {cost:.0} vs exact {best:.0} (gap {:.3}%)",
             plan.overloaded,
             plan.fired.len(),
-            plan.pop_load.values().map(|l| l.utilisation).fold(0.0, f64::max)
+            plan.pop_load.values().map(|l| l.utilisation).fold(0.0, f64::max),
+            100.0 * (cost - best) / best
         );
         group.bench_function(format!("compute/{pops}x{regions}/load{load}"), |b| {
             b.iter(|| compute(black_box(&input)))
@@ -48,6 +53,20 @@ fn bench_compute(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench_compute);
+
+/// Σ demand × weight × latency.
+fn latency_cost(input: &SteeringInput, plan: &meridian_steering::Plan) -> f64 {
+    input
+        .regions
+        .iter()
+        .map(|r| {
+            plan.regions[&r.id]
+                .iter()
+                .map(|w| r.demand * w.weight * input.latency.latency(&r.id, &w.pop))
+                .sum::<f64>()
+        })
+        .sum()
+}
 criterion_main!(benches);
 
 /// A deterministic synthetic topology; `load` is total demand / total capacity.

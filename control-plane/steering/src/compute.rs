@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::SteeringError;
+use crate::fast;
 use crate::guardrail;
 use crate::model::{PopInput, PopUsability, RegionInput, SteeringInput, SteeringPolicy};
 use crate::plan::{Plan, PopLoad, PopWeight};
@@ -15,6 +16,28 @@ use crate::solve::{self, Network};
 /// same plan, bit for bit. See the crate documentation for the model and what the fill
 /// guarantees.
 pub fn compute(input: &SteeringInput) -> Result<Plan, SteeringError> {
+    compute_with(input, Solver::Auto)
+}
+
+/// Which fill algorithm [`compute_with`] uses. Not part of the stable API: it exists so
+/// tests and benchmarks can compare the two.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Solver {
+    /// Exact below [`EXACT_LIMIT_PAIRS`] (region, PoP) pairs, fast above.
+    Auto,
+    /// Successive shortest paths with an optimality certificate.
+    Exact,
+    /// Global greedy plus 2-region/2-PoP swaps.
+    Fast,
+}
+
+/// Networks with more (region, PoP) pairs than this use the fast fill in [`compute`].
+pub const EXACT_LIMIT_PAIRS: usize = 20_000;
+
+/// [`compute`] with a chosen fill algorithm.
+#[doc(hidden)]
+pub fn compute_with(input: &SteeringInput, solver: Solver) -> Result<Plan, SteeringError> {
     let topology = Topology::new(input)?;
     let mut reasons = Vec::new();
     let latency = dense_latency(input, &topology, &mut reasons);
@@ -47,7 +70,7 @@ pub fn compute(input: &SteeringInput) -> Result<Plan, SteeringError> {
         .iter()
         .map(|c| c * topology.policy.target_utilisation)
         .collect();
-    let solution = solve::solve(&Network {
+    let network = Network {
         regions: r_count,
         pops: p_count,
         latency: &latency,
@@ -55,7 +78,17 @@ pub fn compute(input: &SteeringInput) -> Result<Plan, SteeringError> {
         demand: &demand,
         tier1: &tier1,
         capacity: &capacity,
-    });
+    };
+    let exact = match solver {
+        Solver::Auto => r_count * p_count <= EXACT_LIMIT_PAIRS,
+        Solver::Exact => true,
+        Solver::Fast => false,
+    };
+    let solution = if exact {
+        solve::solve_exact(&network)
+    } else {
+        fast::solve_fast(&network)
+    };
     if solution.hit_bound {
         reasons.push("steering solver stopped at its iteration bound; the rest spread by capacity".to_owned());
     }

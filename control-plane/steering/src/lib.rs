@@ -69,6 +69,7 @@
 
 mod compute;
 mod error;
+mod fast;
 mod guardrail;
 mod model;
 mod plan;
@@ -76,7 +77,7 @@ mod solve;
 #[cfg(test)]
 mod tests;
 
-pub use compute::compute;
+pub use compute::{compute, compute_with, Solver, EXACT_LIMIT_PAIRS};
 pub use error::{DrainError, SteeringError};
 pub use guardrail::{check_drain, what_if};
 pub use model::{LatencyMatrix, PopInput, PopUsability, RegionInput, Scenario, SteeringInput, SteeringPolicy};

@@ -26,6 +26,9 @@ use std::collections::BinaryHeap;
 /// How many lowest-latency eligible PoPs each region starts with.
 pub(crate) const INITIAL_CANDIDATES: usize = 16;
 
+/// ... and at least enough of them to hold this many times its demand below target.
+const CANDIDATE_ROOM: f64 = 3.0;
+
 /// The dense problem: regions and PoPs are indices into the canonical (id-sorted) order.
 #[derive(Debug)]
 pub(crate) struct Network<'a> {
@@ -54,28 +57,30 @@ pub(crate) struct Solution {
     pub hit_bound: bool,
 }
 
-/// Solves the network exactly (see the module doc).
-pub(crate) fn solve(net: &Network<'_>) -> Solution {
+/// Relaxation budget per node of the network (plus [`WORK_BASE`]): bounds the solve on
+/// hard instances (see the crate doc), far above what small or lightly contended ones use.
+pub(crate) const WORK_PER_NODE: usize = 300;
+pub(crate) const WORK_BASE: usize = 100_000;
+
+/// Solves the network exactly (see the module doc), unless the work budget runs out;
+/// then the demand not yet placed is placed greedily and `hit_bound` says so.
+pub(crate) fn solve_exact(net: &Network<'_>) -> Solution {
     let mut k: Vec<usize> = vec![INITIAL_CANDIDATES; net.regions];
+    let mut budget = WORK_PER_NODE * (net.regions + net.pops) + WORK_BASE;
     loop {
-        let mut ssp = Ssp::new(net, &k);
-        let hit_bound = ssp.run();
-        let widen = if hit_bound { Vec::new() } else { ssp.violating_regions() };
-        if std::env::var_os("STEER_DEBUG").is_some() {
-            eprintln!(
-                "round: arcs={} aug={} settled={} relax={} widen={}",
-                ssp.cand_pop.len(),
-                ssp.stats.0,
-                ssp.stats.1,
-                ssp.stats.2,
-                widen.len()
-            );
+        let mut ssp = Ssp::new(net, &k, budget);
+        let finished = ssp.run();
+        budget = ssp.budget;
+        if !finished {
+            ssp.greedy_finish();
+            return ssp.into_solution(true);
         }
+        let widen = ssp.violating_regions();
         if widen.is_empty() {
-            return ssp.into_solution(hit_bound);
+            return ssp.into_solution(false);
         }
         for r in widen {
-            k[r] = k[r].saturating_mul(4);
+            k[r] = ssp.region_k(r).saturating_mul(4);
         }
     }
 }
@@ -146,43 +151,16 @@ struct Ssp<'n, 'a> {
     big_m: f64,
     big_m2: f64,
     eps: f64,
-    stats: (usize, usize, usize),
+    /// Relaxations left before the solve gives up on exactness.
+    budget: usize,
+    /// Flow placed by `greedy_finish`, per region, outside the candidate arcs.
+    extra: Vec<Vec<(usize, f64)>>,
 }
 
 impl<'n, 'a> Ssp<'n, 'a> {
-    fn new(net: &'n Network<'a>, k: &[usize]) -> Self {
+    fn new(net: &'n Network<'a>, k: &[usize], budget: usize) -> Self {
         let (r_count, p_count) = (net.regions, net.pops);
-        let mut cand_start = Vec::with_capacity(r_count + 1);
-        let mut cand_pop = Vec::new();
-        let mut cand_cost = Vec::new();
-        let mut scratch: Vec<(f64, u32)> = Vec::with_capacity(p_count);
-        let mut max_latency = 0.0f64;
-        for r in 0..r_count {
-            cand_start.push(cand_pop.len());
-            if net.demand[r] <= 0.0 {
-                continue;
-            }
-            scratch.clear();
-            let row = r * p_count;
-            for p in 0..p_count {
-                if net.eligible[row + p] {
-                    let l = net.latency[row + p];
-                    max_latency = max_latency.max(l);
-                    scratch.push((l, p as u32));
-                }
-            }
-            let keep = k[r].min(scratch.len());
-            if keep > 0 && keep < scratch.len() {
-                scratch.select_nth_unstable_by(keep - 1, by_latency);
-                scratch.truncate(keep);
-            }
-            scratch.sort_unstable_by(by_latency);
-            for &(l, p) in &scratch {
-                cand_pop.push(p);
-                cand_cost.push(l);
-            }
-        }
-        cand_start.push(cand_pop.len());
+        let (cand_start, cand_pop, cand_cost, max_latency) = candidate_lists(net, k);
         let arcs = cand_pop.len();
         let mut cand_region = vec![0u32; arcs];
         for r in 0..r_count {
@@ -230,7 +208,8 @@ impl<'n, 'a> Ssp<'n, 'a> {
             big_m,
             big_m2: 3.0 * big_m,
             eps: total.max(f64::MIN_POSITIVE) * 1e-12,
-            stats: (0, 0, 0),
+            budget,
+            extra: Vec::new(),
         }
     }
 
@@ -255,47 +234,73 @@ impl<'n, 'a> Ssp<'n, 'a> {
         }
     }
 
-    /// Augments until every region's demand is placed. Returns true if it stopped at
-    /// the augmentation bound instead.
+    /// Augments until every region's demand is placed (true), or until the work budget
+    /// runs out (false).
     fn run(&mut self) -> bool {
         for r in 0..self.net.regions {
             if self.remaining[r] <= self.eps {
                 self.remaining[r] = 0.0;
             }
         }
-        let mut budget = 64 * (self.net.regions + self.net.pops) + 1024;
         // One region at a time (as in the Hungarian method): each shortest path starts
         // at that region only, so Dijkstra settles its neighbourhood, not the world.
         // Augmenting along a shortest path from any node with supply keeps the flow
         // minimum-cost for the supplies placed so far, so the order of regions does
         // not change the optimum, only how ties between equal optima are broken.
-        'regions: for r in 0..self.net.regions {
-            while self.remaining[r] > 0.0 {
-                if budget == 0 || !self.shortest_path(r) {
-                    break 'regions;
-                }
-                budget -= 1;
-                self.augment();
-                self.stats.0 += 1;
-            }
-        }
-        // Out of budget (or no path): what is left becomes overflow, spread later.
-        let mut stuck = false;
         for r in 0..self.net.regions {
-            if self.remaining[r] > 0.0 {
-                self.overflow[r] += self.remaining[r];
-                self.remaining[r] = 0.0;
-                stuck = true;
+            while self.remaining[r] > 0.0 {
+                if !self.shortest_path(r) {
+                    return false;
+                }
+                self.augment();
             }
         }
-        stuck
+        true
+    }
+
+    /// Places what is left greedily: each region, in order, fills its eligible PoPs by
+    /// latency up to target, then up to capacity; the rest is overflow.
+    fn greedy_finish(&mut self) {
+        let p_count = self.net.pops;
+        for r in 0..self.net.regions {
+            if self.remaining[r] <= 0.0 {
+                continue;
+            }
+            let row = r * p_count;
+            let mut order: Vec<usize> = (0..p_count).filter(|&p| self.net.eligible[row + p]).collect();
+            order.sort_by(|&a, &b| {
+                self.net.latency[row + a]
+                    .total_cmp(&self.net.latency[row + b])
+                    .then(a.cmp(&b))
+            });
+            let mut placed = Vec::new();
+            for bound in [self.net.tier1, self.net.capacity] {
+                for &p in &order {
+                    let room = (bound[p] - self.load[p]).min(self.remaining[r]);
+                    if room > 0.0 {
+                        self.load[p] += room;
+                        self.remaining[r] -= room;
+                        placed.push((p, room));
+                    }
+                }
+            }
+            self.overflow[r] += self.remaining[r];
+            self.remaining[r] = 0.0;
+            if self.extra.is_empty() {
+                self.extra = vec![Vec::new(); self.net.regions];
+            }
+            self.extra[r] = placed;
+        }
+    }
+
+    fn region_k(&self, r: usize) -> usize {
+        self.cand_start[r + 1] - self.cand_start[r]
     }
 
     fn relax(&mut self, from: usize, to: usize, cost: f64, pred: Pred) {
         if self.settled[to] {
             return;
         }
-        self.stats.2 += 1;
         let reduced = (cost + self.pi[from] - self.pi[to]).max(0.0);
         let d = self.dist[from] + reduced;
         if d < self.dist[to] {
@@ -340,11 +345,14 @@ impl<'n, 'a> Ssp<'n, 'a> {
             }
             self.settled[u] = true;
             settled_order.push(node);
-            self.stats.1 += 1;
             if u == sink {
                 d_sink = Some(dist);
                 break;
             }
+            if self.budget == 0 {
+                return false;
+            }
+            self.budget -= 1;
             if u < regions {
                 for arc in self.cand_start[u]..self.cand_start[u + 1] {
                     let p = self.cand_pop[arc] as usize;
@@ -517,11 +525,14 @@ impl<'n, 'a> Ssp<'n, 'a> {
         let mut flows = Vec::with_capacity(self.net.regions);
         for r in 0..self.net.regions {
             let arcs = self.cand_start[r]..self.cand_start[r + 1];
-            flows.push(
-                arcs.filter(|&arc| self.cand_flow[arc] > 0.0)
-                    .map(|arc| (self.cand_pop[arc] as usize, self.cand_flow[arc]))
-                    .collect(),
-            );
+            let mut region: Vec<(usize, f64)> = arcs
+                .filter(|&arc| self.cand_flow[arc] > 0.0)
+                .map(|arc| (self.cand_pop[arc] as usize, self.cand_flow[arc]))
+                .collect();
+            if let Some(extra) = self.extra.get(r) {
+                region.extend_from_slice(extra);
+            }
+            flows.push(region);
         }
         Solution {
             flows,
@@ -529,6 +540,54 @@ impl<'n, 'a> Ssp<'n, 'a> {
             hit_bound,
         }
     }
+}
+
+/// Per region (demand > 0), its lowest-latency eligible PoPs sorted by latency: at least
+/// `k[r]`, and enough to hold [`CANDIDATE_ROOM`] times its demand below target. Returns
+/// `(start, pop, latency, max_latency)`, arcs of region r at `start[r]..start[r + 1]`.
+pub(crate) fn candidate_lists(net: &Network<'_>, k: &[usize]) -> (Vec<usize>, Vec<u32>, Vec<f64>, f64) {
+    let (r_count, p_count) = (net.regions, net.pops);
+    let mut cand_start = Vec::with_capacity(r_count + 1);
+    let mut cand_pop = Vec::new();
+    let mut cand_cost = Vec::new();
+    let mut scratch: Vec<(f64, u32)> = Vec::with_capacity(p_count);
+    let mut max_latency = 0.0f64;
+    for r in 0..r_count {
+        cand_start.push(cand_pop.len());
+        if net.demand[r] <= 0.0 {
+            continue;
+        }
+        scratch.clear();
+        let row = r * p_count;
+        for p in 0..p_count {
+            if net.eligible[row + p] {
+                let l = net.latency[row + p];
+                max_latency = max_latency.max(l);
+                scratch.push((l, p as u32));
+            }
+        }
+        // Enough candidates to hold a few times the region's demand below target,
+        // so that contention rarely needs a second round.
+        let mut keep = k[r].min(scratch.len());
+        loop {
+            if keep < scratch.len() {
+                scratch.select_nth_unstable_by(keep - 1, by_latency);
+            }
+            scratch[..keep].sort_unstable_by(by_latency);
+            let room: f64 = scratch[..keep].iter().map(|&(_, p)| net.tier1[p as usize]).sum();
+            if keep == scratch.len() || room >= CANDIDATE_ROOM * net.demand[r] {
+                break;
+            }
+            keep = (keep * 2).min(scratch.len());
+        }
+        scratch.truncate(keep);
+        for &(l, p) in &scratch {
+            cand_pop.push(p);
+            cand_cost.push(l);
+        }
+    }
+    cand_start.push(cand_pop.len());
+    (cand_start, cand_pop, cand_cost, max_latency)
 }
 
 fn by_latency(a: &(f64, u32), b: &(f64, u32)) -> Ordering {
