@@ -63,6 +63,9 @@ pub struct StoredPlan {
     /// Set when an operator restored an earlier version's content.
     #[serde(default)]
     pub restored_from: Option<u64>,
+    /// The region for clients no prefix matches.
+    #[serde(default)]
+    pub default_region: Option<String>,
 }
 
 /// The weights one client region uses.
@@ -71,6 +74,9 @@ pub struct StoredPlan {
 pub struct RegionWeights {
     pub region: String,
     pub pops: Vec<PopWeightRecord>,
+    /// The region's client prefixes (for DNS agents' region mapping).
+    #[serde(default)]
+    pub client_prefixes: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -165,6 +165,8 @@ pub struct Policy {
     /// Latency assumed for (region, PoP) pairs with neither a measurement nor a hint.
     #[serde(with = "humantime_serde")]
     pub default_latency: Duration,
+    /// The client region for clients no prefix matches (default: the first region).
+    pub default_region: Option<String>,
 }
 
 impl Default for Policy {
@@ -188,6 +190,7 @@ impl Default for Policy {
             max_failover_capacity_share: 0.5,
             weight_change_threshold: 0.05,
             default_latency: Duration::from_millis(300),
+            default_region: None,
         }
     }
 }
@@ -287,6 +290,11 @@ impl TopologyDoc {
                 if !self.pops.iter().any(|p| &p.id == pop) {
                     errs.add(format!("{at}.latency_hints.{pop}"), format!("unknown PoP `{pop}`"));
                 }
+            }
+        }
+        if let Some(d) = &self.policy.default_region {
+            if !self.regions.iter().any(|r| &r.id == d) {
+                errs.add("policy.default_region", format!("unknown region `{d}`"));
             }
         }
         errs.finish(self)

@@ -278,6 +278,7 @@ pub(crate) fn plan_to_pb(p: &meridian_core::records::StoredPlan) -> pb::Steering
             .regions
             .iter()
             .map(|r| pb::RegionSteering {
+                client_prefixes: r.client_prefixes.clone(),
                 region: r.region.clone(),
                 pops: r
                     .pops
@@ -324,5 +325,6 @@ pub(crate) fn plan_to_pb(p: &meridian_core::records::StoredPlan) -> pb::Steering
         published_by: p.published_by.clone(),
         restored_from: p.restored_from.unwrap_or(0),
         topology_revision: p.topology_revision,
+        default_region: p.default_region.clone().unwrap_or_default(),
     }
 }

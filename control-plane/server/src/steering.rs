@@ -114,6 +114,12 @@ pub fn to_stored(
         .regions
         .iter()
         .map(|(region, weights)| RegionWeights {
+            client_prefixes: doc
+                .regions
+                .iter()
+                .find(|r| &r.id == region)
+                .map(|r| r.client_prefixes.iter().map(|p| p.to_string()).collect())
+                .unwrap_or_default(),
             region: region.clone(),
             pops: weights
                 .iter()
@@ -179,6 +185,11 @@ pub fn to_stored(
         reasons: all_reasons,
         guardrails: plan.fired.iter().map(|f| f.to_string()).collect(),
         restored_from: None,
+        default_region: doc
+            .policy
+            .default_region
+            .clone()
+            .or_else(|| doc.regions.first().map(|r| r.id.clone())),
     }
 }
 

@@ -24,6 +24,7 @@ fn plan(reason: &str) -> StoredPlan {
         reasons: vec![reason.into()],
         guardrails: Vec::new(),
         restored_from: None,
+        default_region: None,
     }
 }
 

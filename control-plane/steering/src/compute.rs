@@ -256,6 +256,10 @@ impl<'a> Topology<'a> {
     pub(crate) fn pop_index(&self, id: &str) -> Option<usize> {
         self.pops.binary_search_by(|p| p.id.as_str().cmp(id)).ok()
     }
+
+    pub(crate) fn region_index(&self, id: &str) -> Option<usize> {
+        self.regions.binary_search_by(|r| r.id.as_str().cmp(id)).ok()
+    }
 }
 
 /// Sorts by id, rejecting duplicates (naming the later one by its index in the input).
@@ -275,26 +279,21 @@ fn sorted_unique<'a, T>(items: &'a [T], id: impl Fn(&T) -> &String, what: &str) 
 }
 
 /// The `regions × pops` latency matrix: default, overlaid by hints, overlaid by
-/// measurements. Both sides are sorted by id, so the overlay is a merge join (no per-pair
-/// map lookups: this is the costliest step at 300 k pairs).
+/// measurements. Each table's columns are mapped to PoP indices once, so filling it is
+/// one array access per entry.
 fn dense_latency(input: &SteeringInput, topology: &Topology<'_>, reasons: &mut Vec<String>) -> Vec<f64> {
     let p_count = topology.pops.len();
     let mut dense = vec![input.latency.default_latency; topology.regions.len() * p_count];
     let mut invalid = 0usize;
-    for source in [&input.latency.hints, &input.latency.measured] {
-        let mut regions = topology.regions.iter().enumerate().peekable();
-        for (region_id, row) in source {
-            while regions.next_if(|(_, r)| r.id < *region_id).is_some() {}
-            let Some((r, _)) = regions.next_if(|(_, r)| r.id == *region_id) else {
+    for table in [&input.latency.hints, &input.latency.measured] {
+        let columns: Vec<Option<usize>> = table.pops.iter().map(|id| topology.pop_index(id)).collect();
+        for (region_id, row) in &table.rows {
+            let Some(r) = topology.region_index(region_id) else {
                 continue;
             };
             let out = &mut dense[r * p_count..(r + 1) * p_count];
-            let mut pops = topology.pops.iter().enumerate().peekable();
-            for (pop_id, &ms) in row {
-                while pops.next_if(|(_, p)| p.id < *pop_id).is_some() {}
-                let Some((p, _)) = pops.next_if(|(_, p)| p.id == *pop_id) else {
-                    continue;
-                };
+            for (&column, &value) in columns.iter().zip(row) {
+                let (Some(p), Some(ms)) = (column, value) else { continue };
                 if ms.is_finite() && ms >= 0.0 {
                     out[p] = ms;
                 } else {

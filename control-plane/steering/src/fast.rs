@@ -17,7 +17,7 @@ use std::collections::BinaryHeap;
 use crate::solve::{candidate_lists, Network, Solution, INITIAL_CANDIDATES};
 
 /// At most this many improvement passes over all flows.
-const MAX_PASSES: usize = 8;
+const MAX_PASSES: usize = 4;
 
 /// Greedy fill plus swaps (see the module doc).
 pub(crate) fn solve_fast(net: &Network<'_>) -> Solution {
@@ -33,17 +33,22 @@ pub(crate) fn solve_fast(net: &Network<'_>) -> Solution {
         eps,
     };
     // Every eligible PoP's target before any headroom: candidates first, then, for
-    // regions still short, all their eligible PoPs (rare, so built only then).
-    let mut full: Option<(Vec<usize>, Vec<u32>, Vec<f64>)> = None;
+    // regions still short, ever longer lists of their eligible PoPs (built only then).
     for bound in [net.tier1, net.capacity] {
         state.fill(&start, &pop, &lat, bound);
-        if state.remaining.iter().any(|&x| x > eps) {
-            let (full_start, full_pop, full_lat) = full.get_or_insert_with(|| full_lists(net, &state.remaining, eps));
-            state.fill(full_start, full_pop, full_lat, bound);
+        let mut k = 4 * INITIAL_CANDIDATES;
+        while state.remaining.iter().any(|&x| x > eps) && k < 4 * p_count {
+            let (more_start, more_pop, more_lat) = longer_lists(net, &state.remaining, eps, k);
+            state.fill(&more_start, &more_pop, &more_lat, bound);
+            k *= 4;
         }
     }
+    if state.remaining.iter().any(|&x| x > eps) {
+        rescue(net, &mut state);
+    }
     let overflow = state.remaining.iter().map(|&x| if x > eps { x } else { 0.0 }).collect();
-    improve(net, &start, &pop, &lat, &mut state.flows, eps);
+    repair_targets(net, &mut state.load, &mut state.flows, eps);
+    improve(net, &start, &pop, &lat, &state.load, &mut state.flows, eps);
     let flows = state
         .flows
         .into_iter()
@@ -56,30 +61,35 @@ pub(crate) fn solve_fast(net: &Network<'_>) -> Solution {
     }
 }
 
-/// All eligible PoPs, sorted by latency, of the regions with demand left.
-fn full_lists(net: &Network<'_>, remaining: &[f64], eps: f64) -> (Vec<usize>, Vec<u32>, Vec<f64>) {
+/// The `k` lowest-latency eligible PoPs, sorted, of the regions with demand left.
+fn longer_lists(net: &Network<'_>, remaining: &[f64], eps: f64, k: usize) -> (Vec<usize>, Vec<u32>, Vec<f64>) {
     let p_count = net.pops;
-    let mut full_start = Vec::with_capacity(net.regions + 1);
-    let (mut full_pop, mut full_lat) = (Vec::new(), Vec::new());
+    let mut list_start = Vec::with_capacity(net.regions + 1);
+    let (mut list_pop, mut list_lat) = (Vec::new(), Vec::new());
+    let mut scratch: Vec<(f64, u32)> = Vec::with_capacity(p_count);
     for (r, &left) in remaining.iter().enumerate() {
-        full_start.push(full_pop.len());
+        list_start.push(list_pop.len());
         if left <= eps {
             continue;
         }
         let row = r * p_count;
-        let mut order: Vec<u32> = (0..p_count as u32)
-            .filter(|&p| net.eligible[row + p as usize])
-            .collect();
-        order.sort_by(|&a, &b| {
-            net.latency[row + a as usize]
-                .total_cmp(&net.latency[row + b as usize])
-                .then(a.cmp(&b))
-        });
-        full_lat.extend(order.iter().map(|&p| net.latency[row + p as usize]));
-        full_pop.extend(order);
+        scratch.clear();
+        scratch.extend(
+            (0..p_count)
+                .filter(|&p| net.eligible[row + p])
+                .map(|p| (net.latency[row + p], p as u32)),
+        );
+        let by_latency = |a: &(f64, u32), b: &(f64, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+        if k < scratch.len() {
+            scratch.select_nth_unstable_by(k, by_latency);
+            scratch.truncate(k);
+        }
+        scratch.sort_unstable_by(by_latency);
+        list_lat.extend(scratch.iter().map(|&(l, _)| l));
+        list_pop.extend(scratch.iter().map(|&(_, p)| p));
     }
-    full_start.push(full_pop.len());
-    (full_start, full_pop, full_lat)
+    list_start.push(list_pop.len());
+    (list_start, list_pop, list_lat)
 }
 
 struct Fill {
@@ -124,11 +134,100 @@ impl Fill {
     }
 }
 
+/// For regions the greedy could not place (their few PoPs were taken by regions that
+/// had alternatives, e.g. under residency or degradation): frees room on their PoPs by
+/// moving those other regions to a PoP of theirs with room (an augmenting path of two
+/// hops; longer ones are not searched), then takes it.
+fn rescue(net: &Network<'_>, state: &mut Fill) {
+    let (p_count, eps) = (net.pops, state.eps);
+    for r in 0..net.regions {
+        for p in (0..p_count).filter(|&p| net.eligible[r * p_count + p]) {
+            for b in 0..net.regions {
+                if state.remaining[r] <= eps {
+                    break;
+                }
+                let x_bp = get(&state.flows[b], p);
+                if b == r || x_bp <= eps {
+                    continue;
+                }
+                for bound in [net.tier1, net.capacity] {
+                    for q in (0..p_count).filter(|&q| q != p && net.eligible[b * p_count + q]) {
+                        let x_bp = get(&state.flows[b], p);
+                        let delta = (bound[q] - state.load[q]).min(x_bp).min(state.remaining[r]);
+                        if delta <= eps {
+                            continue;
+                        }
+                        add(&mut state.flows[b], p, -delta);
+                        add(&mut state.flows[b], q, delta);
+                        add(&mut state.flows[r], p, delta);
+                        state.load[q] += delta;
+                        state.remaining[r] -= delta;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Moves load out of PoPs' headroom where the region sending it has a PoP with room
+/// below target (the greedy can leave this when a region that had nowhere else to go
+/// spilled into the headroom of a PoP another region could have left). Each such region
+/// moves to its lowest-latency PoPs with room, at most down to the target of the PoP it
+/// leaves, so no PoP ever gains room it did not have: one sweep suffices.
+fn repair_targets(net: &Network<'_>, load: &mut [f64], flows: &mut [Vec<(usize, f64)>], eps: f64) {
+    let p_count = net.pops;
+    for (r, region) in flows.iter_mut().enumerate() {
+        if !region.iter().any(|&(p, x)| x > eps && load[p] - net.tier1[p] > eps) {
+            continue;
+        }
+        let row = r * p_count;
+        let mut room: Vec<usize> = (0..p_count)
+            .filter(|&q| net.eligible[row + q] && net.tier1[q] - load[q] > eps)
+            .collect();
+        room.sort_by(|&a, &b| net.latency[row + a].total_cmp(&net.latency[row + b]).then(a.cmp(&b)));
+        for i in 0..region.len() {
+            let p = region[i].0;
+            for &q in &room {
+                let excess = (load[p] - net.tier1[p]).min(region[i].1);
+                let space = net.tier1[q] - load[q];
+                if excess <= eps {
+                    break;
+                }
+                if space <= eps {
+                    continue;
+                }
+                let delta = excess.min(space);
+                region[i].1 = snap(region[i].1 - delta, eps);
+                load[p] -= delta;
+                load[q] += delta;
+                add(region, q, delta);
+            }
+        }
+    }
+}
+
 /// Swaps equal amounts between two regions on two PoPs while that lowers the total
 /// latency: region a moves from p to a cheaper candidate q, region b from q to p.
-fn improve(net: &Network<'_>, start: &[usize], pop: &[u32], lat: &[f64], flows: &mut [Vec<(usize, f64)>], eps: f64) {
+fn improve(
+    net: &Network<'_>,
+    start: &[usize],
+    pop: &[u32],
+    lat: &[f64],
+    load: &[f64],
+    flows: &mut [Vec<(usize, f64)>],
+    eps: f64,
+) {
     let p_count = net.pops;
     let latency = |r: usize, p: usize| net.latency[r * p_count + p];
+    // Region b may only be moved onto a PoP above target if none of its PoPs has room
+    // below target (target first, as in the fill). Loads do not change in a swap, so
+    // this is computed once per region, when first needed.
+    let mut saturated: Vec<Option<bool>> = vec![None; net.regions];
+    let mut all_at_target = |b: usize| {
+        *saturated[b].get_or_insert_with(|| {
+            (0..p_count).all(|q| !net.eligible[b * p_count + q] || net.tier1[q] - load[q] <= eps)
+        })
+    };
     for _ in 0..MAX_PASSES {
         let mut on_pop: Vec<Vec<usize>> = vec![Vec::new(); p_count];
         for (r, f) in flows.iter().enumerate() {
@@ -151,6 +250,16 @@ fn improve(net: &Network<'_>, start: &[usize], pop: &[u32], lat: &[f64], flows: 
                     for j in 0..on_pop[q].len() {
                         let b = on_pop[q][j];
                         if b == a || !net.eligible[b * p_count + p] {
+                            continue;
+                        }
+                        if (load[p] - net.tier1[p] > eps && !all_at_target(b))
+                            || (load[q] - net.tier1[q] > eps && !all_at_target(a))
+                        {
+                            continue;
+                        }
+                        if (load[p] - net.tier1[p] > eps && !all_at_target(b))
+                            || (load[q] - net.tier1[q] > eps && !all_at_target(a))
+                        {
                             continue;
                         }
                         let x_bq = get(&flows[b], q);

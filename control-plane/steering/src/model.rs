@@ -102,16 +102,17 @@ pub struct RegionInput {
 ///
 /// The value used for a pair is the prober's measurement if there is one, else the
 /// topology's hint, else `default_latency`. Entries naming a region or PoP that is not
-/// in the input are ignored (stale measurements must not break steering).
+/// in the input are ignored (stale measurements must not break steering), and so are
+/// values that are not finite and ≥ 0 (the plan's reasons count them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LatencyMatrix {
-    /// Measured by the probers: region id → PoP id → milliseconds.
+    /// Measured by the probers.
     #[serde(default)]
-    pub measured: BTreeMap<String, BTreeMap<String, f64>>,
-    /// Fixed hints from the topology: region id → PoP id → milliseconds.
+    pub measured: LatencyTable,
+    /// Fixed hints from the topology.
     #[serde(default)]
-    pub hints: BTreeMap<String, BTreeMap<String, f64>>,
+    pub hints: LatencyTable,
     /// Used for pairs with neither a measurement nor a hint.
     #[serde(default = "default_latency_ms")]
     pub default_latency: f64,
@@ -120,8 +121,8 @@ pub struct LatencyMatrix {
 impl Default for LatencyMatrix {
     fn default() -> Self {
         LatencyMatrix {
-            measured: BTreeMap::new(),
-            hints: BTreeMap::new(),
+            measured: LatencyTable::default(),
+            hints: LatencyTable::default(),
             default_latency: default_latency_ms(),
         }
     }
@@ -138,26 +139,64 @@ impl LatencyMatrix {
 
     /// Records a prober's measurement.
     pub fn set_measured(&mut self, region: &str, pop: &str, ms: f64) {
-        self.measured
-            .entry(region.to_owned())
-            .or_default()
-            .insert(pop.to_owned(), ms);
+        self.measured.set(region, pop, ms);
     }
 
     /// Records a topology hint.
     pub fn set_hint(&mut self, region: &str, pop: &str, ms: f64) {
-        self.hints
-            .entry(region.to_owned())
-            .or_default()
-            .insert(pop.to_owned(), ms);
+        self.hints.set(region, pop, ms);
     }
 
     /// The latency the steering core uses for this pair: measured, else hint, else default.
     pub fn latency(&self, region: &str, pop: &str) -> f64 {
-        let lookup = |m: &BTreeMap<String, BTreeMap<String, f64>>| m.get(region).and_then(|row| row.get(pop)).copied();
-        lookup(&self.measured)
-            .or_else(|| lookup(&self.hints))
+        let usable = |ms: f64| ms.is_finite() && ms >= 0.0;
+        self.measured
+            .get(region, pop)
+            .filter(|&ms| usable(ms))
+            .or_else(|| self.hints.get(region, pop).filter(|&ms| usable(ms)))
             .unwrap_or(self.default_latency)
+    }
+}
+
+/// A table of latencies: one row per client region, one column per PoP.
+///
+/// Dense by design: the probers of every region measure every PoP, so a full table has
+/// regions × PoPs entries (300 k at the design size), and reading it must cost an array
+/// access per entry, not a map lookup (a map of maps alone took half the 10 ms budget).
+/// Build it in bulk by setting `pops` and pushing rows; [`LatencyTable::set`] is a
+/// convenience for small tables.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyTable {
+    /// The column ids (PoPs), in column order.
+    pub pops: Vec<String>,
+    /// Per region id, one value per column (`None`: no value for that pair). A row
+    /// shorter than `pops` has no values for the missing columns.
+    pub rows: BTreeMap<String, Vec<Option<f64>>>,
+}
+
+impl LatencyTable {
+    /// Sets one value, adding the column and the row as needed (a linear search over
+    /// the columns: fine for tests and small tables, not for bulk loading).
+    pub fn set(&mut self, region: &str, pop: &str, ms: f64) {
+        let column = match self.pops.iter().position(|p| p == pop) {
+            Some(c) => c,
+            None => {
+                self.pops.push(pop.to_owned());
+                self.pops.len() - 1
+            }
+        };
+        let row = self.rows.entry(region.to_owned()).or_default();
+        if row.len() <= column {
+            row.resize(column + 1, None);
+        }
+        row[column] = Some(ms);
+    }
+
+    /// The value for a pair, if any.
+    pub fn get(&self, region: &str, pop: &str) -> Option<f64> {
+        let column = self.pops.iter().position(|p| p == pop)?;
+        self.rows.get(region)?.get(column).copied().flatten()
     }
 }
 

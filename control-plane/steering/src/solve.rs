@@ -552,7 +552,7 @@ pub(crate) fn candidate_lists(net: &Network<'_>, k: &[usize]) -> (Vec<usize>, Ve
     let mut cand_cost = Vec::new();
     let mut scratch: Vec<(f64, u32)> = Vec::with_capacity(p_count);
     let mut max_latency = 0.0f64;
-    for r in 0..r_count {
+    for (r, &want) in k.iter().enumerate().take(r_count) {
         cand_start.push(cand_pop.len());
         if net.demand[r] <= 0.0 {
             continue;
@@ -568,7 +568,7 @@ pub(crate) fn candidate_lists(net: &Network<'_>, k: &[usize]) -> (Vec<usize>, Ve
         }
         // Enough candidates to hold a few times the region's demand below target,
         // so that contention rarely needs a second round.
-        let mut keep = k[r].min(scratch.len());
+        let mut keep = want.min(scratch.len());
         loop {
             if keep < scratch.len() {
                 scratch.select_nth_unstable_by(keep - 1, by_latency);

@@ -565,7 +565,8 @@ fn plan_changed_cases() {
 #[test]
 fn invalid_input_names_the_field() {
     let ok = input(vec![pop("a", 100.0)], vec![region("r", 1.0)], &[&[10.0]]);
-    let cases: Vec<(fn(&mut SteeringInput), &str)> = vec![
+    type Mutation = fn(&mut SteeringInput);
+    let cases: Vec<(Mutation, &str)> = vec![
         (|i| i.pops[0].capacity = f64::NAN, "pops[0].capacity"),
         (|i| i.pops[0].capacity = 0.0, "pops[0].capacity"),
         (|i| i.regions[0].demand = -1.0, "regions[0].demand"),
