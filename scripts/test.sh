@@ -15,4 +15,4 @@ cargo build --workspace --bins --locked
 echo "== cargo test"
 # Two test threads: the end-to-end tests start etcd clusters and several daemons
 # each, and the machines are two shared cores.
-cargo test --workspace --locked -- --test-threads 2
+cargo test --workspace --locked --no-fail-fast -- --test-threads 2

@@ -49,28 +49,29 @@ fn prober_and_agent_configs_are_validated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_edge_daemon_reports_not_ready_with_the_reason_and_stops_on_sigterm() {
+async fn a_prober_without_a_control_plane_is_not_ready_says_why_and_stops_on_sigterm() {
     let admin = free_addr();
-    let mut child = Command::new(bin("meridian-dns-agent"))
-        .args(["--agent-id", "dns-1", "--admin-addr", &admin.to_string()])
+    let nowhere = format!("http://{}", free_addr());
+    let mut child = Command::new(bin("meridian-prober"))
+        .args(["--prober-id", "p1", "--region", "eu", "--control-plane", &nowhere, "--admin-addr", &admin.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let (code, body) = wait_for("the agent's admin listener", Duration::from_secs(60), || {
+    let (code, body) = wait_for("the prober's admin listener", Duration::from_secs(60), || {
         http_get(admin, "/ready")
     })
     .await;
     assert_eq!(code, 503);
-    assert!(body.contains("issue [4]"), "{body}");
+    assert!(body.contains("no probe assignments"), "{body}");
     assert_eq!(http_get(admin, "/live").await.unwrap().0, 200);
     Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
         .status()
         .unwrap();
-    let status = wait_for("the agent to exit after SIGTERM", Duration::from_secs(30), || {
+    let status = wait_for("the prober to exit after SIGTERM", Duration::from_secs(30), || {
         let s = child.try_wait().unwrap();
         async move { s }
     })

@@ -34,13 +34,19 @@ fn bench_compute(c: &mut Criterion) {
         let plan = compute(&input).expect("valid input");
         let exact = compute_with(&input, Solver::Exact).expect("valid input");
         let (cost, best) = (latency_cost(&input, &plan), latency_cost(&input, &exact));
+        let bounded = exact.reasons.iter().any(|r| r.contains("work bound"));
         eprintln!(
             "{pops} pops x {regions} regions at {load} load: overloaded={}, fired={}, max util={:.3}, \
-             latency cost {cost:.0} vs exact {best:.0} (gap {:.3}%)",
+             latency cost {cost:.0} vs exact solver {best:.0} (gap {:.3}%{})",
             plan.overloaded,
             plan.fired.len(),
             plan.pop_load.values().map(|l| l.utilisation).fold(0.0, f64::max),
-            100.0 * (cost - best) / best
+            100.0 * (cost - best) / best,
+            if bounded {
+                "; exact solver hit its work bound"
+            } else {
+                ""
+            }
         );
         group.bench_function(format!("compute/{pops}x{regions}/load{load}"), |b| {
             b.iter(|| compute(black_box(&input)))

@@ -90,7 +90,7 @@ pub fn compute_with(input: &SteeringInput, solver: Solver) -> Result<Plan, Steer
         fast::solve_fast(&network)
     };
     if solution.hit_bound {
-        reasons.push("steering solver stopped at its iteration bound; the rest spread by capacity".to_owned());
+        reasons.push("exact steering solver stopped at its work bound; the rest was placed greedily".to_owned());
     }
 
     // Per region loads in real units; overflow is spread over the region's eligible

@@ -19,6 +19,9 @@ use crate::solve::{candidate_lists, Network, Solution, INITIAL_CANDIDATES};
 /// At most this many improvement passes over all flows.
 const MAX_PASSES: usize = 4;
 
+/// Work bound (steps) of the rescue of regions the greedy could not place.
+const RESCUE_WORK: usize = 2_000_000;
+
 /// Greedy fill plus swaps (see the module doc).
 pub(crate) fn solve_fast(net: &Network<'_>) -> Solution {
     let (r_count, p_count) = (net.regions, net.pops);
@@ -140,16 +143,24 @@ impl Fill {
 /// hops; longer ones are not searched), then takes it.
 fn rescue(net: &Network<'_>, state: &mut Fill) {
     let (p_count, eps) = (net.pops, state.eps);
+    // Bounds the search on large, heavily restricted networks; what is not rescued is
+    // spread by capacity as overflow.
+    let mut work = RESCUE_WORK;
     for r in 0..net.regions {
+        if state.remaining[r] <= eps {
+            continue;
+        }
         for p in (0..p_count).filter(|&p| net.eligible[r * p_count + p]) {
             for b in 0..net.regions {
-                if state.remaining[r] <= eps {
+                if state.remaining[r] <= eps || work == 0 {
                     break;
                 }
+                work -= 1;
                 let x_bp = get(&state.flows[b], p);
                 if b == r || x_bp <= eps {
                     continue;
                 }
+                work = work.saturating_sub(2 * p_count);
                 for bound in [net.tier1, net.capacity] {
                     for q in (0..p_count).filter(|&q| q != p && net.eligible[b * p_count + q]) {
                         let x_bp = get(&state.flows[b], p);

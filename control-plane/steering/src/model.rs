@@ -176,10 +176,19 @@ pub struct LatencyTable {
 }
 
 impl LatencyTable {
-    /// Sets one value, adding the column and the row as needed (a linear search over
-    /// the columns: fine for tests and small tables, not for bulk loading).
+    /// Sets one value, adding the column and the row as needed.
+    ///
+    /// The column is searched from the end of the region's row onwards (then from the
+    /// start), so filling region by region with PoPs in the same order each time costs
+    /// O(1) per value, gaps included; other orders cost a scan of the columns.
     pub fn set(&mut self, region: &str, pop: &str, ms: f64) {
-        let column = match self.pops.iter().position(|p| p == pop) {
+        let row_len = self.rows.get(region).map_or(0, Vec::len).min(self.pops.len());
+        let found = self.pops[row_len..]
+            .iter()
+            .position(|p| p == pop)
+            .map(|c| c + row_len)
+            .or_else(|| self.pops[..row_len].iter().position(|p| p == pop));
+        let column = match found {
             Some(c) => c,
             None => {
                 self.pops.push(pop.to_owned());

@@ -660,3 +660,20 @@ fn no_pops_means_empty_weights_not_a_panic() {
     assert!(plan.regions["r"].is_empty());
     assert!(plan.pop_load.is_empty());
 }
+
+#[test]
+fn latency_table_set_finds_columns_in_any_order() {
+    let mut table = LatencyTable::default();
+    table.set("r1", "a", 1.0);
+    table.set("r1", "c", 3.0); // gap: no "b" yet
+    table.set("r2", "b", 20.0);
+    table.set("r2", "a", 10.0); // behind the row's end: found by the wrap-around
+    table.set("r2", "c", 30.0);
+    assert_eq!(table.pops, ["a", "c", "b"]);
+    assert_eq!(table.get("r1", "a"), Some(1.0));
+    assert_eq!(table.get("r1", "b"), None);
+    assert_eq!(table.get("r1", "c"), Some(3.0));
+    assert_eq!(table.get("r2", "a"), Some(10.0));
+    assert_eq!(table.get("r2", "b"), Some(20.0));
+    assert_eq!(table.get("r2", "c"), Some(30.0));
+}
