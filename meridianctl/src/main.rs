@@ -457,6 +457,7 @@ async fn events(cli: &Cli, pop: Option<&str>, limit: u32) -> anyhow::Result<Exit
                 "message": e.message,
                 "evidence": e.evidence,
                 "replica": e.replica,
+                "actor": e.actor,
             })
         })
         .collect();

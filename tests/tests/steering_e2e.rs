@@ -185,6 +185,27 @@ async fn agents_on_different_replicas_follow_the_same_versions_across_a_leader_k
         "{plan}"
     );
 
+    // The leader's event log says who drained, why, and what was published.
+    let leader_now = ctl_json(&ep_a, &["status"]).await["leader"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let leader_ep = if leader_now == "cp-a" { &ep_a } else { &ep_b };
+    let events = ctl_json(leader_ep, &["events", "--limit", "100"]).await;
+    let events = events.as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["kind"] == "drain"
+            && e["actor"] == "operator"
+            && e["message"].as_str().unwrap().contains("fibre cut")),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "plan_published" && e["message"] == "published plan v2"),
+        "{events:?}"
+    );
+
     // Kill the leader; the survivor takes over and continues at v3, not v2 or v4.
     let leader = ctl_json(&ep_a, &["status"]).await["leader"]
         .as_str()

@@ -235,7 +235,19 @@ pub(crate) fn event(e: crate::health::LoggedEvent, replica: &str) -> pb::Event {
         actor: "health".into(),
         ..Default::default()
     };
-    match e.event {
+    let health = match e.event {
+        crate::health::EventBody::Health(h) => h,
+        crate::health::EventBody::Control(c) => {
+            out.at = Some(timestamp_ms(c.at_unix_ms));
+            out.kind = c.kind;
+            out.pop = c.pop.unwrap_or_default();
+            out.actor = c.actor;
+            out.message = c.message;
+            out.evidence = c.evidence;
+            return out;
+        }
+    };
+    match health {
         HealthEvent::Verdict {
             at,
             pop,

@@ -356,6 +356,18 @@ impl OperatorApi {
         Ok(Route::Forward(channel))
     }
 
+    /// Records an operator mutation in the event log (who, what, why).
+    fn operator_event(&self, kind: &str, pop: Option<&str>, message: String, evidence: Vec<String>) {
+        self.ctx.health.record_control(crate::health::ControlEvent {
+            at_unix_ms: convert::now_ms(),
+            kind: kind.to_string(),
+            pop: pop.map(str::to_string),
+            actor: "operator".into(),
+            message,
+            evidence,
+        });
+    }
+
     fn forwarded<T>(&self, message: T) -> Request<T> {
         let mut req = Request::new(message);
         if let Ok(v) = self.ctx.me.id.as_str().parse() {
@@ -447,6 +459,12 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         if outcome.applied {
             tracing::info!(revision = outcome.revision, changes = outcome.diff.len(), reason = %body.reason, "topology applied");
             metrics::counter!("meridian_control_plane_topology_applies_total").increment(1);
+            self.operator_event(
+                "topology_applied",
+                None,
+                format!("topology applied at revision {}: {}", outcome.revision, body.reason),
+                outcome.diff.clone(),
+            );
         }
         Ok(Response::new(pb::ApplyTopologyResponse {
             applied: outcome.applied,
@@ -521,6 +539,15 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
             .await
             .map_err(store_status)?;
         tracing::warn!(pop = %body.pop, reason = %body.reason, forced_past = ?forced_past, "PoP drained by an operator");
+        self.operator_event(
+            "drain",
+            Some(&body.pop),
+            format!("PoP {} drained: {}", body.pop, body.reason),
+            forced_past
+                .iter()
+                .map(|r| format!("forced past guardrail {r}"))
+                .collect(),
+        );
         metrics::counter!("meridian_control_plane_drains_total").increment(1);
         let mut summary = format!("PoP {} drained; steering moves its traffic to the other PoPs", body.pop);
         if let Some(rules) = &forced_past {
@@ -560,6 +587,12 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
             return Err(Status::not_found(format!("PoP `{}` is not drained", body.pop)));
         }
         tracing::info!(pop = %body.pop, reason = %body.reason, "PoP undrained by an operator");
+        self.operator_event(
+            "undrain",
+            Some(&body.pop),
+            format!("PoP {} undrained: {}", body.pop, body.reason),
+            Vec::new(),
+        );
         let summary = format!("PoP {} back in service", body.pop);
         Ok(Response::new(pb::ChangeResponse {
             change: Some(completed_change(
@@ -620,6 +653,15 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
                 other => Status::aborted(other.to_string()),
             })?;
         tracing::warn!(from = body.version, version = published.version, reason = %body.reason, "plan restored; steering pinned");
+        self.operator_event(
+            "plan_restored",
+            None,
+            format!(
+                "plan v{} restored as v{} and steering pinned: {}",
+                body.version, published.version, body.reason
+            ),
+            Vec::new(),
+        );
         Ok(Response::new(pb::RestorePlanResponse {
             plan: Some(convert::plan_to_pb(&published)),
         }))
@@ -647,6 +689,14 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
             .await
             .map_err(store_status)?;
         tracing::info!(reason = %req.get_ref().reason, was_pinned = resp.succeeded, "steering resumed");
+        if resp.succeeded {
+            self.operator_event(
+                "steering_resumed",
+                None,
+                format!("steering resumed: {}", req.get_ref().reason),
+                Vec::new(),
+            );
+        }
         Ok(Response::new(pb::ResumeSteeringResponse {
             was_pinned: resp.succeeded,
         }))

@@ -28,11 +28,31 @@ const EVENT_RING: usize = 2000;
 /// How often verdicts are re-evaluated when no result changed anything.
 const EVALUATE_EVERY: Duration = Duration::from_millis(250);
 
-/// One entry of the event log.
+/// One entry of the replica's event log.
 #[derive(Clone, Debug, Serialize)]
 pub struct LoggedEvent {
     pub id: u64,
-    pub event: HealthEvent,
+    pub event: EventBody,
+}
+
+/// What happened: a health change, or a control action (plan published, guardrail
+/// fired, operator mutation) with who did it and why.
+#[derive(Clone, Debug, Serialize)]
+pub enum EventBody {
+    Health(HealthEvent),
+    Control(ControlEvent),
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ControlEvent {
+    pub at_unix_ms: u64,
+    /// e.g. `plan_published`, `guardrail`, `drain`, `undrain`, `plan_restored`.
+    pub kind: String,
+    pub pop: Option<String>,
+    /// Who: `steering` or `operator`.
+    pub actor: String,
+    pub message: String,
+    pub evidence: Vec<String>,
 }
 
 /// The outcome of one ingested batch, for the prober's acknowledgement.
@@ -178,6 +198,21 @@ impl HealthView {
         self.generation.subscribe()
     }
 
+    /// Records a control action (plan publication, guardrail, operator mutation).
+    pub fn record_control(&self, event: ControlEvent) {
+        tracing::info!(kind = %event.kind, actor = %event.actor, pop = ?event.pop, message = %event.message, "event");
+        let mut log = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let id = log.next_id;
+        log.next_id += 1;
+        log.ring.push_back(LoggedEvent {
+            id,
+            event: EventBody::Control(event),
+        });
+        if log.ring.len() > EVENT_RING {
+            log.ring.pop_front();
+        }
+    }
+
     fn record(&self, events: Vec<HealthEvent>) {
         if events.is_empty() {
             return;
@@ -204,7 +239,10 @@ impl HealthView {
             }
             let id = log.next_id;
             log.next_id += 1;
-            log.ring.push_back(LoggedEvent { id, event });
+            log.ring.push_back(LoggedEvent {
+                id,
+                event: EventBody::Health(event),
+            });
             if log.ring.len() > EVENT_RING {
                 log.ring.pop_front();
             }
@@ -222,9 +260,10 @@ fn note_error(out: &mut BatchOutcome, msg: String) {
     }
 }
 
-fn event_pop(e: &HealthEvent) -> Option<&str> {
+fn event_pop(e: &EventBody) -> Option<&str> {
     match e {
-        HealthEvent::Verdict { pop, .. } => Some(pop),
+        EventBody::Health(HealthEvent::Verdict { pop, .. }) => Some(pop),
+        EventBody::Control(c) => c.pop.as_deref(),
         _ => None,
     }
 }

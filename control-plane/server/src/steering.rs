@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::convert::now_ms;
-use crate::health::{verdict_label, HealthView};
+use crate::health::{verdict_label, ControlEvent, HealthView};
 use crate::plans::{self, PlanError};
 use crate::replica::ReplicaContext;
 
@@ -405,10 +405,25 @@ pub(crate) async fn run(
         candidate.reasons = reasons;
         match plans::publish(ctx.store.as_ref(), &ctx.keys, &fence, candidate).await {
             Ok(published) => {
-                tracing::info!(version = published.version, reasons = ?published.reasons, "published plan");
+                health.record_control(ControlEvent {
+                    at_unix_ms: now_ms(),
+                    kind: "plan_published".into(),
+                    pop: None,
+                    actor: "steering".into(),
+                    message: format!("published plan v{}", published.version),
+                    evidence: published.reasons.clone(),
+                });
                 for g in &published.guardrails {
                     tracing::warn!(guardrail = %g, version = published.version, "guardrail fired");
                     metrics::counter!("meridian_control_plane_guardrail_firings_total").increment(1);
+                    health.record_control(ControlEvent {
+                        at_unix_ms: now_ms(),
+                        kind: "guardrail".into(),
+                        pop: None,
+                        actor: "steering".into(),
+                        message: format!("plan v{}: {g}", published.version),
+                        evidence: Vec::new(),
+                    });
                 }
                 // Do not recompute against a stale "current" before the follower saw it.
                 let mut plan_rx = ctx.plan.clone();
