@@ -39,6 +39,20 @@ fn verdicts(health: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+fn pop_weight(plan: &Value, region: &str, pop: &str) -> f64 {
+    plan["regions"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["region"] == region))
+        .and_then(|r| {
+            r["pops"]
+                .as_array()?
+                .iter()
+                .find(|w| w["pop"] == pop)
+                .map(|w| w["weight"].as_f64().unwrap())
+        })
+        .unwrap_or(0.0)
+}
+
 fn verdict_of(health: &Value, pop: &str) -> String {
     verdicts(health)
         .into_iter()
@@ -92,6 +106,13 @@ rise = 2
 fall = 2
 min_regions = 2
 suspect_min_pops = 3
+slow_start_stages = [0.1, 0.5, 1.0]
+slow_start_bake = "1s"
+
+[[regions]]
+id = "clients"
+demand = 50
+latency_hints = {{ pop-b = "5ms", pop-a = "20ms", pop-c = "30ms" }}
 
 [[pops]]
 id = "pop-a"
@@ -223,8 +244,57 @@ url = "{c}"
         "a dead server's probes fail as refused: {classes:?}"
     );
     assert!(explain["rule"].as_str().unwrap().contains("quorum"), "{explain}");
+    let down_version = wait_for("a plan without pop-b", DEADLINE, || async {
+        let plan = ctl_json(&ep, &["plan"]).await;
+        let clients = plan["regions"]
+            .as_array()?
+            .iter()
+            .find(|r| r["region"] == "clients")?
+            .clone();
+        clients["pops"]
+            .as_array()?
+            .iter()
+            .all(|w| w["pop"] != "pop-b")
+            .then(|| plan["version"].as_u64().unwrap())
+    })
+    .await;
     web_b.heal().await;
     wait_verdict(&ep, "pop-b", "UP").await;
+
+    // Failback is a slow start: pop-b's share of `clients` goes 10 % → 50 % → 100 %,
+    // one published version per stage (read back from the plan history).
+    let full_version = wait_for("pop-b back at full weight", DEADLINE, || async {
+        let plan = ctl_json(&ep, &["plan"]).await;
+        (pop_weight(&plan, "clients", "pop-b") > 0.99).then(|| plan["version"].as_u64().unwrap())
+    })
+    .await;
+    let mut stages = Vec::new();
+    for v in down_version..=full_version {
+        let plan = ctl_json(&ep, &["plan", "--version", &v.to_string()]).await;
+        let w = pop_weight(&plan, "clients", "pop-b");
+        if stages.last() != Some(&w) {
+            stages.push(w);
+        }
+    }
+    let close = |a: f64, b: f64| (a - b).abs() < 0.02;
+    assert!(close(stages[0], 0.0), "removed first: {stages:?}");
+    let i10 = stages
+        .iter()
+        .position(|w| close(*w, 0.1))
+        .unwrap_or_else(|| panic!("no 10% stage: {stages:?}"));
+    let i50 = stages
+        .iter()
+        .position(|w| close(*w, 0.5))
+        .unwrap_or_else(|| panic!("no 50% stage: {stages:?}"));
+    assert!(
+        i10 < i50 && close(*stages.last().unwrap(), 1.0),
+        "stages out of order: {stages:?}"
+    );
+    let events = ctl_json(&ep, &["events", "--pop", "pop-b", "--limit", "200"]).await;
+    assert!(
+        events.as_array().unwrap().iter().any(|e| e["kind"] == "slow_start"),
+        "{events}"
+    );
 
     // Unreachable from one region only: DEGRADED naming that region, not DOWN.
     web_c.fail_for(&["eu"]);

@@ -13,6 +13,7 @@
 pub mod ids;
 pub mod keys;
 pub mod records;
+pub mod slow_start;
 pub mod topology;
 
 pub use ids::{IdError, ReplicaId};

@@ -167,6 +167,12 @@ pub struct Policy {
     pub default_latency: Duration,
     /// The client region for clients no prefix matches (default: the first region).
     pub default_region: Option<String>,
+    /// Failback stages: a PoP coming back gets at most this share of its final weight
+    /// per stage (empty: no slow start).
+    pub slow_start_stages: Vec<f64>,
+    /// How long each slow-start stage bakes before the next.
+    #[serde(with = "humantime_serde")]
+    pub slow_start_bake: Duration,
 }
 
 impl Default for Policy {
@@ -191,6 +197,8 @@ impl Default for Policy {
             weight_change_threshold: 0.05,
             default_latency: Duration::from_millis(300),
             default_region: None,
+            slow_start_stages: vec![0.1, 0.5, 1.0],
+            slow_start_bake: Duration::from_secs(10),
         }
     }
 }
@@ -319,6 +327,14 @@ impl TopologyDoc {
 }
 
 impl Policy {
+    /// The slow-start (failback) policy.
+    pub fn slow_start(&self) -> crate::slow_start::SlowStartPolicy {
+        crate::slow_start::SlowStartPolicy {
+            stages: self.slow_start_stages.clone(),
+            bake: self.slow_start_bake,
+        }
+    }
+
     fn check(&self, errs: &mut Errors) {
         if self.rise == 0 || self.rise > 20 {
             errs.add("policy.rise", format!("must be between 1 and 20, got {}", self.rise));
@@ -383,6 +399,19 @@ impl Policy {
                 "policy.weight_change_threshold",
                 format!("must be in [0.0, 1.0), got {}", self.weight_change_threshold),
             );
+        }
+        let mut last = 0.0;
+        for (i, f) in self.slow_start_stages.iter().enumerate() {
+            if !(*f > last && *f <= 1.0) {
+                errs.add(
+                    format!("policy.slow_start_stages[{i}]"),
+                    format!("stages must increase within (0.0, 1.0], got {f}"),
+                );
+            }
+            last = *f;
+        }
+        if self.slow_start_bake < Duration::from_millis(100) {
+            errs.add("policy.slow_start_bake", "must be at least 100ms");
         }
         if self.dns_ttl_seconds == 0 || self.dns_ttl_seconds > 86_400 {
             errs.add("policy.dns_ttl_seconds", "must be between 1 and 86400");

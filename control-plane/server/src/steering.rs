@@ -14,6 +14,7 @@ use meridian_core::keys::Keys;
 use meridian_core::records::{
     AnycastAnnouncement, DrainIntent, PlanPin, PopPlanState, PopWeightRecord, RegionWeights, StoredPlan,
 };
+use meridian_core::slow_start::{SlowStart, SlowStartEvent};
 use meridian_core::topology::TopologyDoc;
 use meridian_health::{HealthState, PopVerdict};
 use meridian_steering::{
@@ -37,6 +38,36 @@ pub struct Intents {
 
 /// The steering input for a topology, the current health view and the drains.
 pub fn build_input(doc: &TopologyDoc, health: &HealthState, drains: &BTreeMap<String, DrainIntent>) -> SteeringInput {
+    build_input_damped(doc, health, drains, None)
+}
+
+/// Holds each measured latency until it moves by more than 2 ms and 10 %, so probe
+/// jitter between near-equal PoPs does not flip the plan back and forth (stability).
+#[derive(Debug, Default)]
+pub struct LatencyDamper {
+    held: BTreeMap<(String, String), f64>,
+}
+
+impl LatencyDamper {
+    pub fn filter(&mut self, region: &str, pop: &str, ms: f64) -> f64 {
+        let key = (region.to_string(), pop.to_string());
+        match self.held.get(&key) {
+            Some(old) if (ms - old).abs() <= f64::max(2.0, 0.1 * old) => *old,
+            _ => {
+                self.held.insert(key, ms);
+                ms
+            }
+        }
+    }
+}
+
+/// [`build_input`] with measured latencies passed through a damper.
+pub fn build_input_damped(
+    doc: &TopologyDoc,
+    health: &HealthState,
+    drains: &BTreeMap<String, DrainIntent>,
+    mut damper: Option<&mut LatencyDamper>,
+) -> SteeringInput {
     let policy = &doc.policy;
     let mut latency = LatencyMatrix::new(policy.default_latency.as_secs_f64() * 1000.0);
     for region in &doc.regions {
@@ -47,7 +78,11 @@ pub fn build_input(doc: &TopologyDoc, health: &HealthState, drains: &BTreeMap<St
         // measures what clients in `eu-west` will see.
         for pop in &doc.pops {
             if let Some(measured) = health.latency_estimate(&pop.id, &region.id) {
-                latency.set_measured(&region.id, &pop.id, measured.as_secs_f64() * 1000.0);
+                let mut ms = measured.as_secs_f64() * 1000.0;
+                if let Some(d) = damper.as_deref_mut() {
+                    ms = d.filter(&region.id, &pop.id, ms);
+                }
+                latency.set_measured(&region.id, &pop.id, ms);
             }
         }
     }
@@ -272,6 +307,79 @@ pub fn differs(old: &StoredPlan, new: &StoredPlan, threshold: f64) -> Option<Vec
     (!why.is_empty()).then_some(why)
 }
 
+/// Feeds every PoP's health to the slow-start machine; returns the events.
+fn observe_slow_start(
+    slow: &mut SlowStart,
+    input: &SteeringInput,
+    current: Option<&StoredPlan>,
+    doc: &TopologyDoc,
+) -> Vec<ControlEvent> {
+    let policy = doc.policy.slow_start();
+    let now = now_ms();
+    slow.retain(|p| doc.pop(p).is_some());
+    let mut events = Vec::new();
+    for pop in &input.pops {
+        let down = matches!(pop.state, PopUsability::Down);
+        // A leader that just took over learns which PoPs were down from the plan in
+        // force, so a PoP that comes back during its first term still slow-starts.
+        if !slow.knows(&pop.id) && current.is_some_and(|c| c.pops.iter().any(|s| s.pop == pop.id && s.state == "down"))
+        {
+            slow.observe(&pop.id, true, now, &policy);
+        }
+        let Some(event) = slow.observe(&pop.id, down, now, &policy) else {
+            continue;
+        };
+        let (pop_id, message) = match &event {
+            SlowStartEvent::Started { pop, factor } => (
+                pop,
+                format!("{pop} is back: slow start at {:.0}% of its weight", factor * 100.0),
+            ),
+            SlowStartEvent::Advanced { pop, factor, .. } => {
+                (pop, format!("{pop}: slow start advanced to {:.0}%", factor * 100.0))
+            }
+            SlowStartEvent::Completed { pop } => (pop, format!("{pop}: slow start completed; full weight")),
+            SlowStartEvent::Aborted { pop, stage } => (
+                pop,
+                format!("{pop} failed again during slow start (stage {stage}); removed"),
+            ),
+        };
+        events.push(ControlEvent {
+            at_unix_ms: now,
+            kind: "slow_start".into(),
+            pop: Some(pop_id.clone()),
+            actor: "steering".into(),
+            message,
+            evidence: Vec::new(),
+        });
+    }
+    events
+}
+
+/// Computes the plan; while PoPs are slow-starting, blends the plan with them and the
+/// plan without them by the smallest stage factor. Returns the plan and notes for
+/// its reasons.
+fn compute_with_slow_start(
+    input: &SteeringInput,
+    slow: &SlowStart,
+    doc: &TopologyDoc,
+) -> Result<(Plan, Vec<String>), String> {
+    let with = meridian_steering::compute(input).map_err(|e| e.to_string())?;
+    let recovering = slow.recovering(&doc.policy.slow_start());
+    let Some(f) = recovering.values().copied().reduce(f64::min) else {
+        return Ok((with, Vec::new()));
+    };
+    let mut reduced = input.clone();
+    for pop in reduced.pops.iter_mut().filter(|p| recovering.contains_key(&p.id)) {
+        pop.state = PopUsability::Down;
+    }
+    let without = meridian_steering::compute(&reduced).map_err(|e| e.to_string())?;
+    let notes = recovering
+        .iter()
+        .map(|(p, f)| format!("slow start: {p} at {:.0}% of its weight", f * 100.0))
+        .collect();
+    Ok((meridian_steering::blend(&with, &without, f), notes))
+}
+
 /// Follows drains and the plan pin in the store (every replica).
 pub async fn follow_intents(
     store: Arc<dyn Store>,
@@ -349,6 +457,8 @@ pub(crate) async fn run(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_failure: Option<String> = None;
+    let mut slow = SlowStart::default();
+    let mut damper = LatencyDamper::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -369,21 +479,19 @@ pub(crate) async fn run(
         if current_intents.pin.is_some() {
             continue;
         }
-        let candidate = {
+        let current = ctx.plan.borrow().clone();
+        let (candidate, slow_events) = {
             let state = health.lock();
-            let input = build_input(&applied.doc, &state, &current_intents.drains);
-            match meridian_steering::compute(&input) {
-                Ok(plan) => Ok(to_stored(
-                    &plan,
-                    &applied.doc,
-                    &state,
-                    applied.revision,
-                    ctx.me.id.as_str(),
-                    Vec::new(),
-                )),
-                Err(e) => Err(e.to_string()),
-            }
+            let input = build_input_damped(&applied.doc, &state, &current_intents.drains, Some(&mut damper));
+            let events = observe_slow_start(&mut slow, &input, current.as_deref(), &applied.doc);
+            let computed = compute_with_slow_start(&input, &slow, &applied.doc).map(|(plan, notes)| {
+                to_stored(&plan, &applied.doc, &state, applied.revision, ctx.me.id.as_str(), notes)
+            });
+            (computed, events)
         };
+        for event in slow_events {
+            health.record_control(event);
+        }
         let mut candidate = match candidate {
             Ok(c) => c,
             Err(e) => {
@@ -395,7 +503,6 @@ pub(crate) async fn run(
             }
         };
         last_failure = None;
-        let current = ctx.plan.borrow().clone();
         let reasons = match &current {
             None => Some(vec!["first plan for this topology".to_string()]),
             Some(cur) => differs(cur, &candidate, applied.doc.policy.weight_change_threshold),
@@ -436,5 +543,21 @@ pub(crate) async fn run(
             Err(PlanError::Conflict(_)) => tracing::debug!("plan publish raced; recomputing"),
             Err(e) => tracing::warn!(error = %e, "plan publish failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_damper_holds_small_moves_and_follows_real_ones() {
+        let mut d = LatencyDamper::default();
+        assert_eq!(d.filter("eu", "fra1", 10.0), 10.0);
+        assert_eq!(d.filter("eu", "fra1", 11.5), 10.0, "jitter below 2 ms is held");
+        assert_eq!(d.filter("eu", "fra1", 13.0), 13.0, "a 3 ms move is followed");
+        assert_eq!(d.filter("eu", "fra1", 100.0), 100.0);
+        assert_eq!(d.filter("eu", "fra1", 108.0), 100.0, "below 10 % of 100 ms is held");
+        assert_eq!(d.filter("eu", "ams1", 108.0), 108.0, "pairs are independent");
     }
 }

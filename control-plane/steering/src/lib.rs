@@ -75,6 +75,7 @@
 //! residency is already the optional `allowed_pops` of a region; a third-party CDN used
 //! as overflow is one more PoP with its capacity and latency. None changes the solver.
 
+mod blend;
 mod compute;
 mod error;
 mod fast;
@@ -85,6 +86,7 @@ mod solve;
 #[cfg(test)]
 mod tests;
 
+pub use blend::blend;
 pub use compute::{compute, compute_with, Solver, EXACT_LIMIT_PAIRS};
 pub use error::{DrainError, SteeringError};
 pub use guardrail::{check_drain, what_if};
