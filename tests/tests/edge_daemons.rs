@@ -52,13 +52,24 @@ fn prober_and_agent_configs_are_validated() {
 async fn a_prober_without_a_control_plane_is_not_ready_says_why_and_stops_on_sigterm() {
     let admin = free_addr();
     let nowhere = format!("http://{}", free_addr());
-    let mut child = Command::new(bin("meridian-prober"))
-        .args(["--prober-id", "p1", "--region", "eu", "--control-plane", &nowhere, "--admin-addr", &admin.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(bin("meridian-prober"))
+            .args([
+                "--prober-id",
+                "p1",
+                "--region",
+                "eu",
+                "--control-plane",
+                &nowhere,
+                "--admin-addr",
+                &admin.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let (code, body) = wait_for("the prober's admin listener", Duration::from_secs(60), || {
         http_get(admin, "/ready")
     })
@@ -68,13 +79,23 @@ async fn a_prober_without_a_control_plane_is_not_ready_says_why_and_stops_on_sig
     assert_eq!(http_get(admin, "/live").await.unwrap().0, 200);
     Command::new("kill")
         .arg("-TERM")
-        .arg(child.id().to_string())
+        .arg(child.0.id().to_string())
         .status()
         .unwrap();
     let status = wait_for("the prober to exit after SIGTERM", Duration::from_secs(30), || {
-        let s = child.try_wait().unwrap();
+        let s = child.0.try_wait().unwrap();
         async move { s }
     })
     .await;
     assert!(status.success(), "{status:?}");
+}
+
+/// Kills the child process when the test ends, even when an assertion failed.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -162,6 +162,10 @@ pub struct Policy {
     pub max_failover_capacity_share: f64,
     /// A new plan is published only when a state changes or a weight moves more than this.
     pub weight_change_threshold: f64,
+    /// Whether steering uses the probers' latency measurements (falling back to hints)
+    /// or only the topology's hints — for simulations where every PoP is on loopback
+    /// and measurements carry no geography.
+    pub latency_source: LatencySource,
     /// Latency assumed for (region, PoP) pairs with neither a measurement nor a hint.
     #[serde(with = "humantime_serde")]
     pub default_latency: Duration,
@@ -195,12 +199,24 @@ impl Default for Policy {
             target_utilisation: 0.8,
             max_failover_capacity_share: 0.5,
             weight_change_threshold: 0.05,
+            latency_source: LatencySource::Measured,
             default_latency: Duration::from_millis(300),
             default_region: None,
             slow_start_stages: vec![0.1, 0.5, 1.0],
             slow_start_bake: Duration::from_secs(10),
         }
     }
+}
+
+/// Where steering's latencies come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LatencySource {
+    /// Probers' measurements per (region, PoP), else the topology's hints.
+    #[default]
+    Measured,
+    /// Only the topology's hints.
+    Hints,
 }
 
 /// One thing wrong with a topology, at a path like `pops[3].capacity`.

@@ -15,7 +15,7 @@ use meridian_core::records::{
     AnycastAnnouncement, DrainIntent, PlanPin, PopPlanState, PopWeightRecord, RegionWeights, StoredPlan,
 };
 use meridian_core::slow_start::{SlowStart, SlowStartEvent};
-use meridian_core::topology::TopologyDoc;
+use meridian_core::topology::{LatencySource, TopologyDoc};
 use meridian_health::{HealthState, PopVerdict};
 use meridian_steering::{
     AnycastIntent, LatencyMatrix, Plan, PopInput, PopUsability, RegionInput, SteeringInput, SteeringPolicy,
@@ -77,6 +77,9 @@ pub fn build_input_damped(
         // Client regions and prober regions share ids: a prober in `eu-west`
         // measures what clients in `eu-west` will see.
         for pop in &doc.pops {
+            if policy.latency_source == LatencySource::Hints {
+                continue;
+            }
             if let Some(measured) = health.latency_estimate(&pop.id, &region.id) {
                 let mut ms = measured.as_secs_f64() * 1000.0;
                 if let Some(d) = damper.as_deref_mut() {
