@@ -16,3 +16,5 @@ echo "== cargo test"
 # Two test threads: the end-to-end tests start etcd clusters and several daemons
 # each, and the machines are two shared cores.
 cargo test --workspace --locked --no-fail-fast -- --test-threads 2
+echo "== the README's run command, as a smoke test (comes up, DNS answers, stops)"
+bash scripts/run-local.sh --smoke
