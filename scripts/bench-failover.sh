@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# End-to-end failover benchmark (release build): real etcd, 3 control-plane replicas,
+# probers in 3 regions, 2 DNS agents, 5 simulated PoPs. Kills a PoP (10 trials, random
+# 0-2 s pause first), measures with dig every 50 ms until no agent returns it, heals it
+# and measures the time back to full weight; the same with the leader killed at the
+# same moment; then a 5-minute flap test (10 % of connections refused).
+#   scripts/bench-failover.sh [--trials 10] [--flap-seconds 300] [--json]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo build --release -p meridian-control-plane -p meridianctl -p meridian-prober -p meridian-dns-agent -p meridian-tests \
+    --bin meridian-control-plane --bin meridianctl --bin meridian-prober --bin meridian-dns-agent \
+    --bin sim_pops --bin failover_bench
+exec target/release/failover_bench "$@"

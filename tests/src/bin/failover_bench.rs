@@ -1,0 +1,263 @@
+//! End-to-end failover benchmark with real processes: real etcd, three control-plane
+//! replicas, probers in three regions, two DNS agents and five simulated PoPs.
+//!
+//! * **kill**: after a random 0–2 s pause, a PoP's server is killed (connections
+//!   refused); real DNS queries (`dig`, every 50 ms, against both agents) measure the
+//!   time until no agent returns that PoP. Then the PoP is healed and we measure the
+//!   time until it is back at full weight (through slow start).
+//! * **kill + leader**: the same, with the control-plane leader SIGKILLed at the same
+//!   moment as the PoP.
+//! * **flap**: a PoP refuses 10 % of connections at random for a while; it must never
+//!   be removed from the answers.
+//!
+//! Min / median / p99 are printed (and as JSON with `--json`). Everything runs on this
+//! machine's 2 cores.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use meridian_tests::dns::{dig, DnsAgent};
+use meridian_tests::etcd::EtcdCluster;
+use meridian_tests::meridian::{ctl_json, meridianctl, ControlPlane, Prober};
+use meridian_tests::util::{free_addr, wait_for};
+
+/// Measure failover and failback times end to end.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Trials per scenario.
+    #[arg(long, default_value_t = 10)]
+    trials: usize,
+    /// How long the flap test runs, in seconds (0 skips it).
+    #[arg(long, default_value_t = 300)]
+    flap_seconds: u64,
+    /// Skip the leader-kill scenario.
+    #[arg(long)]
+    no_leader_kill: bool,
+    /// Print one JSON object at the end.
+    #[arg(long)]
+    json: bool,
+}
+
+const POPS: [(&str, &str); 5] =
+    [("fra1", "127.0.0.51"), ("ams1", "127.0.0.52"), ("iad1", "127.0.0.53"), ("sfo1", "127.0.0.54"), ("sin1", "127.0.0.55")];
+/// The PoP that is killed: the only one eu's clients use while it is healthy.
+const VICTIM: &str = "fra1";
+const VICTIM_IP: &str = "127.0.0.51";
+const FLAPPER: &str = "iad1";
+const FLAPPER_IP: &str = "127.0.0.53";
+
+fn topology(port: u16) -> String {
+    let mut t = String::from(
+        "[policy]\n# The safe defaults: quorum of regions, fall 2, fast confirmation.\nlatency_source = \"hints\"\nslow_start_bake = \"2s\"\n",
+    );
+    for (name, ip) in POPS {
+        t.push_str(&format!(
+            "\n[[pops]]\nid = \"{name}\"\ncapacity = 100\nipv4 = [\"{ip}\"]\n[[pops.endpoints]]\nname = \"http\"\nkind = \"http\"\nurl = \"http://{ip}:{port}/health\"\n"
+        ));
+    }
+    t.push_str(
+        r#"
+[[regions]]
+id = "eu"
+demand = 50
+client_prefixes = ["127.0.0.0/8"]
+latency_hints = { fra1 = "10ms", ams1 = "12ms", iad1 = "85ms", sfo1 = "150ms", sin1 = "160ms" }
+
+[[regions]]
+id = "us"
+demand = 50
+client_prefixes = ["10.2.0.0/16"]
+latency_hints = { iad1 = "10ms", sfo1 = "60ms", fra1 = "85ms", ams1 = "90ms", sin1 = "200ms" }
+
+[[regions]]
+id = "ap"
+demand = 50
+client_prefixes = ["10.3.0.0/16"]
+latency_hints = { sin1 = "10ms", sfo1 = "120ms", fra1 = "160ms", ams1 = "165ms", iad1 = "210ms" }
+"#,
+    );
+    t
+}
+
+const ZONES: &str = "[[zones]]\norigin = \"example.net.\"\nns = [\"ns1.example.net.\"]\n[[zones.records]]\nname = \"ns1\"\ntype = \"A\"\nvalue = \"127.0.0.1\"\n[[zones.steered]]\nname = \"www\"\nanswers = 1\n";
+
+/// The addresses every agent returns for `www` from region eu, one dig each.
+async fn answers(agents: &[SocketAddr], subnet: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for a in agents {
+        out.push(dig(*a, &["www.example.net", "A", &format!("+subnet={subnet}")]).await.addresses());
+    }
+    out
+}
+
+struct Stats {
+    samples: Vec<Duration>,
+}
+
+impl Stats {
+    fn summary(&self) -> serde_json::Value {
+        let mut s: Vec<f64> = self.samples.iter().map(|d| d.as_secs_f64()).collect();
+        s.sort_by(f64::total_cmp);
+        if s.is_empty() {
+            return serde_json::json!(null);
+        }
+        let p = |q: f64| s[((s.len() as f64 - 1.0) * q).round() as usize];
+        serde_json::json!({"n": s.len(), "min_s": s[0], "median_s": p(0.5), "p99_s": p(0.99), "max_s": s[s.len() - 1]})
+    }
+}
+
+async fn sim(control: SocketAddr, action: &str, pop: &str) {
+    let out = tokio::process::Command::new("curl")
+        .args(["-s", "-X", "POST", &format!("http://{control}/{action}/{pop}")])
+        .output()
+        .await
+        .expect("curl");
+    assert!(out.status.success(), "sim_pops {action} {pop}: {out:?}");
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = EtcdCluster::start(1).await;
+    let endpoints = etcd.endpoints_csv();
+    let mut cps: Vec<ControlPlane> = ["cp-1", "cp-2", "cp-3"]
+        .iter()
+        .map(|id| ControlPlane::start(id, dir.path(), &["--etcd-endpoints", endpoints.as_str(), "--lease-ttl", "2s"]))
+        .collect();
+    for cp in &cps {
+        cp.wait_ready().await;
+    }
+    let replica_list: Vec<String> = cps.iter().map(|c| c.endpoint()).collect();
+    let replicas = replica_list.join(",");
+
+    // Simulated PoPs on a port picked now, and their control API.
+    let pop_port = free_addr().port();
+    let control = free_addr();
+    let pops_arg: Vec<String> = POPS.iter().map(|(n, ip)| format!("{n}={ip}:{pop_port}")).collect();
+    let sim_log = std::fs::File::create(dir.path().join("sim_pops.log")).unwrap();
+    let mut sim_pops = std::process::Command::new(meridian_tests::meridian::bin("sim_pops"))
+        .args(["--pops", &pops_arg.join(","), "--control", &control.to_string()])
+        .stdout(sim_log.try_clone().unwrap())
+        .stderr(sim_log)
+        .spawn()
+        .unwrap();
+
+    let topo = dir.path().join("topology.toml");
+    std::fs::write(&topo, topology(pop_port)).unwrap();
+    let out = meridianctl(&["-e", &replicas, "apply", "-f", topo.to_str().unwrap()]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let _probers: Vec<Prober> =
+        ["eu", "us", "ap"].iter().map(|r| Prober::start(&format!("p-{r}"), r, &replicas, None, dir.path())).collect();
+    let agents: Vec<DnsAgent> =
+        ["dns-1", "dns-2"].iter().map(|id| DnsAgent::start(id, dir.path(), &replica_list, ZONES)).collect();
+    let agent_addrs: Vec<SocketAddr> = agents.iter().map(|a| a.dns_addr).collect();
+    let victim_only = |all: &[Vec<String>]| all.iter().all(|a| a == &vec![VICTIM_IP.to_string()]);
+    wait_for("every agent to answer eu with the victim", Duration::from_secs(120), || async {
+        victim_only(&answers(&agent_addrs, "127.0.0.0/24").await).then_some(())
+    })
+    .await;
+    eprintln!("stack up: etcd, 3 replicas, 3 probers, 2 DNS agents, 5 PoPs; starting trials");
+
+    let mut results = serde_json::Map::new();
+    let scenarios: Vec<bool> = if args.no_leader_kill { vec![false] } else { vec![false, true] };
+    for with_leader_kill in scenarios {
+        let mut removal = Stats { samples: Vec::new() };
+        let mut failback = Stats { samples: Vec::new() };
+        for trial in 0..args.trials {
+            let pause = Duration::from_millis(rand::random::<u64>() % 2000);
+            tokio::time::sleep(pause).await;
+            let mut killed_leader = None;
+            let start = Instant::now();
+            sim(control, "fail", VICTIM).await;
+            if with_leader_kill {
+                let status = ctl_json(&replicas, &["status"]).await;
+                let leader = status["leader"].as_str().unwrap_or_default().to_string();
+                if let Some(i) = cps.iter().position(|c| c.id == leader) {
+                    cps[i].kill();
+                    killed_leader = Some(i);
+                }
+            }
+            // Poll every 50 ms until no agent returns the victim.
+            loop {
+                let all = answers(&agent_addrs, "127.0.0.0/24").await;
+                if all.iter().all(|a| !a.is_empty() && !a.contains(&VICTIM_IP.to_string())) {
+                    break;
+                }
+                assert!(start.elapsed() < Duration::from_secs(60), "the victim never left the answers");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let took = start.elapsed();
+            removal.samples.push(took);
+            if let Some(i) = killed_leader {
+                cps[i].restart();
+                cps[i].wait_ready().await;
+            }
+            // A real outage lasts: let the verdict settle on DOWN (every region agrees)
+            // before healing, so failback starts from a removed PoP.
+            wait_for("the victim's verdict to be DOWN", Duration::from_secs(60), || async {
+                let health = ctl_json(&replicas, &["health"]).await;
+                health["pops"].as_array()?.iter().any(|p| p["pop"] == VICTIM && p["state"] == "DOWN").then_some(())
+            })
+            .await;
+            let healed = Instant::now();
+            sim(control, "heal", VICTIM).await;
+            loop {
+                let plan = ctl_json(&replicas, &["plan", "--region", "eu"]).await;
+                let full = plan["regions"][0]["pops"]
+                    .as_array()
+                    .is_some_and(|ws| ws.iter().any(|w| w["pop"] == VICTIM && w["weight"].as_f64().unwrap_or(0.0) > 0.999));
+                if full && victim_only(&answers(&agent_addrs, "127.0.0.0/24").await) {
+                    break;
+                }
+                assert!(healed.elapsed() < Duration::from_secs(120), "the victim never came back at full weight");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            failback.samples.push(healed.elapsed());
+            eprintln!(
+                "trial {trial} (leader kill: {with_leader_kill}): removed after {took:?}, back at full weight after {:?}",
+                healed.elapsed()
+            );
+        }
+        let key = if with_leader_kill { "kill_with_leader_kill" } else { "kill" };
+        results.insert(key.into(), serde_json::json!({"removal": removal.summary(), "failback_full_weight": failback.summary()}));
+    }
+
+    if args.flap_seconds > 0 {
+        // The flapper is us's only PoP in use; watch it in us's answers.
+        sim(control, "flaky", &format!("{FLAPPER}?refuse=0.1")).await;
+        let start = Instant::now();
+        let (mut queries, mut removals, mut was_present) = (0u64, 0u64, true);
+        while start.elapsed() < Duration::from_secs(args.flap_seconds) {
+            let all = answers(&agent_addrs, "10.2.0.0/24").await;
+            queries += all.len() as u64;
+            let present = all.iter().all(|a| a.contains(&FLAPPER_IP.to_string()));
+            if was_present && !present {
+                removals += 1;
+            }
+            was_present = present;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        sim(control, "heal", FLAPPER).await;
+        let events = ctl_json(&replicas, &["events", "--pop", FLAPPER, "--limit", "2000"]).await;
+        let downs = events.as_array().map(|e| e.iter().filter(|e| e["message"].as_str().unwrap_or("").contains("→ DOWN")).count()).unwrap_or(0);
+        results.insert(
+            "flap".into(),
+            serde_json::json!({"seconds": args.flap_seconds, "refuse_share": 0.1, "queries": queries, "removals_from_answers": removals, "down_verdicts": downs}),
+        );
+    }
+    let _ = sim_pops.kill();
+    let _ = sim_pops.wait();
+    drop(etcd);
+
+    let report = serde_json::Value::Object(results);
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap());
+    }
+}
