@@ -121,7 +121,7 @@ pub struct ElectionSettings {
 impl Default for ElectionSettings {
     fn default() -> Self {
         Self {
-            lease_ttl: Duration::from_secs(3),
+            lease_ttl: Duration::from_secs(2),
         }
     }
 }
