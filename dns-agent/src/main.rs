@@ -1,20 +1,15 @@
-//! `meridian-dns-agent`: authoritative DNS for Meridian's steered names, following
-//! the control plane's plan (issue [4]).
-//!
-//! Today it is the shared daemon skeleton with the agent's own configuration: config
-//! validation, `--check-config`, the admin listener (`/ready` stays false, saying
-//! why, until it serves DNS) and bounded shutdown. It does not pretend to answer.
+//! `meridian-dns-agent`: parse flags and config, bind the DNS (UDP and TCP) and admin
+//! listeners, run the agent. Everything else lives in the library so tests can run
+//! the request path without sockets.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
-use meridian_core::ids::validate_id;
-use meridian_daemon::config::{self, ConfigError};
-use meridian_daemon::shutdown::{self, Tasks};
-use meridian_daemon::{telemetry, CommonArgs};
-use serde::{Deserialize, Serialize};
+use meridian_daemon::config;
+use meridian_daemon::{shutdown, telemetry, CommonArgs};
+use meridian_dns_agent::config::AgentConfig;
+use meridian_dns_agent::Listeners;
 
 /// A Meridian DNS agent: answers authoritative queries for steered names with the
 /// healthy, weighted PoPs of the client's region.
@@ -32,41 +27,9 @@ struct Args {
     /// Control-plane gRPC endpoints, comma-separated.
     #[arg(long, env = "MERIDIAN_CONTROL_PLANE", value_delimiter = ',')]
     control_plane: Option<Vec<String>>,
-}
-
-/// The agent's configuration file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct AgentConfig {
-    agent_id: String,
-    dns_addr: SocketAddr,
-    control_plane: Vec<String>,
-    admin_addr: SocketAddr,
-}
-
-impl Default for AgentConfig {
-    fn default() -> Self {
-        Self {
-            agent_id: String::new(),
-            dns_addr: SocketAddr::from(([127, 0, 0, 1], 5353)),
-            control_plane: vec!["http://127.0.0.1:7400".into()],
-            admin_addr: SocketAddr::from(([127, 0, 0, 1], 7420)),
-        }
-    }
-}
-
-impl AgentConfig {
-    fn validate(self, origin: &str) -> Result<Self, ConfigError> {
-        validate_id("agent", &self.agent_id).map_err(|e| ConfigError::invalid(origin, "agent_id", e.to_string()))?;
-        if self.control_plane.is_empty() {
-            return Err(ConfigError::invalid(
-                origin,
-                "control_plane",
-                "at least one control-plane endpoint is required",
-            ));
-        }
-        Ok(self)
-    }
+    /// Directory for the cached last good plan.
+    #[arg(long, env = "MERIDIAN_STATE_DIR")]
+    state_dir: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -103,26 +66,44 @@ async fn real_main(args: Args) -> anyhow::Result<()> {
     if let Some(v) = args.common.admin_addr {
         cfg.admin_addr = v;
     }
-    let cfg = cfg.validate(&origin)?;
+    if let Some(v) = args.state_dir {
+        cfg.state_dir = Some(v);
+    }
+    let validated = cfg.validate(&origin)?;
     if args.common.check_config {
-        println!("{origin}: ok\n{}", toml::to_string_pretty(&cfg)?);
+        println!("{origin}: ok\n{}", toml::to_string_pretty(&validated.config)?);
         return Ok(());
     }
     telemetry::init(args.common.log_format, &args.common.log).map_err(anyhow::Error::msg)?;
+    let cfg = &validated.config;
     let admin = tokio::net::TcpListener::bind(cfg.admin_addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind the admin listener `admin_addr` {}: {e}", cfg.admin_addr))?;
+    // TCP first, so that port 0 picks one port for both transports.
+    let tcp = tokio::net::TcpListener::bind(cfg.dns_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind the DNS TCP listener `dns_addr` {}: {e}", cfg.dns_addr))?;
+    let dns_addr = tcp.local_addr()?;
+    let udp = bind_udp(dns_addr, cfg.udp_socket_buffer)
+        .map_err(|e| anyhow::anyhow!("cannot bind the DNS UDP socket `dns_addr` {dns_addr}: {e}"))?;
+    tracing::info!(agent = %cfg.agent_id, dns = %dns_addr, admin = %cfg.admin_addr, replicas = ?cfg.control_plane, "dns agent starting");
     let shutdown = shutdown::on_signal();
-    let (_ready_tx, ready) =
-        tokio::sync::watch::channel(Err("DNS serving is not implemented yet (issue [4])".to_string()));
-    tracing::info!(agent = %cfg.agent_id, "dns agent started (skeleton: not serving DNS yet)");
-    let mut tasks = Tasks::new();
-    tasks.spawn(
-        "admin-http",
-        meridian_daemon::admin::serve(admin, ready, shutdown.clone()),
-    );
-    tasks
-        .run_until(shutdown, Duration::from_secs(5))
+    meridian_dns_agent::run(validated, Listeners { udp, tcp, admin }, shutdown)
         .await
         .map_err(anyhow::Error::msg)
+}
+
+/// Binds the UDP socket with deep kernel buffers (a failure to enlarge them is only
+/// logged: the kernel caps them at its maximum anyway).
+fn bind_udp(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = socket.set_recv_buffer_size(buffer) {
+        tracing::warn!(error = %e, buffer, "cannot enlarge the UDP receive buffer");
+    }
+    if let Err(e) = socket.set_send_buffer_size(buffer) {
+        tracing::warn!(error = %e, buffer, "cannot enlarge the UDP send buffer");
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }

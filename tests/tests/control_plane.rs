@@ -87,7 +87,10 @@ async fn embedded_replica_serves_status_admin_reflection_and_health() {
     );
     let mut ops = pb::operator_service_client::OperatorServiceClient::new(channel);
     let err = ops
-        .pause_change(pb::ChangeIdRequest { change_id: "c1".into(), ..Default::default() })
+        .pause_change(pb::ChangeIdRequest {
+            change_id: "c1".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);

@@ -41,8 +41,13 @@ struct Args {
     json: bool,
 }
 
-const POPS: [(&str, &str); 5] =
-    [("fra1", "127.0.0.51"), ("ams1", "127.0.0.52"), ("iad1", "127.0.0.53"), ("sfo1", "127.0.0.54"), ("sin1", "127.0.0.55")];
+const POPS: [(&str, &str); 5] = [
+    ("fra1", "127.0.0.51"),
+    ("ams1", "127.0.0.52"),
+    ("iad1", "127.0.0.53"),
+    ("sfo1", "127.0.0.54"),
+    ("sin1", "127.0.0.55"),
+];
 /// The PoP that is killed: the only one eu's clients use while it is healthy.
 const VICTIM: &str = "fra1";
 const VICTIM_IP: &str = "127.0.0.51";
@@ -88,7 +93,11 @@ const ZONES: &str = "[[zones]]\norigin = \"example.net.\"\nns = [\"ns1.example.n
 async fn answers(agents: &[SocketAddr], subnet: &str) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     for a in agents {
-        out.push(dig(*a, &["www.example.net", "A", &format!("+subnet={subnet}")]).await.addresses());
+        out.push(
+            dig(*a, &["www.example.net", "A", &format!("+subnet={subnet}")])
+                .await
+                .addresses(),
+        );
     }
     out
 }
@@ -126,7 +135,13 @@ async fn main() {
     let endpoints = etcd.endpoints_csv();
     let mut cps: Vec<ControlPlane> = ["cp-1", "cp-2", "cp-3"]
         .iter()
-        .map(|id| ControlPlane::start(id, dir.path(), &["--etcd-endpoints", endpoints.as_str(), "--lease-ttl", "2s"]))
+        .map(|id| {
+            ControlPlane::start(
+                id,
+                dir.path(),
+                &["--etcd-endpoints", endpoints.as_str(), "--lease-ttl", "2s"],
+            )
+        })
         .collect();
     for cp in &cps {
         cp.wait_ready().await;
@@ -151,20 +166,30 @@ async fn main() {
     let out = meridianctl(&["-e", &replicas, "apply", "-f", topo.to_str().unwrap()]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let _probers: Vec<Prober> =
-        ["eu", "us", "ap"].iter().map(|r| Prober::start(&format!("p-{r}"), r, &replicas, None, dir.path())).collect();
-    let agents: Vec<DnsAgent> =
-        ["dns-1", "dns-2"].iter().map(|id| DnsAgent::start(id, dir.path(), &replica_list, ZONES)).collect();
+    let _probers: Vec<Prober> = ["eu", "us", "ap"]
+        .iter()
+        .map(|r| Prober::start(&format!("p-{r}"), r, &replicas, None, dir.path()))
+        .collect();
+    let agents: Vec<DnsAgent> = ["dns-1", "dns-2"]
+        .iter()
+        .map(|id| DnsAgent::start(id, dir.path(), &replica_list, ZONES))
+        .collect();
     let agent_addrs: Vec<SocketAddr> = agents.iter().map(|a| a.dns_addr).collect();
     let victim_only = |all: &[Vec<String>]| all.iter().all(|a| a == &vec![VICTIM_IP.to_string()]);
-    wait_for("every agent to answer eu with the victim", Duration::from_secs(120), || async {
-        victim_only(&answers(&agent_addrs, "127.0.0.0/24").await).then_some(())
-    })
+    wait_for(
+        "every agent to answer eu with the victim",
+        Duration::from_secs(120),
+        || async { victim_only(&answers(&agent_addrs, "127.0.0.0/24").await).then_some(()) },
+    )
     .await;
     eprintln!("stack up: etcd, 3 replicas, 3 probers, 2 DNS agents, 5 PoPs; starting trials");
 
     let mut results = serde_json::Map::new();
-    let scenarios: Vec<bool> = if args.no_leader_kill { vec![false] } else { vec![false, true] };
+    let scenarios: Vec<bool> = if args.no_leader_kill {
+        vec![false]
+    } else {
+        vec![false, true]
+    };
     for with_leader_kill in scenarios {
         let mut removal = Stats { samples: Vec::new() };
         let mut failback = Stats { samples: Vec::new() };
@@ -188,7 +213,10 @@ async fn main() {
                 if all.iter().all(|a| !a.is_empty() && !a.contains(&VICTIM_IP.to_string())) {
                     break;
                 }
-                assert!(start.elapsed() < Duration::from_secs(60), "the victim never left the answers");
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "the victim never left the answers"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             let took = start.elapsed();
@@ -201,20 +229,28 @@ async fn main() {
             // before healing, so failback starts from a removed PoP.
             wait_for("the victim's verdict to be DOWN", Duration::from_secs(60), || async {
                 let health = ctl_json(&replicas, &["health"]).await;
-                health["pops"].as_array()?.iter().any(|p| p["pop"] == VICTIM && p["state"] == "DOWN").then_some(())
+                health["pops"]
+                    .as_array()?
+                    .iter()
+                    .any(|p| p["pop"] == VICTIM && p["state"] == "DOWN")
+                    .then_some(())
             })
             .await;
             let healed = Instant::now();
             sim(control, "heal", VICTIM).await;
             loop {
                 let plan = ctl_json(&replicas, &["plan", "--region", "eu"]).await;
-                let full = plan["regions"][0]["pops"]
-                    .as_array()
-                    .is_some_and(|ws| ws.iter().any(|w| w["pop"] == VICTIM && w["weight"].as_f64().unwrap_or(0.0) > 0.999));
+                let full = plan["regions"][0]["pops"].as_array().is_some_and(|ws| {
+                    ws.iter()
+                        .any(|w| w["pop"] == VICTIM && w["weight"].as_f64().unwrap_or(0.0) > 0.999)
+                });
                 if full && victim_only(&answers(&agent_addrs, "127.0.0.0/24").await) {
                     break;
                 }
-                assert!(healed.elapsed() < Duration::from_secs(120), "the victim never came back at full weight");
+                assert!(
+                    healed.elapsed() < Duration::from_secs(120),
+                    "the victim never came back at full weight"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             failback.samples.push(healed.elapsed());
@@ -223,8 +259,15 @@ async fn main() {
                 healed.elapsed()
             );
         }
-        let key = if with_leader_kill { "kill_with_leader_kill" } else { "kill" };
-        results.insert(key.into(), serde_json::json!({"removal": removal.summary(), "failback_full_weight": failback.summary()}));
+        let key = if with_leader_kill {
+            "kill_with_leader_kill"
+        } else {
+            "kill"
+        };
+        results.insert(
+            key.into(),
+            serde_json::json!({"removal": removal.summary(), "failback_full_weight": failback.summary()}),
+        );
     }
 
     if args.flap_seconds > 0 {
@@ -244,7 +287,14 @@ async fn main() {
         }
         sim(control, "heal", FLAPPER).await;
         let events = ctl_json(&replicas, &["events", "--pop", FLAPPER, "--limit", "2000"]).await;
-        let downs = events.as_array().map(|e| e.iter().filter(|e| e["message"].as_str().unwrap_or("").contains("→ DOWN")).count()).unwrap_or(0);
+        let downs = events
+            .as_array()
+            .map(|e| {
+                e.iter()
+                    .filter(|e| e["message"].as_str().unwrap_or("").contains("→ DOWN"))
+                    .count()
+            })
+            .unwrap_or(0);
         results.insert(
             "flap".into(),
             serde_json::json!({"seconds": args.flap_seconds, "refuse_share": 0.1, "queries": queries, "removals_from_answers": removals, "down_verdicts": downs}),
