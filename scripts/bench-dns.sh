@@ -27,6 +27,7 @@ while (($#)); do
   esac
 done
 
+bash scripts/setup.sh --bench
 for tool in dnsperf knotd gdnsd; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     echo "bench-dns: $tool is missing: apt-get install -y dnsperf knot gdnsd" >&2

@@ -7,6 +7,10 @@ set -euo pipefail
 # Build: protoc and the well-known protobuf types (apt does not pull in libprotobuf-dev).
 # Tests: real etcd (server and etcdctl), dig, curl for the admin endpoints.
 PACKAGES=(protobuf-compiler libprotobuf-dev etcd-server etcd-client bind9-dnsutils curl ca-certificates)
+# `--bench` adds what the benchmarks compare against: dnsperf, knot and gdnsd.
+if [[ "${1:-}" == "--bench" ]]; then
+  PACKAGES+=(dnsperf knot gdnsd)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -31,8 +35,10 @@ if ((${#missing[@]})); then
   "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
   # Debian's etcd-server package may start a system etcd on 2379; our tests and the
   # local stack use their own ports, so it is harmless, but stop it where systemd runs.
-  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
-    "${SUDO[@]}" systemctl stop etcd || true
+  if command -v systemctl >/dev/null 2>&1; then
+    for svc in etcd knot gdnsd; do
+      if systemctl is-active --quiet "$svc" 2>/dev/null; then "${SUDO[@]}" systemctl stop "$svc" || true; fi
+    done
   fi
 fi
 
