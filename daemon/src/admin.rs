@@ -12,8 +12,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// Readiness as the component sees it: `Ok(())` when ready, else why not.
-pub type Readiness = Result<(), String>;
+/// Readiness as the component sees it: `Ok(detail)` when ready (the detail, which
+/// may be empty, is shown in `/ready`, e.g. "serving cached plan v7"), else why not.
+pub type Readiness = Result<String, String>;
 
 /// Installs the global Prometheus recorder once per process and returns its handle.
 pub fn metrics_handle() -> Result<PrometheusHandle, String> {
@@ -58,7 +59,8 @@ async fn metrics_page(State(state): State<Arc<AdminState>>) -> String {
 
 async fn ready_page(State(state): State<Arc<AdminState>>) -> (StatusCode, String) {
     match &*state.ready.borrow() {
-        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Ok(detail) if detail.is_empty() => (StatusCode::OK, "ready\n".to_string()),
+        Ok(detail) => (StatusCode::OK, format!("ready: {detail}\n")),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
     }
 }

@@ -22,7 +22,6 @@
 //! gdnsd in the benchmark. hickory-proto stays as the independent decoder every test
 //! checks our answers with.
 
-pub mod admin;
 pub mod config;
 pub mod handler;
 pub mod metrics;
@@ -82,7 +81,7 @@ pub async fn run(validated: Validated, listeners: Listeners, shutdown: Cancellat
     let mut tasks = meridian_daemon::shutdown::Tasks::new();
     tasks.spawn(
         "admin-http",
-        admin::serve(listeners.admin, status.subscribe(), shutdown.clone()),
+        meridian_daemon::admin::serve(listeners.admin, status.subscribe(), shutdown.clone()),
     );
     tasks.spawn(
         "dns-udp",

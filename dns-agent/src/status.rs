@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use crate::metrics as m;
 
 /// `Ok(detail)` when ready, `Err(why)` when not.
-pub type Readiness = Result<String, String>;
+pub use meridian_daemon::admin::Readiness;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Source {

@@ -159,7 +159,7 @@ impl Prober {
         })
     }
 
-    /// `Ok(())` once an assignment set was received and at least one replica's
+    /// `Ok` once an assignment set was received and at least one replica's
     /// result stream is connected; otherwise the reason.
     pub fn readiness(&self) -> watch::Receiver<Readiness> {
         self.shared.ready.subscribe()
@@ -210,7 +210,7 @@ impl Prober {
         let mut first_error = None;
         while let Some(done) = set.join_next().await {
             let err = match done {
-                Ok(Ok(())) => continue,
+                Ok(Ok(_)) => continue,
                 Ok(Err(e)) => e,
                 Err(e) => format!("prober task panicked or was aborted: {e}"),
             };
@@ -270,7 +270,7 @@ impl Shared {
                 all.join(", ")
             ))
         } else {
-            Ok(())
+            Ok(String::new())
         };
         self.ready.send_if_modified(|cur| {
             if *cur != now {

@@ -273,7 +273,7 @@ async fn monitor_store(
         let is_ready = readiness.is_ok();
         if was_ready != Some(is_ready) {
             match &readiness {
-                Ok(()) => tracing::info!("ready"),
+                Ok(_) => tracing::info!("ready"),
                 Err(why) => tracing::warn!(reason = %why, "not ready"),
             }
             let status = if is_ready {
@@ -296,7 +296,7 @@ fn readiness(health: &StoreHealth, leadership: &Leadership) -> Readiness {
     if leadership.role == Role::Unknown {
         return Err("leader election has not settled".into());
     }
-    Ok(())
+    Ok(String::new())
 }
 
 /// While this replica leads: a fenced heartbeat write every renewal period. A
