@@ -2,7 +2,7 @@
 # Brings up a complete local Meridian on this machine, with no etcd and no config
 # written by hand: the control plane on the embedded store, probers in three simulated
 # regions, five simulated PoPs (real HTTP servers on 127.0.0.11-15), and a DNS agent
-# answering on 127.0.0.1:5353. Ctrl-C stops everything.
+# answering on 127.0.0.1:8053 (not 5353: that is mDNS). Ctrl-C stops everything.
 #
 #   bash scripts/run-local.sh             # run until Ctrl-C
 #   bash scripts/run-local.sh --smoke     # come up, check that DNS answers, stop (used by CI)
@@ -22,7 +22,7 @@ DIR=.local
 mkdir -p "$DIR"
 GRPC=127.0.0.1:7400
 ADMIN=127.0.0.1:7401
-DNS_PORT=5353
+DNS_PORT=8053
 SIM_CONTROL=127.0.0.1:7490
 CTL="$BIN/meridianctl -e http://$GRPC"
 

@@ -57,7 +57,7 @@ impl Default for AgentConfig {
     fn default() -> Self {
         Self {
             agent_id: String::new(),
-            dns_addr: SocketAddr::from(([127, 0, 0, 1], 5353)),
+            dns_addr: SocketAddr::from(([127, 0, 0, 1], 8053)),
             control_plane: vec!["http://127.0.0.1:7400".into()],
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 7420)),
             state_dir: None,

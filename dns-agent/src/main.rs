@@ -21,7 +21,7 @@ struct Args {
     /// This agent's id.
     #[arg(long, env = "MERIDIAN_AGENT_ID")]
     agent_id: Option<String>,
-    /// DNS listener (UDP and TCP), e.g. 127.0.0.1:5353.
+    /// DNS listener (UDP and TCP), e.g. 127.0.0.1:8053.
     #[arg(long, env = "MERIDIAN_DNS_ADDR")]
     dns_addr: Option<SocketAddr>,
     /// Control-plane gRPC endpoints, comma-separated.
