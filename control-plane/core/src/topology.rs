@@ -183,9 +183,9 @@ impl Default for Policy {
     fn default() -> Self {
         Self {
             rise: 2,
-            fall: 2,
+            fall: 3,
             probe_interval: Duration::from_secs(1),
-            confirm_interval: Duration::from_millis(150),
+            confirm_interval: Duration::from_millis(100),
             connect_timeout: Duration::from_millis(500),
             response_timeout: Duration::from_millis(800),
             jitter: 0.1,
