@@ -293,14 +293,17 @@ async fn main() {
         }
         sim(control, "heal", FLAPPER).await;
         let events = ctl_json(&replicas, &["events", "--pop", FLAPPER, "--limit", "2000"]).await;
-        let downs = events
-            .as_array()
-            .map(|e| {
-                e.iter()
-                    .filter(|e| e["message"].as_str().unwrap_or("").contains("→ DOWN"))
-                    .count()
-            })
-            .unwrap_or(0);
+        let count = |what: &str| {
+            events
+                .as_array()
+                .map(|e| {
+                    e.iter()
+                        .filter(|e| e["message"].as_str().unwrap_or("").contains(what))
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        let (downs, degraded) = (count("→ DOWN"), count("→ DEGRADED"));
         results.insert(
             "flap".into(),
             serde_json::json!({"seconds": args.flap_seconds, "refuse_share": 0.1, "queries": queries, "removals_from_answers": removals, "unanswered_queries": unanswered, "down_verdicts": downs, "degraded_verdicts": degraded}),
