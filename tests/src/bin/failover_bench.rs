@@ -39,6 +39,9 @@ struct Args {
     /// Print one JSON object at the end.
     #[arg(long)]
     json: bool,
+    /// Override the policy's probe interval (e.g. 500ms); default: the policy default.
+    #[arg(long)]
+    probe_interval: Option<String>,
 }
 
 const POPS: [(&str, &str); 5] = [
@@ -54,10 +57,13 @@ const VICTIM_IP: &str = "127.0.0.51";
 const FLAPPER: &str = "iad1";
 const FLAPPER_IP: &str = "127.0.0.53";
 
-fn topology(port: u16) -> String {
+fn topology(port: u16, probe_interval: Option<&str>) -> String {
     let mut t = String::from(
         "[policy]\n# The safe defaults: quorum of regions, fall 2, fast confirmation.\nlatency_source = \"hints\"\nslow_start_bake = \"2s\"\n",
     );
+    if let Some(i) = probe_interval {
+        t.push_str(&format!("probe_interval = \"{i}\"\n"));
+    }
     for (name, ip) in POPS {
         t.push_str(&format!(
             "\n[[pops]]\nid = \"{name}\"\ncapacity = 100\nipv4 = [\"{ip}\"]\n[[pops.endpoints]]\nname = \"http\"\nkind = \"http\"\nurl = \"http://{ip}:{port}/health\"\n"
@@ -162,7 +168,7 @@ async fn main() {
         .unwrap();
 
     let topo = dir.path().join("topology.toml");
-    std::fs::write(&topo, topology(pop_port)).unwrap();
+    std::fs::write(&topo, topology(pop_port, args.probe_interval.as_deref())).unwrap();
     let out = meridianctl(&["-e", &replicas, "apply", "-f", topo.to_str().unwrap()]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
