@@ -302,6 +302,21 @@ impl pb::query_service_server::QueryService for QueryApi {
     }
 }
 
+/// The leader's fence when this replica leads; otherwise returns from the handler with
+/// the leader's answer to the same request, forwarded (and marked so it is never
+/// forwarded twice).
+macro_rules! fence_or_forward {
+    ($api:expr, $req:ident, $method:ident) => {
+        match $api.route($req.metadata()).await? {
+            Route::Local(fence) => fence,
+            Route::Forward(channel) => {
+                let mut client = pb::operator_service_client::OperatorServiceClient::new(channel);
+                return client.$method($api.forwarded($req.into_inner())).await;
+            }
+        }
+    };
+}
+
 /// Marks a request a follower forwarded to the leader, so it is never forwarded twice.
 const FORWARDED: &str = "x-meridian-forwarded-by";
 
@@ -475,13 +490,7 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
     }
 
     async fn drain(&self, req: Request<pb::DrainRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
-        let fence = match self.route(req.metadata()).await? {
-            Route::Forward(channel) => {
-                let mut client = pb::operator_service_client::OperatorServiceClient::new(channel);
-                return client.drain(self.forwarded(req.into_inner())).await;
-            }
-            Route::Local(fence) => fence,
-        };
+        let fence = fence_or_forward!(self, req, drain);
         let body = req.into_inner();
         if body.reason.trim().is_empty() {
             return Err(Status::invalid_argument(
@@ -564,13 +573,7 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         }))
     }
     async fn undrain(&self, req: Request<pb::UndrainRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
-        let fence = match self.route(req.metadata()).await? {
-            Route::Forward(channel) => {
-                let mut client = pb::operator_service_client::OperatorServiceClient::new(channel);
-                return client.undrain(self.forwarded(req.into_inner())).await;
-            }
-            Route::Local(fence) => fence,
-        };
+        let fence = fence_or_forward!(self, req, undrain);
         let body = req.into_inner();
         let key = self.ctx.keys.drain(&body.pop);
         let txn = meridian_store::Txn::new()
@@ -608,13 +611,7 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         &self,
         req: Request<pb::RestorePlanRequest>,
     ) -> Result<Response<pb::RestorePlanResponse>, Status> {
-        let fence = match self.route(req.metadata()).await? {
-            Route::Forward(channel) => {
-                let mut client = pb::operator_service_client::OperatorServiceClient::new(channel);
-                return client.restore_plan(self.forwarded(req.into_inner())).await;
-            }
-            Route::Local(fence) => fence,
-        };
+        let fence = fence_or_forward!(self, req, restore_plan);
         let body = req.into_inner();
         if body.reason.trim().is_empty() {
             return Err(Status::invalid_argument("reason: a restore needs a reason"));
@@ -670,13 +667,7 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         &self,
         req: Request<pb::ResumeSteeringRequest>,
     ) -> Result<Response<pb::ResumeSteeringResponse>, Status> {
-        let fence = match self.route(req.metadata()).await? {
-            Route::Forward(channel) => {
-                let mut client = pb::operator_service_client::OperatorServiceClient::new(channel);
-                return client.resume_steering(self.forwarded(req.into_inner())).await;
-            }
-            Route::Local(fence) => fence,
-        };
+        let fence = fence_or_forward!(self, req, resume_steering);
         let key = self.ctx.keys.plan_pin();
         let txn = meridian_store::Txn::new()
             .when([meridian_store::Compare::Version {
