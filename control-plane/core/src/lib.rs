@@ -10,10 +10,12 @@
 //! strings, because they end up inside store keys, where a `/` or an empty id would
 //! silently alias another record.
 
+pub mod backoff;
 pub mod ids;
 pub mod keys;
 pub mod records;
 pub mod slow_start;
 pub mod topology;
 
+pub use backoff::Backoff;
 pub use ids::{IdError, ReplicaId};
