@@ -8,6 +8,11 @@
 //! * [`telemetry`]: `tracing` logs as text or JSON.
 //! * [`shutdown`]: SIGTERM/SIGINT cancel one `CancellationToken`; tasks drain under a
 //!   bounded grace period and whatever did not finish is logged.
+//! * [`bootstrap`]: the `main()` every daemon repeats (runtime, `--check-config`,
+//!   logs, signal, bind errors naming the key, exit code), written once.
+//! * [`failover`]: the one endpoint-failover loop for clients of the control plane
+//!   (endpoints in order, backoff with jitter after a whole round failed, reset after
+//!   a healthy session).
 //!
 //! Decision: servers take already-bound listeners and a cancellation token
 //! (`run(listener, shutdown)`), so tests bind port 0 and run many servers in one
@@ -15,7 +20,9 @@
 //! config, makes tests race for ports.
 
 pub mod admin;
+pub mod bootstrap;
 pub mod config;
+pub mod failover;
 pub mod shutdown;
 pub mod telemetry;
 
