@@ -10,6 +10,7 @@
 //! strings, because they end up inside store keys, where a `/` or an empty id would
 //! silently alias another record.
 
+pub mod actor;
 pub mod backoff;
 pub mod ids;
 pub mod keys;
@@ -17,5 +18,6 @@ pub mod records;
 pub mod slow_start;
 pub mod topology;
 
+pub use actor::{Actor, Identity};
 pub use backoff::Backoff;
 pub use ids::{IdError, ReplicaId};

@@ -94,7 +94,7 @@ pub struct PopWeightRecord {
 pub struct PopPlanState {
     pub pop: String,
     /// up, degraded, down, unknown, drained.
-    pub state: String,
+    pub state: PopState,
     pub capacity: f64,
     pub load: f64,
     pub utilisation: f64,
@@ -107,7 +107,7 @@ pub struct AnycastAnnouncement {
     pub pop: String,
     pub prefix: String,
     /// announce, prepend, graceful_shutdown, withdraw.
-    pub action: String,
+    pub action: AnycastAction,
     pub prepend_count: u32,
 }
 
@@ -146,10 +146,117 @@ pub struct AgentTable {
 pub struct AgentRecord {
     pub agent_id: String,
     /// dns or anycast.
-    pub kind: String,
+    pub kind: AgentKind,
     pub connected_at_unix_ms: u64,
     pub applied_version: u64,
     pub nacked_version: u64,
     pub nack_reason: String,
     pub last_sent_version: u64,
+}
+
+/// A PoP's state in a plan: its health verdict, or drained by an operator. Stored as
+/// its snake_case name; an unknown name fails to decode (never a silent default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PopState {
+    Unknown,
+    Up,
+    Degraded,
+    Down,
+    Drained,
+}
+
+impl PopState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PopState::Unknown => "unknown",
+            PopState::Up => "up",
+            PopState::Degraded => "degraded",
+            PopState::Down => "down",
+            PopState::Drained => "drained",
+        }
+    }
+}
+
+impl std::fmt::Display for PopState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the Anycast agent of a PoP does with one prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnycastAction {
+    Announce,
+    /// Announce with the AS path prepended `prepend_count` times.
+    Prepend,
+    /// Announce with the GRACEFUL_SHUTDOWN community (65535:0).
+    GracefulShutdown,
+    Withdraw,
+}
+
+impl AnycastAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnycastAction::Announce => "announce",
+            AnycastAction::Prepend => "prepend",
+            AnycastAction::GracefulShutdown => "graceful_shutdown",
+            AnycastAction::Withdraw => "withdraw",
+        }
+    }
+}
+
+impl std::fmt::Display for AnycastAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which kind of edge agent subscribed to plans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentKind {
+    Dns,
+    Anycast,
+}
+
+impl AgentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentKind::Dns => "dns",
+            AgentKind::Anycast => "anycast",
+        }
+    }
+}
+
+#[cfg(test)]
+mod typed_tests {
+    use super::*;
+
+    #[test]
+    fn stored_names_round_trip_and_unknown_names_are_errors() {
+        for s in [PopState::Unknown, PopState::Up, PopState::Degraded, PopState::Down, PopState::Drained] {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+            assert_eq!(serde_json::from_str::<PopState>(&json).unwrap(), s);
+        }
+        for a in [
+            AnycastAction::Announce,
+            AnycastAction::Prepend,
+            AnycastAction::GracefulShutdown,
+            AnycastAction::Withdraw,
+        ] {
+            let json = serde_json::to_string(&a).unwrap();
+            assert_eq!(json, format!("\"{}\"", a.as_str()));
+            assert_eq!(serde_json::from_str::<AnycastAction>(&json).unwrap(), a);
+        }
+        assert!(serde_json::from_str::<AnycastAction>("\"teleport\"").is_err());
+        assert!(serde_json::from_str::<PopState>("\"sideways\"").is_err());
+        assert!(serde_json::from_str::<AgentKind>("\"bgp\"").is_err());
+        // Plans stored before the types existed decode unchanged.
+        let old = r#"{"pop":"fra1","prefix":"192.0.2.0/24","action":"withdraw","prepend_count":0}"#;
+        let a: AnycastAnnouncement = serde_json::from_str(old).unwrap();
+        assert_eq!(a.action, AnycastAction::Withdraw);
+    }
 }

@@ -61,7 +61,7 @@ pub use policy::{HealthPolicy, PolicyError};
 pub use probe::{FailureClass, ProbeOutcome};
 pub use rejection::Rejection;
 pub use report::{
-    EndpointEvidence, Explanation, HealthEvent, HealthStats, IngestEffect, PopHealthRow, PopVerdict, ProberEvidence,
+    EndpointEvidence, Explanation, HealthEvent, HealthSnapshot, HealthStats, IngestEffect, PopHealthRow, PopVerdict, ProberEvidence,
     RecentResult, RegionCell, RegionEvidence, RejectReason, SuspectRegion, VerdictInfo,
 };
 pub use state::HealthState;

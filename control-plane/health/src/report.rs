@@ -2,7 +2,7 @@
 //! behind a verdict, and counters. Plain data, ordered deterministically (PoPs,
 //! regions, probers and endpoints by name).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::time::Duration;
 
@@ -39,6 +39,28 @@ impl fmt::Display for PopVerdict {
             }
             PopVerdict::Down => f.write_str("DOWN"),
         }
+    }
+}
+
+/// A copy of the verdicts and latency estimates as of one moment: what steering
+/// computes on, outside the lock that ingest takes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HealthSnapshot {
+    /// By PoP; PoPs of the topology not evaluated yet are absent (UNKNOWN).
+    pub verdicts: BTreeMap<String, PopVerdict>,
+    /// By prober region, then PoP: the EWMA of successful probes' latency.
+    pub latency: BTreeMap<String, HashMap<String, Duration>>,
+}
+
+impl HealthSnapshot {
+    /// The verdict of `pop`; UNKNOWN when there is none (missing data is never DOWN).
+    pub fn verdict(&self, pop: &str) -> PopVerdict {
+        self.verdicts.get(pop).cloned().unwrap_or_default()
+    }
+
+    /// The latency estimate from `region` to `pop`, if any.
+    pub fn latency_estimate(&self, pop: &str, region: &str) -> Option<Duration> {
+        self.latency.get(region)?.get(pop).copied()
     }
 }
 

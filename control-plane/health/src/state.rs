@@ -10,7 +10,7 @@ use crate::policy::{HealthPolicy, PolicyError};
 use crate::probe::{FailureClass, ProbeOutcome};
 use crate::rejection::Rejection;
 use crate::report::{
-    EndpointEvidence, Explanation, HealthEvent, HealthStats, IngestEffect, PopHealthRow, PopVerdict, ProberEvidence,
+    EndpointEvidence, Explanation, HealthEvent, HealthSnapshot, HealthStats, IngestEffect, PopHealthRow, PopVerdict, ProberEvidence,
     RecentResult, RegionCell, RegionEvidence, RejectReason, SuspectRegion, VerdictInfo,
 };
 use crate::time::UnixMillis;
@@ -278,6 +278,27 @@ impl HealthState {
     pub fn latency_estimate(&self, pop: &str, region: &str) -> Option<Duration> {
         let pop = &self.pops[*self.pop_index.get(pop)?];
         pop.per_region.get(self.region_index.get(region)?.idx)?.latency()
+    }
+
+    /// What steering reads, copied out so the caller can release the lock before it
+    /// computes: every PoP's verdict and every (region, PoP) latency estimate.
+    /// O(PoPs × prober regions); no evaluation happens here.
+    pub fn snapshot(&self) -> HealthSnapshot {
+        let mut snapshot = HealthSnapshot::default();
+        for pop in &self.pops {
+            snapshot.verdicts.insert(pop.name.clone(), pop.verdict.verdict.clone());
+        }
+        for (name, entry) in &self.region_index {
+            let by_pop: HashMap<String, Duration> = self
+                .pops
+                .iter()
+                .filter_map(|pop| Some((pop.name.clone(), pop.per_region.get(entry.idx)?.latency()?)))
+                .collect();
+            if !by_pop.is_empty() {
+                snapshot.latency.insert(name.clone(), by_pop);
+            }
+        }
+        snapshot
     }
 
     pub fn stats(&self) -> HealthStats {

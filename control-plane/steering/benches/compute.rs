@@ -17,7 +17,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use meridian_steering::{
-    compute, compute_with, plan_changed, LatencyMatrix, PopInput, PopUsability, RegionInput, Solver, SteeringInput,
+    compute, compute_with, LatencyMatrix, PopInput, PopUsability, RegionInput, Solver, SteeringInput,
     SteeringPolicy,
 };
 
@@ -52,12 +52,6 @@ fn bench_compute(c: &mut Criterion) {
             b.iter(|| compute(black_box(&input)))
         });
     }
-    let input = topology(1000, 300, 0.6, 42);
-    let old = compute(&input).expect("valid input");
-    let new = compute(&topology(1000, 300, 0.6, 43)).expect("valid input");
-    group.bench_function("plan_changed/1000x300", |b| {
-        b.iter(|| plan_changed(black_box(&old), black_box(&new), 0.05))
-    });
     group.finish();
 }
 

@@ -59,8 +59,8 @@
 //!   displacement are not repaired (observed: ~1.7 % above the optimum on the 1,000 × 300
 //!   benchmark at 60 % load; up to 28 % on adversarial small instances).
 //! - Not guaranteed: continuity. An optimum can jump between equally good assignments
-//!   on a tiny input change; [`plan_changed`] (publish only on a state change or a
-//!   weight move above the threshold) is what keeps agents from churning.
+//!   on a tiny input change; `meridian_engine::worth_publishing` (publish only on a
+//!   state change or a weight move above the threshold) keeps agents from churning.
 //!
 //! # Guardrails
 //!
@@ -93,4 +93,4 @@ pub use guardrail::{check_drain, what_if};
 pub use model::{
     LatencyMatrix, LatencyTable, PopInput, PopUsability, RegionInput, Scenario, SteeringInput, SteeringPolicy,
 };
-pub use plan::{plan_changed, AnycastIntent, GuardrailFiring, GuardrailRule, Plan, PopLoad, PopWeight};
+pub use plan::{AnycastIntent, GuardrailFiring, GuardrailRule, Plan, PopLoad, PopWeight};

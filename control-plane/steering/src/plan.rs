@@ -1,7 +1,8 @@
-//! The steering output: a [`Plan`], the guardrail firings it records, and
-//! [`plan_changed`], which decides whether a new plan is worth publishing.
+//! The steering output: a [`Plan`] and the guardrail firings it records. Whether a
+//! new plan is worth publishing is decided on the stored form, by
+//! `meridian_engine::worth_publishing`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -11,7 +12,7 @@ use crate::model::PopUsability;
 /// Who serves whom with what weight, and what each PoP announces.
 ///
 /// A plan carries no version: versions are given by the control plane when it
-/// publishes one (see [`plan_changed`] for when it should).
+/// publishes one (`meridian_engine::worth_publishing` decides when it should).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Plan {
     /// Per client region, the PoPs to answer with and their weights (each ≥ 0, summing
@@ -138,119 +139,5 @@ impl fmt::Display for GuardrailFiring {
             f.write_str(" [overridden by force]")?;
         }
         Ok(())
-    }
-}
-
-/// Whether `new` should be published in place of `old` (the last *published* plan, so
-/// that slow drift still adds up to a publication): `Some(reasons)` when a PoP's state,
-/// service or anycast intent changed, the overload flag or the set of firing guardrails
-/// changed, a region or PoP appeared or disappeared, or any region's weight for any PoP
-/// moved by more than `threshold`; `None` otherwise, so tiny input changes do not churn
-/// the agents.
-pub fn plan_changed(old: &Plan, new: &Plan, threshold: f64) -> Option<Vec<String>> {
-    let mut reasons = Vec::new();
-    for (pop, load) in &new.pop_load {
-        match old.pop_load.get(pop) {
-            None => reasons.push(format!("pop {pop} added")),
-            Some(before) => {
-                if before.state != load.state || before.in_service != load.in_service {
-                    reasons.push(format!(
-                        "pop {pop}: {} ({}) -> {} ({})",
-                        before.state.name(),
-                        service_name(before.in_service),
-                        load.state.name(),
-                        service_name(load.in_service)
-                    ));
-                }
-            }
-        }
-    }
-    for pop in old.pop_load.keys().filter(|pop| !new.pop_load.contains_key(*pop)) {
-        reasons.push(format!("pop {pop} removed"));
-    }
-    for (pop, intent) in &new.anycast {
-        match old.anycast.get(pop) {
-            Some(before) if before != intent => reasons.push(format!("pop {pop}: anycast {before} -> {intent}")),
-            _ => {}
-        }
-    }
-    if old.overloaded != new.overloaded {
-        reasons.push(if new.overloaded {
-            "plan is now overloaded".into()
-        } else {
-            "plan no longer overloaded".into()
-        });
-    }
-    let key = |f: &GuardrailFiring| (f.rule, f.pop.clone(), f.region.clone());
-    let old_fired: BTreeSet<_> = old.fired.iter().map(key).collect();
-    let new_fired: BTreeSet<_> = new.fired.iter().map(key).collect();
-    for (rule, pop, region) in new_fired.difference(&old_fired) {
-        reasons.push(format!("guardrail {rule} now fires{}", scope(pop, region)));
-    }
-    for (rule, pop, region) in old_fired.difference(&new_fired) {
-        reasons.push(format!("guardrail {rule} no longer fires{}", scope(pop, region)));
-    }
-    weight_moves(old, new, threshold, &mut reasons);
-    if reasons.is_empty() {
-        None
-    } else {
-        Some(reasons)
-    }
-}
-
-/// At most this many weight moves are listed one by one in `plan_changed`'s reasons.
-const MAX_LISTED_MOVES: usize = 20;
-
-fn weight_moves(old: &Plan, new: &Plan, threshold: f64, reasons: &mut Vec<String>) {
-    let mut moves = 0usize;
-    let regions: BTreeSet<&String> = old.regions.keys().chain(new.regions.keys()).collect();
-    for region in regions {
-        let (Some(before), Some(after)) = (old.regions.get(region), new.regions.get(region)) else {
-            let what = if new.regions.contains_key(region) {
-                "added"
-            } else {
-                "removed"
-            };
-            reasons.push(format!("region {region} {what}"));
-            continue;
-        };
-        let mut weights: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
-        for w in before {
-            weights.entry(&w.pop).or_default().0 = w.weight;
-        }
-        for w in after {
-            weights.entry(&w.pop).or_default().1 = w.weight;
-        }
-        for (pop, (a, b)) in weights {
-            if (a - b).abs() > threshold {
-                moves += 1;
-                if moves <= MAX_LISTED_MOVES {
-                    reasons.push(format!("region {region}: weight of pop {pop} {a:.3} -> {b:.3}"));
-                }
-            }
-        }
-    }
-    if moves > MAX_LISTED_MOVES {
-        reasons.push(format!(
-            "and {} more weight moves above {threshold}",
-            moves - MAX_LISTED_MOVES
-        ));
-    }
-}
-
-fn service_name(in_service: bool) -> &'static str {
-    if in_service {
-        "in service"
-    } else {
-        "removed"
-    }
-}
-
-fn scope(pop: &Option<String>, region: &Option<String>) -> String {
-    match (pop, region) {
-        (Some(p), Some(r)) => format!(" for pop {p}, region {r}"),
-        (Some(p), None) => format!(" for pop {p}"),
-        (None, Some(r)) => format!(" for region {r}"),
-        (None, None) => String::new(),
     }
 }

@@ -804,6 +804,21 @@ fn matrix_shows_state_latency_freshness_and_suspects() {
     );
     assert_eq!(sim.state.latency_estimate("ams", "us-east"), Some(ms(30)));
     assert_eq!(sim.state.latency_estimate("ams", "mars"), None);
+    // The snapshot steering computes on says the same, for every pair.
+    let snapshot = sim.state.snapshot();
+    assert_eq!(snapshot.latency_estimate("ams", "us-east"), Some(ms(30)));
+    assert_eq!(snapshot.latency_estimate("ams", "mars"), None);
+    for region in ["ap-south", "eu-west", "us-east"] {
+        for pop in ["ams", "fra"] {
+            assert_eq!(
+                snapshot.latency_estimate(pop, region),
+                sim.state.latency_estimate(pop, region),
+                "{region} → {pop}"
+            );
+        }
+    }
+    assert_eq!(snapshot.verdict("ams"), PopVerdict::Up);
+    assert_eq!(snapshot.verdict("nowhere"), PopVerdict::Unknown, "missing data is UNKNOWN, never DOWN");
     let suspects = sim.state.suspect_regions();
     assert_eq!(suspects.len(), 1);
     assert_eq!((suspects[0].region.as_str(), suspects[0].down_share), ("eu-west", 1.0));

@@ -1,0 +1,408 @@
+//! The steering driver: a pure state machine in the style of raft-rs. The leader
+//! calls [`SteeringDriver::tick`] with the time and a [`SteeringView`] (a health
+//! snapshot, the topology, the intents and the plan in force) whenever something
+//! changed and on a timer; it gets back a [`Ready`]: the plan to publish, if one is
+//! worth publishing, and the events to record. The driver keeps the only state that
+//! lives across ticks — the slow-start machine and the latency damper — and performs
+//! no effect: it never writes, logs or reads a clock.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use meridian_core::records::{
+    AnycastAction, AnycastAnnouncement, DrainIntent, PopPlanState, PopState, PopWeightRecord, RegionWeights,
+    StoredPlan,
+};
+use meridian_core::slow_start::SlowStart;
+use meridian_core::topology::{LatencySource, TopologyDoc};
+use meridian_core::Actor;
+use meridian_health::{HealthSnapshot, PopVerdict};
+use meridian_steering::{
+    AnycastIntent, DrainError, GuardrailFiring, LatencyMatrix, Plan, PopInput, PopUsability, RegionInput, Scenario,
+    SteeringError, SteeringInput, SteeringPolicy,
+};
+
+use crate::events::{Event, EventKind};
+use crate::intents::Intents;
+use crate::publish::worth_publishing;
+
+/// What one tick looks at. Everything is borrowed: the caller takes the health
+/// snapshot under its lock and releases the lock before calling `tick`.
+#[derive(Clone, Copy, Debug)]
+pub struct SteeringView<'a> {
+    pub topology: &'a TopologyDoc,
+    /// The topology's store revision; 0 means no topology applied yet.
+    pub topology_revision: i64,
+    pub health: &'a HealthSnapshot,
+    pub intents: &'a Intents,
+    /// The plan in force (the newest published version), if any.
+    pub current: Option<&'a StoredPlan>,
+    /// Recorded as `published_by`.
+    pub replica: &'a str,
+}
+
+/// What a tick asks the caller to do.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Ready {
+    /// Publish this as the next version (its `version` is assigned at publish).
+    pub publish: Option<StoredPlan>,
+    /// Record these (slow-start stages).
+    pub events: Vec<Event>,
+    /// The plan could not be computed; the last good plan stays in force. Set only
+    /// when the error is new, so the caller logs each failure once.
+    pub error: Option<String>,
+}
+
+/// The steering state that lives across ticks on one leader.
+#[derive(Debug, Default)]
+pub struct SteeringDriver {
+    slow_start: SlowStart,
+    damper: LatencyDamper,
+    last_error: Option<String>,
+}
+
+impl SteeringDriver {
+    /// Decides, at `now_ms`, whether the view calls for a new plan.
+    pub fn tick(&mut self, now_ms: u64, view: SteeringView<'_>) -> Ready {
+        let mut ready = Ready::default();
+        if view.topology_revision == 0 || view.intents.pin.is_some() {
+            // No topology yet, or an operator pinned a plan: publish nothing.
+            return ready;
+        }
+        let doc = view.topology;
+        let input = build_input(doc, view.health, &view.intents.drains, Some(&mut self.damper));
+        ready.events = self.observe_slow_start(now_ms, &input, view.current, doc);
+        let (plan, notes) = match self.compute_with_slow_start(&input, doc) {
+            Ok(computed) => {
+                self.last_error = None;
+                computed
+            }
+            Err(e) => {
+                if self.last_error.as_deref() != Some(e.as_str()) {
+                    self.last_error = Some(e.clone());
+                    ready.error = Some(e);
+                }
+                return ready;
+            }
+        };
+        let mut candidate = to_stored(&plan, doc, view.health, view.topology_revision, view.replica, notes, now_ms);
+        let reasons = match view.current {
+            None => Some(vec!["first plan for this topology".to_string()]),
+            Some(current) => worth_publishing(current, &candidate, doc.policy.weight_change_threshold),
+        };
+        if let Some(mut reasons) = reasons {
+            reasons.append(&mut candidate.reasons);
+            candidate.reasons = reasons;
+            ready.publish = Some(candidate);
+        }
+        ready
+    }
+
+    /// Feeds every PoP's health to the slow-start machine; returns the events.
+    fn observe_slow_start(
+        &mut self,
+        now_ms: u64,
+        input: &SteeringInput,
+        current: Option<&StoredPlan>,
+        doc: &TopologyDoc,
+    ) -> Vec<Event> {
+        let policy = doc.policy.slow_start();
+        let slow = &mut self.slow_start;
+        slow.retain(|p| doc.pop(p).is_some());
+        let mut events = Vec::new();
+        for pop in &input.pops {
+            let down = matches!(pop.state, PopUsability::Down);
+            // A leader that just took over learns which PoPs were down from the plan
+            // in force, so a PoP that comes back during its first term still
+            // slow-starts.
+            let was_down_in_force =
+                current.is_some_and(|c| c.pops.iter().any(|s| s.pop == pop.id && s.state == PopState::Down));
+            if !slow.knows(&pop.id) && was_down_in_force {
+                slow.observe(&pop.id, true, now_ms, &policy);
+            }
+            if let Some(event) = slow.observe(&pop.id, down, now_ms, &policy) {
+                events.push(Event {
+                    at_unix_ms: now_ms,
+                    actor: Actor::Steering,
+                    kind: EventKind::SlowStart(event),
+                });
+            }
+        }
+        events
+    }
+
+    /// Computes the plan; while PoPs are slow-starting, blends the plan with them and
+    /// the plan without them by the smallest stage factor. Returns the plan and notes
+    /// for its reasons.
+    fn compute_with_slow_start(&self, input: &SteeringInput, doc: &TopologyDoc) -> Result<(Plan, Vec<String>), String> {
+        let with = meridian_steering::compute(input).map_err(|e| e.to_string())?;
+        let recovering = self.slow_start.recovering(&doc.policy.slow_start());
+        let Some(f) = recovering.values().copied().reduce(f64::min) else {
+            return Ok((with, Vec::new()));
+        };
+        let mut reduced = input.clone();
+        for pop in reduced.pops.iter_mut().filter(|p| recovering.contains_key(&p.id)) {
+            pop.state = PopUsability::Down;
+        }
+        let without = meridian_steering::compute(&reduced).map_err(|e| e.to_string())?;
+        let notes = recovering
+            .iter()
+            .map(|(p, f)| format!("slow start: {p} at {:.0}% of its weight", f * 100.0))
+            .collect();
+        Ok((meridian_steering::blend(&with, &without, f), notes))
+    }
+}
+
+/// The events a successful publication produces: the publication itself and one per
+/// guardrail that fired in it.
+pub fn published_events(plan: &StoredPlan, now_ms: u64) -> Vec<Event> {
+    let mut events = vec![Event {
+        at_unix_ms: now_ms,
+        actor: Actor::Steering,
+        kind: EventKind::PlanPublished {
+            version: plan.version,
+            reasons: plan.reasons.clone(),
+        },
+    }];
+    events.extend(plan.guardrails.iter().map(|g| Event {
+        at_unix_ms: now_ms,
+        actor: Actor::Steering,
+        kind: EventKind::GuardrailFired {
+            version: plan.version,
+            firing: g.clone(),
+        },
+    }));
+    events
+}
+
+/// The plan that would result from `scenario` (drain or down), and the guardrails
+/// that would fire; nothing is stored.
+pub fn what_if(
+    doc: &TopologyDoc,
+    topology_revision: i64,
+    health: &HealthSnapshot,
+    drains: &BTreeMap<String, DrainIntent>,
+    scenario: &Scenario,
+    now_ms: u64,
+) -> Result<(StoredPlan, Vec<GuardrailFiring>), SteeringError> {
+    let input = build_input(doc, health, drains, None);
+    let (plan, fired) = meridian_steering::what_if(&input, scenario)?;
+    let stored = to_stored(
+        &plan,
+        doc,
+        health,
+        topology_revision,
+        "what-if",
+        vec![format!("what if: {scenario:?}")],
+        now_ms,
+    );
+    Ok((stored, fired))
+}
+
+/// Whether draining `pop` on top of `drains` is allowed: the guardrails it would
+/// fire (overridden when `force`), or the refusal naming the rule.
+pub fn check_drain(
+    doc: &TopologyDoc,
+    health: &HealthSnapshot,
+    drains: &BTreeMap<String, DrainIntent>,
+    pop: &str,
+    force: bool,
+) -> Result<Vec<GuardrailFiring>, DrainError> {
+    let input = build_input(doc, health, drains, None);
+    meridian_steering::check_drain(&input, pop, force)
+}
+
+/// Holds each measured latency until it moves by more than 2 ms and 10 %, so probe
+/// jitter between near-equal PoPs does not flip the plan back and forth (stability).
+#[derive(Debug, Default)]
+pub struct LatencyDamper {
+    held: BTreeMap<(String, String), f64>,
+}
+
+impl LatencyDamper {
+    pub fn filter(&mut self, region: &str, pop: &str, ms: f64) -> f64 {
+        let key = (region.to_string(), pop.to_string());
+        match self.held.get(&key) {
+            Some(old) if (ms - old).abs() <= f64::max(2.0, 0.1 * old) => *old,
+            _ => {
+                self.held.insert(key, ms);
+                ms
+            }
+        }
+    }
+}
+
+/// The steering core's input for a topology, a health snapshot and the drains;
+/// measured latencies pass through `damper` when one is given.
+pub fn build_input(
+    doc: &TopologyDoc,
+    health: &HealthSnapshot,
+    drains: &BTreeMap<String, DrainIntent>,
+    mut damper: Option<&mut LatencyDamper>,
+) -> SteeringInput {
+    let policy = &doc.policy;
+    let mut latency = LatencyMatrix::new(policy.default_latency.as_secs_f64() * 1000.0);
+    for region in &doc.regions {
+        for (pop, hint) in &region.latency_hints {
+            latency.set_hint(&region.id, pop, hint.as_secs_f64() * 1000.0);
+        }
+        if policy.latency_source == LatencySource::Hints {
+            continue;
+        }
+        // Client regions and prober regions share ids: a prober in `eu-west`
+        // measures what clients in `eu-west` will see.
+        for pop in &doc.pops {
+            if let Some(measured) = health.latency_estimate(&pop.id, &region.id) {
+                let mut ms = measured.as_secs_f64() * 1000.0;
+                if let Some(d) = damper.as_deref_mut() {
+                    ms = d.filter(&region.id, &pop.id, ms);
+                }
+                latency.set_measured(&region.id, &pop.id, ms);
+            }
+        }
+    }
+    let pops = doc
+        .pops
+        .iter()
+        .map(|p| {
+            let (state, unreachable_from) = match (drains.get(&p.id), health.verdict(&p.id)) {
+                (Some(d), _) => (
+                    PopUsability::Drained {
+                        reason: d.reason.clone(),
+                    },
+                    BTreeSet::new(),
+                ),
+                (None, PopVerdict::Up) => (PopUsability::Usable, BTreeSet::new()),
+                (None, PopVerdict::Unknown) => (PopUsability::Unknown, BTreeSet::new()),
+                (None, PopVerdict::Down) => (PopUsability::Down, BTreeSet::new()),
+                (None, PopVerdict::Degraded { down_regions }) => (PopUsability::Usable, down_regions),
+            };
+            PopInput {
+                id: p.id.clone(),
+                capacity: p.capacity,
+                state,
+                unreachable_from,
+                anycast_prefixes: p.anycast_prefixes.iter().map(|n| n.to_string()).collect(),
+            }
+        })
+        .collect();
+    let regions = doc
+        .regions
+        .iter()
+        .map(|r| RegionInput {
+            id: r.id.clone(),
+            demand: r.demand,
+            allowed_pops: None,
+        })
+        .collect();
+    SteeringInput {
+        pops,
+        regions,
+        latency,
+        policy: SteeringPolicy {
+            target_utilisation: policy.target_utilisation,
+            max_failover_capacity_share: policy.max_failover_capacity_share,
+            weight_change_threshold: policy.weight_change_threshold,
+        },
+    }
+}
+
+/// A PoP's state in a plan: drained wins, else its health verdict.
+fn plan_state(usability: &PopUsability, verdict: &PopVerdict) -> PopState {
+    match (usability, verdict) {
+        (PopUsability::Drained { .. }, _) => PopState::Drained,
+        (_, PopVerdict::Unknown) => PopState::Unknown,
+        (_, PopVerdict::Up) => PopState::Up,
+        (_, PopVerdict::Degraded { .. }) => PopState::Degraded,
+        (_, PopVerdict::Down) => PopState::Down,
+    }
+}
+
+/// The stored form of a computed plan (its version is assigned at publish).
+pub fn to_stored(
+    plan: &Plan,
+    doc: &TopologyDoc,
+    health: &HealthSnapshot,
+    topology_revision: i64,
+    published_by: &str,
+    reasons: Vec<String>,
+    now_ms: u64,
+) -> StoredPlan {
+    let regions = plan
+        .regions
+        .iter()
+        .map(|(region, weights)| RegionWeights {
+            client_prefixes: doc
+                .regions
+                .iter()
+                .find(|r| &r.id == region)
+                .map(|r| r.client_prefixes.iter().map(|p| p.to_string()).collect())
+                .unwrap_or_default(),
+            region: region.clone(),
+            pops: weights
+                .iter()
+                .map(|w| {
+                    let pop = doc.pop(&w.pop);
+                    PopWeightRecord {
+                        pop: w.pop.clone(),
+                        weight: w.weight,
+                        ipv4: pop
+                            .map(|p| p.ipv4.iter().map(|a| a.to_string()).collect())
+                            .unwrap_or_default(),
+                        ipv6: pop
+                            .map(|p| p.ipv6.iter().map(|a| a.to_string()).collect())
+                            .unwrap_or_default(),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    let pops = plan
+        .pop_load
+        .iter()
+        .map(|(pop, load)| PopPlanState {
+            pop: pop.clone(),
+            state: plan_state(&load.state, &health.verdict(pop)),
+            capacity: load.capacity,
+            load: load.load,
+            utilisation: load.utilisation,
+        })
+        .collect();
+    let mut anycast = Vec::new();
+    for p in &doc.pops {
+        let action = match plan.anycast.get(&p.id).copied().unwrap_or(AnycastIntent::Announce) {
+            AnycastIntent::Announce => AnycastAction::Announce,
+            AnycastIntent::Withdraw => AnycastAction::Withdraw,
+        };
+        for prefix in &p.anycast_prefixes {
+            anycast.push(AnycastAnnouncement {
+                pop: p.id.clone(),
+                prefix: prefix.to_string(),
+                action,
+                prepend_count: 0,
+            });
+        }
+    }
+    let mut all_reasons = reasons;
+    all_reasons.extend(plan.reasons.iter().cloned());
+    StoredPlan {
+        version: 0,
+        created_at_unix_ms: now_ms,
+        published_by: published_by.to_string(),
+        topology_revision,
+        dns_ttl_seconds: doc.policy.dns_ttl_seconds,
+        regions,
+        pops,
+        anycast,
+        reasons: all_reasons,
+        guardrails: plan.fired.iter().map(|f| f.to_string()).collect(),
+        restored_from: None,
+        default_region: doc
+            .policy
+            .default_region
+            .clone()
+            .or_else(|| doc.regions.first().map(|r| r.id.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests;

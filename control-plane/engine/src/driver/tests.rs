@@ -1,0 +1,372 @@
+//! The driver and the publish rule with plain values and a fake clock.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use meridian_core::records::{DrainIntent, PlanPin, PopState, StoredPlan};
+use meridian_core::slow_start::SlowStartEvent;
+use meridian_core::topology::TopologyDoc;
+use meridian_health::{HealthSnapshot, PopVerdict};
+
+use super::*;
+use crate::events::EventKind;
+use crate::intents::Intents;
+use crate::publish::worth_publishing;
+
+const TOPOLOGY: &str = r#"
+[policy]
+slow_start_stages = [0.1, 0.5, 1.0]
+slow_start_bake = "10s"
+
+[[pops]]
+id = "fra1"
+capacity = 1000
+ipv4 = ["192.0.2.1"]
+endpoints = [{ name = "tcp", kind = "tcp", address = "192.0.2.1:80" }]
+anycast_prefixes = ["198.51.100.0/24"]
+
+[[pops]]
+id = "ams1"
+capacity = 1000
+ipv4 = ["192.0.2.2"]
+endpoints = [{ name = "tcp", kind = "tcp", address = "192.0.2.2:80" }]
+anycast_prefixes = ["198.51.100.0/24"]
+
+[[pops]]
+id = "iad1"
+capacity = 1000
+ipv4 = ["192.0.2.3"]
+endpoints = [{ name = "tcp", kind = "tcp", address = "192.0.2.3:80" }]
+
+[[regions]]
+id = "eu-west"
+demand = 300
+client_prefixes = ["10.1.0.0/16"]
+latency_hints = { fra1 = "10ms", ams1 = "15ms", iad1 = "80ms" }
+
+[[regions]]
+id = "us-east"
+demand = 300
+client_prefixes = ["10.2.0.0/16"]
+latency_hints = { iad1 = "10ms", fra1 = "85ms", ams1 = "90ms" }
+"#;
+
+fn doc() -> TopologyDoc {
+    TopologyDoc::from_toml(TOPOLOGY).unwrap()
+}
+
+fn health(verdicts: &[(&str, PopVerdict)]) -> HealthSnapshot {
+    HealthSnapshot {
+        verdicts: verdicts.iter().map(|(p, v)| (p.to_string(), v.clone())).collect(),
+        latency: BTreeMap::new(),
+    }
+}
+
+fn all_up() -> HealthSnapshot {
+    health(&[("fra1", PopVerdict::Up), ("ams1", PopVerdict::Up), ("iad1", PopVerdict::Up)])
+}
+
+fn view<'a>(
+    doc: &'a TopologyDoc,
+    health: &'a HealthSnapshot,
+    intents: &'a Intents,
+    current: Option<&'a StoredPlan>,
+) -> SteeringView<'a> {
+    SteeringView {
+        topology: doc,
+        topology_revision: 3,
+        health,
+        intents,
+        current,
+        replica: "cp-1",
+    }
+}
+
+fn weight(plan: &StoredPlan, region: &str, pop: &str) -> f64 {
+    plan.regions
+        .iter()
+        .find(|r| r.region == region)
+        .and_then(|r| r.pops.iter().find(|w| w.pop == pop))
+        .map(|w| w.weight)
+        .unwrap_or(0.0)
+}
+
+fn state(plan: &StoredPlan, pop: &str) -> PopState {
+    plan.pops.iter().find(|s| s.pop == pop).map(|s| s.state).unwrap()
+}
+
+/// Ticks once and, if a plan comes out, "publishes" it as the next version.
+fn tick_publish(
+    driver: &mut SteeringDriver,
+    now: u64,
+    doc: &TopologyDoc,
+    health: &HealthSnapshot,
+    intents: &Intents,
+    current: &mut Option<StoredPlan>,
+) -> Ready {
+    let ready = driver.tick(now, view(doc, health, intents, current.as_ref()));
+    if let Some(plan) = &ready.publish {
+        let mut plan = plan.clone();
+        plan.version = current.as_ref().map_or(1, |c| c.version + 1);
+        *current = Some(plan);
+    }
+    ready
+}
+
+#[test]
+fn the_first_plan_is_published_then_nothing_until_something_matters() {
+    let (doc, health, intents) = (doc(), all_up(), Intents::default());
+    let mut driver = SteeringDriver::default();
+    let ready = driver.tick(1_000, view(&doc, &health, &intents, None));
+    let plan = ready.publish.expect("a first plan");
+    assert_eq!(plan.reasons[0], "first plan for this topology");
+    assert_eq!((plan.created_at_unix_ms, plan.topology_revision), (1_000, 3));
+    assert_eq!(plan.published_by, "cp-1");
+    assert_eq!(weight(&plan, "eu-west", "fra1"), 1.0, "the closest PoP takes a region that fits");
+    assert_eq!(state(&plan, "fra1"), PopState::Up);
+    assert!(ready.events.is_empty() && ready.error.is_none());
+    // The same view again, with that plan in force: nothing to publish.
+    let again = driver.tick(2_000, view(&doc, &health, &intents, Some(&plan)));
+    assert_eq!(again.publish, None);
+}
+
+#[test]
+fn no_topology_or_a_pinned_plan_publishes_nothing() {
+    let (doc, health) = (doc(), all_up());
+    let mut driver = SteeringDriver::default();
+    let none = Intents::default();
+    let mut v = view(&doc, &health, &none, None);
+    v.topology_revision = 0;
+    assert_eq!(driver.tick(1, v), Ready::default());
+    let pinned = Intents {
+        pin: Some(PlanPin {
+            version: 4,
+            reason: "roll back".into(),
+            requested_by: "alice".into(),
+            at_unix_ms: 1,
+        }),
+        ..Intents::default()
+    };
+    assert_eq!(driver.tick(1, view(&doc, &health, &pinned, None)), Ready::default());
+}
+
+#[test]
+fn a_dead_pop_is_published_with_the_reason_and_gets_no_weight() {
+    let (doc, intents) = (doc(), Intents::default());
+    let mut driver = SteeringDriver::default();
+    let mut current = None;
+    tick_publish(&mut driver, 0, &doc, &all_up(), &intents, &mut current);
+    let down = health(&[("fra1", PopVerdict::Down), ("ams1", PopVerdict::Up), ("iad1", PopVerdict::Up)]);
+    let ready = tick_publish(&mut driver, 1_000, &doc, &down, &intents, &mut current);
+    let plan = ready.publish.expect("a new plan");
+    assert!(plan.reasons.iter().any(|r| r == "PoP fra1: up → down"), "{:?}", plan.reasons);
+    assert_eq!(weight(&plan, "eu-west", "fra1"), 0.0);
+    assert_eq!(weight(&plan, "eu-west", "ams1"), 1.0, "the next closest takes over");
+    assert_eq!(state(&plan, "fra1"), PopState::Down);
+}
+
+#[test]
+fn missing_data_is_unknown_and_keeps_serving() {
+    let (doc, intents) = (doc(), Intents::default());
+    let nothing = HealthSnapshot::default();
+    let plan = SteeringDriver::default()
+        .tick(0, view(&doc, &nothing, &intents, None))
+        .publish
+        .unwrap();
+    assert_eq!(state(&plan, "fra1"), PopState::Unknown);
+    assert_eq!(weight(&plan, "eu-west", "fra1"), 1.0, "UNKNOWN is never DOWN");
+}
+
+#[test]
+fn a_drain_is_a_state_change_and_moves_the_weight() {
+    let (doc, health) = (doc(), all_up());
+    let mut driver = SteeringDriver::default();
+    let mut current = None;
+    tick_publish(&mut driver, 0, &doc, &health, &Intents::default(), &mut current);
+    let mut intents = Intents::default();
+    intents.drains.insert(
+        "fra1".into(),
+        DrainIntent {
+            pop: "fra1".into(),
+            reason: "fibre".into(),
+            requested_by: "alice".into(),
+            at_unix_ms: 1,
+            forced_past: None,
+        },
+    );
+    let plan = tick_publish(&mut driver, 1, &doc, &health, &intents, &mut current)
+        .publish
+        .unwrap();
+    assert_eq!(state(&plan, "fra1"), PopState::Drained);
+    assert_eq!(weight(&plan, "eu-west", "fra1"), 0.0);
+    assert!(plan.reasons.iter().any(|r| r == "PoP fra1: up → drained"), "{:?}", plan.reasons);
+}
+
+#[test]
+fn latency_jitter_below_the_damper_publishes_nothing() {
+    let (doc, intents) = (doc(), Intents::default());
+    let mut measured = all_up();
+    let set = |h: &mut HealthSnapshot, fra: u64, ams: u64| {
+        let eu = h.latency.entry("eu-west".into()).or_default();
+        eu.insert("fra1".into(), Duration::from_millis(fra));
+        eu.insert("ams1".into(), Duration::from_millis(ams));
+    };
+    set(&mut measured, 20, 21);
+    let mut driver = SteeringDriver::default();
+    let mut current = None;
+    tick_publish(&mut driver, 0, &doc, &measured, &intents, &mut current);
+    // fra1 and ams1 swap places by 1.5 ms: held by the damper, no new plan.
+    set(&mut measured, 21, 20);
+    assert_eq!(
+        tick_publish(&mut driver, 1_000, &doc, &measured, &intents, &mut current).publish,
+        None
+    );
+    // A real move (fra1 now 60 ms away) is followed.
+    set(&mut measured, 60, 20);
+    let plan = tick_publish(&mut driver, 2_000, &doc, &measured, &intents, &mut current)
+        .publish
+        .expect("a real latency move republishes");
+    assert_eq!(weight(&plan, "eu-west", "ams1"), 1.0);
+}
+
+#[test]
+fn failback_goes_through_the_slow_start_stages_on_the_clock() {
+    let (doc, intents) = (doc(), Intents::default());
+    let mut driver = SteeringDriver::default();
+    let mut current = None;
+    let down = health(&[("fra1", PopVerdict::Down), ("ams1", PopVerdict::Up), ("iad1", PopVerdict::Up)]);
+    tick_publish(&mut driver, 0, &doc, &down, &intents, &mut current);
+    let up = all_up();
+    let bake = 10_000;
+    let mut t = 1_000;
+    let ready = tick_publish(&mut driver, t, &doc, &up, &intents, &mut current);
+    assert!(
+        matches!(&ready.events[..], [e] if matches!(&e.kind, EventKind::SlowStart(SlowStartEvent::Started { pop, .. }) if pop == "fra1")),
+        "{:?}",
+        ready.events
+    );
+    let plan = ready.publish.unwrap();
+    assert!((weight(&plan, "eu-west", "fra1") - 0.1).abs() < 1e-9, "10 % first");
+    assert!(plan.reasons.iter().any(|r| r.contains("slow start: fra1 at 10%")), "{:?}", plan.reasons);
+    // Before the bake time is over nothing moves.
+    t += bake - 1;
+    let held = tick_publish(&mut driver, t, &doc, &up, &intents, &mut current);
+    assert!(held.events.is_empty() && held.publish.is_none(), "{held:?}");
+    t += 1;
+    let ready = tick_publish(&mut driver, t, &doc, &up, &intents, &mut current);
+    assert!(matches!(&ready.events[0].kind, EventKind::SlowStart(SlowStartEvent::Advanced { .. })));
+    assert!((weight(current.as_ref().unwrap(), "eu-west", "fra1") - 0.5).abs() < 1e-9);
+    // The last stage is 1.0: reaching it completes the slow start.
+    t += bake;
+    let ready = tick_publish(&mut driver, t, &doc, &up, &intents, &mut current);
+    assert!(
+        ready
+            .events
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::SlowStart(SlowStartEvent::Completed { .. }))),
+        "{:?}",
+        ready.events
+    );
+    assert_eq!(weight(current.as_ref().unwrap(), "eu-west", "fra1"), 1.0);
+}
+
+#[test]
+fn a_new_leader_slow_starts_a_pop_the_plan_in_force_has_down() {
+    let (doc, intents) = (doc(), Intents::default());
+    let down = health(&[("fra1", PopVerdict::Down), ("ams1", PopVerdict::Up), ("iad1", PopVerdict::Up)]);
+    let mut old_leader = SteeringDriver::default();
+    let mut current = None;
+    tick_publish(&mut old_leader, 0, &doc, &down, &intents, &mut current);
+    // A fresh driver (the new leader) sees fra1 UP and the plan in force says DOWN.
+    let mut new_leader = SteeringDriver::default();
+    let ready = tick_publish(&mut new_leader, 5_000, &doc, &all_up(), &intents, &mut current);
+    assert!(matches!(&ready.events[..], [e] if matches!(e.kind, EventKind::SlowStart(SlowStartEvent::Started { .. }))));
+    assert!((weight(current.as_ref().unwrap(), "eu-west", "fra1") - 0.1).abs() < 1e-9);
+}
+
+#[test]
+fn a_compute_failure_is_reported_once_and_publishes_nothing() {
+    let mut doc = doc();
+    doc.pops[0].capacity = f64::NAN;
+    let (health, intents) = (all_up(), Intents::default());
+    let mut driver = SteeringDriver::default();
+    let first = driver.tick(0, view(&doc, &health, &intents, None));
+    assert!(first.publish.is_none());
+    assert!(first.error.as_deref().is_some_and(|e| e.contains("capacity")), "{first:?}");
+    let second = driver.tick(1, view(&doc, &health, &intents, None));
+    assert_eq!(second.error, None, "the same failure is not reported again");
+}
+
+#[test]
+fn published_events_name_the_version_and_every_guardrail() {
+    let plan = StoredPlan {
+        version: 9,
+        reasons: vec!["PoP fra1: up → down".into()],
+        guardrails: vec!["max-failover-capacity: ...".into()],
+        ..SteeringDriver::default()
+            .tick(0, view(&doc(), &all_up(), &Intents::default(), None))
+            .publish
+            .unwrap()
+    };
+    let events = published_events(&plan, 77);
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].message(), "published plan v9");
+    assert_eq!(events[0].evidence(), plan.reasons);
+    assert_eq!(events[1].kind_name(), "guardrail");
+    assert!(events.iter().all(|e| e.at_unix_ms == 77));
+}
+
+/// The publish rule, table-driven on plans computed from small edits of one input.
+#[test]
+fn worth_publishing_cases() {
+    let doc = doc();
+    let plan_for = |doc: &TopologyDoc, health: &HealthSnapshot| {
+        SteeringDriver::default()
+            .tick(0, view(doc, health, &Intents::default(), None))
+            .publish
+            .unwrap()
+    };
+    let base = plan_for(&doc, &all_up());
+    let threshold = doc.policy.weight_change_threshold;
+    let mut tiny = doc.clone();
+    tiny.regions[0].demand = 301.0;
+    let mut overloaded = doc.clone();
+    overloaded.regions[0].demand = 1_500.0; // spills past fra1's target
+    let mut ttl = doc.clone();
+    ttl.policy.dns_ttl_seconds += 10;
+    let mut moved = doc.clone();
+    moved.pops[0].ipv4 = vec!["192.0.2.99".parse().unwrap()];
+    let down = health(&[("fra1", PopVerdict::Down), ("ams1", PopVerdict::Up), ("iad1", PopVerdict::Up)]);
+    let degraded = health(&[
+        (
+            "iad1",
+            PopVerdict::Degraded {
+                down_regions: ["eu-west".to_string()].into(),
+            },
+        ),
+        ("fra1", PopVerdict::Up),
+        ("ams1", PopVerdict::Up),
+    ]);
+    let cases: Vec<(&str, StoredPlan, Option<&str>)> = vec![
+        ("same input", plan_for(&doc, &all_up()), None),
+        ("tiny demand change", plan_for(&tiny, &all_up()), None),
+        ("large demand change", plan_for(&overloaded, &all_up()), Some("region eu-west → ams1: weight 0%")),
+        ("a PoP goes down", plan_for(&doc, &down), Some("PoP fra1: up → down")),
+        ("a PoP is degraded for one region", plan_for(&doc, &degraded), Some("PoP iad1: up → degraded")),
+        ("DNS TTL", plan_for(&ttl, &all_up()), Some("DNS TTL 20s → 30s")),
+        ("addresses", plan_for(&moved, &all_up()), Some("(addresses changed)")),
+    ];
+    for (name, new, want) in cases {
+        match (want, worth_publishing(&base, &new, threshold)) {
+            (None, None) => {}
+            (Some(text), Some(reasons)) => {
+                assert!(reasons.iter().any(|r| r.contains(text)), "{name}: {reasons:?} lacks {text:?}")
+            }
+            (want, got) => panic!("{name}: want {want:?}, got {got:?}"),
+        }
+    }
+    // Withdrawing an anycast prefix is its own reason.
+    let with_down = plan_for(&doc, &down);
+    let reasons = worth_publishing(&base, &with_down, threshold).unwrap();
+    assert!(reasons.iter().any(|r| r == "Anycast announcements changed"), "{reasons:?}");
+}

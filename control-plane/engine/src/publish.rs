@@ -1,0 +1,84 @@
+//! The one rule for "is this plan worth publishing?". It compares *stored* plans —
+//! the plan in force is what a new leader reads from the store, so the rule must
+//! work on that form — and lists why, so every published version explains itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use meridian_core::records::StoredPlan;
+
+/// At most this many weight moves are listed one by one.
+const MAX_LISTED_MOVES: usize = 5;
+
+/// Why `new` should replace `old` (the plan in force), or `None` when nothing that
+/// matters changed: a PoP's state, an Anycast action, the guardrails that fired, the
+/// DNS TTL, the set of regions, a PoP's addresses, or any (region, PoP) weight by
+/// more than `threshold`. Below that, latency jitter would churn every agent.
+pub fn worth_publishing(old: &StoredPlan, new: &StoredPlan, threshold: f64) -> Option<Vec<String>> {
+    let mut why = Vec::new();
+    let states = |p: &StoredPlan| p.pops.iter().map(|s| (s.pop.clone(), s.state)).collect::<BTreeMap<_, _>>();
+    let (old_states, new_states) = (states(old), states(new));
+    for (pop, state) in &new_states {
+        match old_states.get(pop) {
+            Some(o) if o == state => {}
+            Some(o) => why.push(format!("PoP {pop}: {o} → {state}")),
+            None => why.push(format!("PoP {pop} added")),
+        }
+    }
+    for pop in old_states.keys().filter(|p| !new_states.contains_key(*p)) {
+        why.push(format!("PoP {pop} removed"));
+    }
+    let actions = |p: &StoredPlan| {
+        p.anycast
+            .iter()
+            .map(|a| ((a.pop.clone(), a.prefix.clone()), (a.action, a.prepend_count)))
+            .collect::<BTreeMap<_, _>>()
+    };
+    if actions(old) != actions(new) {
+        why.push("Anycast announcements changed".into());
+    }
+    let guards = |p: &StoredPlan| p.guardrails.iter().cloned().collect::<BTreeSet<_>>();
+    if guards(old) != guards(new) {
+        why.push("guardrail firings changed".into());
+    }
+    if old.dns_ttl_seconds != new.dns_ttl_seconds {
+        why.push(format!("DNS TTL {}s → {}s", old.dns_ttl_seconds, new.dns_ttl_seconds));
+    }
+    let regions = |p: &StoredPlan| p.regions.iter().map(|r| r.region.clone()).collect::<BTreeSet<_>>();
+    if regions(old) != regions(new) {
+        why.push("client regions changed".into());
+    }
+    fn weights(p: &StoredPlan) -> BTreeMap<(String, String), (f64, &Vec<String>, &Vec<String>)> {
+        p.regions
+            .iter()
+            .flat_map(|r| {
+                r.pops
+                    .iter()
+                    .map(move |w| ((r.region.clone(), w.pop.clone()), (w.weight, &w.ipv4, &w.ipv6)))
+            })
+            .collect()
+    }
+    let (ow, nw) = (weights(old), weights(new));
+    let mut moved = 0;
+    for key in ow.keys().chain(nw.keys()).collect::<BTreeSet<_>>() {
+        let (o, n) = (ow.get(key), nw.get(key));
+        let (ov, nv) = (o.map(|x| x.0).unwrap_or(0.0), n.map(|x| x.0).unwrap_or(0.0));
+        let addresses_changed = matches!((o, n), (Some(a), Some(b)) if a.1 != b.1 || a.2 != b.2);
+        if (ov - nv).abs() > threshold || addresses_changed {
+            moved += 1;
+            if moved <= MAX_LISTED_MOVES {
+                why.push(format!(
+                    "region {} → {}: weight {:.0}% → {:.0}%{}",
+                    key.0,
+                    key.1,
+                    ov * 100.0,
+                    nv * 100.0,
+                    if addresses_changed { " (addresses changed)" } else { "" }
+                ));
+            }
+        }
+    }
+    if moved > MAX_LISTED_MOVES {
+        why.push(format!("…and {} more weight changes", moved - MAX_LISTED_MOVES));
+    }
+    (!why.is_empty()).then_some(why)
+}
