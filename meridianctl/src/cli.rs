@@ -1,0 +1,262 @@
+//! The command line: clap definitions and every help text.
+//!
+//! Help texts describe what the control plane does today; `tests` below keep every
+//! subcommand and argument documented.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::output::Format;
+
+/// Operate Meridian: show the control plane, PoP health, events and the steering
+/// plan; drain and undrain PoPs, apply a topology, ask what-if, restore an earlier
+/// plan and resume steering. Talks gRPC to any control-plane replica.
+#[derive(Debug, Parser)]
+#[command(name = "meridianctl", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Control-plane gRPC endpoints, comma-separated; tried in order until one answers.
+    #[arg(
+        long,
+        short = 'e',
+        env = "MERIDIAN_ENDPOINT",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:7400",
+        global = true
+    )]
+    pub endpoint: Vec<String>,
+
+    /// Output format: `table` for people, `json` for scripts (one JSON document on
+    /// stdout per command).
+    #[arg(long, short = 'o', value_enum, default_value_t = Format::Table, global = true)]
+    pub output: Format,
+
+    /// Per-call timeout (connect and each RPC), e.g. 5s or 500ms.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, global = true)]
+    pub timeout: Duration,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Shown after the options in `--help`: the output and exit-status contract.
+const AFTER_HELP: &str = "\
+Every command prints tables by default and one JSON document with `-o json`.
+Exit status: 0 on success; 1 when the command failed (no replica reachable, an RPC
+error) or the input was refused (`apply` with errors); 2 when `status` finds no
+leader or an unhealthy store. A closed stdout (e.g. `| head`) is not an error.";
+
+/// The subcommands, one per operator task.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the control plane: replicas, which one leads, the store backend and its
+    /// health, and the current plan version. Exits 2 when no leader is known or the
+    /// store is unhealthy, so scripts can alert on it.
+    Status,
+    /// Show the PoP × region health matrix: each PoP's verdict (UP, DEGRADED, DOWN,
+    /// UNKNOWN) and, per prober region, what that region sees, its latency estimate
+    /// and how fresh its data is. Suspect regions are marked.
+    Health,
+    /// Explain one PoP's verdict: the rule that decided it and, per region, prober
+    /// and endpoint, the hysteresis state and the recent results with failure classes.
+    Explain {
+        /// The PoP id.
+        pop: String,
+    },
+    /// Show recent events kept by the answering replica (verdict changes, suspect
+    /// regions, published plans, guardrails, slow-start stages, operator actions),
+    /// oldest first.
+    Events {
+        /// Only events about this PoP.
+        #[arg(long)]
+        pop: Option<String>,
+        /// How many events.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show the steering plan: per client region the PoPs and weights, each PoP's
+    /// state, load and Anycast state, and why the plan was published.
+    Plan {
+        /// Only this client region.
+        #[arg(long)]
+        region: Option<String>,
+        /// An earlier version (default: the current one).
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Drain a PoP: steering moves its traffic to the other PoPs. Refused (naming the
+    /// guardrail) when the rest would be pushed over capacity or it is the last PoP of
+    /// a region or prefix, unless --force.
+    Drain {
+        /// The PoP id.
+        pop: String,
+        /// Why (required; recorded with the change).
+        #[arg(long)]
+        reason: String,
+        /// Override a guardrail refusal (the overridden rule is recorded).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Put a drained PoP back in service (it comes back through slow start).
+    Undrain {
+        /// The PoP id.
+        pop: String,
+        /// Why (recorded with the change).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Show the plan that would result from a drain or a PoP going down, and which
+    /// guardrails would fire, without changing anything.
+    WhatIf {
+        /// `drain` (an operator drain) or `down` (the PoP fails).
+        #[arg(value_parser = ["drain", "down"])]
+        scenario: String,
+        /// The PoP id.
+        pop: String,
+    },
+    /// Republish an earlier plan version and pin it: steering publishes nothing
+    /// until `resume-steering`.
+    RestorePlan {
+        /// The plan version to republish (see `meridianctl plan --version`).
+        version: u64,
+        /// Why (required; recorded with the event).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a pin set by `restore-plan`: steering publishes computed plans again.
+    ResumeSteering {
+        /// Why (recorded with the event).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Show the agents connected to any replica and the plan version each applied
+    /// (or rejected, with the reason).
+    Agents,
+    /// Apply a topology file (PoPs, client regions, policy). Every error is listed
+    /// with its path and nothing is stored unless the whole file is valid.
+    /// `--dry-run` prints the validated diff against what is stored.
+    Apply {
+        /// The topology TOML file.
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        /// Validate and show the diff; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Why (recorded with the change).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_subcommand_and_argument_is_documented() {
+        let cli = Cli::command();
+        let mut names = Vec::new();
+        for sub in cli.get_subcommands() {
+            names.push(sub.get_name().to_string());
+            assert!(
+                sub.get_about().is_some_and(|a| !a.to_string().is_empty()),
+                "`{}` has no about",
+                sub.get_name()
+            );
+            for arg in sub.get_arguments() {
+                if arg.get_id() == "help" {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some(),
+                    "`{} {}` has no help text",
+                    sub.get_name(),
+                    arg.get_id()
+                );
+            }
+        }
+        for expected in [
+            "status",
+            "health",
+            "explain",
+            "events",
+            "plan",
+            "drain",
+            "undrain",
+            "what-if",
+            "restore-plan",
+            "resume-steering",
+            "agents",
+            "apply",
+        ] {
+            assert!(names.iter().any(|n| n == expected), "missing subcommand {expected}: {names:?}");
+        }
+    }
+
+    #[test]
+    fn help_describes_what_exists_and_documents_json() {
+        let mut cli = Cli::command();
+        let help = cli.render_long_help().to_string();
+        assert!(!help.contains("later release"), "stale wording in --help:\n{help}");
+        assert!(help.contains("steering plan"), "{help}");
+        assert!(help.contains("-o, --output"), "{help}");
+        assert!(help.contains("json"), "{help}");
+        assert!(help.contains("Exit status: 0 on success"), "{help}");
+        for sub in cli.get_subcommands_mut() {
+            let text = sub.render_long_help().to_string();
+            assert!(!text.contains("later release"), "stale wording in `{}`:\n{text}", sub.get_name());
+        }
+    }
+
+    #[test]
+    fn parses_the_flags_end_to_end_tests_use() {
+        let cli = Cli::try_parse_from([
+            "meridianctl",
+            "-e",
+            "http://a:1,http://b:2",
+            "--timeout",
+            "3s",
+            "status",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.endpoint, vec!["http://a:1", "http://b:2"]);
+        assert_eq!(cli.timeout, Duration::from_secs(3));
+        assert_eq!(cli.output, Format::Json);
+        assert!(matches!(cli.command, Command::Status));
+
+        let cli = Cli::try_parse_from(["meridianctl", "apply", "-f", "t.toml", "--dry-run"]).unwrap();
+        assert_eq!(cli.output, Format::Table);
+        match cli.command {
+            Command::Apply { file, dry_run, reason } => {
+                assert_eq!(file, PathBuf::from("t.toml"));
+                assert!(dry_run);
+                assert_eq!(reason, "");
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+
+        let cli = Cli::try_parse_from(["meridianctl", "drain", "ams1", "--reason", "fibre cut"]).unwrap();
+        match cli.command {
+            Command::Drain { pop, reason, force } => {
+                assert_eq!((pop.as_str(), reason.as_str(), force), ("ams1", "fibre cut", false));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn drain_requires_a_reason_and_what_if_a_known_scenario() {
+        assert!(Cli::try_parse_from(["meridianctl", "drain", "ams1"]).is_err());
+        assert!(Cli::try_parse_from(["meridianctl", "what-if", "explode", "ams1"]).is_err());
+        assert!(Cli::try_parse_from(["meridianctl", "what-if", "down", "ams1"]).is_ok());
+    }
+}

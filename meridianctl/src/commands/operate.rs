@@ -1,0 +1,93 @@
+//! `drain`, `undrain`, `restore-plan` and `resume-steering`: the operator's
+//! mutations. Any replica takes them and forwards them to the leader.
+
+use meridian_proto::v1 as pb;
+
+use crate::client::Connected;
+use crate::error::CtlError;
+use crate::output::{json_line, render, text, Format, Report};
+use crate::views::{ChangeView, PlanView, ResumeView};
+
+pub(super) async fn drain(
+    conn: &Connected,
+    format: Format,
+    pop: &str,
+    reason: &str,
+    force: bool,
+) -> Result<Report, CtlError> {
+    let req = pb::DrainRequest {
+        pop: pop.to_string(),
+        reason: reason.to_string(),
+        force,
+        regions: Vec::new(),
+    };
+    let change = conn
+        .operator()
+        .drain(req)
+        .await
+        .map_err(|s| conn.rpc_error("Drain", s))?
+        .into_inner()
+        .change
+        .unwrap_or_default();
+    let view = ChangeView::from(change);
+    Ok(Report::success(render(format, &view, text::change)?))
+}
+
+pub(super) async fn undrain(conn: &Connected, format: Format, pop: &str, reason: &str) -> Result<Report, CtlError> {
+    let req = pb::UndrainRequest {
+        pop: pop.to_string(),
+        reason: reason.to_string(),
+    };
+    let change = conn
+        .operator()
+        .undrain(req)
+        .await
+        .map_err(|s| conn.rpc_error("Undrain", s))?
+        .into_inner()
+        .change
+        .unwrap_or_default();
+    let view = ChangeView::from(change);
+    Ok(Report::success(render(format, &view, text::change)?))
+}
+
+pub(super) async fn restore_plan(
+    conn: &Connected,
+    format: Format,
+    version: u64,
+    reason: &str,
+) -> Result<Report, CtlError> {
+    let req = pb::RestorePlanRequest {
+        version,
+        reason: reason.to_string(),
+    };
+    let plan = conn
+        .operator()
+        .restore_plan(req)
+        .await
+        .map_err(|s| conn.rpc_error("RestorePlan", s))?
+        .into_inner()
+        .plan
+        .unwrap_or_default();
+    let view = PlanView::from(plan);
+    Ok(Report::success(render(format, &view, |p| text::restored(version, p))?))
+}
+
+pub(super) async fn resume_steering(conn: &Connected, format: Format, reason: &str) -> Result<Report, CtlError> {
+    let resp = conn
+        .operator()
+        .resume_steering(pb::ResumeSteeringRequest {
+            reason: reason.to_string(),
+        })
+        .await
+        .map_err(|s| conn.rpc_error("ResumeSteering", s))?
+        .into_inner();
+    let view = ResumeView {
+        was_pinned: resp.was_pinned,
+    };
+    // One line, as this command has always printed it.
+    let text = match format {
+        Format::Json => json_line(&view)?,
+        Format::Table => text::resumed(&view),
+    };
+    Ok(Report::success(text))
+}

@@ -1,0 +1,282 @@
+//! Hand-built prost answers shared by the view and rendering tests: one realistic
+//! value per RPC, plus the empty and "nothing published yet" cases.
+
+use meridian_proto::prost_types::{Duration, Timestamp};
+use meridian_proto::v1 as pb;
+
+pub fn ms(ms: i64) -> Option<Duration> {
+    Some(Duration {
+        seconds: ms / 1000,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    })
+}
+
+pub fn at(seconds: i64, millis: i32) -> Option<Timestamp> {
+    Some(Timestamp {
+        seconds,
+        nanos: millis * 1_000_000,
+    })
+}
+
+/// Two replicas, `cp-a` leads, embedded store healthy, plan 7 in force.
+pub fn status() -> pb::GetStatusResponse {
+    pb::GetStatusResponse {
+        replica_id: "cp-b".into(),
+        leader_id: "cp-a".into(),
+        leader_revision: 17,
+        replicas: vec![
+            pb::ReplicaInfo {
+                id: "cp-a".into(),
+                grpc_address: "10.0.0.1:7400".into(),
+                admin_address: "10.0.0.1:7401".into(),
+                started_at: at(1_700_000_000, 250),
+                is_leader: true,
+                version: "0.1.0".into(),
+            },
+            pb::ReplicaInfo {
+                id: "cp-b".into(),
+                grpc_address: "10.0.0.2:7400".into(),
+                admin_address: "10.0.0.2:7401".into(),
+                version: "0.1.0".into(),
+            },
+        ],
+        store: Some(pb::StoreHealth {
+            backend: pb::StoreBackend::Embedded as i32,
+            healthy: true,
+            detail: "ok".into(),
+            revision: 42,
+        }),
+        plan_version: 7,
+        ready: true,
+        software_version: "0.1.0".into(),
+    }
+}
+
+/// A fresh replica: no leader yet, etcd unreachable, nothing published.
+pub fn status_unhealthy() -> pb::GetStatusResponse {
+    pb::GetStatusResponse {
+        replica_id: "cp-x".into(),
+        store: Some(pb::StoreHealth {
+            backend: pb::StoreBackend::Etcd as i32,
+            detail: "etcd: connection refused".into(),
+            endpoints: vec!["http://10.0.0.9:2379".into(), "http://10.0.0.10:2379".into()],
+        }),
+        software_version: "0.1.0".into(),
+    }
+}
+
+/// `ams1` UP everywhere; `fra1` DEGRADED because the suspect region `us` sees it
+/// DOWN (and has no latency estimate).
+pub fn health() -> pb::GetHealthResponse {
+    pb::GetHealthResponse {
+        pops: vec![
+            pb::PopHealth {
+                pop: "ams1".into(),
+                state: pb::PopState::Up as i32,
+                regions: vec![pb::RegionPopHealth {
+                    region: "eu".into(),
+                    state: pb::PopState::Up as i32,
+                    latency: ms(12),
+                    age: ms(300),
+                }],
+                rule: "all-regions-up".into(),
+            },
+            pb::PopHealth {
+                pop: "fra1".into(),
+                state: pb::PopState::Degraded as i32,
+                regions: vec![
+                    pb::RegionPopHealth {
+                        region: "eu".into(),
+                        state: pb::PopState::Up as i32,
+                        latency: Some(Duration { seconds: 0, nanos: 4_500_000 }),
+                        age: ms(15_000),
+                    },
+                    pb::RegionPopHealth {
+                        region: "us".into(),
+                        state: pb::PopState::Down as i32,
+                        age: ms(1_200),
+                        suspect: true,
+                    },
+                ],
+                rule: "some-regions-down".into(),
+                down_regions: vec!["us".into()],
+            },
+        ],
+        suspect_regions: vec!["us".into()],
+    }
+}
+
+/// `fra1` DOWN: region `eu` counted, one prober, one endpoint with a timeout.
+pub fn explain() -> pb::ExplainPopResponse {
+    pb::ExplainPopResponse {
+        pop: "fra1".into(),
+        state: pb::PopState::Down as i32,
+        rule: "quorum-down".into(),
+        down_regions: vec!["eu".into()],
+        regions: vec![pb::RegionEvidence {
+            region: "eu".into(),
+            state: pb::PopState::Down as i32,
+            suspect: true,
+            latency: ms(20),
+            probers: vec![pb::ProberEvidence {
+                prober: "eu-1".into(),
+                view: pb::PopState::Down as i32,
+                endpoints: vec![pb::EndpointEvidence {
+                    endpoint: "https://fra1.example.net/health".into(),
+                    state: pb::PopState::Down as i32,
+                    consecutive_failures: 3,
+                    recent: vec![
+                        pb::RecentResult {
+                            age: ms(100),
+                            failure_class: pb::FailureClass::Timeout as i32,
+                            applied: true,
+                        },
+                        pb::RecentResult {
+                            age: ms(600),
+                            success: true,
+                            latency: ms(18),
+                            failure_class: pb::FailureClass::None as i32,
+                        },
+                    ],
+                }],
+            }],
+        }],
+    }
+}
+
+/// One verdict event with evidence, one operator event without a timestamp.
+pub fn events() -> pb::ListEventsResponse {
+    pb::ListEventsResponse {
+        events: vec![
+            pb::Event {
+                id: 3,
+                at: at(1_700_000_123, 456),
+                kind: "verdict".into(),
+                pop: "fra1".into(),
+                message: "fra1 UP -> DOWN".into(),
+                evidence: vec!["eu: DOWN (3 failures)".into(), "us: DOWN".into()],
+                replica: "cp-a".into(),
+            },
+            pb::Event {
+                id: 4,
+                kind: "drain".into(),
+                pop: "fra1".into(),
+                message: "fra1 drained: fibre cut".into(),
+                actor: "operator".into(),
+                region: "eu".into(),
+                replica: "cp-a".into(),
+            },
+        ],
+    }
+}
+
+/// Plan 12: `eu` split between ams1 and fra1, `us` on iad1 alone; ams1 announces a
+/// prefix, fra1 prepends one; one reason, one guardrail.
+pub fn plan() -> pb::SteeringPlan {
+    pb::SteeringPlan {
+        version: 12,
+        created_at: at(1_700_000_000, 789),
+        regions: vec![
+            pb::RegionSteering {
+                region: "eu".into(),
+                pops: vec![
+                    pb::PopWeight {
+                        pop: "ams1".into(),
+                        weight: 0.75,
+                        ipv4: vec!["192.0.2.1".into()],
+                        ipv6: vec!["2001:db8::1".into()],
+                    },
+                    pb::PopWeight {
+                        pop: "fra1".into(),
+                        weight: 0.25,
+                        ipv4: vec!["192.0.2.2".into()],
+                    },
+                ],
+                client_prefixes: vec!["10.1.0.0/16".into()],
+            },
+            pb::RegionSteering {
+                region: "us".into(),
+                pops: vec![pb::PopWeight {
+                    pop: "iad1".into(),
+                    weight: 1.0,
+                    ipv4: vec!["192.0.2.3".into()],
+                }],
+            },
+        ],
+        anycast: vec![
+            pb::PopAnycastState {
+                pop: "ams1".into(),
+                prefix: "198.51.100.0/24".into(),
+                action: pb::AnycastAction::Announce as i32,
+            },
+            pb::PopAnycastState {
+                pop: "fra1".into(),
+                prefix: "198.51.100.0/24".into(),
+                action: pb::AnycastAction::Prepend as i32,
+                prepend_count: 3,
+            },
+        ],
+        dns_ttl_seconds: 30,
+        reasons: vec!["fra1 DEGRADED".into()],
+        pops: vec![
+            pb::PopPlanState {
+                pop: "ams1".into(),
+                state: "up".into(),
+                capacity: 1000.0,
+                load: 750.0,
+                utilisation: 0.75,
+            },
+            pb::PopPlanState {
+                pop: "fra1".into(),
+                state: "degraded".into(),
+                capacity: 1000.0,
+                load: 250.4,
+                utilisation: 0.2504,
+            },
+            pb::PopPlanState {
+                pop: "iad1".into(),
+                state: "up".into(),
+                capacity: 500.0,
+                load: 400.0,
+                utilisation: 0.8,
+            },
+        ],
+        guardrails: vec!["max-failover-capacity: 30% > 25%".into()],
+        published_by: "cp-a".into(),
+        topology_revision: 5,
+    }
+}
+
+/// Two agents: a DNS agent in step, an Anycast agent that rejected version 12.
+pub fn agents() -> pb::ListAgentsResponse {
+    pb::ListAgentsResponse {
+        agents: vec![
+            pb::AgentInfo {
+                agent_id: "dns-ams1".into(),
+                kind: pb::AgentKind::Dns as i32,
+                replica_id: "cp-a".into(),
+                applied_version: 12,
+            },
+            pb::AgentInfo {
+                agent_id: "bgp-fra1".into(),
+                kind: pb::AgentKind::Anycast as i32,
+                replica_id: "cp-b".into(),
+                applied_version: 11,
+                nacked_version: 12,
+                nack_reason: "prefix 198.51.100.0/24 not configured".into(),
+            },
+        ],
+    }
+}
+
+pub fn change() -> pb::ChangeRecord {
+    pb::ChangeRecord {
+        id: "chg-9".into(),
+        started_by: "operator".into(),
+        reason: "fibre cut".into(),
+        state: pb::ChangeState::Completed as i32,
+        step: 1,
+        total_steps: 1,
+        summary: "drained fra1".into(),
+    }
+}

@@ -1,0 +1,339 @@
+//! The human renderings: one function per view, each returning the whole text
+//! (every line ends with a newline). Tables use comfy-table's condensed UTF-8 preset.
+
+use std::collections::BTreeSet;
+use std::fmt::Display;
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+
+use crate::views::{
+    AgentView, ApplyView, ChangeView, EventView, ExplainView, HealthView, PlanView, ResumeView, StatusView,
+    WhatIfView,
+};
+
+/// `meridianctl status`: a block of `key value` lines, then the replica table.
+pub fn status(v: &StatusView) -> String {
+    let mut out = Lines::default();
+    let role = if v.answering_replica_leads {
+        "leader"
+    } else {
+        "follower"
+    };
+    out.line(format_args!("answered by   {} ({}, {role})", v.answered_by, v.endpoint));
+    match &v.leader {
+        Some(l) => out.line(format_args!("leader        {} (fence revision {})", l, v.leader_revision)),
+        None => out.line("leader        NONE — no replica holds the leader key"),
+    }
+    let health = if v.store.healthy {
+        "healthy".to_string()
+    } else {
+        format!("UNHEALTHY: {}", v.store.detail)
+    };
+    out.line(format_args!(
+        "store         {} — {} (revision {})",
+        v.store.backend, health, v.store.revision
+    ));
+    if !v.store.endpoints.is_empty() {
+        out.line(format_args!("store at      {}", v.store.endpoints.join(", ")));
+    }
+    out.line(format_args!("ready         {}", if v.ready { "yes" } else { "no" }));
+    if v.plan_version == 0 {
+        out.line("plan version  none published yet");
+    } else {
+        out.line(format_args!("plan version  {}", v.plan_version));
+    }
+    let mut table = table(["REPLICA", "ROLE", "GRPC", "ADMIN", "VERSION"]);
+    for r in &v.replicas {
+        table.add_row(vec![
+            r.id.clone(),
+            if r.leader { "leader".into() } else { "follower".into() },
+            r.grpc_address.clone(),
+            r.admin_address.clone(),
+            r.version.clone(),
+        ]);
+    }
+    out.line(table);
+    out.0
+}
+
+/// `meridianctl health`: one row per PoP, one column per prober region (suspect
+/// regions marked), then the rule that decided.
+pub fn health(v: &HealthView) -> String {
+    if v.pops.is_empty() {
+        return "no PoPs: apply a topology first (meridianctl apply -f topology.toml)\n".into();
+    }
+    let regions: BTreeSet<&str> = v
+        .pops
+        .iter()
+        .flat_map(|p| p.regions.iter().map(|r| r.region.as_str()))
+        .collect();
+    let mut header = vec!["POP".to_string(), "VERDICT".to_string()];
+    for r in &regions {
+        let suspect = if v.suspect_regions.iter().any(|s| s == r) {
+            " (SUSPECT)"
+        } else {
+            ""
+        };
+        header.push(format!("{r}{suspect}"));
+    }
+    header.push("RULE".into());
+    let mut table = table(header);
+    for p in &v.pops {
+        let mut row = vec![p.pop.clone(), p.state.to_string()];
+        for r in &regions {
+            row.push(match p.regions.iter().find(|c| c.region == *r) {
+                Some(c) => format!("{} {} ({} ago)", c.state, ms(c.latency_ms), ms(c.age_ms)),
+                None => "-".into(),
+            });
+        }
+        row.push(p.rule.clone());
+        table.add_row(row);
+    }
+    format!("{table}\n")
+}
+
+/// `meridianctl explain POP`: the verdict, then an indented tree of regions, probers
+/// and endpoints with the five most recent results.
+pub fn explain(v: &ExplainView) -> String {
+    let mut out = Lines::default();
+    out.line(format_args!("{}: {} — {}", v.pop, v.state, v.rule));
+    for r in &v.regions {
+        let mut flags = Vec::new();
+        if r.suspect {
+            flags.push("suspect: votes discounted");
+        }
+        if !r.counted {
+            flags.push("not counted");
+        }
+        let flags = if flags.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", flags.join(", "))
+        };
+        out.line(format_args!(
+            "  region {}: {}{flags}, latency {}",
+            r.region,
+            r.state,
+            ms(r.latency_ms)
+        ));
+        for p in &r.probers {
+            out.line(format_args!("    prober {}: {}", p.prober, p.view));
+            for e in &p.endpoints {
+                let recent: Vec<String> = e
+                    .recent
+                    .iter()
+                    .take(5)
+                    .map(|x| {
+                        if x.success {
+                            format!("ok {}", ms(x.latency_ms))
+                        } else {
+                            x.failure_class.to_string()
+                        }
+                    })
+                    .collect();
+                out.line(format_args!(
+                    "      {}: {}{} ({} ok / {} failed in a row) recent: {}",
+                    e.endpoint,
+                    e.state,
+                    if e.fresh { "" } else { " STALE" },
+                    e.consecutive_successes,
+                    e.consecutive_failures,
+                    recent.join(", ")
+                ));
+            }
+        }
+    }
+    out.0
+}
+
+/// `meridianctl events`: one line per event (id, Unix seconds, kind, message), its
+/// evidence indented below.
+pub fn events(events: &[EventView]) -> String {
+    if events.is_empty() {
+        return "no events\n".into();
+    }
+    let mut out = Lines::default();
+    for e in events {
+        let at = e.at_unix_ms.map(|ms| ms.div_euclid(1000)).unwrap_or(0);
+        out.line(format_args!("#{} t={} [{}] {}", e.id, at, e.kind, e.message));
+        for line in &e.evidence {
+            out.line(format_args!("    {line}"));
+        }
+    }
+    out.0
+}
+
+/// A plan: a header line, the region → weights table, the PoP table (when the plan
+/// has PoP states), then its reasons and guardrails.
+pub fn plan(p: &PlanView) -> String {
+    let mut out = Lines::default();
+    let restored = match p.restored_from {
+        Some(v) => format!(", restored from v{v}"),
+        None => String::new(),
+    };
+    out.line(format_args!(
+        "plan v{} by {} (topology revision {}, DNS TTL {}s{restored})",
+        p.version, p.published_by, p.topology_revision, p.dns_ttl_seconds
+    ));
+    let mut regions = table(["REGION", "POPS (weight)"]);
+    for r in &p.regions {
+        let pops: Vec<String> = r
+            .pops
+            .iter()
+            .map(|w| format!("{} {:.1}%", w.pop, w.weight * 100.0))
+            .collect();
+        regions.add_row(vec![r.region.clone(), pops.join(", ")]);
+    }
+    out.line(regions);
+    if !p.pops.is_empty() {
+        let mut pops = table(["POP", "STATE", "LOAD / CAPACITY", "UTILISATION", "ANYCAST"]);
+        for s in &p.pops {
+            let anycast: Vec<String> = p
+                .anycast
+                .iter()
+                .filter(|a| a.pop == s.pop)
+                .map(|a| format!("{} {}", a.prefix, a.action))
+                .collect();
+            pops.add_row(vec![
+                s.pop.clone(),
+                s.state.clone(),
+                format!("{:.0} / {:.0}", s.load, s.capacity),
+                format!("{:.0}%", s.utilisation * 100.0),
+                if anycast.is_empty() {
+                    "-".into()
+                } else {
+                    anycast.join(", ")
+                },
+            ]);
+        }
+        out.line(pops);
+    }
+    for r in &p.reasons {
+        out.line(format_args!("why: {r}"));
+    }
+    for g in &p.guardrails {
+        out.line(format_args!("guardrail: {g}"));
+    }
+    out.0
+}
+
+/// `meridianctl what-if`: says nothing changed, the plan, and what would fire.
+pub fn what_if(v: &WhatIfView) -> String {
+    let mut out = Lines::default();
+    out.line("nothing was changed; this is what steering would publish:");
+    out.0.push_str(&plan(&v.plan));
+    if v.guardrails_fired.is_empty() {
+        out.line("no guardrail would fire");
+    }
+    for g in &v.guardrails_fired {
+        out.line(format_args!("would fire: {g}"));
+    }
+    out.0
+}
+
+/// `meridianctl restore-plan VERSION`: the new version, the pin, and the plan.
+pub fn restored(requested: u64, p: &PlanView) -> String {
+    let mut out = Lines::default();
+    out.line(format_args!(
+        "restored version {requested} as version {}; steering is pinned until `meridianctl resume-steering`",
+        p.version
+    ));
+    out.0.push_str(&plan(p));
+    out.0
+}
+
+/// `meridianctl agents`: one row per agent; REJECTED names the version and reason.
+pub fn agents(agents: &[AgentView]) -> String {
+    if agents.is_empty() {
+        return "no agents connected\n".into();
+    }
+    let mut table = table(["AGENT", "KIND", "REPLICA", "APPLIED", "REJECTED"]);
+    for a in agents {
+        let rejected = match (a.nacked_version, &a.nack_reason) {
+            (Some(v), Some(r)) => format!("v{v}: {r}"),
+            _ => "-".into(),
+        };
+        table.add_row(vec![
+            a.agent_id.clone(),
+            a.kind.to_string(),
+            a.replica.clone(),
+            format!("v{}", a.applied_version),
+            rejected,
+        ]);
+    }
+    format!("{table}\n")
+}
+
+/// `meridianctl drain` / `undrain`: the change's summary and id.
+pub fn change(c: &ChangeView) -> String {
+    format!("{} ({})\n", c.summary, c.id)
+}
+
+/// `meridianctl resume-steering`.
+pub fn resumed(v: &ResumeView) -> String {
+    if v.was_pinned {
+        "steering resumed: computed plans are published again\n".into()
+    } else {
+        "steering was not pinned; nothing to do\n".into()
+    }
+}
+
+/// `meridianctl apply`: the errors, or the diff applied (or that would be), or
+/// "no changes".
+pub fn apply(v: &ApplyView) -> String {
+    let mut out = Lines::default();
+    if !v.errors.is_empty() {
+        out.line(format_args!("{}: {} error(s), nothing applied:", v.file, v.errors.len()));
+        for e in &v.errors {
+            out.line(format_args!("  {e}"));
+        }
+    } else if v.diff.is_empty() {
+        out.line(format_args!(
+            "{}: no changes (stored topology revision {})",
+            v.file, v.topology_revision
+        ));
+    } else {
+        let verb = if v.dry_run { "would change" } else { "applied" };
+        out.line(format_args!("{}: {verb} {} item(s):", v.file, v.diff.len()));
+        for d in &v.diff {
+            out.line(format_args!("  {d}"));
+        }
+        if v.applied {
+            out.line(format_args!("stored at revision {}", v.topology_revision));
+        }
+    }
+    out.0
+}
+
+/// Milliseconds for people: one decimal under 10 ms, whole milliseconds under 10 s,
+/// whole seconds above, `-` when unknown.
+pub fn ms(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v < 10.0 => format!("{v:.1}ms"),
+        Some(v) if v < 10_000.0 => format!("{v:.0}ms"),
+        Some(v) => format!("{:.0}s", v / 1000.0),
+        None => "-".into(),
+    }
+}
+
+/// A table with the house style and `header`.
+fn table<H: Into<comfy_table::Row>>(header: H) -> Table {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(header);
+    table
+}
+
+/// Text built line by line; every line ends with a newline.
+#[derive(Default)]
+struct Lines(String);
+
+impl Lines {
+    fn line(&mut self, line: impl Display) {
+        use std::fmt::Write;
+        // Writing to a String cannot fail; the Result only exists for other writers.
+        let _ = writeln!(self.0, "{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,593 @@
+//! The script-facing shapes: what `-o json` prints, one struct per answer, converted
+//! by hand from the prost responses.
+//!
+//! These structs are the contract with scripts (the end-to-end tests parse them):
+//! renaming or dropping a field breaks users, so the tests below pin every key.
+//! Enum values become lower- or upper-case names, never numbers; durations become
+//! milliseconds (`*_ms`, `null` when absent); timestamps become Unix milliseconds.
+//!
+//! Field order: `StatusView`, `HealthView` and `ApplyView` print in declaration
+//! order. The other views replaced `serde_json::json!` objects, whose keys serde_json
+//! sorts; they declare their fields alphabetically so the bytes printed are the same
+//! as before the CLI was split into modules.
+
+use meridian_proto::v1 as pb;
+use serde::Serialize;
+
+// ---------------------------------------------------------------------------
+// status
+// ---------------------------------------------------------------------------
+
+/// `meridianctl status`: who answered, who leads, the store and the replicas.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusView {
+    /// The replica that answered.
+    pub answered_by: String,
+    /// Whether the answering replica believes it leads (it holds the fence).
+    pub answering_replica_leads: bool,
+    /// The endpoint the CLI reached it on.
+    pub endpoint: String,
+    /// The leader's id; `null` when no replica holds the leader key.
+    pub leader: Option<String>,
+    /// The leader key's create revision: the fence of every leader-only write.
+    pub leader_revision: i64,
+    pub ready: bool,
+    /// 0 when no plan has been published yet.
+    pub plan_version: u64,
+    pub store: StoreView,
+    pub replicas: Vec<ReplicaView>,
+}
+
+/// The store as the answering replica sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoreView {
+    /// `etcd`, `embedded` or `unknown`.
+    pub backend: String,
+    pub healthy: bool,
+    pub revision: i64,
+    pub detail: String,
+    pub endpoints: Vec<String>,
+}
+
+/// One registered replica.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplicaView {
+    pub id: String,
+    pub leader: bool,
+    pub grpc_address: String,
+    pub admin_address: String,
+    /// 0 when the replica did not say.
+    pub started_at_unix: i64,
+    pub version: String,
+}
+
+impl StatusView {
+    /// The view of `resp`, which `endpoint` answered.
+    pub fn new(endpoint: String, resp: pb::GetStatusResponse) -> Self {
+        let store = resp.store.unwrap_or_default();
+        StatusView {
+            answered_by: resp.replica_id,
+            answering_replica_leads: resp.is_leader,
+            endpoint,
+            leader: (!resp.leader_id.is_empty()).then_some(resp.leader_id),
+            leader_revision: resp.leader_revision,
+            ready: resp.ready,
+            plan_version: resp.plan_version,
+            store: StoreView {
+                backend: backend_name(store.backend).to_string(),
+                healthy: store.healthy,
+                revision: store.revision,
+                detail: store.detail,
+                endpoints: store.endpoints,
+            },
+            replicas: resp
+                .replicas
+                .into_iter()
+                .map(|r| ReplicaView {
+                    id: r.id,
+                    leader: r.is_leader,
+                    grpc_address: r.grpc_address,
+                    admin_address: r.admin_address,
+                    started_at_unix: r.started_at.map(|t| t.seconds).unwrap_or(0),
+                    version: r.version,
+                })
+                .collect(),
+        }
+    }
+
+    /// A leader is known and the store is healthy: `status` exits 0 only then.
+    pub fn healthy(&self) -> bool {
+        self.leader.is_some() && self.store.healthy
+    }
+}
+
+// ---------------------------------------------------------------------------
+// health
+// ---------------------------------------------------------------------------
+
+/// `meridianctl health`: every PoP's verdict and what each region sees.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthView {
+    pub suspect_regions: Vec<String>,
+    pub pops: Vec<PopHealthView>,
+}
+
+/// One PoP's verdict.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PopHealthView {
+    pub pop: String,
+    /// `UP`, `DEGRADED`, `DOWN` or `UNKNOWN`.
+    pub state: &'static str,
+    /// The rule that decided the verdict.
+    pub rule: String,
+    pub down_regions: Vec<String>,
+    pub regions: Vec<RegionCellView>,
+}
+
+/// What one prober region sees of one PoP.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegionCellView {
+    pub region: String,
+    pub state: &'static str,
+    pub latency_ms: Option<f64>,
+    pub age_ms: Option<f64>,
+    pub suspect: bool,
+}
+
+impl From<pb::GetHealthResponse> for HealthView {
+    fn from(resp: pb::GetHealthResponse) -> Self {
+        HealthView {
+            suspect_regions: resp.suspect_regions,
+            pops: resp
+                .pops
+                .into_iter()
+                .map(|p| PopHealthView {
+                    pop: p.pop,
+                    state: state_name(p.state),
+                    rule: p.rule,
+                    down_regions: p.down_regions,
+                    regions: p
+                        .regions
+                        .into_iter()
+                        .map(|r| RegionCellView {
+                            region: r.region,
+                            state: state_name(r.state),
+                            latency_ms: millis(&r.latency),
+                            age_ms: millis(&r.age),
+                            suspect: r.suspect,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// explain
+// ---------------------------------------------------------------------------
+
+/// `meridianctl explain POP`: the verdict and its evidence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExplainView {
+    pub down_regions: Vec<String>,
+    pub pop: String,
+    pub regions: Vec<RegionEvidenceView>,
+    pub rule: String,
+    pub state: &'static str,
+}
+
+/// One region's part in the verdict.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegionEvidenceView {
+    /// Whether this region's state took part in the verdict.
+    pub counted: bool,
+    pub latency_ms: Option<f64>,
+    pub probers: Vec<ProberEvidenceView>,
+    pub region: String,
+    pub state: &'static str,
+    pub suspect: bool,
+}
+
+/// One prober's view of the PoP.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProberEvidenceView {
+    pub endpoints: Vec<EndpointEvidenceView>,
+    pub prober: String,
+    pub view: &'static str,
+}
+
+/// One probed endpoint: its hysteresis state and recent results.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EndpointEvidenceView {
+    pub consecutive_failures: u32,
+    pub consecutive_successes: u32,
+    pub endpoint: String,
+    pub fresh: bool,
+    pub recent: Vec<RecentResultView>,
+    pub state: &'static str,
+}
+
+/// One probe result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecentResultView {
+    pub age_ms: Option<f64>,
+    /// False when it arrived after a newer result and did not drive the hysteresis.
+    pub applied: bool,
+    /// `none`, `timeout`, `refused`, `reset`, `tls`, `http_status`, `body_mismatch`,
+    /// `dns_rcode`, `dns_answer` or `other`.
+    pub failure_class: &'static str,
+    pub latency_ms: Option<f64>,
+    pub success: bool,
+}
+
+impl From<pb::ExplainPopResponse> for ExplainView {
+    fn from(resp: pb::ExplainPopResponse) -> Self {
+        ExplainView {
+            down_regions: resp.down_regions,
+            pop: resp.pop,
+            rule: resp.rule,
+            state: state_name(resp.state),
+            regions: resp
+                .regions
+                .into_iter()
+                .map(|r| RegionEvidenceView {
+                    counted: r.counted,
+                    latency_ms: millis(&r.latency),
+                    region: r.region,
+                    state: state_name(r.state),
+                    suspect: r.suspect,
+                    probers: r
+                        .probers
+                        .into_iter()
+                        .map(|p| ProberEvidenceView {
+                            prober: p.prober,
+                            view: state_name(p.view),
+                            endpoints: p.endpoints.into_iter().map(EndpointEvidenceView::from).collect(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<pb::EndpointEvidence> for EndpointEvidenceView {
+    fn from(e: pb::EndpointEvidence) -> Self {
+        EndpointEvidenceView {
+            consecutive_failures: e.consecutive_failures,
+            consecutive_successes: e.consecutive_successes,
+            endpoint: e.endpoint,
+            fresh: e.fresh,
+            state: state_name(e.state),
+            recent: e
+                .recent
+                .iter()
+                .map(|x| RecentResultView {
+                    age_ms: millis(&x.age),
+                    applied: x.applied,
+                    failure_class: failure_name(x.failure_class),
+                    latency_ms: millis(&x.latency),
+                    success: x.success,
+                })
+                .collect(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// events
+// ---------------------------------------------------------------------------
+
+/// One event of `meridianctl events`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventView {
+    pub actor: String,
+    pub at_unix_ms: Option<i64>,
+    pub evidence: Vec<String>,
+    pub id: u64,
+    pub kind: String,
+    pub message: String,
+    pub pop: String,
+    pub region: String,
+    /// Which replica recorded it.
+    pub replica: String,
+}
+
+impl From<pb::Event> for EventView {
+    fn from(e: pb::Event) -> Self {
+        EventView {
+            actor: e.actor,
+            at_unix_ms: unix_ms(&e.at),
+            evidence: e.evidence,
+            id: e.id,
+            kind: e.kind,
+            message: e.message,
+            pop: e.pop,
+            region: e.region,
+            replica: e.replica,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// plans
+// ---------------------------------------------------------------------------
+
+/// A steering plan (`plan`, `restore-plan`, and inside `what-if`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanView {
+    pub anycast: Vec<AnycastView>,
+    pub created_at_unix_ms: Option<i64>,
+    pub dns_ttl_seconds: u32,
+    /// Guardrails that fired while computing it, each naming its rule.
+    pub guardrails: Vec<String>,
+    pub pops: Vec<PopPlanView>,
+    pub published_by: String,
+    /// Why it was published.
+    pub reasons: Vec<String>,
+    pub regions: Vec<RegionWeightsView>,
+    /// The version whose content an operator restored; `null` otherwise.
+    pub restored_from: Option<u64>,
+    pub topology_revision: i64,
+    pub version: u64,
+}
+
+/// The PoPs serving one client region, with weights summing to 1.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegionWeightsView {
+    pub pops: Vec<PopWeightView>,
+    pub region: String,
+}
+
+/// One PoP's share of a region.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PopWeightView {
+    pub ipv4: Vec<String>,
+    pub ipv6: Vec<String>,
+    pub pop: String,
+    pub weight: f64,
+}
+
+/// One PoP's state and load in the plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PopPlanView {
+    pub capacity: f64,
+    pub load: f64,
+    pub pop: String,
+    /// `up`, `degraded`, `down`, `unknown` or `drained`.
+    pub state: String,
+    pub utilisation: f64,
+}
+
+/// What one PoP does with one Anycast prefix.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnycastView {
+    /// `announce`, `prepend`, `graceful_shutdown`, `withdraw` or `unspecified`.
+    pub action: &'static str,
+    pub pop: String,
+    pub prefix: String,
+    pub prepend_count: u32,
+}
+
+impl From<pb::SteeringPlan> for PlanView {
+    fn from(p: pb::SteeringPlan) -> Self {
+        PlanView {
+            anycast: p
+                .anycast
+                .into_iter()
+                .map(|a| AnycastView {
+                    action: anycast_name(a.action),
+                    pop: a.pop,
+                    prefix: a.prefix,
+                    prepend_count: a.prepend_count,
+                })
+                .collect(),
+            created_at_unix_ms: unix_ms(&p.created_at),
+            dns_ttl_seconds: p.dns_ttl_seconds,
+            guardrails: p.guardrails,
+            pops: p
+                .pops
+                .into_iter()
+                .map(|s| PopPlanView {
+                    capacity: s.capacity,
+                    load: s.load,
+                    pop: s.pop,
+                    state: s.state,
+                    utilisation: s.utilisation,
+                })
+                .collect(),
+            published_by: p.published_by,
+            reasons: p.reasons,
+            regions: p
+                .regions
+                .into_iter()
+                .map(|r| RegionWeightsView {
+                    region: r.region,
+                    pops: r
+                        .pops
+                        .into_iter()
+                        .map(|w| PopWeightView {
+                            ipv4: w.ipv4,
+                            ipv6: w.ipv6,
+                            pop: w.pop,
+                            weight: w.weight,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            restored_from: (p.restored_from != 0).then_some(p.restored_from),
+            topology_revision: p.topology_revision,
+            version: p.version,
+        }
+    }
+}
+
+/// `meridianctl what-if`: the plan steering would publish and the guardrails that
+/// would fire.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WhatIfView {
+    pub guardrails_fired: Vec<String>,
+    pub plan: PlanView,
+}
+
+impl From<pb::WhatIfResponse> for WhatIfView {
+    fn from(resp: pb::WhatIfResponse) -> Self {
+        WhatIfView {
+            guardrails_fired: resp.guardrails_fired,
+            plan: resp.plan.unwrap_or_default().into(),
+        }
+    }
+}
+
+/// One agent of `meridianctl agents`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentView {
+    pub agent_id: String,
+    pub applied_version: u64,
+    /// `dns` or `anycast`.
+    pub kind: &'static str,
+    /// Why it rejected `nacked_version`; `null` when it rejected nothing.
+    pub nack_reason: Option<String>,
+    pub nacked_version: Option<u64>,
+    /// The replica it is connected to.
+    pub replica: String,
+}
+
+impl From<pb::AgentInfo> for AgentView {
+    fn from(a: pb::AgentInfo) -> Self {
+        AgentView {
+            agent_id: a.agent_id,
+            applied_version: a.applied_version,
+            kind: if a.kind == pb::AgentKind::Anycast as i32 {
+                "anycast"
+            } else {
+                "dns"
+            },
+            nack_reason: (!a.nack_reason.is_empty()).then_some(a.nack_reason),
+            nacked_version: (a.nacked_version != 0).then_some(a.nacked_version),
+            replica: a.replica_id,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// mutations
+// ---------------------------------------------------------------------------
+
+/// The change a drain or undrain recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChangeView {
+    pub id: String,
+    pub reason: String,
+    /// Always `completed`: drains and undrains take effect in one step today.
+    pub state: &'static str,
+    pub summary: String,
+}
+
+impl From<pb::ChangeRecord> for ChangeView {
+    fn from(c: pb::ChangeRecord) -> Self {
+        ChangeView {
+            id: c.id,
+            reason: c.reason,
+            state: "completed",
+            summary: c.summary,
+        }
+    }
+}
+
+/// `meridianctl resume-steering`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResumeView {
+    /// Whether a pin was in force and is now lifted.
+    pub was_pinned: bool,
+}
+
+/// `meridianctl apply`: what was (or would be) changed, or why nothing was.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApplyView {
+    /// The file as named on the command line.
+    pub file: String,
+    pub dry_run: bool,
+    pub applied: bool,
+    pub topology_revision: u64,
+    pub diff: Vec<String>,
+    /// Every validation error with its path; non-empty means nothing was stored.
+    pub errors: Vec<String>,
+}
+
+impl ApplyView {
+    /// The view of the answer to applying `file`.
+    pub fn new(file: String, dry_run: bool, resp: pb::ApplyTopologyResponse) -> Self {
+        ApplyView {
+            file,
+            dry_run,
+            applied: resp.applied,
+            topology_revision: resp.topology_revision,
+            diff: resp.diff,
+            errors: resp.errors,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// names of wire enums and units
+// ---------------------------------------------------------------------------
+
+/// `UP`, `DOWN`, `DEGRADED`; anything else (unspecified, unknown, a value this CLI
+/// does not know) is `UNKNOWN`, which never reads as healthy or failed.
+pub fn state_name(state: i32) -> &'static str {
+    match pb::PopState::try_from(state) {
+        Ok(pb::PopState::Up) => "UP",
+        Ok(pb::PopState::Down) => "DOWN",
+        Ok(pb::PopState::Degraded) => "DEGRADED",
+        _ => "UNKNOWN",
+    }
+}
+
+/// The failure class's name; an unknown value is `other`.
+pub fn failure_name(class: i32) -> &'static str {
+    match pb::FailureClass::try_from(class) {
+        Ok(pb::FailureClass::None) | Ok(pb::FailureClass::Unspecified) => "none",
+        Ok(pb::FailureClass::Timeout) => "timeout",
+        Ok(pb::FailureClass::Refused) => "refused",
+        Ok(pb::FailureClass::Reset) => "reset",
+        Ok(pb::FailureClass::Tls) => "tls",
+        Ok(pb::FailureClass::HttpStatus) => "http_status",
+        Ok(pb::FailureClass::BodyMismatch) => "body_mismatch",
+        Ok(pb::FailureClass::DnsRcode) => "dns_rcode",
+        Ok(pb::FailureClass::DnsAnswer) => "dns_answer",
+        Ok(pb::FailureClass::Other) | Err(_) => "other",
+    }
+}
+
+/// The Anycast action's name; an unknown value is `unspecified`.
+pub fn anycast_name(action: i32) -> &'static str {
+    match pb::AnycastAction::try_from(action) {
+        Ok(pb::AnycastAction::Announce) => "announce",
+        Ok(pb::AnycastAction::Prepend) => "prepend",
+        Ok(pb::AnycastAction::GracefulShutdown) => "graceful_shutdown",
+        Ok(pb::AnycastAction::Withdraw) => "withdraw",
+        _ => "unspecified",
+    }
+}
+
+fn backend_name(backend: i32) -> &'static str {
+    match pb::StoreBackend::try_from(backend) {
+        Ok(pb::StoreBackend::Etcd) => "etcd",
+        Ok(pb::StoreBackend::Embedded) => "embedded",
+        _ => "unknown",
+    }
+}
+
+/// A wire duration in milliseconds; `None` when absent.
+fn millis(d: &Option<meridian_proto::prost_types::Duration>) -> Option<f64> {
+    d.as_ref().map(|d| d.seconds as f64 * 1000.0 + f64::from(d.nanos) / 1e6)
+}
+
+/// A wire timestamp in Unix milliseconds; `None` when absent.
+fn unix_ms(t: &Option<meridian_proto::prost_types::Timestamp>) -> Option<i64> {
+    t.as_ref().map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000))
+}
+#[cfg(test)]
+mod tests;
