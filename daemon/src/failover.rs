@@ -7,7 +7,7 @@
 //!
 //! The decision is a small state machine, [`EndpointRotation`], with no clock and no
 //! randomness of its own (the jitter comes in as an argument), so it is unit-tested
-//! exactly; [`follow`] is the async loop around it. A caller with its own loop (the
+//! exactly; [`follow`] is the async loop around it, holding one [`Session`] at a time. A caller with its own loop (the
 //! result reporter, which keeps retrying while it drains at shutdown) drives the
 //! state machine directly.
 
@@ -90,17 +90,28 @@ impl EndpointRotation {
     }
 }
 
-/// Holds sessions until `shutdown`: `session(endpoint)` runs one (connect, stream,
-/// apply) and says how it ended; the rotation decides the next endpoint and the
-/// pause. `what` names the stream in the log lines ("plan stream").
-pub async fn follow<S>(what: &str, rotation: &mut EndpointRotation, shutdown: &CancellationToken, mut session: S)
-where
-    S: AsyncFnMut(&str) -> SessionEnd,
-{
+/// One session with one endpoint: connect, stream, apply, and say how it ended.
+///
+/// A trait rather than an async closure: the returned future must be `Send` for
+/// every borrow of the session, which the trait can state and an `AsyncFnMut` bound
+/// cannot yet (the daemon spawns the loop on the multi-threaded runtime).
+pub trait Session: Send {
+    fn run(&mut self, endpoint: &str) -> impl std::future::Future<Output = SessionEnd> + Send;
+}
+
+/// Holds sessions until `shutdown`: `session.run(endpoint)` holds one; the rotation
+/// decides the next endpoint and the pause. `what` names the stream in the log lines
+/// ("plan stream").
+pub async fn follow(
+    what: &str,
+    rotation: &mut EndpointRotation,
+    shutdown: &CancellationToken,
+    session: &mut impl Session,
+) {
     while !shutdown.is_cancelled() {
         let endpoint = rotation.current().to_string();
         let end = tokio::select! {
-            end = session(&endpoint) => end,
+            end = session.run(&endpoint) => end,
             _ = shutdown.cancelled() => break,
         };
         let pause = rotation.session_ended(end.healthy, rand::random());
@@ -117,7 +128,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
     use tokio::time::Instant;
 
     fn ms(n: u64) -> Duration {
@@ -169,33 +179,43 @@ mod tests {
         assert_eq!(one.current(), "http://cp0");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn follow_rotates_in_order_backs_off_after_a_round_and_resets_after_health() {
-        let start = Instant::now();
-        let log: Arc<Mutex<Vec<(String, Duration)>>> = Arc::default();
-        let shutdown = CancellationToken::new();
-        let mut r = rotation(2);
-        let mut n = 0usize;
-        let (log2, stop) = (log.clone(), shutdown.clone());
-        follow("test stream", &mut r, &shutdown, async |endpoint: &str| {
-            log2.lock().unwrap().push((endpoint.to_string(), start.elapsed()));
-            n += 1;
-            // Sessions 1-4 fail at once; session 5 is healthy for 10 s; then 6-7 fail.
+    /// Sessions 1-4 fail at once; session 5 is healthy for 10 s; 6 and 7 fail, and
+    /// session 7 asks for shutdown.
+    struct Scripted {
+        start: Instant,
+        log: Vec<(String, Duration)>,
+        stop: CancellationToken,
+    }
+
+    impl Session for Scripted {
+        async fn run(&mut self, endpoint: &str) -> SessionEnd {
+            self.log.push((endpoint.to_string(), self.start.elapsed()));
+            let n = self.log.len();
             let healthy = n == 5;
             if healthy {
                 tokio::time::sleep(Duration::from_secs(10)).await;
             }
             if n == 7 {
-                stop.cancel();
+                self.stop.cancel();
             }
             SessionEnd {
                 healthy,
                 reason: format!("session {n}"),
             }
-        })
-        .await;
-        let log = log.lock().unwrap().clone();
-        let endpoints: Vec<&str> = log.iter().map(|(e, _)| e.as_str()).collect();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn follow_rotates_in_order_backs_off_after_a_round_and_resets_after_health() {
+        let shutdown = CancellationToken::new();
+        let mut r = rotation(2);
+        let mut s = Scripted {
+            start: Instant::now(),
+            log: vec![],
+            stop: shutdown.clone(),
+        };
+        follow("test stream", &mut r, &shutdown, &mut s).await;
+        let endpoints: Vec<&str> = s.log.iter().map(|(e, _)| e.as_str()).collect();
         assert_eq!(
             endpoints,
             [
@@ -208,7 +228,7 @@ mod tests {
                 "http://cp0"
             ]
         );
-        let at: Vec<Duration> = log.iter().map(|(_, t)| *t).collect();
+        let at: Vec<Duration> = s.log.iter().map(|(_, t)| *t).collect();
         let within = |d: Duration, lo: u64, hi: u64| d >= ms(lo) && d <= ms(hi);
         // cp1 right after cp0; the pause comes only after the whole round.
         assert_eq!(at[1], at[0]);
@@ -225,6 +245,17 @@ mod tests {
         assert!(within(at[6] - at[5], 50, 100), "reset pause {:?}", at[6] - at[5]);
     }
 
+    struct Refused;
+
+    impl Session for Refused {
+        async fn run(&mut self, _: &str) -> SessionEnd {
+            SessionEnd {
+                healthy: false,
+                reason: "refused".into(),
+            }
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn shutdown_interrupts_a_pause() {
         let shutdown = CancellationToken::new();
@@ -235,11 +266,7 @@ mod tests {
             stop.cancel();
         });
         let start = Instant::now();
-        follow("test stream", &mut r, &shutdown, async |_: &str| SessionEnd {
-            healthy: false,
-            reason: "refused".into(),
-        })
-        .await;
+        follow("test stream", &mut r, &shutdown, &mut Refused).await;
         assert!(start.elapsed() < Duration::from_secs(1));
     }
 }

@@ -1,17 +1,18 @@
 //! Receiving probe assignments: `WatchAssignments` on one replica at a time, tried
 //! in the configured order, failing over on error and backing off (with jitter)
-//! after a whole round failed. Each message is the whole desired set with a
-//! version; an older version than the one applied is ignored, and the running set
-//! is reconciled to each accepted one.
+//! after a whole round failed (the shared `meridian_daemon::failover` loop). Each
+//! message is the whole desired set with a version; an older version than the one
+//! applied is ignored, and the running set is reconciled to each accepted one.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use meridian_core::Backoff;
+use meridian_daemon::failover::{follow, EndpointRotation, Session, SessionEnd};
 use meridian_proto::v1 as pb;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::grpc::{self, AuthInterceptor};
 use crate::metrics as m;
 use crate::runner::ProbeRunner;
@@ -32,39 +33,35 @@ pub(crate) struct AssignmentSettings {
 /// Watches assignments until shutdown, then stops every probe.
 pub(crate) async fn run(
     settings: Arc<AssignmentSettings>,
-    mut runner: ProbeRunner,
+    runner: ProbeRunner,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    let n = settings.endpoints.len().max(1);
-    let mut backoff = Backoff::new(settings.reconnect_initial, settings.reconnect_max);
-    let mut index = 0usize;
-    let mut failed_in_a_row = 0usize;
-    while !shutdown.is_cancelled() {
-        let endpoint = &settings.endpoints[index % n];
-        let (received, reason) = tokio::select! {
-            r = watch_once(endpoint, &settings, &mut runner, &shared) => r,
-            _ = shutdown.cancelled() => break,
-        };
-        metrics::counter!(m::ASSIGNMENT_RECONNECTS, "replica" => endpoint.clone()).increment(1);
-        if received {
-            backoff.reset();
-            failed_in_a_row = 0;
-        }
-        failed_in_a_row += 1;
-        index += 1;
-        tracing::warn!(replica = %endpoint, error = %reason, next = %settings.endpoints[index % n], "assignment stream unavailable; failing over");
-        if failed_in_a_row >= n {
-            // Every replica failed in this round: wait before the next one.
-            let delay = backoff.next_delay(rand::random());
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.cancelled() => break,
-            }
-        }
-    }
-    runner.stop_all().await;
+    let backoff = Backoff::new(settings.reconnect_initial, settings.reconnect_max);
+    let mut rotation = EndpointRotation::new(settings.endpoints.clone(), backoff).map_err(|e| e.to_string())?;
+    let mut session = AssignmentSession {
+        settings,
+        runner,
+        shared,
+    };
+    follow("assignment stream", &mut rotation, &shutdown, &mut session).await;
+    session.runner.stop_all().await;
     Ok(())
+}
+
+/// What one assignment stream works on.
+struct AssignmentSession {
+    settings: Arc<AssignmentSettings>,
+    runner: ProbeRunner,
+    shared: Arc<Shared>,
+}
+
+impl Session for AssignmentSession {
+    async fn run(&mut self, endpoint: &str) -> SessionEnd {
+        let (healthy, reason) = watch_once(endpoint, &self.settings, &mut self.runner, &self.shared).await;
+        metrics::counter!(m::ASSIGNMENT_RECONNECTS, "replica" => endpoint.to_string()).increment(1);
+        SessionEnd { healthy, reason }
+    }
 }
 
 /// One assignment stream. Returns whether any message arrived, and why it ended.

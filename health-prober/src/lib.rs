@@ -23,7 +23,6 @@
 //! Architecture invariant: the prober never talks to etcd and holds no durable
 //! state; the scheduler and buffer cores do no I/O.
 
-pub mod backoff;
 pub mod buffer;
 pub mod config;
 pub mod grpc;

@@ -16,12 +16,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
+use meridian_core::Backoff;
+use meridian_daemon::failover::EndpointRotation;
 use meridian_proto::v1 as pb;
 use tokio::sync::{mpsc, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::buffer::ReplicaBuffer;
 use crate::grpc::{self, AuthInterceptor};
 use crate::metrics as m;
@@ -205,8 +206,13 @@ enum SessionEnd {
 }
 
 async fn reporter_loop(q: &ReplicaQueue, s: &ReporterSettings, shared: &Shared, shutdown: &CancellationToken) {
-    let mut backoff = Backoff::new(s.reconnect_initial, s.reconnect_max);
-    let mut failures: u64 = 0;
+    // One endpoint: the shared rotation pauses after every failed session, with the
+    // backoff reset once a session proved healthy. This loop keeps its own shape
+    // because it goes on retrying while it drains at shutdown.
+    let backoff = Backoff::new(s.reconnect_initial, s.reconnect_max);
+    let Ok(mut rotation) = EndpointRotation::new(vec![q.endpoint.clone()], backoff) else {
+        return;
+    };
     loop {
         if shutdown.is_cancelled() && q.held() == 0 {
             return;
@@ -221,12 +227,8 @@ async fn reporter_loop(q: &ReplicaQueue, s: &ReporterSettings, shared: &Shared, 
                 }
                 q.reconnects.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(m::RECONNECTS, "replica" => q.endpoint.clone()).increment(1);
-                if healthy {
-                    backoff.reset();
-                    failures = 0;
-                }
-                failures += 1;
-                let delay = backoff.next_delay(rand::random());
+                let delay = rotation.session_ended(healthy, rand::random()).unwrap_or_default();
+                let failures = rotation.consecutive_failures();
                 // Logged at warn when the trouble starts and every 10th retry after.
                 if failures == 1 || failures.is_multiple_of(10) {
                     tracing::warn!(replica = %q.endpoint, error = %reason, buffered = q.held(), retry_in = ?delay, attempts = failures, "result stream to replica unavailable; buffering");

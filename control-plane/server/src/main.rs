@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use meridian_control_plane::config::{ControlPlaneConfig, ControlPlaneFlags};
-use meridian_daemon::{config, shutdown, telemetry, CommonArgs};
+use meridian_daemon::{bootstrap, config, CommonArgs};
 
 /// The Meridian control plane: durable state on etcd (or the embedded store), one
 /// leader elected among replicas, and the gRPC API for probers, agents and meridianctl.
@@ -22,21 +22,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("meridian-control-plane: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(real_main(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("meridian-control-plane: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bootstrap::run_main("meridian-control-plane", real_main(Args::parse()))
 }
 
 async fn real_main(args: Args) -> anyhow::Result<()> {
@@ -44,20 +30,12 @@ async fn real_main(args: Args) -> anyhow::Result<()> {
     let origin = config::origin(path);
     let file: ControlPlaneConfig = config::load(path)?;
     let validated = file.with_flags(&args.flags, args.common.admin_addr).validate(&origin)?;
-    if args.common.check_config {
-        println!("{}: ok", origin);
-        println!("{}", toml::to_string_pretty(&validated.config)?);
+    let Some(shutdown) = bootstrap::start(&args.common, &origin, &validated.config)? else {
         return Ok(());
-    }
-    telemetry::init(args.common.log_format, &args.common.log).map_err(anyhow::Error::msg)?;
+    };
     let cfg = &validated.config;
-    let grpc = tokio::net::TcpListener::bind(cfg.grpc_addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot bind the gRPC listener `grpc_addr` {}: {e}", cfg.grpc_addr))?;
-    let admin = tokio::net::TcpListener::bind(cfg.admin_addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot bind the admin listener `admin_addr` {}: {e}", cfg.admin_addr))?;
-    let shutdown = shutdown::on_signal();
+    let grpc = bootstrap::bind(cfg.grpc_addr, "gRPC listener", "grpc_addr").await?;
+    let admin = bootstrap::bind(cfg.admin_addr, "admin listener", "admin_addr").await?;
     meridian_control_plane::run(validated, grpc, admin, shutdown).await?;
     Ok(())
 }
