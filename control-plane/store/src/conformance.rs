@@ -12,8 +12,10 @@
 //! wait is poll-until-true with a generous deadline, and no case asserts how fast
 //! anything happened.
 //!
-//! This module is test support compiled into the library (so the etcd integration
-//! tests in `tests/` can use it too), hence the relaxed panic lints.
+//! This module is test support that panics, hence the relaxed panic lints. It sits
+//! behind the `conformance` cargo feature, which only dev-dependencies enable (this
+//! crate's own tests, and `meridian-tests` for the etcd run), so production builds
+//! never compile it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use meridian_core::Backoff;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -153,6 +154,7 @@ enum TermEnd {
 impl Candidate {
     async fn run(&mut self, cancel: CancellationToken) {
         let mut failures: u32 = 0;
+        let mut backoff = campaign_backoff(self.config.lease_ttl);
         loop {
             if cancel.is_cancelled() {
                 break;
@@ -160,10 +162,12 @@ impl Candidate {
             let end = match self.campaign_once().await {
                 Ok(Some(fence)) => {
                     failures = 0;
+                    backoff.reset();
                     self.lead(fence, &cancel).await
                 }
                 Ok(None) => {
                     failures = 0;
+                    backoff.reset();
                     self.follow(&cancel).await
                 }
                 Err(err) => {
@@ -180,7 +184,7 @@ impl Candidate {
                 TermEnd::Cancelled => break,
                 TermEnd::Recampaign { backoff: false } => {}
                 TermEnd::Recampaign { backoff: true } => {
-                    let pause = backoff_delay(failures.max(1), self.config.lease_ttl);
+                    let pause = backoff.next_delay(rand::random::<f64>());
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(pause) => {}
@@ -456,12 +460,12 @@ fn renew_period(ttl: Duration) -> Duration {
     (ttl / 3).max(Duration::from_millis(50))
 }
 
-/// Exponential backoff with jitter, capped at the lease TTL.
-fn backoff_delay(attempt: u32, ttl: Duration) -> Duration {
-    let base = Duration::from_millis(100).saturating_mul(1u32 << attempt.min(6));
-    let capped = base.min(ttl.max(Duration::from_millis(200)));
-    let jitter = rand::random::<f64>() * 0.5 + 0.75;
-    capped.mul_f64(jitter)
+/// The pause before campaigning again after a failure: the workspace's one
+/// [`Backoff`], from 200 ms doubling up to the lease TTL (at least 200 ms), so a
+/// candidate retries well within one TTL once the store is back.
+fn campaign_backoff(ttl: Duration) -> Backoff {
+    let floor = Duration::from_millis(200);
+    Backoff::new(floor, ttl.max(floor))
 }
 
 #[cfg(test)]
@@ -476,9 +480,21 @@ mod tests {
 
     #[test]
     fn backoff_is_bounded_by_the_ttl() {
+        let ms = Duration::from_millis;
+        let mut backoff = campaign_backoff(Duration::from_secs(2));
+        let first = backoff.next_delay(0.0);
+        assert_eq!(first, ms(100), "the first pause is half the 200 ms step at least");
         for attempt in 0..20 {
-            let d = backoff_delay(attempt, Duration::from_secs(2));
-            assert!(d <= Duration::from_millis(2500), "attempt {attempt}: {d:?}");
+            let d = backoff.next_delay(0.999);
+            assert!(d <= Duration::from_secs(2), "attempt {attempt}: {d:?}");
+        }
+        assert!(backoff.next_delay(0.999) >= ms(1000), "it grew to the TTL");
+        backoff.reset();
+        assert!(backoff.next_delay(0.999) <= ms(200), "a success starts over");
+        // A tiny TTL still leaves a 200 ms cap, not a hot loop.
+        let mut tiny = campaign_backoff(ms(50));
+        for _ in 0..10 {
+            assert!(tiny.next_delay(0.5) <= ms(200));
         }
     }
 }

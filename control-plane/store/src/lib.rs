@@ -19,10 +19,12 @@
 //! Architecture invariant: nothing outside this crate knows which backend it runs on,
 //! except for display (`BackendKind`).
 
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod election;
 pub mod embedded;
 pub mod etcd;
+pub mod txn;
 mod types;
 
 pub use types::*;
