@@ -38,6 +38,7 @@ pub fn status() -> pb::GetStatusResponse {
                 grpc_address: "10.0.0.2:7400".into(),
                 admin_address: "10.0.0.2:7401".into(),
                 version: "0.1.0".into(),
+                ..Default::default()
             },
         ],
         store: Some(pb::StoreHealth {
@@ -45,10 +46,12 @@ pub fn status() -> pb::GetStatusResponse {
             healthy: true,
             detail: "ok".into(),
             revision: 42,
+            ..Default::default()
         }),
         plan_version: 7,
         ready: true,
         software_version: "0.1.0".into(),
+        ..Default::default()
     }
 }
 
@@ -60,8 +63,10 @@ pub fn status_unhealthy() -> pb::GetStatusResponse {
             backend: pb::StoreBackend::Etcd as i32,
             detail: "etcd: connection refused".into(),
             endpoints: vec!["http://10.0.0.9:2379".into(), "http://10.0.0.10:2379".into()],
+            ..Default::default()
         }),
         software_version: "0.1.0".into(),
+        ..Default::default()
     }
 }
 
@@ -78,8 +83,10 @@ pub fn health() -> pb::GetHealthResponse {
                     state: pb::PopState::Up as i32,
                     latency: ms(12),
                     age: ms(300),
+                    ..Default::default()
                 }],
                 rule: "all-regions-up".into(),
+                ..Default::default()
             },
             pb::PopHealth {
                 pop: "fra1".into(),
@@ -90,16 +97,19 @@ pub fn health() -> pb::GetHealthResponse {
                         state: pb::PopState::Up as i32,
                         latency: Some(Duration { seconds: 0, nanos: 4_500_000 }),
                         age: ms(15_000),
+                        ..Default::default()
                     },
                     pb::RegionPopHealth {
                         region: "us".into(),
                         state: pb::PopState::Down as i32,
                         age: ms(1_200),
                         suspect: true,
+                        ..Default::default()
                     },
                 ],
                 rule: "some-regions-down".into(),
                 down_regions: vec!["us".into()],
+                ..Default::default()
             },
         ],
         suspect_regions: vec!["us".into()],
@@ -130,17 +140,22 @@ pub fn explain() -> pb::ExplainPopResponse {
                             age: ms(100),
                             failure_class: pb::FailureClass::Timeout as i32,
                             applied: true,
+                            ..Default::default()
                         },
                         pb::RecentResult {
                             age: ms(600),
                             success: true,
                             latency: ms(18),
                             failure_class: pb::FailureClass::None as i32,
+                            ..Default::default()
                         },
                     ],
+                    ..Default::default()
                 }],
             }],
+            ..Default::default()
         }],
+        ..Default::default()
     }
 }
 
@@ -156,6 +171,7 @@ pub fn events() -> pb::ListEventsResponse {
                 message: "fra1 UP -> DOWN".into(),
                 evidence: vec!["eu: DOWN (3 failures)".into(), "us: DOWN".into()],
                 replica: "cp-a".into(),
+                ..Default::default()
             },
             pb::Event {
                 id: 4,
@@ -165,6 +181,7 @@ pub fn events() -> pb::ListEventsResponse {
                 actor: "operator".into(),
                 region: "eu".into(),
                 replica: "cp-a".into(),
+                ..Default::default()
             },
         ],
     }
@@ -190,6 +207,7 @@ pub fn plan() -> pb::SteeringPlan {
                         pop: "fra1".into(),
                         weight: 0.25,
                         ipv4: vec!["192.0.2.2".into()],
+                        ..Default::default()
                     },
                 ],
                 client_prefixes: vec!["10.1.0.0/16".into()],
@@ -200,7 +218,9 @@ pub fn plan() -> pb::SteeringPlan {
                     pop: "iad1".into(),
                     weight: 1.0,
                     ipv4: vec!["192.0.2.3".into()],
+                    ..Default::default()
                 }],
+                ..Default::default()
             },
         ],
         anycast: vec![
@@ -208,6 +228,7 @@ pub fn plan() -> pb::SteeringPlan {
                 pop: "ams1".into(),
                 prefix: "198.51.100.0/24".into(),
                 action: pb::AnycastAction::Announce as i32,
+                ..Default::default()
             },
             pb::PopAnycastState {
                 pop: "fra1".into(),
@@ -244,6 +265,7 @@ pub fn plan() -> pb::SteeringPlan {
         guardrails: vec!["max-failover-capacity: 30% > 25%".into()],
         published_by: "cp-a".into(),
         topology_revision: 5,
+        ..Default::default()
     }
 }
 
@@ -256,6 +278,7 @@ pub fn agents() -> pb::ListAgentsResponse {
                 kind: pb::AgentKind::Dns as i32,
                 replica_id: "cp-a".into(),
                 applied_version: 12,
+                ..Default::default()
             },
             pb::AgentInfo {
                 agent_id: "bgp-fra1".into(),
@@ -264,6 +287,7 @@ pub fn agents() -> pb::ListAgentsResponse {
                 applied_version: 11,
                 nacked_version: 12,
                 nack_reason: "prefix 198.51.100.0/24 not configured".into(),
+                ..Default::default()
             },
         ],
     }
@@ -278,5 +302,6 @@ pub fn change() -> pb::ChangeRecord {
         step: 1,
         total_steps: 1,
         summary: "drained fra1".into(),
+        ..Default::default()
     }
 }

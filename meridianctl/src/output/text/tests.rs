@@ -1,0 +1,321 @@
+//! The human renderings of each view: headers, rows, and the empty and "not yet"
+//! cases. Full snapshots where the layout is the point, line checks elsewhere.
+
+use super::*;
+use crate::fixtures;
+use crate::views::{PlanView, RecentResultView};
+use meridian_proto::v1 as pb;
+
+/// The lines of a rendered table that hold data (not borders), cells trimmed.
+fn rows(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .filter(|l| l.starts_with('│'))
+        .map(|l| {
+            l.trim_matches('│')
+                .split('┆')
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- status
+
+#[test]
+fn status_text_snapshot() {
+    let view = StatusView::new("http://10.0.0.2:7400".into(), fixtures::status());
+    let expected = "\
+answered by   cp-b (http://10.0.0.2:7400, follower)
+leader        cp-a (fence revision 17)
+store         embedded — healthy (revision 42)
+ready         yes
+plan version  7
+┌─────────┬──────────┬───────────────┬───────────────┬─────────┐
+│ REPLICA ┆ ROLE     ┆ GRPC          ┆ ADMIN         ┆ VERSION │
+╞═════════╪══════════╪═══════════════╪═══════════════╪═════════╡
+│ cp-a    ┆ leader   ┆ 10.0.0.1:7400 ┆ 10.0.0.1:7401 ┆ 0.1.0   │
+│ cp-b    ┆ follower ┆ 10.0.0.2:7400 ┆ 10.0.0.2:7401 ┆ 0.1.0   │
+└─────────┴──────────┴───────────────┴───────────────┴─────────┘
+";
+    assert_eq!(status(&view), expected);
+}
+
+#[test]
+fn status_text_without_leader_or_plan() {
+    let view = StatusView::new("http://x:1".into(), fixtures::status_unhealthy());
+    let text = status(&view);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "answered by   cp-x (http://x:1, follower)");
+    assert_eq!(lines[1], "leader        NONE — no replica holds the leader key");
+    assert_eq!(
+        lines[2],
+        "store         etcd — UNHEALTHY: etcd: connection refused (revision 0)"
+    );
+    assert_eq!(lines[3], "store at      http://10.0.0.9:2379, http://10.0.0.10:2379");
+    assert_eq!(lines[4], "ready         no");
+    assert_eq!(lines[5], "plan version  none published yet");
+    // The replica table is still drawn, with its header and no rows.
+    assert_eq!(rows(&text), vec![vec!["REPLICA", "ROLE", "GRPC", "ADMIN", "VERSION"]]);
+}
+
+// ---------------------------------------------------------------- health
+
+#[test]
+fn health_text_has_a_column_per_region_and_marks_suspects() {
+    let text = health(&HealthView::from(fixtures::health()));
+    assert_eq!(
+        rows(&text),
+        vec![
+            vec!["POP", "VERDICT", "eu", "us (SUSPECT)", "RULE"],
+            vec!["ams1", "UP", "UP 12ms (300ms ago)", "-", "all-regions-up"],
+            vec!["fra1", "DEGRADED", "UP 4.5ms (15s ago)", "DOWN - (1200ms ago)", "some-regions-down"],
+        ]
+    );
+    assert!(text.ends_with("┘\n"), "{text}");
+}
+
+#[test]
+fn health_text_without_pops_says_what_to_do() {
+    assert_eq!(
+        health(&HealthView::from(pb::GetHealthResponse::default())),
+        "no PoPs: apply a topology first (meridianctl apply -f topology.toml)\n"
+    );
+}
+
+#[test]
+fn milliseconds_for_people() {
+    assert_eq!(ms(None), "-");
+    assert_eq!(ms(Some(4.56)), "4.6ms");
+    assert_eq!(ms(Some(12.4)), "12ms");
+    assert_eq!(ms(Some(9_999.0)), "9999ms");
+    assert_eq!(ms(Some(15_000.0)), "15s");
+}
+
+// ---------------------------------------------------------------- explain
+
+#[test]
+fn explain_text_snapshot() {
+    let text = explain(&ExplainView::from(fixtures::explain()));
+    let expected = "\
+fra1: DOWN — quorum-down
+  region eu: DOWN (suspect: votes discounted, not counted), latency 20ms
+    prober eu-1: DOWN
+      https://fra1.example.net/health: DOWN STALE (0 ok / 3 failed in a row) recent: timeout, ok 18ms
+";
+    assert_eq!(text, expected);
+}
+
+#[test]
+fn explain_text_shows_at_most_five_recent_results_and_no_flags_when_counted() {
+    let mut view = ExplainView::from(fixtures::explain());
+    let region = &mut view.regions[0];
+    region.suspect = false;
+    region.counted = true;
+    let endpoint = &mut region.probers[0].endpoints[0];
+    endpoint.fresh = true;
+    endpoint.recent = (0..8)
+        .map(|i| RecentResultView {
+            age_ms: Some(f64::from(i) * 100.0),
+            applied: true,
+            failure_class: "refused",
+            latency_ms: None,
+            success: false,
+        })
+        .collect();
+    let text = explain(&view);
+    assert!(text.contains("  region eu: DOWN, latency 20ms\n"), "{text}");
+    assert!(
+        text.contains("recent: refused, refused, refused, refused, refused\n"),
+        "{text}"
+    );
+    assert!(!text.contains("STALE"), "{text}");
+}
+
+#[test]
+fn explain_text_of_a_pop_without_evidence_is_one_line() {
+    let text = explain(&ExplainView::from(pb::ExplainPopResponse {
+        pop: "new1".into(),
+        rule: "no-data".into(),
+        ..Default::default()
+    }));
+    assert_eq!(text, "new1: UNKNOWN — no-data\n");
+}
+
+// ---------------------------------------------------------------- events
+
+#[test]
+fn events_text_one_line_each_with_evidence_indented() {
+    let view: Vec<EventView> = fixtures::events().events.into_iter().map(EventView::from).collect();
+    assert_eq!(
+        events(&view),
+        "\
+#3 t=1700000123 [verdict] fra1 UP -> DOWN
+    eu: DOWN (3 failures)
+    us: DOWN
+#4 t=0 [drain] fra1 drained: fibre cut
+"
+    );
+}
+
+#[test]
+fn events_text_empty() {
+    assert_eq!(events(&[]), "no events\n");
+}
+
+// ---------------------------------------------------------------- plan
+
+#[test]
+fn plan_text_header_tables_and_reasons() {
+    let text = plan(&PlanView::from(fixtures::plan()));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "plan v12 by cp-a (topology revision 5, DNS TTL 30s)");
+    let cells = rows(&text);
+    assert_eq!(
+        cells,
+        vec![
+            vec!["REGION", "POPS (weight)"],
+            vec!["eu", "ams1 75.0%, fra1 25.0%"],
+            vec!["us", "iad1 100.0%"],
+            vec!["POP", "STATE", "LOAD / CAPACITY", "UTILISATION", "ANYCAST"],
+            vec!["ams1", "up", "750 / 1000", "75%", "198.51.100.0/24 announce"],
+            vec!["fra1", "degraded", "250 / 1000", "25%", "198.51.100.0/24 prepend"],
+            vec!["iad1", "up", "400 / 500", "80%", "-"],
+        ]
+    );
+    assert!(text.ends_with("why: fra1 DEGRADED\nguardrail: max-failover-capacity: 30% > 25%\n"), "{text}");
+}
+
+#[test]
+fn plan_text_restored_and_without_pop_states() {
+    let mut p = fixtures::plan();
+    p.restored_from = 9;
+    p.pops.clear();
+    p.reasons.clear();
+    p.guardrails.clear();
+    let text = plan(&PlanView::from(p));
+    assert!(
+        text.starts_with("plan v12 by cp-a (topology revision 5, DNS TTL 30s, restored from v9)\n"),
+        "{text}"
+    );
+    // Only the region table: no PoP table header, no why/guardrail lines.
+    assert_eq!(rows(&text)[0], vec!["REGION", "POPS (weight)"]);
+    assert!(!text.contains("UTILISATION"), "{text}");
+    assert!(!text.contains("why:") && !text.contains("guardrail:"), "{text}");
+    assert!(text.ends_with("┘\n"), "{text}");
+}
+
+#[test]
+fn what_if_text_says_nothing_changed_and_what_would_fire() {
+    let view = WhatIfView::from(pb::WhatIfResponse {
+        plan: Some(fixtures::plan()),
+        guardrails_fired: vec!["last-pop-in-region: us".into()],
+    });
+    let text = what_if(&view);
+    assert!(text.starts_with("nothing was changed; this is what steering would publish:\nplan v12 by cp-a"));
+    assert!(text.ends_with("would fire: last-pop-in-region: us\n"), "{text}");
+    assert!(!text.contains("no guardrail would fire"));
+
+    let quiet = what_if(&WhatIfView::from(pb::WhatIfResponse {
+        plan: Some(fixtures::plan()),
+        guardrails_fired: vec![],
+    }));
+    assert!(quiet.ends_with("no guardrail would fire\n"), "{quiet}");
+}
+
+#[test]
+fn restored_text_names_both_versions_then_the_plan() {
+    let mut p = fixtures::plan();
+    p.version = 13;
+    p.restored_from = 9;
+    let text = restored(9, &PlanView::from(p));
+    assert!(text.starts_with(
+        "restored version 9 as version 13; steering is pinned until `meridianctl resume-steering`\nplan v13 by cp-a"
+    ));
+}
+
+// ---------------------------------------------------------------- agents
+
+#[test]
+fn agents_text_rows_and_rejections() {
+    let view: Vec<AgentView> = fixtures::agents().agents.into_iter().map(AgentView::from).collect();
+    assert_eq!(
+        rows(&agents(&view)),
+        vec![
+            vec!["AGENT", "KIND", "REPLICA", "APPLIED", "REJECTED"],
+            vec!["dns-ams1", "dns", "cp-a", "v12", "-"],
+            vec!["bgp-fra1", "anycast", "cp-b", "v11", "v12: prefix 198.51.100.0/24 not configured"],
+        ]
+    );
+}
+
+#[test]
+fn agents_text_empty() {
+    assert_eq!(agents(&[]), "no agents connected\n");
+}
+
+// ---------------------------------------------------------------- mutations
+
+#[test]
+fn change_and_resume_text() {
+    assert_eq!(change(&ChangeView::from(fixtures::change())), "drained fra1 (chg-9)\n");
+    assert_eq!(
+        resumed(&ResumeView { was_pinned: true }),
+        "steering resumed: computed plans are published again\n"
+    );
+    assert_eq!(
+        resumed(&ResumeView { was_pinned: false }),
+        "steering was not pinned; nothing to do\n"
+    );
+}
+
+#[test]
+fn apply_text_errors_diff_and_no_change() {
+    let errors = ApplyView::new(
+        "bad.toml".into(),
+        false,
+        pb::ApplyTopologyResponse {
+            errors: vec!["pops[0].id: not a DNS label".into(), "policy.ttl: must be > 0".into()],
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        apply(&errors),
+        "bad.toml: 2 error(s), nothing applied:\n  pops[0].id: not a DNS label\n  policy.ttl: must be > 0\n"
+    );
+
+    let dry = ApplyView::new(
+        "t.toml".into(),
+        true,
+        pb::ApplyTopologyResponse {
+            diff: vec!["+ pop fra1".into(), "~ pop ams1 capacity 900 -> 1000".into()],
+            topology_revision: 4,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        apply(&dry),
+        "t.toml: would change 2 item(s):\n  + pop fra1\n  ~ pop ams1 capacity 900 -> 1000\n"
+    );
+
+    let applied = ApplyView::new(
+        "t.toml".into(),
+        false,
+        pb::ApplyTopologyResponse {
+            applied: true,
+            diff: vec!["+ pop fra1".into()],
+            topology_revision: 5,
+            ..Default::default()
+        },
+    );
+    assert_eq!(apply(&applied), "t.toml: applied 1 item(s):\n  + pop fra1\nstored at revision 5\n");
+
+    let same = ApplyView::new(
+        "t.toml".into(),
+        false,
+        pb::ApplyTopologyResponse {
+            topology_revision: 5,
+            ..Default::default()
+        },
+    );
+    assert_eq!(apply(&same), "t.toml: no changes (stored topology revision 5)\n");
+}
