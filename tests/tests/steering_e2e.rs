@@ -195,7 +195,7 @@ async fn agents_on_different_replicas_follow_the_same_versions_across_a_leader_k
     let events = events.as_array().unwrap();
     assert!(
         events.iter().any(|e| e["kind"] == "drain"
-            && e["actor"] == "operator"
+            && e["actor"].as_str().unwrap().starts_with("operator:")
             && e["message"].as_str().unwrap().contains("fibre cut")),
         "{events:?}"
     );

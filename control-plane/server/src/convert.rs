@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use meridian_core::records::AnycastAction;
 use meridian_core::topology::{ProbeKind, TopologyDoc};
 use meridian_proto::prost_types;
 use meridian_proto::v1 as pb;
@@ -227,58 +228,19 @@ pub(crate) fn explanation(e: meridian_health::Explanation) -> pb::ExplainPopResp
     }
 }
 
-pub(crate) fn event(e: crate::health::LoggedEvent, replica: &str) -> pb::Event {
-    use meridian_health::HealthEvent;
-    let mut out = pb::Event {
+pub(crate) fn event(e: crate::events::LoggedEvent, replica: &str) -> pb::Event {
+    let event = &e.event;
+    pb::Event {
         id: e.id,
+        at: Some(timestamp_ms(event.at_unix_ms)),
+        kind: event.kind_name().to_string(),
+        pop: event.pop().unwrap_or_default().to_string(),
+        message: event.message(),
+        actor: event.actor.to_string(),
+        evidence: event.evidence(),
+        region: event.region().unwrap_or_default().to_string(),
         replica: replica.to_string(),
-        actor: "health".into(),
-        ..Default::default()
-    };
-    let health = match e.event {
-        crate::health::EventBody::Health(h) => h,
-        crate::health::EventBody::Control(c) => {
-            out.at = Some(timestamp_ms(c.at_unix_ms));
-            out.kind = c.kind;
-            out.pop = c.pop.unwrap_or_default();
-            out.actor = c.actor;
-            out.message = c.message;
-            out.evidence = c.evidence;
-            return out;
-        }
-    };
-    match health {
-        HealthEvent::Verdict {
-            at,
-            pop,
-            old,
-            new,
-            rule,
-            evidence,
-        } => {
-            out.at = Some(timestamp_ms(at.0));
-            out.kind = "verdict".into();
-            out.message = format!("{pop}: {old} → {new} ({rule})");
-            out.pop = pop;
-            out.evidence = evidence;
-        }
-        HealthEvent::RegionSuspect { at, region, down_share } => {
-            out.at = Some(timestamp_ms(at.0));
-            out.kind = "region_suspect".into();
-            out.message = format!(
-                "region {region} is suspect: its probers alone see {:.0}% of PoPs down; its votes are discounted",
-                down_share * 100.0
-            );
-            out.region = region;
-        }
-        HealthEvent::RegionRecovered { at, region } => {
-            out.at = Some(timestamp_ms(at.0));
-            out.kind = "region_recovered".into();
-            out.message = format!("region {region} recovered; its votes count again");
-            out.region = region;
-        }
     }
-    out
 }
 
 /// A stored plan as the wire's `SteeringPlan`.
@@ -310,12 +272,11 @@ pub(crate) fn plan_to_pb(p: &meridian_core::records::StoredPlan) -> pb::Steering
             .map(|a| pb::PopAnycastState {
                 pop: a.pop.clone(),
                 prefix: a.prefix.clone(),
-                action: (match a.action.as_str() {
-                    "announce" => pb::AnycastAction::Announce,
-                    "prepend" => pb::AnycastAction::Prepend,
-                    "graceful_shutdown" => pb::AnycastAction::GracefulShutdown,
-                    "withdraw" => pb::AnycastAction::Withdraw,
-                    _ => pb::AnycastAction::Unspecified,
+                action: (match a.action {
+                    AnycastAction::Announce => pb::AnycastAction::Announce,
+                    AnycastAction::Prepend => pb::AnycastAction::Prepend,
+                    AnycastAction::GracefulShutdown => pb::AnycastAction::GracefulShutdown,
+                    AnycastAction::Withdraw => pb::AnycastAction::Withdraw,
                 }) as i32,
                 prepend_count: a.prepend_count,
             })
@@ -327,7 +288,7 @@ pub(crate) fn plan_to_pb(p: &meridian_core::records::StoredPlan) -> pb::Steering
             .iter()
             .map(|s| pb::PopPlanState {
                 pop: s.pop.clone(),
-                state: s.state.clone(),
+                state: s.state.as_str().to_string(),
                 capacity: s.capacity,
                 load: s.load,
                 utilisation: s.utilisation,

@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use meridian_core::records::{LeaderRecord, PlanPointer, ReplicaRecord};
+use meridian_core::records::{AgentKind, LeaderRecord, PlanPointer, ReplicaRecord};
+use meridian_core::Identity;
 use meridian_proto::v1 as pb;
 use meridian_store::{BackendKind, StoreError, StoreHealth};
 use std::time::Duration;
@@ -19,10 +20,12 @@ use crate::convert;
 use crate::plan_api::PlanApi;
 use crate::probe_api::ProbeApi;
 use crate::replica::ReplicaContext;
-use crate::topology::{self, ApplyError};
+use crate::ops::{
+    ApplyTopologyCommand, Caller, ChangeOutcome, DrainCommand, OpError, RestorePlanCommand, ResumeSteeringCommand,
+    UndrainCommand,
+};
 
-const AREA_STEERING: &str = "steering plans and agent fan-out (issue [3])";
-const AREA_CHANGES: &str = "staged changes, drains and freezes (issues [3] and later)";
+const AREA_CHANGES: &str = "staged changes, capacity overrides and freezes (issue [8])";
 
 fn unimplemented(what: &str, area: &str) -> Status {
     Status::unimplemented(format!("{what} is not implemented yet: it arrives with {area}"))
@@ -230,8 +233,8 @@ impl pb::query_service_server::QueryService for QueryApi {
         let replica = self.ctx.me.id.to_string();
         let events = self
             .ctx
-            .health
-            .events(limit, pop)
+            .log
+            .list(limit, pop)
             .into_iter()
             .map(|e| convert::event(e, &replica))
             .collect();
@@ -246,33 +249,10 @@ impl pb::query_service_server::QueryService for QueryApi {
             Some(pb::what_if_request::Scenario::DownPop(p)) => meridian_steering::Scenario::Down(p),
             None => return Err(Status::invalid_argument("scenario: give drain_pop or down_pop")),
         };
-        let applied = self.ctx.topology.borrow().clone();
-        if applied.revision == 0 {
-            return Err(Status::failed_precondition("no topology applied yet"));
-        }
-        let drains = self.ctx.intents.borrow().drains.clone();
-        let state = self.ctx.health.lock();
-        let input = crate::steering::build_input(&applied.doc, &state, &drains);
-        let (plan, fired) = match meridian_steering::what_if(&input, &scenario) {
-            Ok(r) => r,
-            Err(meridian_steering::SteeringError::UnknownPop { pop }) => {
-                return Err(Status::not_found(format!(
-                    "unknown PoP `{pop}` (not in the applied topology)"
-                )))
-            }
-            Err(e) => return Err(Status::invalid_argument(e.to_string())),
-        };
-        let stored = crate::steering::to_stored(
-            &plan,
-            &applied.doc,
-            &state,
-            applied.revision,
-            "what-if",
-            vec![format!("what if: {scenario:?}")],
-        );
+        let (plan, guardrails_fired) = self.ctx.ops.what_if(&scenario).map_err(op_status)?;
         Ok(Response::new(pb::WhatIfResponse {
-            plan: Some(convert::plan_to_pb(&stored)),
-            guardrails_fired: fired.iter().map(|f| f.to_string()).collect(),
+            plan: Some(convert::plan_to_pb(&plan)),
+            guardrails_fired,
         }))
     }
     async fn list_agents(
@@ -286,10 +266,9 @@ impl pb::query_service_server::QueryService for QueryApi {
             .into_iter()
             .map(|(replica, a)| pb::AgentInfo {
                 agent_id: a.agent_id,
-                kind: (if a.kind == "anycast" {
-                    pb::AgentKind::Anycast
-                } else {
-                    pb::AgentKind::Dns
+                kind: (match a.kind {
+                    AgentKind::Anycast => pb::AgentKind::Anycast,
+                    AgentKind::Dns => pb::AgentKind::Dns,
                 }) as i32,
                 replica_id: replica,
                 applied_version: a.applied_version,
@@ -302,23 +281,12 @@ impl pb::query_service_server::QueryService for QueryApi {
     }
 }
 
-/// The leader's fence when this replica leads; otherwise returns from the handler with
-/// the leader's answer to the same request, forwarded (and marked so it is never
-/// forwarded twice).
-macro_rules! fence_or_forward {
-    ($api:expr, $req:ident, $method:ident) => {
-        match $api.route($req.metadata()).await? {
-            Route::Local(fence) => fence,
-            Route::Forward(channel) => {
-                let mut client = pb::operator_service_client::OperatorServiceClient::new(channel);
-                return client.$method($api.forwarded($req.into_inner())).await;
-            }
-        }
-    };
-}
-
 /// Marks a request a follower forwarded to the leader, so it is never forwarded twice.
 const FORWARDED: &str = "x-meridian-forwarded-by";
+/// The identity the caller claims (meridianctl sends `user@host`). Until mTLS
+/// (issue [7]) it is a claim, recorded with every action; a forwarded request
+/// carries the original caller's.
+pub const IDENTITY: &str = "x-meridian-identity";
 
 struct OperatorApi {
     ctx: ReplicaContext,
@@ -326,16 +294,36 @@ struct OperatorApi {
     leader: tokio::sync::Mutex<Option<(String, tonic::transport::Channel)>>,
 }
 
+type OperatorClient = pb::operator_service_client::OperatorServiceClient<tonic::transport::Channel>;
+
 /// Where a mutation runs.
 enum Route {
     /// Here: this replica leads under this fence.
     Local(meridian_store::Fence),
-    /// At the leader, over this channel.
-    Forward(tonic::transport::Channel),
+    /// At the leader, through this client.
+    Forward(OperatorClient),
+}
+
+/// The caller of a request, from its metadata.
+fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
+    match req.metadata().get(IDENTITY) {
+        None => Ok(Caller {
+            identity: Identity::anonymous(),
+        }),
+        Some(v) => {
+            let text = v
+                .to_str()
+                .map_err(|_| Status::invalid_argument(format!("{IDENTITY}: not printable ASCII")))?;
+            Identity::new(text)
+                .map(|identity| Caller { identity })
+                .map_err(|e| Status::invalid_argument(format!("{IDENTITY}: {e}")))
+        }
+    }
 }
 
 impl OperatorApi {
-    /// Mutations run on the leader: here when we lead, else forwarded to it.
+    /// Mutations run on the leader: here when we lead, else forwarded to it. This is
+    /// the one place that decides; every handler calls it first.
     async fn route(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Route, Status> {
         let view = self.ctx.leadership.borrow().clone();
         if let Some(fence) = view.fence {
@@ -354,7 +342,7 @@ impl OperatorApi {
         let mut cached = self.leader.lock().await;
         if let Some((addr, channel)) = cached.as_ref() {
             if *addr == leader.grpc_address {
-                return Ok(Route::Forward(channel.clone()));
+                return Ok(Route::Forward(OperatorClient::new(channel.clone())));
             }
         }
         let channel = tonic::transport::Endpoint::from_shared(leader.grpc_address.clone())
@@ -368,62 +356,54 @@ impl OperatorApi {
             .timeout(Duration::from_secs(30))
             .connect_lazy();
         *cached = Some((leader.grpc_address.clone(), channel.clone()));
-        Ok(Route::Forward(channel))
+        Ok(Route::Forward(OperatorClient::new(channel)))
     }
 
-    /// Records an operator mutation in the event log (who, what, why).
-    fn operator_event(&self, kind: &str, pop: Option<&str>, message: String, evidence: Vec<String>) {
-        self.ctx.health.record_control(crate::health::ControlEvent {
-            at_unix_ms: convert::now_ms(),
-            kind: kind.to_string(),
-            pop: pop.map(str::to_string),
-            actor: "operator".into(),
-            message,
-            evidence,
-        });
-    }
-
-    fn forwarded<T>(&self, message: T) -> Request<T> {
-        let mut req = Request::new(message);
+    /// The request to send to the leader: the same message, marked as forwarded, with
+    /// the original caller's identity.
+    fn forwarded<T>(&self, req: Request<T>) -> Request<T> {
+        let identity = req.metadata().get(IDENTITY).cloned();
+        let mut out = Request::new(req.into_inner());
         if let Ok(v) = self.ctx.me.id.as_str().parse() {
-            req.metadata_mut().insert(FORWARDED, v);
+            out.metadata_mut().insert(FORWARDED, v);
         }
-        req
+        if let Some(identity) = identity {
+            out.metadata_mut().insert(IDENTITY, identity);
+        }
+        out
     }
 }
 
-/// A store error as a gRPC status: a lost fence means leadership moved (retry).
-fn store_status(err: StoreError) -> Status {
+/// An operation's error as a gRPC status.
+fn op_status(err: OpError) -> Status {
     match err {
-        e @ StoreError::FenceLost { .. } => Status::unavailable(format!("{e}; retry")),
-        e => Status::unavailable(format!("store error: {}", error_chain(&e))),
+        OpError::Invalid { .. } => Status::invalid_argument(err.to_string()),
+        OpError::NotFound(_) => Status::not_found(err.to_string()),
+        OpError::AlreadyExists(_) => Status::already_exists(err.to_string()),
+        OpError::Refused { .. } | OpError::FailedPrecondition(_) => Status::failed_precondition(err.to_string()),
+        OpError::Unimplemented { .. } => Status::unimplemented(err.to_string()),
+        OpError::Conflict(_) => Status::aborted(err.to_string()),
+        OpError::Corrupt { .. } => Status::internal(err.to_string()),
+        OpError::Store(e @ StoreError::FenceLost { .. }) => Status::unavailable(format!("{e}; retry")),
+        OpError::Store(e) => Status::unavailable(format!("store error: {}", error_chain(&e))),
     }
 }
 
-/// A one-step change record for operator actions applied at once (staged changes
-/// arrive in a later issue).
-fn completed_change(kind: &str, pop: &str, revision: i64, reason: &str, summary: String) -> pb::ChangeRecord {
-    let now = convert::timestamp_ms(convert::now_ms());
-    pb::ChangeRecord {
-        id: format!("{kind}-{pop}-{revision}"),
-        started_by: "operator".into(),
-        reason: reason.to_string(),
-        state: pb::ChangeState::Completed as i32,
-        step: 1,
-        total_steps: 1,
-        created_at: Some(now),
-        updated_at: Some(now),
-        summary,
-    }
-}
-
-fn apply_error_to_status(err: ApplyError) -> Status {
-    match err {
-        ApplyError::Invalid(e) => Status::invalid_argument(e.to_string()),
-        ApplyError::Conflict(_) => Status::aborted(err.to_string()),
-        ApplyError::Corrupt { .. } => Status::internal(err.to_string()),
-        ApplyError::Store(e @ StoreError::FenceLost { .. }) => Status::unavailable(format!("{e}; retry")),
-        ApplyError::Store(e) => Status::unavailable(format!("store error: {}", error_chain(&e))),
+/// A one-step change as the wire's `ChangeRecord` (staged changes arrive with [8]).
+fn change_to_pb(c: ChangeOutcome) -> pb::ChangeResponse {
+    let at = convert::timestamp_ms(c.at_unix_ms);
+    pb::ChangeResponse {
+        change: Some(pb::ChangeRecord {
+            id: format!("{}-{}-{}", c.kind, c.pop, c.revision),
+            started_by: c.actor.to_string(),
+            reason: c.reason,
+            state: pb::ChangeState::Completed as i32,
+            step: 1,
+            total_steps: 1,
+            created_at: Some(at),
+            updated_at: Some(at),
+            summary: c.summary,
+        }),
     }
 }
 
@@ -433,270 +413,109 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         &self,
         req: Request<pb::ApplyTopologyRequest>,
     ) -> Result<Response<pb::ApplyTopologyResponse>, Status> {
-        let ctx = &self.ctx;
-        let body = req.get_ref();
+        let who = caller(&req)?;
         // A dry run writes nothing, so any replica answers it.
-        let route = if body.dry_run {
+        let fence = if req.get_ref().dry_run {
             None
         } else {
-            Some(self.route(req.metadata()).await?)
-        };
-        let fence = match route {
-            Some(Route::Forward(channel)) => {
-                let mut client = pb::operator_service_client::OperatorServiceClient::new(channel);
-                return client.apply_topology(self.forwarded(req.into_inner())).await;
+            match self.route(req.metadata()).await? {
+                Route::Local(fence) => Some(fence),
+                Route::Forward(mut leader) => return leader.apply_topology(self.forwarded(req)).await,
             }
-            Some(Route::Local(fence)) => Some(fence),
-            None => None,
         };
         let body = req.into_inner();
-        let outcome = match topology::apply(
-            ctx.store.as_ref(),
-            &ctx.keys,
-            fence.as_ref(),
-            &body.topology_toml,
-            body.dry_run,
-        )
-        .await
-        {
-            Ok(o) => o,
-            // Validation errors are an answer, listed one per line, not a failure.
-            Err(ApplyError::Invalid(errors)) => {
-                return Ok(Response::new(pb::ApplyTopologyResponse {
-                    applied: false,
-                    diff: Vec::new(),
-                    errors: errors.0.iter().map(|e| e.to_string()).collect(),
-                    topology_revision: 0,
-                }))
-            }
-            Err(e) => return Err(apply_error_to_status(e)),
+        let cmd = ApplyTopologyCommand {
+            toml: body.topology_toml,
+            reason: body.reason,
+            dry_run: body.dry_run,
         };
-        if outcome.applied {
-            tracing::info!(revision = outcome.revision, changes = outcome.diff.len(), reason = %body.reason, "topology applied");
-            metrics::counter!("meridian_control_plane_topology_applies_total").increment(1);
-            self.operator_event(
-                "topology_applied",
-                None,
-                format!("topology applied at revision {}: {}", outcome.revision, body.reason),
-                outcome.diff.clone(),
-            );
-        }
+        let out = self
+            .ctx
+            .ops
+            .apply_topology(&who, fence.as_ref(), cmd)
+            .await
+            .map_err(op_status)?;
         Ok(Response::new(pb::ApplyTopologyResponse {
-            applied: outcome.applied,
-            diff: outcome.diff,
-            errors: Vec::new(),
-            topology_revision: outcome.revision.max(0) as u64,
+            applied: out.applied,
+            diff: out.diff,
+            errors: out.errors,
+            topology_revision: out.revision.max(0) as u64,
         }))
     }
 
     async fn drain(&self, req: Request<pb::DrainRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
-        let fence = fence_or_forward!(self, req, drain);
+        let who = caller(&req)?;
+        let fence = match self.route(req.metadata()).await? {
+            Route::Local(fence) => fence,
+            Route::Forward(mut leader) => return leader.drain(self.forwarded(req)).await,
+        };
         let body = req.into_inner();
-        if body.reason.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "reason: a drain needs a reason (it is recorded with the change)",
-            ));
-        }
-        if !body.regions.is_empty() {
-            return Err(Status::unimplemented(
-                "regions: per-region drains arrive with staged changes (a later issue)",
-            ));
-        }
-        let ctx = &self.ctx;
-        let applied = ctx.topology.borrow().clone();
-        if applied.doc.pop(&body.pop).is_none() {
-            return Err(Status::not_found(format!(
-                "pop: unknown PoP `{}` (not in the applied topology)",
-                body.pop
-            )));
-        }
-        let drains = ctx.intents.borrow().drains.clone();
-        if drains.contains_key(&body.pop) {
-            return Err(Status::already_exists(format!("PoP `{}` is already drained", body.pop)));
-        }
-        let input = {
-            let state = ctx.health.lock();
-            crate::steering::build_input(&applied.doc, &state, &drains)
+        let cmd = DrainCommand {
+            pop: body.pop,
+            reason: body.reason,
+            force: body.force,
+            regions: body.regions,
         };
-        let firings = match meridian_steering::check_drain(&input, &body.pop, body.force) {
-            Ok(f) => f,
-            Err(meridian_steering::DrainError::Refused(f)) => {
-                return Err(Status::failed_precondition(format!(
-                    "drain of {} refused by guardrail `{}`: {}. Re-run with --force and a reason to override.",
-                    body.pop, f.rule, f.detail
-                )))
-            }
-            Err(meridian_steering::DrainError::Input(e)) => return Err(Status::invalid_argument(e.to_string())),
-        };
-        let forced_past = (!firings.is_empty()).then(|| {
-            firings
-                .iter()
-                .map(|f| f.rule.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        });
-        let intent = meridian_core::records::DrainIntent {
-            pop: body.pop.clone(),
-            reason: body.reason.clone(),
-            requested_by: "operator".into(),
-            at_unix_ms: convert::now_ms(),
-            forced_past: forced_past.clone(),
-        };
-        let value = serde_json::to_vec(&intent).map_err(|e| Status::internal(e.to_string()))?;
-        let txn = meridian_store::Txn::new().and_then([meridian_store::TxnOp::put(ctx.keys.drain(&body.pop), value)]);
-        let resp = meridian_store::election::fenced_txn(ctx.store.as_ref(), &fence, txn)
-            .await
-            .map_err(store_status)?;
-        tracing::warn!(pop = %body.pop, reason = %body.reason, forced_past = ?forced_past, "PoP drained by an operator");
-        self.operator_event(
-            "drain",
-            Some(&body.pop),
-            format!("PoP {} drained: {}", body.pop, body.reason),
-            forced_past
-                .iter()
-                .map(|r| format!("forced past guardrail {r}"))
-                .collect(),
-        );
-        metrics::counter!("meridian_control_plane_drains_total").increment(1);
-        let mut summary = format!("PoP {} drained; steering moves its traffic to the other PoPs", body.pop);
-        if let Some(rules) = &forced_past {
-            summary.push_str(&format!(" (forced past guardrail {rules})"));
-        }
-        Ok(Response::new(pb::ChangeResponse {
-            change: Some(completed_change(
-                "drain",
-                &body.pop,
-                resp.revision,
-                &body.reason,
-                summary,
-            )),
-        }))
+        let out = self.ctx.ops.drain(&who, &fence, cmd).await.map_err(op_status)?;
+        Ok(Response::new(change_to_pb(out)))
     }
+
     async fn undrain(&self, req: Request<pb::UndrainRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
-        let fence = fence_or_forward!(self, req, undrain);
+        let who = caller(&req)?;
+        let fence = match self.route(req.metadata()).await? {
+            Route::Local(fence) => fence,
+            Route::Forward(mut leader) => return leader.undrain(self.forwarded(req)).await,
+        };
         let body = req.into_inner();
-        let key = self.ctx.keys.drain(&body.pop);
-        let txn = meridian_store::Txn::new()
-            .when([meridian_store::Compare::Version {
-                key: key.clone(),
-                op: meridian_store::CompareOp::Greater,
-                version: 0,
-            }])
-            .and_then([meridian_store::TxnOp::delete(key)]);
-        let resp = meridian_store::election::fenced_txn(self.ctx.store.as_ref(), &fence, txn)
-            .await
-            .map_err(store_status)?;
-        if !resp.succeeded {
-            return Err(Status::not_found(format!("PoP `{}` is not drained", body.pop)));
-        }
-        tracing::info!(pop = %body.pop, reason = %body.reason, "PoP undrained by an operator");
-        self.operator_event(
-            "undrain",
-            Some(&body.pop),
-            format!("PoP {} undrained: {}", body.pop, body.reason),
-            Vec::new(),
-        );
-        let summary = format!("PoP {} back in service", body.pop);
-        Ok(Response::new(pb::ChangeResponse {
-            change: Some(completed_change(
-                "undrain",
-                &body.pop,
-                resp.revision,
-                &body.reason,
-                summary,
-            )),
-        }))
+        let cmd = UndrainCommand {
+            pop: body.pop,
+            reason: body.reason,
+        };
+        let out = self.ctx.ops.undrain(&who, &fence, cmd).await.map_err(op_status)?;
+        Ok(Response::new(change_to_pb(out)))
     }
+
     async fn restore_plan(
         &self,
         req: Request<pb::RestorePlanRequest>,
     ) -> Result<Response<pb::RestorePlanResponse>, Status> {
-        let fence = fence_or_forward!(self, req, restore_plan);
+        let who = caller(&req)?;
+        let fence = match self.route(req.metadata()).await? {
+            Route::Local(fence) => fence,
+            Route::Forward(mut leader) => return leader.restore_plan(self.forwarded(req)).await,
+        };
         let body = req.into_inner();
-        if body.reason.trim().is_empty() {
-            return Err(Status::invalid_argument("reason: a restore needs a reason"));
-        }
-        let ctx = &self.ctx;
-        let mut old = match crate::plans::load(ctx.store.as_ref(), &ctx.keys, body.version).await {
-            Ok(p) => p,
-            Err(crate::plans::PlanError::NoSuchVersion(v)) => {
-                return Err(Status::not_found(format!("plan version {v} does not exist")))
-            }
-            Err(e) => return Err(Status::unavailable(e.to_string())),
-        };
-        // Pin first, so steering does not overwrite the restored plan.
-        let pin = meridian_core::records::PlanPin {
+        let cmd = RestorePlanCommand {
             version: body.version,
-            reason: body.reason.clone(),
-            requested_by: "operator".into(),
-            at_unix_ms: convert::now_ms(),
+            reason: body.reason,
         };
-        let value = serde_json::to_vec(&pin).map_err(|e| Status::internal(e.to_string()))?;
-        let txn = meridian_store::Txn::new().and_then([meridian_store::TxnOp::put(ctx.keys.plan_pin(), value)]);
-        meridian_store::election::fenced_txn(ctx.store.as_ref(), &fence, txn)
-            .await
-            .map_err(store_status)?;
-        old.restored_from = Some(body.version);
-        old.created_at_unix_ms = convert::now_ms();
-        old.published_by = ctx.me.id.to_string();
-        old.reasons = vec![format!(
-            "restored from version {} by an operator: {}",
-            body.version, body.reason
-        )];
-        let published = crate::plans::publish(ctx.store.as_ref(), &ctx.keys, &fence, old)
-            .await
-            .map_err(|e| match e {
-                crate::plans::PlanError::Store(s) => store_status(s),
-                other => Status::aborted(other.to_string()),
-            })?;
-        tracing::warn!(from = body.version, version = published.version, reason = %body.reason, "plan restored; steering pinned");
-        self.operator_event(
-            "plan_restored",
-            None,
-            format!(
-                "plan v{} restored as v{} and steering pinned: {}",
-                body.version, published.version, body.reason
-            ),
-            Vec::new(),
-        );
+        let plan = self.ctx.ops.restore_plan(&who, &fence, cmd).await.map_err(op_status)?;
         Ok(Response::new(pb::RestorePlanResponse {
-            plan: Some(convert::plan_to_pb(&published)),
+            plan: Some(convert::plan_to_pb(&plan)),
         }))
     }
+
     async fn resume_steering(
         &self,
         req: Request<pb::ResumeSteeringRequest>,
     ) -> Result<Response<pb::ResumeSteeringResponse>, Status> {
-        let fence = fence_or_forward!(self, req, resume_steering);
-        let key = self.ctx.keys.plan_pin();
-        let txn = meridian_store::Txn::new()
-            .when([meridian_store::Compare::Version {
-                key: key.clone(),
-                op: meridian_store::CompareOp::Greater,
-                version: 0,
-            }])
-            .and_then([meridian_store::TxnOp::delete(key)]);
-        let resp = meridian_store::election::fenced_txn(self.ctx.store.as_ref(), &fence, txn)
-            .await
-            .map_err(store_status)?;
-        tracing::info!(reason = %req.get_ref().reason, was_pinned = resp.succeeded, "steering resumed");
-        if resp.succeeded {
-            self.operator_event(
-                "steering_resumed",
-                None,
-                format!("steering resumed: {}", req.get_ref().reason),
-                Vec::new(),
-            );
-        }
-        Ok(Response::new(pb::ResumeSteeringResponse {
-            was_pinned: resp.succeeded,
-        }))
+        let who = caller(&req)?;
+        let fence = match self.route(req.metadata()).await? {
+            Route::Local(fence) => fence,
+            Route::Forward(mut leader) => return leader.resume_steering(self.forwarded(req)).await,
+        };
+        let cmd = ResumeSteeringCommand {
+            reason: req.into_inner().reason,
+        };
+        let was_pinned = self.ctx.ops.resume_steering(&who, &fence, cmd).await.map_err(op_status)?;
+        Ok(Response::new(pb::ResumeSteeringResponse { was_pinned }))
     }
+
     async fn set_capacity(
         &self,
         _req: Request<pb::SetCapacityRequest>,
     ) -> Result<Response<pb::ChangeResponse>, Status> {
-        Err(unimplemented("SetCapacity", AREA_STEERING))
+        Err(unimplemented("SetCapacity", AREA_CHANGES))
     }
     async fn pause_change(&self, _req: Request<pb::ChangeIdRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
         Err(unimplemented("PauseChange", AREA_CHANGES))

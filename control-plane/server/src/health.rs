@@ -1,6 +1,6 @@
 //! The replica's health view: probe results stream in (soft state, never written to
 //! the store per result), the pure [`meridian_health::HealthState`] turns them into
-//! verdicts, and every change becomes an event.
+//! verdicts, and every change becomes an event in the replica's [`EventLog`].
 //!
 //! Every replica keeps its own view from the results every prober sends to every
 //! replica, so a newly elected leader already has a warm view.
@@ -8,7 +8,7 @@
 //! Evaluation runs at once when a batch changed some hysteresis state (fast
 //! failover), and on a short tick otherwise (so staleness turns into UNKNOWN).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -16,44 +16,17 @@ use meridian_core::topology::{Policy, TopologyDoc};
 use meridian_health::{
     HealthEvent, HealthPolicy, HealthState, HealthTopology, PopVerdict, ProbeOutcome, RejectReason, UnixMillis,
 };
-use serde::Serialize;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+use meridian_engine::Event;
+
 use crate::convert::now_ms;
+use crate::events::EventLog;
 use crate::topology::AppliedTopology;
 
-/// How many events a replica keeps in memory for `meridianctl events`.
-const EVENT_RING: usize = 2000;
 /// How often verdicts are re-evaluated when no result changed anything.
 const EVALUATE_EVERY: Duration = Duration::from_millis(250);
-
-/// One entry of the replica's event log.
-#[derive(Clone, Debug, Serialize)]
-pub struct LoggedEvent {
-    pub id: u64,
-    pub event: EventBody,
-}
-
-/// What happened: a health change, or a control action (plan published, guardrail
-/// fired, operator mutation) with who did it and why.
-#[derive(Clone, Debug, Serialize)]
-pub enum EventBody {
-    Health(HealthEvent),
-    Control(ControlEvent),
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct ControlEvent {
-    pub at_unix_ms: u64,
-    /// e.g. `plan_published`, `guardrail`, `drain`, `undrain`, `plan_restored`.
-    pub kind: String,
-    pub pop: Option<String>,
-    /// Who: `steering` or `operator`.
-    pub actor: String,
-    pub message: String,
-    pub evidence: Vec<String>,
-}
 
 /// The outcome of one ingested batch, for the prober's acknowledgement.
 #[derive(Debug, Default)]
@@ -68,15 +41,9 @@ pub struct BatchOutcome {
 pub struct HealthView {
     state: Mutex<HealthState>,
     evaluate_now: Notify,
-    events: Mutex<EventLog>,
     rejection_log: Mutex<HashMap<RejectReason, (Instant, u64)>>,
     /// Bumped whenever verdicts change (steering will follow it).
     generation: watch::Sender<u64>,
-}
-
-struct EventLog {
-    next_id: u64,
-    ring: VecDeque<LoggedEvent>,
 }
 
 impl HealthView {
@@ -85,10 +52,6 @@ impl HealthView {
         Ok(Arc::new(Self {
             state: Mutex::new(state),
             evaluate_now: Notify::new(),
-            events: Mutex::new(EventLog {
-                next_id: 1,
-                ring: VecDeque::new(),
-            }),
             rejection_log: Mutex::new(HashMap::new()),
             generation: watch::channel(0).0,
         }))
@@ -99,6 +62,13 @@ impl HealthView {
     /// poisoned lock is recovered rather than propagated.
     pub fn lock(&self) -> MutexGuard<'_, HealthState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of the verdicts and latencies for steering, taken under the lock in
+    /// O(PoPs × prober regions); the caller computes after the lock is released, so
+    /// ingest never waits for a steering computation.
+    pub fn snapshot(&self) -> meridian_health::HealthSnapshot {
+        self.lock().snapshot()
     }
 
     /// Ingests one batch of already-authenticated results.
@@ -179,45 +149,17 @@ impl HealthView {
         }
     }
 
-    /// The newest `limit` events, newest last, optionally for one PoP.
-    pub fn events(&self, limit: usize, pop: Option<&str>) -> Vec<LoggedEvent> {
-        let log = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        let matching: Vec<&LoggedEvent> = log
-            .ring
-            .iter()
-            .filter(|e| pop.is_none_or(|p| event_pop(&e.event) == Some(p)))
-            .collect();
-        matching[matching.len().saturating_sub(limit)..]
-            .iter()
-            .map(|e| (*e).clone())
-            .collect()
-    }
-
     /// Verdict generation: changes whenever any verdict changed.
     pub fn generation(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
     }
 
-    /// Records a control action (plan publication, guardrail, operator mutation).
-    pub fn record_control(&self, event: ControlEvent) {
-        tracing::info!(kind = %event.kind, actor = %event.actor, pop = ?event.pop, message = %event.message, "event");
-        let mut log = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        let id = log.next_id;
-        log.next_id += 1;
-        log.ring.push_back(LoggedEvent {
-            id,
-            event: EventBody::Control(event),
-        });
-        if log.ring.len() > EVENT_RING {
-            log.ring.pop_front();
-        }
-    }
-
-    fn record(&self, events: Vec<HealthEvent>) {
+    /// Carries out what an evaluation produced: metrics, logs, the event log, and the
+    /// verdict generation that wakes steering.
+    fn record(&self, events: Vec<HealthEvent>, log: &EventLog) {
         if events.is_empty() {
             return;
         }
-        let mut log = self.events.lock().unwrap_or_else(|e| e.into_inner());
         let mut verdicts_changed = false;
         for event in events {
             match &event {
@@ -237,17 +179,8 @@ impl HealthView {
                     metrics::gauge!("meridian_control_plane_region_suspect", "region" => region.clone()).set(0.0);
                 }
             }
-            let id = log.next_id;
-            log.next_id += 1;
-            log.ring.push_back(LoggedEvent {
-                id,
-                event: EventBody::Health(event),
-            });
-            if log.ring.len() > EVENT_RING {
-                log.ring.pop_front();
-            }
+            log.record(Event::from_health(event));
         }
-        drop(log);
         if verdicts_changed {
             self.generation.send_modify(|g| *g += 1);
         }
@@ -257,14 +190,6 @@ impl HealthView {
 fn note_error(out: &mut BatchOutcome, msg: String) {
     if out.errors.len() < 10 {
         out.errors.push(msg);
-    }
-}
-
-fn event_pop(e: &EventBody) -> Option<&str> {
-    match e {
-        EventBody::Health(HealthEvent::Verdict { pop, .. }) => Some(pop),
-        EventBody::Control(c) => c.pop.as_deref(),
-        _ => None,
     }
 }
 
@@ -304,6 +229,7 @@ pub fn health_topology(doc: &TopologyDoc) -> HealthTopology {
 /// Re-evaluates verdicts on demand and on a tick, and follows topology changes.
 pub async fn run_evaluator(
     view: Arc<HealthView>,
+    log: Arc<EventLog>,
     mut topology: watch::Receiver<AppliedTopology>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
@@ -343,7 +269,7 @@ pub async fn run_evaluator(
         for (pop, code) in codes {
             metrics::gauge!("meridian_control_plane_pop_verdict", "pop" => pop).set(code);
         }
-        view.record(events);
+        view.record(events, &log);
     }
 }
 

@@ -19,8 +19,10 @@
 
 pub mod config;
 mod convert;
+pub mod events;
 mod grpc;
 pub mod health;
+pub mod ops;
 mod plan_api;
 pub mod plans;
 mod probe_api;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use meridian_core::keys::Keys;
-use meridian_core::records::{AgentRecord, AgentTable, ReplicaRecord, StoredPlan};
+use meridian_core::records::{AgentKind, AgentRecord, AgentTable, ReplicaRecord, StoredPlan};
 use meridian_proto::v1 as pb;
 use meridian_store::Store;
 use tokio::sync::watch;
@@ -108,8 +108,8 @@ impl pb::plan_service_server::PlanService for PlanApi {
         meridian_core::ids::validate_id("agent", &hello.agent_id)
             .map_err(|e| Status::invalid_argument(format!("agent_id: {e}")))?;
         let kind = match pb::AgentKind::try_from(hello.kind) {
-            Ok(pb::AgentKind::Dns) => "dns",
-            Ok(pb::AgentKind::Anycast) => "anycast",
+            Ok(pb::AgentKind::Dns) => AgentKind::Dns,
+            Ok(pb::AgentKind::Anycast) => AgentKind::Anycast,
             _ => {
                 return Err(Status::invalid_argument(
                     "kind: must be AGENT_KIND_DNS or AGENT_KIND_ANYCAST",
@@ -120,14 +120,14 @@ impl pb::plan_service_server::PlanService for PlanApi {
         let agent_id = hello.agent_id.clone();
         self.registry.insert(AgentRecord {
             agent_id: agent_id.clone(),
-            kind: kind.into(),
+            kind,
             connected_at_unix_ms: connected_at,
             applied_version: hello.applied_version,
             nacked_version: 0,
             nack_reason: String::new(),
             last_sent_version: 0,
         });
-        tracing::info!(agent = %agent_id, kind, applied = hello.applied_version, "agent subscribed to plans");
+        tracing::info!(agent = %agent_id, kind = kind.as_str(), applied = hello.applied_version, "agent subscribed to plans");
 
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::PlanUpdate, Status>>(4);
         let registry = self.registry.clone();

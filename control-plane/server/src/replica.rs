@@ -51,7 +51,8 @@ pub(crate) struct ReplicaContext {
     pub health: Arc<HealthView>,
     pub plan: watch::Receiver<Option<Arc<meridian_core::records::StoredPlan>>>,
     pub agents: Arc<crate::plan_api::AgentRegistry>,
-    pub intents: watch::Receiver<crate::steering::Intents>,
+    pub log: Arc<crate::events::EventLog>,
+    pub ops: crate::ops::Operations,
     pub prober_tokens: Arc<std::collections::HashMap<String, crate::config::ProberIdentity>>,
 }
 
@@ -140,13 +141,24 @@ pub async fn run_with_store(
     let (topology_tx, topology_rx) = watch::channel(AppliedTopology::default());
     let health_view = HealthView::new().map_err(RunError::Policy)?;
     let (plan_tx, plan_rx) = watch::channel(None);
-    let (intents_tx, intents_rx) = watch::channel(crate::steering::Intents::default());
+    let (intents_tx, intents_rx) = watch::channel(meridian_engine::Intents::default());
+    let event_log = Arc::new(crate::events::EventLog::default());
     let agents = Arc::new(crate::plan_api::AgentRegistry::default());
     if cfg.prober_tokens.is_empty() {
         tracing::warn!(
             "no prober credentials configured: probers are not authenticated and are trusted for the region they claim"
         );
     }
+    let ops = crate::ops::Operations {
+        store: store.clone(),
+        keys: keys.clone(),
+        replica: me.id.to_string(),
+        topology: topology_rx.clone(),
+        intents: intents_rx.clone(),
+        health: health_view.clone(),
+        log: event_log.clone(),
+        clock: Arc::new(crate::ops::SystemClock),
+    };
     let ctx = ReplicaContext {
         store: store.clone(),
         keys: keys.clone(),
@@ -159,7 +171,8 @@ pub async fn run_with_store(
         health: health_view.clone(),
         plan: plan_rx,
         agents: agents.clone(),
-        intents: intents_rx.clone(),
+        log: event_log.clone(),
+        ops,
         prober_tokens: Arc::new(cfg.prober_tokens.clone()),
     };
 
@@ -178,7 +191,7 @@ pub async fn run_with_store(
     );
     tasks.spawn(
         "health-evaluator",
-        health::run_evaluator(health_view.clone(), topology_rx, shutdown.clone()),
+        health::run_evaluator(health_view.clone(), event_log.clone(), topology_rx, shutdown.clone()),
     );
     tasks.spawn(
         "intents",
@@ -186,7 +199,7 @@ pub async fn run_with_store(
     );
     tasks.spawn(
         "steering",
-        crate::steering::run(ctx.clone(), health_view.clone(), intents_rx, shutdown.clone()),
+        crate::steering::run(ctx.clone(), health_view.clone(), event_log.clone(), intents_rx, shutdown.clone()),
     );
     tasks.spawn(
         "plan-follower",

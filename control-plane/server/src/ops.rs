@@ -1,0 +1,474 @@
+//! The operations layer: one function per mutation (drain, undrain, apply topology,
+//! restore plan, resume steering; later changes and freezes), each taking a typed
+//! command with the caller's identity and returning a typed outcome or a typed
+//! [`OpError`] (refused by guardrail X, not found, invalid field, leadership lost,
+//! conflict, store). It checks, writes through a fenced transaction, records the
+//! event and bumps the metrics. The gRPC handlers only convert messages and map
+//! errors to statuses; forwarding to the leader happens before, in `grpc`.
+//!
+//! Decisions come from the pure cores (guardrails from `meridian_engine::driver`,
+//! validation from `meridian_core`); this module is the I/O around them. Time comes
+//! from a [`Clock`] so the tests drive it.
+
+use std::sync::Arc;
+
+use meridian_core::keys::Keys;
+use meridian_core::records::{DrainIntent, PlanPin, StoredPlan};
+use meridian_core::{Actor, Identity};
+use meridian_engine::{Event, EventKind, Intents, OperatorAction};
+use meridian_health::HealthSnapshot;
+use meridian_steering::{DrainError, GuardrailRule, Scenario, SteeringError};
+use meridian_store::election::fenced_txn;
+use meridian_store::{Compare, CompareOp, Fence, Store, StoreError, Txn, TxnOp};
+use tokio::sync::watch;
+
+use crate::events::EventLog;
+use crate::plans::{self, PlanError};
+use crate::topology::{self, AppliedTopology, ApplyError};
+
+/// Wall-clock milliseconds since the Unix epoch; faked in tests.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        crate::convert::now_ms()
+    }
+}
+
+/// Where the operations read health from (the replica's health view).
+pub trait HealthSource: Send + Sync {
+    fn snapshot(&self) -> HealthSnapshot;
+}
+
+impl HealthSource for crate::health::HealthView {
+    fn snapshot(&self) -> HealthSnapshot {
+        crate::health::HealthView::snapshot(self)
+    }
+}
+
+/// Who asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub identity: Identity,
+}
+
+impl Caller {
+    fn actor(&self) -> Actor {
+        Actor::Operator(self.identity.clone())
+    }
+}
+
+/// Take a PoP out of steering.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DrainCommand {
+    pub pop: String,
+    pub reason: String,
+    /// Override the guardrails (each overridden rule is recorded).
+    pub force: bool,
+    /// Only for these client regions (not built yet: staged changes, issue [8]).
+    pub regions: Vec<String>,
+}
+
+/// Put a drained PoP back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UndrainCommand {
+    pub pop: String,
+    pub reason: String,
+}
+
+/// Validate and (unless a dry run) store a new topology.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApplyTopologyCommand {
+    pub toml: String,
+    pub reason: String,
+    pub dry_run: bool,
+}
+
+/// Republish an old plan version and pin steering to it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RestorePlanCommand {
+    pub version: u64,
+    pub reason: String,
+}
+
+/// Lift the plan pin.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResumeSteeringCommand {
+    pub reason: String,
+}
+
+/// What a drain or undrain did: a one-step change (staged changes come with [8]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChangeOutcome {
+    /// `drain` or `undrain`.
+    pub kind: &'static str,
+    pub pop: String,
+    /// The store revision of the write.
+    pub revision: i64,
+    pub reason: String,
+    pub actor: Actor,
+    pub at_unix_ms: u64,
+    pub summary: String,
+    /// The guardrails a forced drain overrode.
+    pub forced_past: Vec<GuardrailRule>,
+}
+
+/// What an apply did. Validation errors are an answer, not a failure.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopologyOutcome {
+    pub applied: bool,
+    pub diff: Vec<String>,
+    /// Every validation error with its path; empty when valid.
+    pub errors: Vec<String>,
+    pub revision: i64,
+}
+
+/// Why an operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("{field}: {problem}")]
+    Invalid { field: &'static str, problem: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A guardrail refused it; the rule is named.
+    #[error("drain of {pop} refused by guardrail `{rule}`: {detail}. Re-run with --force and a reason to override.")]
+    Refused {
+        pop: String,
+        rule: GuardrailRule,
+        detail: String,
+    },
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{what} is not built yet: it arrives with {area}")]
+    Unimplemented { what: &'static str, area: &'static str },
+    /// Another write landed first; the caller should look again and retry.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the stored record at {key} is unreadable: {reason}")]
+    Corrupt { key: String, reason: String },
+    /// Includes `FenceLost`: leadership moved while the operation ran.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<PlanError> for OpError {
+    fn from(e: PlanError) -> Self {
+        match e {
+            PlanError::NoSuchVersion(v) => OpError::NotFound(format!("plan version {v} does not exist")),
+            PlanError::Conflict(_) => OpError::Conflict(e.to_string()),
+            PlanError::Corrupt { key, reason } => OpError::Corrupt { key, reason },
+            PlanError::Store(s) => OpError::Store(s),
+        }
+    }
+}
+
+/// What the operations need from the replica.
+#[derive(Clone)]
+pub struct Operations {
+    pub store: Arc<dyn Store>,
+    pub keys: Keys,
+    /// This replica's id (recorded as `published_by`).
+    pub replica: String,
+    pub topology: watch::Receiver<AppliedTopology>,
+    pub intents: watch::Receiver<Intents>,
+    pub health: Arc<dyn HealthSource>,
+    pub log: Arc<EventLog>,
+    pub clock: Arc<dyn Clock>,
+}
+
+fn non_empty_reason(reason: &str, what: &str) -> Result<(), OpError> {
+    if reason.trim().is_empty() {
+        return Err(OpError::Invalid {
+            field: "reason",
+            problem: format!("{what} needs a reason (it is recorded with the change)"),
+        });
+    }
+    Ok(())
+}
+
+impl Operations {
+    /// Drains a PoP: refused (naming the rule) when a guardrail fires, unless forced.
+    pub async fn drain(&self, caller: &Caller, fence: &Fence, cmd: DrainCommand) -> Result<ChangeOutcome, OpError> {
+        non_empty_reason(&cmd.reason, "a drain")?;
+        if !cmd.regions.is_empty() {
+            return Err(OpError::Unimplemented {
+                what: "draining for some regions only",
+                area: "staged changes (issue [8])",
+            });
+        }
+        let applied = self.topology.borrow().clone();
+        if applied.doc.pop(&cmd.pop).is_none() {
+            return Err(OpError::NotFound(format!(
+                "pop: unknown PoP `{}` (not in the applied topology)",
+                cmd.pop
+            )));
+        }
+        let drains = self.intents.borrow().drains.clone();
+        if drains.contains_key(&cmd.pop) {
+            return Err(OpError::AlreadyExists(format!("PoP `{}` is already drained", cmd.pop)));
+        }
+        let health = self.health.snapshot();
+        let firings = match meridian_engine::driver::check_drain(&applied.doc, &health, &drains, &cmd.pop, cmd.force) {
+            Ok(f) => f,
+            Err(DrainError::Refused(f)) => {
+                return Err(OpError::Refused {
+                    pop: cmd.pop,
+                    rule: f.rule,
+                    detail: f.detail,
+                })
+            }
+            Err(DrainError::Input(e)) => {
+                return Err(OpError::Invalid {
+                    field: "pop",
+                    problem: e.to_string(),
+                })
+            }
+        };
+        let forced_past: Vec<GuardrailRule> = firings.iter().map(|f| f.rule).collect();
+        let forced_text =
+            (!forced_past.is_empty()).then(|| forced_past.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", "));
+        let now = self.clock.now_ms();
+        let intent = DrainIntent {
+            pop: cmd.pop.clone(),
+            reason: cmd.reason.clone(),
+            requested_by: caller.identity.to_string(),
+            at_unix_ms: now,
+            forced_past: forced_text.clone(),
+        };
+        let key = self.keys.drain(&cmd.pop);
+        let value = encode(&key, &intent)?;
+        // Only if no drain landed for this PoP since we looked.
+        let txn = Txn::new()
+            .when([Compare::Version {
+                key: key.clone(),
+                op: CompareOp::Equal,
+                version: 0,
+            }])
+            .and_then([TxnOp::put(key, value)]);
+        let resp = fenced_txn(self.store.as_ref(), fence, txn).await?;
+        if !resp.succeeded {
+            return Err(OpError::AlreadyExists(format!("PoP `{}` is already drained", cmd.pop)));
+        }
+        tracing::warn!(pop = %cmd.pop, reason = %cmd.reason, by = %caller.identity, forced_past = ?forced_text, "PoP drained by an operator");
+        metrics::counter!("meridian_control_plane_drains_total").increment(1);
+        self.log.record(Event {
+            at_unix_ms: now,
+            actor: caller.actor(),
+            kind: EventKind::Operator(OperatorAction::Drained {
+                pop: cmd.pop.clone(),
+                reason: cmd.reason.clone(),
+                forced_past: forced_text.clone(),
+            }),
+        });
+        let mut summary = format!("PoP {} drained; steering moves its traffic to the other PoPs", cmd.pop);
+        if let Some(rules) = &forced_text {
+            summary.push_str(&format!(" (forced past guardrail {rules})"));
+        }
+        Ok(ChangeOutcome {
+            kind: "drain",
+            pop: cmd.pop,
+            revision: resp.revision,
+            reason: cmd.reason,
+            actor: caller.actor(),
+            at_unix_ms: now,
+            summary,
+            forced_past,
+        })
+    }
+
+    /// Undrains a PoP; not found when it is not drained.
+    pub async fn undrain(&self, caller: &Caller, fence: &Fence, cmd: UndrainCommand) -> Result<ChangeOutcome, OpError> {
+        let key = self.keys.drain(&cmd.pop);
+        let txn = Txn::new()
+            .when([Compare::Version {
+                key: key.clone(),
+                op: CompareOp::Greater,
+                version: 0,
+            }])
+            .and_then([TxnOp::delete(key)]);
+        let resp = fenced_txn(self.store.as_ref(), fence, txn).await?;
+        if !resp.succeeded {
+            return Err(OpError::NotFound(format!("PoP `{}` is not drained", cmd.pop)));
+        }
+        let now = self.clock.now_ms();
+        tracing::info!(pop = %cmd.pop, reason = %cmd.reason, by = %caller.identity, "PoP undrained by an operator");
+        self.log.record(Event {
+            at_unix_ms: now,
+            actor: caller.actor(),
+            kind: EventKind::Operator(OperatorAction::Undrained {
+                pop: cmd.pop.clone(),
+                reason: cmd.reason.clone(),
+            }),
+        });
+        Ok(ChangeOutcome {
+            kind: "undrain",
+            summary: format!("PoP {} back in service", cmd.pop),
+            pop: cmd.pop,
+            revision: resp.revision,
+            reason: cmd.reason,
+            actor: caller.actor(),
+            at_unix_ms: now,
+            forced_past: Vec::new(),
+        })
+    }
+
+    /// Validates a topology and, unless a dry run (then `fence` may be `None`: any
+    /// replica answers), stores it with a compare-and-swap on the stored revision.
+    pub async fn apply_topology(
+        &self,
+        caller: &Caller,
+        fence: Option<&Fence>,
+        cmd: ApplyTopologyCommand,
+    ) -> Result<TopologyOutcome, OpError> {
+        if !cmd.dry_run && fence.is_none() {
+            return Err(OpError::FailedPrecondition("only the leader applies a topology".into()));
+        }
+        let outcome = match topology::apply(self.store.as_ref(), &self.keys, fence, &cmd.toml, cmd.dry_run).await {
+            Ok(o) => o,
+            Err(ApplyError::Invalid(errors)) => {
+                return Ok(TopologyOutcome {
+                    applied: false,
+                    diff: Vec::new(),
+                    errors: errors.0.iter().map(|e| e.to_string()).collect(),
+                    revision: 0,
+                })
+            }
+            Err(e @ ApplyError::Conflict(_)) => return Err(OpError::Conflict(e.to_string())),
+            Err(ApplyError::Corrupt { key, reason }) => return Err(OpError::Corrupt { key, reason }),
+            Err(ApplyError::Store(s)) => return Err(OpError::Store(s)),
+        };
+        if outcome.applied {
+            tracing::info!(revision = outcome.revision, changes = outcome.diff.len(), reason = %cmd.reason, by = %caller.identity, "topology applied");
+            metrics::counter!("meridian_control_plane_topology_applies_total").increment(1);
+            self.log.record(Event {
+                at_unix_ms: self.clock.now_ms(),
+                actor: caller.actor(),
+                kind: EventKind::Operator(OperatorAction::TopologyApplied {
+                    revision: outcome.revision,
+                    reason: cmd.reason,
+                    diff: outcome.diff.clone(),
+                }),
+            });
+        }
+        Ok(TopologyOutcome {
+            applied: outcome.applied,
+            diff: outcome.diff,
+            errors: Vec::new(),
+            revision: outcome.revision,
+        })
+    }
+
+    /// Pins steering, then republishes `version` as the newest plan.
+    pub async fn restore_plan(
+        &self,
+        caller: &Caller,
+        fence: &Fence,
+        cmd: RestorePlanCommand,
+    ) -> Result<StoredPlan, OpError> {
+        non_empty_reason(&cmd.reason, "a restore")?;
+        let mut old = plans::load(self.store.as_ref(), &self.keys, cmd.version).await?;
+        let now = self.clock.now_ms();
+        // Pin first, so steering does not overwrite the restored plan.
+        let pin = PlanPin {
+            version: cmd.version,
+            reason: cmd.reason.clone(),
+            requested_by: caller.identity.to_string(),
+            at_unix_ms: now,
+        };
+        let key = self.keys.plan_pin();
+        let value = encode(&key, &pin)?;
+        fenced_txn(self.store.as_ref(), fence, Txn::new().and_then([TxnOp::put(key, value)])).await?;
+        old.restored_from = Some(cmd.version);
+        old.created_at_unix_ms = now;
+        old.published_by = self.replica.clone();
+        old.reasons = vec![format!(
+            "restored from version {} by {}: {}",
+            cmd.version, caller.identity, cmd.reason
+        )];
+        let published = plans::publish(self.store.as_ref(), &self.keys, fence, old).await?;
+        tracing::warn!(from = cmd.version, version = published.version, reason = %cmd.reason, by = %caller.identity, "plan restored; steering pinned");
+        self.log.record(Event {
+            at_unix_ms: now,
+            actor: caller.actor(),
+            kind: EventKind::Operator(OperatorAction::PlanRestored {
+                from: cmd.version,
+                version: published.version,
+                reason: cmd.reason,
+            }),
+        });
+        Ok(published)
+    }
+
+    /// Lifts the plan pin; returns whether steering was pinned.
+    pub async fn resume_steering(
+        &self,
+        caller: &Caller,
+        fence: &Fence,
+        cmd: ResumeSteeringCommand,
+    ) -> Result<bool, OpError> {
+        let key = self.keys.plan_pin();
+        let txn = Txn::new()
+            .when([Compare::Version {
+                key: key.clone(),
+                op: CompareOp::Greater,
+                version: 0,
+            }])
+            .and_then([TxnOp::delete(key)]);
+        let resp = fenced_txn(self.store.as_ref(), fence, txn).await?;
+        tracing::info!(reason = %cmd.reason, by = %caller.identity, was_pinned = resp.succeeded, "steering resumed");
+        if resp.succeeded {
+            self.log.record(Event {
+                at_unix_ms: self.clock.now_ms(),
+                actor: caller.actor(),
+                kind: EventKind::Operator(OperatorAction::SteeringResumed { reason: cmd.reason }),
+            });
+        }
+        Ok(resp.succeeded)
+    }
+
+    /// The plan a scenario would produce and the guardrails that would fire; read
+    /// only, any replica.
+    pub fn what_if(&self, scenario: &Scenario) -> Result<(StoredPlan, Vec<String>), OpError> {
+        let applied = self.topology.borrow().clone();
+        if applied.revision == 0 {
+            return Err(OpError::FailedPrecondition("no topology applied yet".into()));
+        }
+        let drains = self.intents.borrow().drains.clone();
+        let health = self.health.snapshot();
+        match meridian_engine::driver::what_if(
+            &applied.doc,
+            applied.revision,
+            &health,
+            &drains,
+            scenario,
+            self.clock.now_ms(),
+        ) {
+            Ok((plan, fired)) => Ok((plan, fired.iter().map(|f| f.to_string()).collect())),
+            Err(SteeringError::UnknownPop { pop }) => Err(OpError::NotFound(format!(
+                "unknown PoP `{pop}` (not in the applied topology)"
+            ))),
+            Err(e) => Err(OpError::Invalid {
+                field: "scenario",
+                problem: e.to_string(),
+            }),
+        }
+    }
+}
+
+fn encode<T: serde::Serialize>(key: &str, value: &T) -> Result<Vec<u8>, OpError> {
+    serde_json::to_vec(value).map_err(|e| OpError::Corrupt {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

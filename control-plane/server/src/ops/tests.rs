@@ -1,0 +1,327 @@
+//! The operations against an in-memory store, a fixed health snapshot and a fake
+//! clock: every outcome and every typed error.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use meridian_core::records::{DrainIntent, PlanPin, StoredPlan};
+use meridian_core::topology::TopologyDoc;
+use meridian_core::{Actor, Identity};
+use meridian_engine::{EventKind, Intents, OperatorAction};
+use meridian_health::{HealthSnapshot, PopVerdict};
+use meridian_steering::{GuardrailRule, Scenario};
+use meridian_store::embedded::EmbeddedStore;
+use meridian_store::{Fence, Store, StoreError};
+use tokio::sync::watch;
+
+use super::*;
+use crate::topology::AppliedTopology;
+
+const TOPOLOGY: &str = r#"
+[[pops]]
+id = "fra1"
+capacity = 1000
+ipv4 = ["192.0.2.1"]
+endpoints = [{ name = "tcp", kind = "tcp", address = "192.0.2.1:80" }]
+
+[[pops]]
+id = "ams1"
+capacity = 200
+ipv4 = ["192.0.2.2"]
+endpoints = [{ name = "tcp", kind = "tcp", address = "192.0.2.2:80" }]
+
+[[regions]]
+id = "eu-west"
+demand = 600
+client_prefixes = ["10.1.0.0/16"]
+latency_hints = { fra1 = "10ms", ams1 = "15ms" }
+"#;
+
+struct FakeClock(AtomicU64);
+
+impl Clock for FakeClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+struct FixedHealth(HealthSnapshot);
+
+impl HealthSource for FixedHealth {
+    fn snapshot(&self) -> HealthSnapshot {
+        self.0.clone()
+    }
+}
+
+struct Fixture {
+    ops: Operations,
+    fence: Fence,
+    clock: Arc<FakeClock>,
+    intents: watch::Sender<Intents>,
+    alice: Caller,
+}
+
+async fn fixture() -> Fixture {
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+    let keys = Keys::new("/t");
+    // This test process is "the leader": the leader key's create revision is the fence.
+    store.put(&keys.leader(), b"{}".to_vec(), None).await.unwrap();
+    let leader = store.get(&keys.leader()).await.unwrap().unwrap();
+    let fence = Fence {
+        key: keys.leader(),
+        revision: leader.create_revision,
+    };
+    let doc = TopologyDoc::from_toml(TOPOLOGY).unwrap();
+    let (_, topology) = watch::channel(AppliedTopology {
+        doc: Arc::new(doc),
+        revision: 2,
+    });
+    let (intents_tx, intents) = watch::channel(Intents::default());
+    let health = HealthSnapshot {
+        verdicts: [("fra1".to_string(), PopVerdict::Up), ("ams1".to_string(), PopVerdict::Up)].into(),
+        ..HealthSnapshot::default()
+    };
+    let clock = Arc::new(FakeClock(AtomicU64::new(1_700_000_000_000)));
+    let ops = Operations {
+        store,
+        keys,
+        replica: "cp-test".into(),
+        topology,
+        intents,
+        health: Arc::new(FixedHealth(health)),
+        log: Arc::new(EventLog::default()),
+        clock: clock.clone(),
+    };
+    Fixture {
+        ops,
+        fence,
+        clock,
+        intents: intents_tx,
+        alice: Caller {
+            identity: Identity::new("alice@ops-1").unwrap(),
+        },
+    }
+}
+
+fn drain(pop: &str, force: bool) -> DrainCommand {
+    DrainCommand {
+        pop: pop.into(),
+        reason: "fibre cut".into(),
+        force,
+        regions: Vec::new(),
+    }
+}
+
+async fn stored_drain(f: &Fixture, pop: &str) -> Option<DrainIntent> {
+    let kv = f.ops.store.get(&f.ops.keys.drain(pop)).await.unwrap()?;
+    Some(serde_json::from_slice(&kv.value).unwrap())
+}
+
+#[tokio::test]
+async fn a_drain_is_stored_with_who_and_when_and_recorded_as_an_event() {
+    let f = fixture().await;
+    // ams1 carries nothing at this demand: draining it is allowed.
+    let out = f.ops.drain(&f.alice, &f.fence, drain("ams1", false)).await.unwrap();
+    assert_eq!((out.kind, out.pop.as_str(), out.forced_past.len()), ("drain", "ams1", 0));
+    assert_eq!(out.actor, Actor::Operator(f.alice.identity.clone()));
+    assert_eq!(out.at_unix_ms, 1_700_000_000_000, "time comes from the clock");
+    let intent = stored_drain(&f, "ams1").await.expect("stored");
+    assert_eq!(intent.requested_by, "alice@ops-1");
+    assert_eq!(intent.reason, "fibre cut");
+    let events = f.ops.log.list(10, Some("ams1"));
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event.actor.to_string(), "operator:alice@ops-1");
+    assert!(matches!(
+        &events[0].event.kind,
+        EventKind::Operator(OperatorAction::Drained { forced_past: None, .. })
+    ));
+    // The same drain again (before the intents follower saw the first) is refused by
+    // the store write itself.
+    let again = f.ops.drain(&f.alice, &f.fence, drain("ams1", false)).await.unwrap_err();
+    assert!(matches!(again, OpError::AlreadyExists(_)), "{again}");
+}
+
+#[tokio::test]
+async fn a_drain_past_capacity_is_refused_naming_the_rule_unless_forced() {
+    let f = fixture().await;
+    let err = f.ops.drain(&f.alice, &f.fence, drain("fra1", false)).await.unwrap_err();
+    match &err {
+        OpError::Refused { pop, rule, .. } => {
+            assert_eq!((pop.as_str(), *rule), ("fra1", GuardrailRule::DrainOverCapacity))
+        }
+        other => panic!("want a refusal, got {other:?}"),
+    }
+    assert!(err.to_string().contains("drain-over-capacity"), "{err}");
+    assert!(stored_drain(&f, "fra1").await.is_none(), "a refusal writes nothing");
+    assert!(f.ops.log.list(10, None).is_empty(), "and records nothing");
+    let forced = f.ops.drain(&f.alice, &f.fence, drain("fra1", true)).await.unwrap();
+    assert_eq!(forced.forced_past, vec![GuardrailRule::DrainOverCapacity]);
+    assert!(forced.summary.contains("forced past guardrail drain-over-capacity"));
+    assert_eq!(
+        stored_drain(&f, "fra1").await.unwrap().forced_past.as_deref(),
+        Some("drain-over-capacity")
+    );
+    let events = f.ops.log.list(10, None);
+    assert_eq!(events[0].event.evidence(), vec!["forced past guardrail drain-over-capacity".to_string()]);
+}
+
+#[tokio::test]
+async fn bad_drains_get_typed_errors() {
+    let f = fixture().await;
+    let unknown = f.ops.drain(&f.alice, &f.fence, drain("nowhere", false)).await.unwrap_err();
+    assert!(matches!(unknown, OpError::NotFound(ref m) if m.contains("nowhere")), "{unknown}");
+    let mut no_reason = drain("ams1", false);
+    no_reason.reason = "  ".into();
+    let err = f.ops.drain(&f.alice, &f.fence, no_reason).await.unwrap_err();
+    assert!(matches!(err, OpError::Invalid { field: "reason", .. }), "{err}");
+    let mut regions = drain("ams1", false);
+    regions.regions = vec!["eu-west".into()];
+    let err = f.ops.drain(&f.alice, &f.fence, regions).await.unwrap_err();
+    assert!(matches!(err, OpError::Unimplemented { .. }), "{err}");
+    let mut intents = Intents::default();
+    intents.drains.insert("ams1".into(), stored_or_fake("ams1"));
+    f.intents.send_replace(intents);
+    let err = f.ops.drain(&f.alice, &f.fence, drain("ams1", false)).await.unwrap_err();
+    assert!(matches!(err, OpError::AlreadyExists(_)), "{err}");
+}
+
+fn stored_or_fake(pop: &str) -> DrainIntent {
+    DrainIntent {
+        pop: pop.into(),
+        reason: "x".into(),
+        requested_by: "bob".into(),
+        at_unix_ms: 1,
+        forced_past: None,
+    }
+}
+
+#[tokio::test]
+async fn a_deposed_leader_writes_nothing() {
+    let f = fixture().await;
+    let stale = Fence {
+        key: f.fence.key.clone(),
+        revision: f.fence.revision + 100,
+    };
+    let err = f.ops.drain(&f.alice, &stale, drain("ams1", false)).await.unwrap_err();
+    assert!(matches!(err, OpError::Store(StoreError::FenceLost { .. })), "{err}");
+    assert!(stored_drain(&f, "ams1").await.is_none());
+}
+
+#[tokio::test]
+async fn undrain_needs_a_drain() {
+    let f = fixture().await;
+    let cmd = || UndrainCommand {
+        pop: "ams1".into(),
+        reason: "fixed".into(),
+    };
+    let err = f.ops.undrain(&f.alice, &f.fence, cmd()).await.unwrap_err();
+    assert!(matches!(err, OpError::NotFound(ref m) if m.contains("not drained")), "{err}");
+    f.ops.drain(&f.alice, &f.fence, drain("ams1", false)).await.unwrap();
+    f.clock.0.store(1_700_000_000_500, Ordering::SeqCst);
+    let out = f.ops.undrain(&f.alice, &f.fence, cmd()).await.unwrap();
+    assert_eq!((out.kind, out.at_unix_ms), ("undrain", 1_700_000_000_500));
+    assert!(stored_drain(&f, "ams1").await.is_none());
+    let kinds: Vec<&str> = f.ops.log.list(10, None).iter().map(|e| e.event.kind_name()).collect();
+    assert_eq!(kinds, ["drain", "undrain"]);
+}
+
+fn plan(reason: &str) -> StoredPlan {
+    StoredPlan {
+        version: 0,
+        created_at_unix_ms: 1,
+        published_by: "cp-test".into(),
+        topology_revision: 2,
+        dns_ttl_seconds: 20,
+        regions: Vec::new(),
+        pops: Vec::new(),
+        anycast: Vec::new(),
+        reasons: vec![reason.into()],
+        guardrails: Vec::new(),
+        restored_from: None,
+        default_region: None,
+    }
+}
+
+#[tokio::test]
+async fn restore_pins_and_republishes_then_resume_lifts_the_pin() {
+    let f = fixture().await;
+    let (store, keys) = (f.ops.store.as_ref(), &f.ops.keys);
+    crate::plans::publish(store, keys, &f.fence, plan("one")).await.unwrap();
+    crate::plans::publish(store, keys, &f.fence, plan("two")).await.unwrap();
+    let missing = f
+        .ops
+        .restore_plan(
+            &f.alice,
+            &f.fence,
+            RestorePlanCommand {
+                version: 9,
+                reason: "x".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, OpError::NotFound(ref m) if m.contains("version 9")), "{missing}");
+    let restored = f
+        .ops
+        .restore_plan(
+            &f.alice,
+            &f.fence,
+            RestorePlanCommand {
+                version: 1,
+                reason: "bad push".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((restored.version, restored.restored_from), (3, Some(1)));
+    assert_eq!(restored.reasons, vec!["restored from version 1 by alice@ops-1: bad push".to_string()]);
+    let pin: PlanPin = serde_json::from_slice(&store.get(&keys.plan_pin()).await.unwrap().unwrap().value).unwrap();
+    assert_eq!((pin.version, pin.requested_by.as_str()), (1, "alice@ops-1"));
+    let resume = || ResumeSteeringCommand { reason: "ok".into() };
+    assert!(f.ops.resume_steering(&f.alice, &f.fence, resume()).await.unwrap());
+    assert!(!f.ops.resume_steering(&f.alice, &f.fence, resume()).await.unwrap(), "nothing pinned any more");
+    let kinds: Vec<&str> = f.ops.log.list(10, None).iter().map(|e| e.event.kind_name()).collect();
+    assert_eq!(kinds, ["plan_restored", "steering_resumed"], "a no-op resume records nothing");
+}
+
+#[tokio::test]
+async fn apply_lists_every_error_dry_runs_anywhere_and_writes_only_as_leader() {
+    let f = fixture().await;
+    let cmd = |toml: &str, dry_run| ApplyTopologyCommand {
+        toml: toml.into(),
+        reason: "initial".into(),
+        dry_run,
+    };
+    let bad = f
+        .ops
+        .apply_topology(&f.alice, None, cmd("[[pops]]\nid = \"Bad Id\"\ncapacity = -1\n", true))
+        .await
+        .unwrap();
+    assert!(!bad.applied);
+    assert!(bad.errors.len() >= 2, "every error is listed: {:?}", bad.errors);
+    assert!(bad.errors.iter().any(|e| e.contains("pops[0]")), "{:?}", bad.errors);
+    let dry = f.ops.apply_topology(&f.alice, None, cmd(TOPOLOGY, true)).await.unwrap();
+    assert!(!dry.applied && !dry.diff.is_empty() && dry.errors.is_empty(), "{dry:?}");
+    let err = f.ops.apply_topology(&f.alice, None, cmd(TOPOLOGY, false)).await.unwrap_err();
+    assert!(matches!(err, OpError::FailedPrecondition(_)), "{err}");
+    let done = f.ops.apply_topology(&f.alice, Some(&f.fence), cmd(TOPOLOGY, false)).await.unwrap();
+    assert!(done.applied && done.revision > 0);
+    let events = f.ops.log.list(10, None);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event.kind_name(), "topology_applied");
+    assert_eq!(events[0].event.evidence(), done.diff);
+}
+
+#[tokio::test]
+async fn what_if_answers_without_writing() {
+    let f = fixture().await;
+    // fra1 is most of the capacity: losing it would pass the failover cap, so the
+    // plan fails open (fra1 keeps serving) and says which rule fired.
+    let (plan, fired) = f.ops.what_if(&Scenario::Down("fra1".into())).unwrap();
+    assert!(fired.iter().any(|g| g.contains("max-failover-capacity")), "{fired:?}");
+    let eu = plan.regions.iter().find(|r| r.region == "eu-west").unwrap();
+    assert!(eu.pops.iter().any(|w| w.pop == "fra1" && w.weight > 0.0), "{eu:?}");
+    let err = f.ops.what_if(&Scenario::Drain("nowhere".into())).unwrap_err();
+    assert!(matches!(err, OpError::NotFound(_)), "{err}");
+    assert_eq!(f.ops.store.get(&f.ops.keys.plan_current()).await.unwrap(), None);
+}
