@@ -105,6 +105,7 @@ pub(crate) async fn run(
         let current_intents = intents.borrow().clone();
         let current = ctx.plan.borrow().clone();
         // The snapshot is the only thing taken under the health lock.
+        let started = std::time::Instant::now();
         let snapshot = health.snapshot();
         let ready = driver.tick(
             now_ms(),
@@ -117,6 +118,8 @@ pub(crate) async fn run(
                 replica: ctx.me.id.as_str(),
             },
         );
+        // Snapshot plus compute: what one tick costs the leader.
+        metrics::histogram!("meridian_control_plane_steering_tick_seconds").record(started.elapsed().as_secs_f64());
         log.record_all(ready.events);
         if let Some(error) = ready.error {
             tracing::error!(error = %error, "steering could not compute a plan; the last good plan stays in force");

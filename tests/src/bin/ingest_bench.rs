@@ -92,6 +92,13 @@ struct Args {
     /// Share of results that are failures (each with a failure class).
     #[arg(long, default_value_t = 0.02)]
     failure_rate: f64,
+    /// Client regions in the synthetic topology (0: none, so steering has nothing
+    /// to compute). With e.g. 300, the leader's steering recomputes a plan for every
+    /// PoP × region each second while results stream in: ack latency with and without
+    /// shows whether ingest waits for steering. Total demand is 60 % of capacity; each
+    /// region has latency hints to 10 PoPs.
+    #[arg(long, default_value_t = 0)]
+    client_regions: u32,
     /// Print one JSON object instead of the human summary.
     #[arg(long)]
     json: bool,
@@ -154,7 +161,7 @@ async fn bench(
     if let Some(cp) = own {
         cp.wait_ready().await?;
     }
-    let targets = apply_topology(endpoint, args.pops, args.endpoints, dir).await?;
+    let targets = apply_topology(endpoint, args.pops, args.endpoints, args.client_regions, dir).await?;
     wait_for_health_topology(endpoint, args.pops as usize).await?;
 
     let shared = Arc::new(Shared::default());
@@ -223,12 +230,19 @@ async fn bench(
         _ => None,
     };
     latencies_us.sort_unstable();
-    let server_counted = match own {
-        Some(cp) => http_get(cp.admin_addr, "/metrics")
-            .await
-            .and_then(|(_, body)| metric_value(&body, "meridian_control_plane_probe_results_total")),
+    let page = match own {
+        Some(cp) => http_get(cp.admin_addr, "/metrics").await.map(|(_, body)| body),
         None => None,
     };
+    let server_counted = page
+        .as_deref()
+        .and_then(|body| metric_value(body, "meridian_control_plane_probe_results_total"));
+    // Steering ticks over the whole run (warm-up included) and their mean cost.
+    let steering = page.as_deref().and_then(|body| {
+        let n = metric_value(body, "meridian_control_plane_steering_tick_seconds_count")?;
+        let sum = metric_value(body, "meridian_control_plane_steering_tick_seconds_sum")?;
+        Some((n, if n > 0.0 { 1000.0 * sum / n } else { 0.0 }))
+    });
     let verdicts = verdict_counts(endpoint).await.unwrap_or_default();
     let report = Report {
         accepted: end.accepted - start.accepted,
@@ -249,6 +263,7 @@ async fn bench(
         pid,
         sent_total: sent,
         server_counted,
+        steering,
         verdicts,
     };
     report.print(args, endpoint);
@@ -579,6 +594,8 @@ struct Report {
     pid: Option<u32>,
     sent_total: u64,
     server_counted: Option<f64>,
+    /// Steering ticks on the replica over the run, and their mean duration in ms.
+    steering: Option<(f64, f64)>,
     verdicts: Vec<(String, usize)>,
 }
 
@@ -608,6 +625,7 @@ impl Report {
                     "warmup_secs": args.warmup.as_secs_f64(),
                     "duration_secs": args.duration.as_secs_f64(),
                     "failure_rate": args.failure_rate,
+                    "client_regions": args.client_regions,
                 },
                 "results_per_sec": self.rate(),
                 "goal_results_per_sec": GOAL_RESULTS_PER_SEC,
@@ -623,6 +641,8 @@ impl Report {
                     "rss_mib": mib(self.rss_kib),
                     "peak_rss_mib": mib(self.peak_rss_kib),
                     "results_counted_by_metrics": self.server_counted,
+                    "steering_ticks": self.steering.map(|s| s.0),
+                    "steering_tick_mean_ms": self.steering.map(|s| s.1),
                     "verdicts_at_end": verdicts,
                 },
                 "load_generator_cpu_cores": self.generator_cores,
@@ -698,6 +718,12 @@ impl Report {
                 self.sent_total
             );
         }
+        if let Some((ticks, mean_ms)) = self.steering {
+            println!(
+                "  steering    {ticks:.0} ticks on the replica over the run, {mean_ms:.1} ms each on average ({} client regions)",
+                args.client_regions
+            );
+        }
         if !self.verdicts.is_empty() {
             let list: Vec<String> = self.verdicts.iter().map(|(s, n)| format!("{n} {s}")).collect();
             println!("  verdicts at the end: {}", list.join(", "));
@@ -711,9 +737,32 @@ async fn apply_topology(
     endpoint: &str,
     pops: u32,
     endpoints: u32,
+    client_regions: u32,
     dir: &Path,
 ) -> anyhow::Result<Arc<Vec<(String, String)>>> {
     let mut toml = String::new();
+    // Regions first would be just as valid; PoPs first keeps the old layout when
+    // there are none.
+    let mut regions = String::new();
+    let demand = if client_regions == 0 {
+        0.0
+    } else {
+        0.6 * 100.0 * f64::from(pops) / f64::from(client_regions)
+    };
+    for r in 0..client_regions {
+        regions.push_str(&format!(
+            "[[regions]]\nid = \"client-{r:04}\"\ndemand = {demand:.3}\nclient_prefixes = [\"10.{}.{}.0/24\"]\n",
+            200 + (r >> 8),
+            r & 0xff
+        ));
+        let hints: Vec<String> = (0..10u32.min(pops))
+            .map(|k| {
+                let p = (r * 7 + k * 97) % pops;
+                format!("\"pop-{p:04}\" = \"{}ms\"", 5 + k * 3)
+            })
+            .collect();
+        regions.push_str(&format!("latency_hints = {{ {} }}\n", hints.join(", ")));
+    }
     let mut targets = Vec::new();
     for p in 0..pops {
         let id = format!("pop-{p:04}");
@@ -731,6 +780,7 @@ async fn apply_topology(
             targets.push((id.clone(), name));
         }
     }
+    toml.push_str(&regions);
     let path = dir.join("bench-topology.toml");
     std::fs::write(&path, toml).with_context(|| format!("write {}", path.display()))?;
     let path = path.display().to_string();
