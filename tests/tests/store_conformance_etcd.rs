@@ -66,10 +66,6 @@ async fn etcd_specifics(store: &dyn Store, prefix: &str) {
         .and_then([TxnOp::put_with_lease(key("orphan"), "o", lease.id)]);
     assert!(not_found(store.txn(txn).await.map(|_| ())));
 
-    assert!(matches!(
-        store.delete_prefix("").await,
-        Err(StoreError::InvalidRequest(_))
-    ));
     let read_only = store
         .txn(Txn::new().and_then([TxnOp::get(key("missing"))]))
         .await

@@ -88,6 +88,8 @@ pub fn cases() -> Vec<Case> {
         case!(txn_value_compare),
         case!(txn_writes_land_in_one_revision),
         case!(delete_prefix_deletes_only_the_prefix),
+        case!(delete_prefix_empty_rejected),
+        case!(txn_invalid_requests_rejected_alike),
         case!(watch_from_past_revision_replays_exactly),
         case!(watch_without_start_sees_only_future),
         case!(list_and_watch_misses_nothing),
@@ -612,6 +614,93 @@ pub async fn delete_prefix_deletes_only_the_prefix(store: Arc<dyn Store>, ns: St
         revision > last && events.iter().all(|e| e.revision() == revision),
         "one revision for all: {events:?}"
     );
+}
+
+/// An empty prefix would delete the whole keyspace (etcd itself would do it): both
+/// backends refuse it, as a call and inside a transaction, and delete nothing.
+pub async fn delete_prefix_empty_rejected(store: Arc<dyn Store>, ns: String) {
+    let key = format!("{ns}/survivor");
+    store.put(&key, b"x".to_vec(), None).await.unwrap();
+    let direct = store.delete_prefix("").await;
+    assert!(
+        matches!(direct, Err(StoreError::InvalidRequest(_))),
+        "delete_prefix(\"\") must be InvalidRequest, got {direct:?}"
+    );
+    let in_txn = store
+        .txn(Txn::new().and_then([TxnOp::DeletePrefix { prefix: String::new() }]))
+        .await;
+    assert!(
+        matches!(in_txn, Err(StoreError::InvalidRequest(_))),
+        "a transaction deleting the empty prefix must be InvalidRequest, got {in_txn:?}"
+    );
+    let in_failure_branch = store
+        .txn(
+            Txn::new()
+                .when([Compare::absent(&key)])
+                .or_else([TxnOp::DeletePrefix { prefix: String::new() }]),
+        )
+        .await;
+    assert!(
+        matches!(in_failure_branch, Err(StoreError::InvalidRequest(_))),
+        "the failure branch is checked too, got {in_failure_branch:?}"
+    );
+    assert!(
+        store.get(&key).await.unwrap().is_some(),
+        "a refused delete deletes nothing"
+    );
+}
+
+/// Both backends refuse the same malformed transactions (the shared validator,
+/// `txn::validate`), with `InvalidRequest`, and write nothing.
+pub async fn txn_invalid_requests_rejected_alike(store: Arc<dyn Store>, ns: String) {
+    let (a, b) = (format!("{ns}/a"), format!("{ns}/b"));
+    let cases = [
+        ("empty compare key", Txn::new().when([Compare::absent("")])),
+        (
+            "empty key in the failure branch",
+            Txn::new().or_else([TxnOp::delete("")]),
+        ),
+        (
+            "a key put twice",
+            Txn::new().and_then([TxnOp::put(&a, "1"), TxnOp::put(&a, "2")]),
+        ),
+        (
+            "a key put and deleted",
+            Txn::new().and_then([TxnOp::put(&a, "1"), TxnOp::delete(&a)]),
+        ),
+        (
+            "a key put under a deleted prefix",
+            Txn::new().and_then([
+                TxnOp::put(&a, "1"),
+                TxnOp::DeletePrefix {
+                    prefix: format!("{ns}/"),
+                },
+            ]),
+        ),
+    ];
+    for (what, txn) in cases {
+        let result = store.txn(txn).await;
+        assert!(
+            matches!(result, Err(StoreError::InvalidRequest(_))),
+            "{what}: must be InvalidRequest, got {result:?}"
+        );
+    }
+    assert!(
+        store.get(&a).await.unwrap().is_none(),
+        "refused transactions write nothing"
+    );
+    // The same key in each branch, and a delete twice, are fine.
+    let ok = store
+        .txn(
+            Txn::new()
+                .when([Compare::absent(&a)])
+                .and_then([TxnOp::put(&a, "1"), TxnOp::delete(&b), TxnOp::delete(&b)])
+                .or_else([TxnOp::put(&a, "2")]),
+        )
+        .await
+        .unwrap();
+    assert!(ok.succeeded);
+    assert_eq!(store.get(&a).await.unwrap().unwrap().value, b"1".to_vec());
 }
 
 // ---------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ pub mod conformance;
 pub mod election;
 pub mod embedded;
 pub mod etcd;
+pub mod follow;
 pub mod txn;
 mod types;
 
