@@ -196,7 +196,10 @@ mod tests {
             "agents",
             "apply",
         ] {
-            assert!(names.iter().any(|n| n == expected), "missing subcommand {expected}: {names:?}");
+            assert!(
+                names.iter().any(|n| n == expected),
+                "missing subcommand {expected}: {names:?}"
+            );
         }
     }
 
@@ -211,7 +214,11 @@ mod tests {
         assert!(help.contains("Exit status: 0 on success"), "{help}");
         for sub in cli.get_subcommands_mut() {
             let text = sub.render_long_help().to_string();
-            assert!(!text.contains("later release"), "stale wording in `{}`:\n{text}", sub.get_name());
+            assert!(
+                !text.contains("later release"),
+                "stale wording in `{}`:\n{text}",
+                sub.get_name()
+            );
         }
     }
 

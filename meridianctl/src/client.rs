@@ -80,13 +80,19 @@ mod tests {
         match &err {
             CtlError::NoReplica { attempts } => {
                 assert_eq!(attempts.len(), 2, "{attempts:?}");
-                assert!(attempts[0].starts_with("not a url: invalid endpoint URL"), "{attempts:?}");
+                assert!(
+                    attempts[0].starts_with("not a url: invalid endpoint URL"),
+                    "{attempts:?}"
+                );
                 assert!(attempts[1].starts_with(&format!("{dead}: ")), "{attempts:?}");
             }
             other => panic!("expected NoReplica, got {other:?}"),
         }
         let text = err.to_string();
-        assert!(text.starts_with("no control-plane replica reachable:\n  not a url"), "{text}");
+        assert!(
+            text.starts_with("no control-plane replica reachable:\n  not a url"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -95,7 +95,10 @@ pub fn health() -> pb::GetHealthResponse {
                     pb::RegionPopHealth {
                         region: "eu".into(),
                         state: pb::PopState::Up as i32,
-                        latency: Some(Duration { seconds: 0, nanos: 4_500_000 }),
+                        latency: Some(Duration {
+                            seconds: 0,
+                            nanos: 4_500_000,
+                        }),
                         age: ms(15_000),
                         ..Default::default()
                     },

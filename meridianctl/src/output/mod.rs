@@ -173,8 +173,14 @@ mod tests {
         struct V {
             a: u32,
         }
-        assert_eq!(render(Format::Json, &V { a: 1 }, |_| unreachable!()).unwrap(), "{\n  \"a\": 1\n}\n");
-        assert_eq!(render(Format::Table, &V { a: 1 }, |v| format!("a={}\n", v.a)).unwrap(), "a=1\n");
+        assert_eq!(
+            render(Format::Json, &V { a: 1 }, |_| unreachable!()).unwrap(),
+            "{\n  \"a\": 1\n}\n"
+        );
+        assert_eq!(
+            render(Format::Table, &V { a: 1 }, |v| format!("a={}\n", v.a)).unwrap(),
+            "a=1\n"
+        );
         assert_eq!(json_line(&V { a: 2 }).unwrap(), "{\"a\":2}\n");
     }
 }

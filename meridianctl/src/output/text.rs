@@ -7,8 +7,7 @@ use std::fmt::Display;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
 use crate::views::{
-    AgentView, ApplyView, ChangeView, EventView, ExplainView, HealthView, PlanView, ResumeView, StatusView,
-    WhatIfView,
+    AgentView, ApplyView, ChangeView, EventView, ExplainView, HealthView, PlanView, ResumeView, StatusView, WhatIfView,
 };
 
 /// `meridianctl status`: a block of `key value` lines, then the replica table.
@@ -21,7 +20,10 @@ pub fn status(v: &StatusView) -> String {
     };
     out.line(format_args!("answered by   {} ({}, {role})", v.answered_by, v.endpoint));
     match &v.leader {
-        Some(l) => out.line(format_args!("leader        {} (fence revision {})", l, v.leader_revision)),
+        Some(l) => out.line(format_args!(
+            "leader        {} (fence revision {})",
+            l, v.leader_revision
+        )),
         None => out.line("leader        NONE — no replica holds the leader key"),
     }
     let health = if v.store.healthy {
@@ -283,7 +285,11 @@ pub fn resumed(v: &ResumeView) -> String {
 pub fn apply(v: &ApplyView) -> String {
     let mut out = Lines::default();
     if !v.errors.is_empty() {
-        out.line(format_args!("{}: {} error(s), nothing applied:", v.file, v.errors.len()));
+        out.line(format_args!(
+            "{}: {} error(s), nothing applied:",
+            v.file,
+            v.errors.len()
+        ));
         for e in &v.errors {
             out.line(format_args!("  {e}"));
         }

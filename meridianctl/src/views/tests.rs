@@ -129,7 +129,10 @@ fn health_json_names_states_and_converts_durations_to_ms() {
     assert_eq!(v["pops"][1]["regions"][0]["latency_ms"], 4.5);
     // Declaration order is the printed order.
     let text = json_pretty(&view).unwrap();
-    assert!(text.starts_with("{\n  \"suspect_regions\": [\n    \"us\"\n  ],\n  \"pops\": ["), "{text}");
+    assert!(
+        text.starts_with("{\n  \"suspect_regions\": [\n    \"us\"\n  ],\n  \"pops\": ["),
+        "{text}"
+    );
 }
 
 #[test]
@@ -146,7 +149,10 @@ fn unknown_enum_values_read_as_unknown_never_as_a_verdict() {
     assert_eq!(failure_name(0), "none");
     assert_eq!(failure_name(99), "other");
     assert_eq!(anycast_name(99), "unspecified");
-    assert_eq!(anycast_name(pb::AnycastAction::GracefulShutdown as i32), "graceful_shutdown");
+    assert_eq!(
+        anycast_name(pb::AnycastAction::GracefulShutdown as i32),
+        "graceful_shutdown"
+    );
 }
 
 // ---------------------------------------------------------------- explain
@@ -166,7 +172,10 @@ fn explain_json_keys_and_values() {
     assert_eq!(v["state"], "DOWN");
     assert_eq!(v["rule"], "quorum-down");
     let region = &v["regions"][0];
-    assert_eq!(keys(region), ["counted", "latency_ms", "probers", "region", "state", "suspect"]);
+    assert_eq!(
+        keys(region),
+        ["counted", "latency_ms", "probers", "region", "state", "suspect"]
+    );
     assert_eq!(region["counted"], false);
     assert_eq!(region["suspect"], true);
     assert_eq!(region["latency_ms"], 20.0);
@@ -176,7 +185,14 @@ fn explain_json_keys_and_values() {
     let endpoint = &prober["endpoints"][0];
     assert_eq!(
         keys(endpoint),
-        ["consecutive_failures", "consecutive_successes", "endpoint", "fresh", "recent", "state"]
+        [
+            "consecutive_failures",
+            "consecutive_successes",
+            "endpoint",
+            "fresh",
+            "recent",
+            "state"
+        ]
     );
     assert_eq!(endpoint["consecutive_failures"], 3);
     assert_eq!(endpoint["fresh"], false);
@@ -241,7 +257,10 @@ fn events_json_keys_and_values() {
 fn plan_json_is_the_legacy_shape_byte_for_byte() {
     let plan = fixtures::plan();
     let legacy = legacy_plan(&plan);
-    assert_eq!(json_pretty(&PlanView::from(plan)).unwrap(), json_pretty(&legacy).unwrap());
+    assert_eq!(
+        json_pretty(&PlanView::from(plan)).unwrap(),
+        json_pretty(&legacy).unwrap()
+    );
 }
 
 #[test]
@@ -407,7 +426,10 @@ fn apply_json_lists_validation_errors() {
     );
     let v = value(&view);
     assert_eq!(v["applied"], false);
-    assert_eq!(v["errors"], json!(["pops[0].id: not a DNS label", "policy.ttl: must be > 0"]));
+    assert_eq!(
+        v["errors"],
+        json!(["pops[0].id: not a DNS label", "policy.ttl: must be > 0"])
+    );
     assert_eq!(v["diff"], json!([]));
 }
 

@@ -10,12 +10,7 @@ use meridian_proto::v1 as pb;
 fn rows(text: &str) -> Vec<Vec<String>> {
     text.lines()
         .filter(|l| l.starts_with('│'))
-        .map(|l| {
-            l.trim_matches('│')
-                .split('┆')
-                .map(|c| c.trim().to_string())
-                .collect()
-        })
+        .map(|l| l.trim_matches('│').split('┆').map(|c| c.trim().to_string()).collect())
         .collect()
 }
 
@@ -68,7 +63,13 @@ fn health_text_has_a_column_per_region_and_marks_suspects() {
         vec![
             vec!["POP", "VERDICT", "eu", "us (SUSPECT)", "RULE"],
             vec!["ams1", "UP", "UP 12ms (300ms ago)", "-", "all-regions-up"],
-            vec!["fra1", "DEGRADED", "UP 4.5ms (15s ago)", "DOWN - (1200ms ago)", "some-regions-down"],
+            vec![
+                "fra1",
+                "DEGRADED",
+                "UP 4.5ms (15s ago)",
+                "DOWN - (1200ms ago)",
+                "some-regions-down"
+            ],
         ]
     );
     assert!(text.ends_with("┘\n"), "{text}");
@@ -182,7 +183,10 @@ fn plan_text_header_tables_and_reasons() {
             vec!["iad1", "up", "400 / 500", "80%", "-"],
         ]
     );
-    assert!(text.ends_with("why: fra1 DEGRADED\nguardrail: max-failover-capacity: 30% > 25%\n"), "{text}");
+    assert!(
+        text.ends_with("why: fra1 DEGRADED\nguardrail: max-failover-capacity: 30% > 25%\n"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -243,7 +247,13 @@ fn agents_text_rows_and_rejections() {
         vec![
             vec!["AGENT", "KIND", "REPLICA", "APPLIED", "REJECTED"],
             vec!["dns-ams1", "dns", "cp-a", "v12", "-"],
-            vec!["bgp-fra1", "anycast", "cp-b", "v11", "v12: prefix 198.51.100.0/24 not configured"],
+            vec![
+                "bgp-fra1",
+                "anycast",
+                "cp-b",
+                "v11",
+                "v12: prefix 198.51.100.0/24 not configured"
+            ],
         ]
     );
 }
@@ -307,7 +317,10 @@ fn apply_text_errors_diff_and_no_change() {
             ..Default::default()
         },
     );
-    assert_eq!(apply(&applied), "t.toml: applied 1 item(s):\n  + pop fra1\nstored at revision 5\n");
+    assert_eq!(
+        apply(&applied),
+        "t.toml: applied 1 item(s):\n  + pop fra1\nstored at revision 5\n"
+    );
 
     let same = ApplyView::new(
         "t.toml".into(),
