@@ -7,12 +7,11 @@
 //! is a later concern (plans are small).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use meridian_core::keys::Keys;
 use meridian_core::records::{PlanPointer, StoredPlan};
 use meridian_store::election::fenced_txn;
+use meridian_store::follow::{FollowEvent, Follower};
 use meridian_store::{Compare, Fence, Revision, Store, StoreError, Txn, TxnOp, WatchEvent};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -117,7 +116,8 @@ fn encode<T: serde::Serialize>(key: &str, value: &T) -> Result<Vec<u8>, PlanErro
 }
 
 /// Follows the plan pointer and publishes the current plan (every replica runs this;
-/// agents are served from it). Versions only go forward.
+/// agents are served from it). Versions only go forward, so a pointer seen again
+/// after the store follower re-lists changes nothing.
 pub async fn follow(
     store: Arc<dyn Store>,
     keys: Keys,
@@ -125,34 +125,29 @@ pub async fn follow(
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let key = keys.plan_current();
+    let mut follower = Follower::new(store.clone(), key.clone());
     loop {
-        let session = async {
-            let (listed, mut watch) = meridian_store::list_and_watch(store.as_ref(), &key).await?;
-            if let Some(kv) = listed.kvs.iter().find(|kv| kv.key == key) {
-                adopt(store.as_ref(), &keys, &tx, &kv.value).await;
-            }
-            while let Some(batch) = watch.next().await {
-                for event in batch?.events {
-                    if let WatchEvent::Put(kv) = event {
-                        if kv.key == key {
-                            adopt(store.as_ref(), &keys, &tx, &kv.value).await;
-                        }
-                    }
-                }
-            }
-            Ok::<(), StoreError>(())
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            event = follower.next() => event,
         };
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            result = session => {
-                if let Err(err) = result {
-                    tracing::warn!(error = %err, "plan watch interrupted; re-listing");
-                }
+        let pointers: Vec<Vec<u8>> = match event {
+            FollowEvent::Snapshot { kvs, .. } => {
+                kvs.into_iter().filter(|kv| kv.key == key).map(|kv| kv.value).collect()
             }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            FollowEvent::Update { events, .. } => events
+                .into_iter()
+                .filter_map(|event| match event {
+                    WatchEvent::Put(kv) if kv.key == key => Some(kv.value),
+                    _ => None,
+                })
+                .collect(),
+        };
+        for pointer in pointers {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                () = adopt(store.as_ref(), &keys, &tx, &pointer) => {}
+            }
         }
     }
 }

@@ -2,12 +2,11 @@
 //! new documents with a fenced, compare-and-swap write.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use meridian_core::keys::Keys;
 use meridian_core::topology::{TopologyDoc, TopologyErrors};
 use meridian_store::election::fenced_txn;
+use meridian_store::follow::{FollowEvent, Follower};
 use meridian_store::{Compare, Fence, Revision, Store, StoreError, Txn, TxnOp, WatchEvent};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -101,9 +100,10 @@ fn decode(key: &str, bytes: &[u8]) -> Result<TopologyDoc, ApplyError> {
     })
 }
 
-/// Follows the topology key and publishes every new version. Re-lists after
-/// compaction or a broken watch; a corrupt value is logged and skipped (the previous
-/// topology stays in force).
+/// Follows the topology key and publishes every new version. The store follower
+/// re-lists after compaction or a broken watch; a corrupt value is logged and
+/// skipped (the previous topology stays in force), and a re-listed version that is
+/// not newer than the one in force is ignored.
 pub async fn follow(
     store: Arc<dyn Store>,
     keys: Keys,
@@ -111,14 +111,20 @@ pub async fn follow(
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let key = keys.topology();
+    let mut follower = Follower::new(store, key.clone());
     loop {
-        let session = async {
-            let (listed, mut watch) = meridian_store::list_and_watch(store.as_ref(), &key).await?;
-            if let Some(kv) = listed.kvs.iter().find(|kv| kv.key == key) {
-                publish(&tx, &key, &kv.value, kv.mod_revision);
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            event = follower.next() => event,
+        };
+        match event {
+            FollowEvent::Snapshot { kvs, .. } => {
+                if let Some(kv) = kvs.iter().find(|kv| kv.key == key) {
+                    publish(&tx, &key, &kv.value, kv.mod_revision);
+                }
             }
-            while let Some(batch) = watch.next().await {
-                for event in batch?.events {
+            FollowEvent::Update { events, .. } => {
+                for event in events {
                     match event {
                         WatchEvent::Put(kv) if kv.key == key => publish(&tx, &key, &kv.value, kv.mod_revision),
                         WatchEvent::Delete { key: k, mod_revision } if k == key => {
@@ -131,19 +137,6 @@ pub async fn follow(
                     }
                 }
             }
-            Ok::<(), StoreError>(())
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            result = session => {
-                if let Err(err) = result {
-                    tracing::warn!(error = %err, "topology watch interrupted; re-listing");
-                }
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
 }
