@@ -8,10 +8,12 @@
 //! The agent never talks to etcd: it subscribes to any control-plane replica, and
 //! keeps serving its last good plan, cached on disk, when none is reachable.
 //!
-//! Code map: [`wire`] (DNS codec), [`select`] (pure region/PoP selection),
-//! [`plan`] (plan validation), [`zones`] and [`config`] (static data), [`handler`]
-//! (bytes in, bytes out), [`server`] (sockets), [`subscribe`] (the gRPC adapter),
-//! [`state`] (the plan cache), [`status`] and [`admin`] (readiness, metrics).
+//! Crates: the answering core is `meridian-dns-core` (wire codec, zones, plan
+//! validation, selection, the responder: no I/O) and the control-plane subscription
+//! with the plan cache is `meridian-edge-agent`. This daemon crate keeps what is
+//! specific to running a DNS server: [`config`], [`server`] (sockets), [`plans`] (the
+//! plan sink: validate and swap the answer table), [`status`] and [`metrics`]
+//! (readiness, gauges), and `main`.
 //!
 //! Main decision: the request path is one pure function from query bytes to answer
 //! bytes over an immutable plan table behind `arc-swap`, served by our own small
@@ -23,26 +25,22 @@
 //! checks our answers with.
 
 pub mod config;
-pub mod handler;
 pub mod metrics;
-pub mod plan;
-pub mod select;
+pub mod plans;
 pub mod server;
-pub mod state;
 pub mod status;
-pub mod subscribe;
-pub mod wire;
-pub mod zones;
 
 use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use meridian_dns_core::handler::Responder;
+use meridian_edge_agent::{AgentKind, MetricNames};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Validated;
-use crate::handler::{Responder, Served};
+use crate::plans::DnsPlans;
 use crate::status::StatusBoard;
 
 /// The sockets the agent serves on, bound by the caller.
@@ -63,21 +61,27 @@ pub async fn run(validated: Validated, listeners: Listeners, shutdown: Cancellat
     if responder.zones().is_empty() {
         tracing::warn!("no zones configured: every query will be REFUSED");
     }
-    load_cache(&cfg, &responder, &status);
+    let settings = Arc::new(meridian_edge_agent::Settings {
+        endpoints: cfg.control_plane.clone(),
+        agent_id: cfg.agent_id.clone(),
+        kind: AgentKind::Dns,
+        connect_timeout: cfg.connect_timeout,
+        reconnect_initial: cfg.reconnect_initial,
+        reconnect_max: cfg.reconnect_max,
+        state_dir: cfg.state_dir.clone(),
+        metrics: MetricNames::new(metrics::PREFIX),
+    });
+    let sink = Arc::new(DnsPlans {
+        responder: responder.clone(),
+        status: status.clone(),
+    });
+    meridian_edge_agent::load_cached(&settings, &*sink);
 
     let threads = if cfg.udp_threads == 0 {
         std::thread::available_parallelism().map_or(2, |n| n.get())
     } else {
         cfg.udp_threads
     };
-    let settings = Arc::new(subscribe::Settings {
-        endpoints: cfg.control_plane.clone(),
-        agent_id: cfg.agent_id.clone(),
-        connect_timeout: cfg.connect_timeout,
-        reconnect_initial: cfg.reconnect_initial,
-        reconnect_max: cfg.reconnect_max,
-        state_dir: cfg.state_dir.clone(),
-    });
     let mut tasks = meridian_daemon::shutdown::Tasks::new();
     tasks.spawn(
         "admin-http",
@@ -99,38 +103,10 @@ pub async fn run(validated: Validated, listeners: Listeners, shutdown: Cancellat
     );
     tasks.spawn(
         "plan-follower",
-        subscribe::run(settings, responder.clone(), status.clone(), shutdown.clone()),
+        meridian_edge_agent::run(settings, sink, shutdown.clone()),
     );
     tasks.spawn("plan-gauges", plan_gauges(responder, shutdown.clone()));
     tasks.run_until(shutdown, Duration::from_secs(5)).await
-}
-
-/// Static stability: serve the cached plan at once, before any control plane answers.
-fn load_cache(cfg: &config::AgentConfig, responder: &Responder, status: &StatusBoard) {
-    let Some(dir) = &cfg.state_dir else {
-        tracing::warn!("no state_dir: plans are not cached, so a restart without a control plane serves no plan");
-        return;
-    };
-    match state::load(dir) {
-        Ok(None) => tracing::info!(state_dir = %dir.display(), "no cached plan yet"),
-        Ok(Some(doc)) => match plan::validate(&doc) {
-            Ok(plan) => {
-                let version = plan.version;
-                responder.swap(Arc::new(Served::new(plan)));
-                ::metrics::gauge!(metrics::PLAN_VERSION).set(version as f64);
-                status.loaded_from_cache(version);
-                tracing::info!(version, state_dir = %dir.display(), "serving the cached plan until a control plane answers");
-            }
-            Err(e) => {
-                tracing::error!(error = %e, state_dir = %dir.display(), "the cached plan is invalid; ignoring it");
-                status.cache_unusable(format!("cached plan rejected: {e}"));
-            }
-        },
-        Err(e) => {
-            tracing::error!(error = ?e, "cannot read the plan cache; starting without a plan");
-            status.cache_unusable(e.to_string());
-        }
-    }
 }
 
 /// Keeps `meridian_dns_plan_version` and `meridian_dns_plan_age_seconds` current.
@@ -138,7 +114,7 @@ async fn plan_gauges(responder: Arc<Responder>, shutdown: CancellationToken) -> 
     loop {
         let (version, age) = match responder.current() {
             Some(s) => {
-                let now = subscribe::unix_ms(SystemTime::now());
+                let now = meridian_edge_agent::unix_ms(SystemTime::now());
                 let age = s
                     .plan
                     .created_at_unix_ms

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use meridian_daemon::config;
-use meridian_daemon::{shutdown, telemetry, CommonArgs};
+use meridian_daemon::{bootstrap, CommonArgs};
 use meridian_dns_agent::config::AgentConfig;
 use meridian_dns_agent::Listeners;
 
@@ -33,21 +33,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("meridian-dns-agent: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(real_main(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("meridian-dns-agent: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bootstrap::run_main("meridian-dns-agent", real_main(Args::parse()))
 }
 
 async fn real_main(args: Args) -> anyhow::Result<()> {
@@ -70,24 +56,17 @@ async fn real_main(args: Args) -> anyhow::Result<()> {
         cfg.state_dir = Some(v);
     }
     let validated = cfg.validate(&origin)?;
-    if args.common.check_config {
-        println!("{origin}: ok\n{}", toml::to_string_pretty(&validated.config)?);
+    let Some(shutdown) = bootstrap::start(&args.common, &origin, &validated.config)? else {
         return Ok(());
-    }
-    telemetry::init(args.common.log_format, &args.common.log).map_err(anyhow::Error::msg)?;
+    };
     let cfg = &validated.config;
-    let admin = tokio::net::TcpListener::bind(cfg.admin_addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot bind the admin listener `admin_addr` {}: {e}", cfg.admin_addr))?;
+    let admin = bootstrap::bind(cfg.admin_addr, "admin listener", "admin_addr").await?;
     // TCP first, so that port 0 picks one port for both transports.
-    let tcp = tokio::net::TcpListener::bind(cfg.dns_addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot bind the DNS TCP listener `dns_addr` {}: {e}", cfg.dns_addr))?;
+    let tcp = bootstrap::bind(cfg.dns_addr, "DNS TCP listener", "dns_addr").await?;
     let dns_addr = tcp.local_addr()?;
     let udp = bind_udp(dns_addr, cfg.udp_socket_buffer)
         .map_err(|e| anyhow::anyhow!("cannot bind the DNS UDP socket `dns_addr` {dns_addr}: {e}"))?;
     tracing::info!(agent = %cfg.agent_id, dns = %dns_addr, admin = %cfg.admin_addr, replicas = ?cfg.control_plane, "dns agent starting");
-    let shutdown = shutdown::on_signal();
     meridian_dns_agent::run(validated, Listeners { udp, tcp, admin }, shutdown)
         .await
         .map_err(anyhow::Error::msg)

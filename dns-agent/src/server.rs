@@ -20,8 +20,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::handler::{Responder, Transport};
 use crate::metrics as m;
+use meridian_dns_core::handler::{Responder, Transport};
 
 /// How often a UDP thread wakes up to notice shutdown when no query arrives.
 const UDP_POLL: Duration = Duration::from_millis(200);

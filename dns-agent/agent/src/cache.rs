@@ -1,6 +1,8 @@
-//! The plan cache in `state_dir` (static stability): the last plan that was applied,
-//! written atomically (temporary file, fsync, rename, fsync of the directory) so a
-//! crash leaves either the old cache or the new one, never a torn file.
+//! The last-good-plan cache in `state_dir` (static stability): the last plan that was
+//! applied, written atomically (temporary file, fsync, rename, fsync of the directory)
+//! so a crash leaves either the old cache or the new one, never a torn file. Read at
+//! start-up, so an agent restarted while no control plane answers serves its last
+//! plan instead of nothing.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -8,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::PlanDocument;
+use meridian_dns_core::plan::PlanSnapshot;
 
 /// The cache file's name inside `state_dir`.
 pub const CACHE_FILE: &str = "plan.json";
@@ -16,7 +18,7 @@ const FORMAT: u32 = 1;
 
 /// Why the cache could not be read or written.
 #[derive(Debug, thiserror::Error)]
-pub enum StateError {
+pub enum CacheError {
     #[error("cannot {action} {path}")]
     Io {
         action: &'static str,
@@ -39,14 +41,14 @@ pub enum StateError {
 struct CacheFile {
     format: u32,
     saved_at_unix_ms: i64,
-    plan: PlanDocument,
+    plan: PlanSnapshot,
 }
 
 /// Writes `plan` as the cache in `dir`, creating the directory if needed.
-pub fn save(dir: &Path, plan: &PlanDocument, now_unix_ms: i64) -> Result<(), StateError> {
+pub fn save(dir: &Path, plan: &PlanSnapshot, now_unix_ms: i64) -> Result<(), CacheError> {
     let io = |action: &'static str, path: &Path| {
         let path = path.to_path_buf();
-        move |source| StateError::Io { action, path, source }
+        move |source| CacheError::Io { action, path, source }
     };
     fs::create_dir_all(dir).map_err(io("create the state directory", dir))?;
     let path = dir.join(CACHE_FILE);
@@ -56,7 +58,7 @@ pub fn save(dir: &Path, plan: &PlanDocument, now_unix_ms: i64) -> Result<(), Sta
         saved_at_unix_ms: now_unix_ms,
         plan: plan.clone(),
     })
-    .map_err(|source| StateError::Corrupt {
+    .map_err(|source| CacheError::Corrupt {
         path: path.clone(),
         source,
     })?;
@@ -73,25 +75,25 @@ pub fn save(dir: &Path, plan: &PlanDocument, now_unix_ms: i64) -> Result<(), Sta
 }
 
 /// Reads the cache in `dir`; `Ok(None)` when there is none yet.
-pub fn load(dir: &Path) -> Result<Option<PlanDocument>, StateError> {
+pub fn load(dir: &Path) -> Result<Option<PlanSnapshot>, CacheError> {
     let path = dir.join(CACHE_FILE);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
-            return Err(StateError::Io {
+            return Err(CacheError::Io {
                 action: "read",
                 path,
                 source,
             })
         }
     };
-    let file: CacheFile = serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
+    let file: CacheFile = serde_json::from_slice(&bytes).map_err(|source| CacheError::Corrupt {
         path: path.clone(),
         source,
     })?;
     if file.format != FORMAT {
-        return Err(StateError::Format {
+        return Err(CacheError::Format {
             path,
             found: file.format,
         });
@@ -102,7 +104,7 @@ pub fn load(dir: &Path) -> Result<Option<PlanDocument>, StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::tests::sample;
+    use crate::tests::sample;
 
     #[test]
     fn save_then_load_round_trips_and_replaces() {

@@ -1,35 +1,115 @@
-//! Following the control plane: `WatchPlan` on one replica at a time, tried in the
-//! configured order, failing over on error and backing off (with jitter) after a
-//! whole round failed, as the prober follows its assignments. Each plan is checked
-//! (versions only go forward; malformed or empty plans are NACKed with the reason
-//! and the previous plan stays), swapped in, cached on disk, and ACKed.
-//!
-//! This module is the gRPC adapter: the only one that sees `meridian.v1` types.
+//! Following the control plane: `WatchPlan` on one replica at a time, through the
+//! shared endpoint rotation (`meridian_daemon::failover`: the configured order,
+//! failover on error, backoff with jitter after a whole round failed). Each plan is
+//! checked (versions only go forward; malformed or invalid plans are NACKed with the
+//! reason and the previous plan stays), handed to the agent's [`PlanSink`], cached on
+//! disk, and ACKed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
+use meridian_core::Backoff;
+use meridian_daemon::failover::{follow, EndpointRotation, Session, SessionEnd};
+use meridian_dns_core::plan::{PlanRejection, PlanSnapshot};
 use meridian_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
-use crate::handler::{Responder, Served};
-use crate::metrics as m;
-use crate::plan::{self, PlanDocument, PopDocument, RegionDocument};
-use crate::state;
-use crate::status::StatusBoard;
+use crate::convert::snapshot_from_pb;
+use crate::{cache, unix_ms};
 
-/// How to reach the control plane.
+/// What an agent does with plans; the follower does the rest (subscription, version
+/// checks, ACK/NACK, cache). Implemented by the DNS agent (validate, swap the answer
+/// table) and, later, by the Anycast agent.
+pub trait PlanSink: Send + Sync + 'static {
+    /// The version in service (0: none).
+    fn applied_version(&self) -> u64;
+    /// Validates `snapshot` and puts it in service, or says why not (the NACK). Called
+    /// only with a version above the one in service. Must not block: queries may be
+    /// waiting on what it swaps.
+    fn install(&self, snapshot: &PlanSnapshot) -> Result<(), Rejection>;
+    /// Connection and plan-source changes, for readiness and gauges.
+    fn observe(&self, event: AgentEvent<'_>);
+}
+
+/// Why a sink refused a plan: `reason` goes back in the NACK, `kind` is a fixed
+/// metrics label.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Rejection {
+    pub kind: &'static str,
+    pub reason: String,
+}
+
+impl From<PlanRejection> for Rejection {
+    fn from(r: PlanRejection) -> Self {
+        Rejection {
+            kind: r.kind(),
+            reason: r.to_string(),
+        }
+    }
+}
+
+/// What the follower tells the sink about its situation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentEvent<'a> {
+    /// A plan stream to `replica` is open.
+    Connected { replica: &'a str },
+    /// The stream to `replica` ended or could not be opened.
+    Unreachable { replica: &'a str, reason: &'a str },
+    /// `version` (new, or the one in service again) was confirmed by `replica`.
+    Confirmed { version: u64, replica: &'a str },
+    /// The cached plan `version` was put in service at start-up.
+    LoadedFromCache { version: u64 },
+    /// The cache could not be used; shown while nothing is served.
+    CacheUnusable { reason: String },
+}
+
+/// Which agent this is, as the control plane lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentKind {
+    Dns,
+    Anycast,
+}
+
+/// How to reach the control plane, and where to cache plans.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub endpoints: Vec<String>,
     pub agent_id: String,
+    pub kind: AgentKind,
     pub connect_timeout: Duration,
     pub reconnect_initial: Duration,
     pub reconnect_max: Duration,
     pub state_dir: Option<PathBuf>,
+    pub metrics: MetricNames,
+}
+
+/// The follower's metric names, built on the agent's prefix (`meridian_dns`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricNames {
+    /// Plan stream ends, by `replica`.
+    pub reconnects: String,
+    /// Plans received, by `outcome`: `applied`, `repeated` (same version, ACKed
+    /// again), `stale` (older, NACKed), `rejected` (invalid, NACKed).
+    pub plans_received: String,
+    /// Plans NACKed because they were invalid, by `reason` (a fixed label per rule).
+    pub plan_nacks: String,
+    /// Failures writing the plan cache to `state_dir`.
+    pub cache_write_failures: String,
+}
+
+impl MetricNames {
+    pub fn new(prefix: &str) -> Self {
+        MetricNames {
+            reconnects: format!("{prefix}_control_plane_reconnects_total"),
+            plans_received: format!("{prefix}_plans_received_total"),
+            plan_nacks: format!("{prefix}_plan_nacks_total"),
+            cache_write_failures: format!("{prefix}_plan_cache_write_failures_total"),
+        }
+    }
 }
 
 /// What the agent says about one received plan.
@@ -46,49 +126,67 @@ pub enum Verdict {
     },
 }
 
-/// Follows the control plane until shutdown.
-pub async fn run(
-    settings: Arc<Settings>,
-    responder: Arc<Responder>,
-    status: Arc<StatusBoard>,
-    shutdown: CancellationToken,
-) -> Result<(), String> {
-    let n = settings.endpoints.len().max(1);
-    let mut backoff = Backoff::new(settings.reconnect_initial, settings.reconnect_max);
-    let mut index = 0usize;
-    let mut failed_in_a_row = 0usize;
-    while !shutdown.is_cancelled() {
-        let Some(endpoint) = settings.endpoints.get(index % n) else {
-            return Err("no control-plane endpoint configured".into());
-        };
-        let (received, reason) = tokio::select! {
-            r = watch_once(endpoint, &settings, &responder, &status) => r,
-            _ = shutdown.cancelled() => break,
-        };
-        metrics::counter!(m::RECONNECTS, "replica" => endpoint.clone()).increment(1);
-        status.unreachable(format!("{endpoint}: {reason}"));
-        if received {
-            backoff.reset();
-            failed_in_a_row = 0;
-        }
-        failed_in_a_row += 1;
-        index += 1;
-        let next = settings.endpoints.get(index % n).cloned().unwrap_or_default();
-        tracing::warn!(replica = %endpoint, error = %reason, next = %next, "plan stream unavailable; failing over");
-        if failed_in_a_row >= n {
-            // Every replica failed in this round: wait before the next one.
-            let delay = backoff.next_delay(rand::random());
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.cancelled() => break,
+/// Static stability: puts the cached plan in service at once, before any control
+/// plane answers. Problems are logged and reported to the sink, never fatal.
+pub fn load_cached<S: PlanSink>(settings: &Settings, sink: &S) {
+    let Some(dir) = &settings.state_dir else {
+        tracing::warn!("no state_dir: plans are not cached, so a restart without a control plane serves no plan");
+        return;
+    };
+    match cache::load(dir) {
+        Ok(None) => tracing::info!(state_dir = %dir.display(), "no cached plan yet"),
+        Ok(Some(snapshot)) => match sink.install(&snapshot) {
+            Ok(()) => {
+                let version = snapshot.version;
+                sink.observe(AgentEvent::LoadedFromCache { version });
+                tracing::info!(version, state_dir = %dir.display(), "serving the cached plan until a control plane answers");
             }
+            Err(e) => {
+                tracing::error!(error = %e, state_dir = %dir.display(), "the cached plan is invalid; ignoring it");
+                sink.observe(AgentEvent::CacheUnusable {
+                    reason: format!("cached plan rejected: {e}"),
+                });
+            }
+        },
+        Err(e) => {
+            tracing::error!(error = ?e, "cannot read the plan cache; starting without a plan");
+            sink.observe(AgentEvent::CacheUnusable { reason: e.to_string() });
         }
     }
+}
+
+/// Follows the control plane until shutdown.
+pub async fn run<S: PlanSink>(
+    settings: Arc<Settings>,
+    sink: Arc<S>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let backoff = Backoff::new(settings.reconnect_initial, settings.reconnect_max);
+    let mut rotation = EndpointRotation::new(settings.endpoints.clone(), backoff).map_err(|e| e.to_string())?;
+    let mut session = PlanSession { settings, sink };
+    follow("plan stream", &mut rotation, &shutdown, &mut session).await;
     Ok(())
 }
 
+struct PlanSession<S> {
+    settings: Arc<Settings>,
+    sink: Arc<S>,
+}
+
+impl<S: PlanSink> Session for PlanSession<S> {
+    async fn run(&mut self, endpoint: &str) -> SessionEnd {
+        let (healthy, reason) = watch_once(endpoint, &self.settings, &*self.sink).await;
+        metrics::counter!(self.settings.metrics.reconnects.clone(), "replica" => endpoint.to_string()).increment(1);
+        self.sink.observe(AgentEvent::Unreachable {
+            replica: endpoint,
+            reason: &reason,
+        });
+        SessionEnd { healthy, reason }
+    }
+}
+
 /// One plan stream. Returns whether any plan arrived, and why it ended.
-async fn watch_once(endpoint: &str, s: &Settings, responder: &Responder, status: &StatusBoard) -> (bool, String) {
+async fn watch_once<S: PlanSink>(endpoint: &str, s: &Settings, sink: &S) -> (bool, String) {
     let channel = match Endpoint::from_shared(endpoint.to_string()) {
         Err(e) => return (false, format!("invalid endpoint: {e}")),
         Ok(ep) => {
@@ -109,8 +207,11 @@ async fn watch_once(endpoint: &str, s: &Settings, responder: &Responder, status:
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(16);
     let hello = pb::AgentHello {
         agent_id: s.agent_id.clone(),
-        kind: pb::AgentKind::Dns as i32,
-        applied_version: responder.current().map_or(0, |p| p.version()),
+        kind: match s.kind {
+            AgentKind::Dns => pb::AgentKind::Dns,
+            AgentKind::Anycast => pb::AgentKind::Anycast,
+        } as i32,
+        applied_version: sink.applied_version(),
     };
     if tx
         .send(pb::AgentMessage {
@@ -127,7 +228,7 @@ async fn watch_once(endpoint: &str, s: &Settings, responder: &Responder, status:
         Ok(Err(status)) => return (false, format!("WatchPlan refused: {status}")),
         Err(_) => return (false, format!("WatchPlan not answered within {:?}", s.connect_timeout)),
     };
-    status.connected(endpoint);
+    sink.observe(AgentEvent::Connected { replica: endpoint });
     tracing::info!(replica = %endpoint, "plan stream open");
     let mut received = false;
     loop {
@@ -137,8 +238,7 @@ async fn watch_once(endpoint: &str, s: &Settings, responder: &Responder, status:
                     continue;
                 };
                 received = true;
-                let verdict = apply(doc_from_pb(plan), endpoint, s, responder, status).await;
-                let msg = match verdict {
+                let msg = match receive(plan, endpoint, s, sink).await {
                     Verdict::Ack { version, .. } => pb::agent_message::Msg::Ack(pb::PlanAck { version }),
                     Verdict::Nack { version, reason } => pb::agent_message::Msg::Nack(pb::PlanNack { version, reason }),
                 };
@@ -152,152 +252,118 @@ async fn watch_once(endpoint: &str, s: &Settings, responder: &Responder, status:
     }
 }
 
-/// Checks, swaps in, caches and answers for one plan.
-pub async fn apply(
-    doc: PlanDocument,
-    replica: &str,
-    s: &Settings,
-    responder: &Responder,
-    status: &StatusBoard,
-) -> Verdict {
-    let version = doc.version;
-    let applied = responder.current().map_or(0, |p| p.version());
+/// Converts a wire plan (parsing its text once) and applies it.
+pub async fn receive<S: PlanSink>(plan: pb::SteeringPlan, replica: &str, s: &Settings, sink: &S) -> Verdict {
+    let version = plan.version;
+    match snapshot_from_pb(plan) {
+        Ok(snapshot) => apply(snapshot, replica, s, sink).await,
+        Err(rejection) => match version_check(version, replica, s, sink) {
+            Some(verdict) => verdict,
+            None => reject(version, replica, s, sink, rejection.into()),
+        },
+    }
+}
+
+/// Checks the version, hands the plan to the sink, caches it and says what to answer.
+pub async fn apply<S: PlanSink>(snapshot: PlanSnapshot, replica: &str, s: &Settings, sink: &S) -> Verdict {
+    let version = snapshot.version;
+    if let Some(verdict) = version_check(version, replica, s, sink) {
+        return verdict;
+    }
+    let applied = sink.applied_version();
+    if let Err(rejection) = sink.install(&snapshot) {
+        return reject(version, replica, s, sink, rejection);
+    }
+    metrics::counter!(s.metrics.plans_received.clone(), "outcome" => "applied").increment(1);
+    sink.observe(AgentEvent::Confirmed { version, replica });
+    tracing::info!(replica = %replica, version, previous = applied, regions = snapshot.regions.len(), "plan applied");
+    if let Some(dir) = s.state_dir.clone() {
+        let now = unix_ms(SystemTime::now());
+        let saved = tokio::task::spawn_blocking(move || cache::save(&dir, &snapshot, now)).await;
+        let failure = match saved {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("{e:?}")),
+            Err(e) => Some(format!("the plan cache writer failed: {e}")),
+        };
+        if let Some(error) = failure {
+            metrics::counter!(s.metrics.cache_write_failures.clone()).increment(1);
+            tracing::error!(version, error = %error, "cannot cache the plan; a restart without a control plane would serve an older one");
+        }
+    }
+    Verdict::Ack { version, new: true }
+}
+
+/// Versions only go forward: the version in service is confirmed again, an older one
+/// (or 0) is NACKed; `None` lets a newer one through.
+fn version_check<S: PlanSink>(version: u64, replica: &str, s: &Settings, sink: &S) -> Option<Verdict> {
+    let applied = sink.applied_version();
     if version != 0 && version == applied {
-        metrics::counter!(m::PLANS_RECEIVED, "outcome" => "repeated").increment(1);
-        status.applied(version, replica);
-        return Verdict::Ack { version, new: false };
+        metrics::counter!(s.metrics.plans_received.clone(), "outcome" => "repeated").increment(1);
+        sink.observe(AgentEvent::Confirmed { version, replica });
+        return Some(Verdict::Ack { version, new: false });
     }
     if version < applied || version == 0 {
-        metrics::counter!(m::PLANS_RECEIVED, "outcome" => "stale").increment(1);
+        metrics::counter!(s.metrics.plans_received.clone(), "outcome" => "stale").increment(1);
         let reason = if version == 0 {
             "plan has version 0; versions start at 1".to_string()
         } else {
             format!("plan v{version} is older than the applied v{applied}; versions only go forward")
         };
         tracing::warn!(replica = %replica, version, applied, "ignoring an older plan");
-        return Verdict::Nack { version, reason };
+        return Some(Verdict::Nack { version, reason });
     }
-    let plan = match plan::validate(&doc) {
-        Ok(p) => p,
-        Err(rejection) => {
-            metrics::counter!(m::PLANS_RECEIVED, "outcome" => "rejected").increment(1);
-            metrics::counter!(m::PLAN_NACKS, "reason" => rejection.kind()).increment(1);
-            tracing::warn!(replica = %replica, version, applied, reason = %rejection, "plan rejected; keeping the previous one");
-            return Verdict::Nack {
-                version,
-                reason: rejection.to_string(),
-            };
-        }
-    };
-    let regions = plan.regions.len();
-    responder.swap(Arc::new(Served::new(plan)));
-    metrics::counter!(m::PLANS_RECEIVED, "outcome" => "applied").increment(1);
-    metrics::gauge!(m::PLAN_VERSION).set(version as f64);
-    status.applied(version, replica);
-    tracing::info!(replica = %replica, version, previous = applied, regions, "plan applied");
-    if let Some(dir) = s.state_dir.clone() {
-        let now = unix_ms(SystemTime::now());
-        let saved = tokio::task::spawn_blocking(move || state::save(&dir, &doc, now)).await;
-        match saved {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                metrics::counter!(m::CACHE_WRITE_FAILURES).increment(1);
-                tracing::error!(version, error = ?e, "cannot cache the plan; a restart without a control plane would serve an older one");
-            }
-            Err(e) => {
-                metrics::counter!(m::CACHE_WRITE_FAILURES).increment(1);
-                tracing::error!(version, error = %e, "the plan cache writer failed");
-            }
-        }
-    }
-    Verdict::Ack { version, new: true }
+    None
 }
 
-/// The wire plan as the agent's plain document (by hand: wire types stop here).
-pub fn doc_from_pb(p: pb::SteeringPlan) -> PlanDocument {
-    PlanDocument {
-        version: p.version,
-        created_at_unix_ms: p.created_at.map(|t| {
-            t.seconds
-                .saturating_mul(1000)
-                .saturating_add(i64::from(t.nanos / 1_000_000))
-        }),
-        dns_ttl_seconds: p.dns_ttl_seconds,
-        default_region: p.default_region,
-        regions: p
-            .regions
-            .into_iter()
-            .map(|r| RegionDocument {
-                region: r.region,
-                client_prefixes: r.client_prefixes,
-                pops: r
-                    .pops
-                    .into_iter()
-                    .map(|w| PopDocument {
-                        pop: w.pop,
-                        weight: w.weight,
-                        ipv4: w.ipv4,
-                        ipv6: w.ipv6,
-                    })
-                    .collect(),
-            })
-            .collect(),
-    }
-}
-
-pub fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// Exponential reconnect backoff with "equal jitter" (each delay drawn from the upper
-/// half of the current step), the same rule as the prober's.
-#[derive(Debug, Clone)]
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    step: Duration,
-}
-
-impl Backoff {
-    fn new(initial: Duration, max: Duration) -> Self {
-        let initial = initial.max(Duration::from_millis(1));
-        Backoff {
-            initial,
-            max: max.max(initial),
-            step: initial,
-        }
-    }
-
-    /// `unit` is uniform in `[0, 1)`.
-    fn next_delay(&mut self, unit: f64) -> Duration {
-        let unit = if unit.is_finite() { unit.clamp(0.0, 1.0) } else { 0.0 };
-        let half = self.step / 2;
-        let delay = half + half.mul_f64(unit);
-        self.step = (self.step * 2).min(self.max);
-        delay
-    }
-
-    fn reset(&mut self) {
-        self.step = self.initial;
+fn reject<S: PlanSink>(version: u64, replica: &str, s: &Settings, sink: &S, rejection: Rejection) -> Verdict {
+    let applied = sink.applied_version();
+    metrics::counter!(s.metrics.plans_received.clone(), "outcome" => "rejected").increment(1);
+    metrics::counter!(s.metrics.plan_nacks.clone(), "reason" => rejection.kind).increment(1);
+    tracing::warn!(replica = %replica, version, applied, reason = %rejection, "plan rejected; keeping the previous one");
+    Verdict::Nack {
+        version,
+        reason: rejection.reason,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::tests::sample;
-    use crate::zones::Zones;
+    use crate::tests::sample;
+    use meridian_dns_core::plan::validate;
+    use std::sync::Mutex;
+
+    /// A sink that validates like the DNS agent and records what it was told.
+    #[derive(Default)]
+    struct Recorder {
+        version: Mutex<u64>,
+        events: Mutex<Vec<String>>,
+    }
+
+    impl PlanSink for Recorder {
+        fn applied_version(&self) -> u64 {
+            *self.version.lock().unwrap()
+        }
+        fn install(&self, snapshot: &PlanSnapshot) -> Result<(), Rejection> {
+            let plan = validate(snapshot)?;
+            *self.version.lock().unwrap() = plan.version;
+            Ok(())
+        }
+        fn observe(&self, event: AgentEvent<'_>) {
+            self.events.lock().unwrap().push(format!("{event:?}"));
+        }
+    }
 
     fn settings(dir: Option<PathBuf>) -> Settings {
         Settings {
             endpoints: vec!["http://127.0.0.1:1".into()],
             agent_id: "dns-1".into(),
+            kind: AgentKind::Dns,
             connect_timeout: Duration::from_secs(1),
             reconnect_initial: Duration::from_millis(10),
             reconnect_max: Duration::from_millis(100),
             state_dir: dir,
+            metrics: MetricNames::new("meridian_test"),
         }
     }
 
@@ -305,71 +371,91 @@ mod tests {
     async fn versions_only_go_forward_and_bad_plans_keep_the_old_one() {
         let dir = tempfile::tempdir().unwrap();
         let s = settings(Some(dir.path().to_path_buf()));
-        let r = Responder::new(Zones::default(), 1232);
-        let b = StatusBoard::new(s.state_dir.as_ref());
+        let r = Recorder::default();
         assert_eq!(
-            apply(sample(2), "cp", &s, &r, &b).await,
+            apply(sample(2), "cp", &s, &r).await,
             Verdict::Ack { version: 2, new: true }
         );
-        assert_eq!(state::load(dir.path()).unwrap().unwrap().version, 2, "cached");
+        assert_eq!(cache::load(dir.path()).unwrap().unwrap().version, 2, "cached");
         assert_eq!(
-            apply(sample(2), "cp", &s, &r, &b).await,
+            apply(sample(2), "cp", &s, &r).await,
             Verdict::Ack { version: 2, new: false }
         );
-        match apply(sample(1), "cp", &s, &r, &b).await {
+        match apply(sample(1), "cp", &s, &r).await {
             Verdict::Nack { version: 1, reason } => assert!(reason.contains("older than the applied v2"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        match apply(sample(0), "cp", &s, &r).await {
+            Verdict::Nack { version: 0, reason } => assert!(reason.contains("versions start at 1"), "{reason}"),
             other => panic!("{other:?}"),
         }
         let mut bad = sample(3);
         bad.regions[0].pops[0].weight = f64::NAN;
-        match apply(bad, "cp", &s, &r, &b).await {
+        match apply(bad, "cp", &s, &r).await {
             Verdict::Nack { version: 3, reason } => assert!(reason.contains("weight NaN"), "{reason}"),
             other => panic!("{other:?}"),
         }
-        assert_eq!(r.current().unwrap().version(), 2, "the previous plan stays");
-        assert_eq!(state::load(dir.path()).unwrap().unwrap().version, 2);
+        assert_eq!(r.applied_version(), 2, "the previous plan stays");
+        assert_eq!(cache::load(dir.path()).unwrap().unwrap().version, 2);
         assert_eq!(
-            apply(sample(5), "cp", &s, &r, &b).await,
+            apply(sample(5), "cp", &s, &r).await,
             Verdict::Ack { version: 5, new: true }
+        );
+        let events = r.events.lock().unwrap().clone();
+        assert_eq!(
+            events,
+            [
+                "Confirmed { version: 2, replica: \"cp\" }",
+                "Confirmed { version: 2, replica: \"cp\" }",
+                "Confirmed { version: 5, replica: \"cp\" }",
+            ]
         );
     }
 
-    #[test]
-    fn backoff_grows_to_the_cap_within_jitter_bounds() {
-        let ms = Duration::from_millis;
-        let mut b = Backoff::new(ms(100), ms(1000));
-        for (i, step) in [100u64, 200, 400, 800, 1000, 1000].iter().enumerate() {
-            let d = b.next_delay(i as f64 / 6.0);
-            assert!(d >= ms(step / 2) && d <= ms(*step), "step {step}: {d:?}");
+    #[tokio::test]
+    async fn unparsable_wire_text_is_nacked_with_its_reason() {
+        let s = settings(None);
+        let r = Recorder::default();
+        let mut plan = crate::convert::tests::wire_plan(4);
+        plan.regions[0].pops[0].ipv4 = vec!["192.0.2.300".into()];
+        match receive(plan.clone(), "cp", &s, &r).await {
+            Verdict::Nack { version: 4, reason } => assert!(reason.contains("IPv4 address `192.0.2.300`"), "{reason}"),
+            other => panic!("{other:?}"),
         }
-        b.reset();
-        assert_eq!(b.next_delay(0.0), ms(50));
+        assert_eq!(r.applied_version(), 0);
+        // An older version is stale first, whatever its content.
+        assert_eq!(
+            receive(crate::convert::tests::wire_plan(6), "cp", &s, &r).await,
+            Verdict::Ack { version: 6, new: true }
+        );
+        match receive(plan, "cp", &s, &r).await {
+            Verdict::Nack { version: 4, reason } => assert!(reason.contains("older than the applied v6"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
-    fn wire_plans_convert_by_hand() {
-        let p = pb::SteeringPlan {
-            version: 4,
-            created_at: Some(meridian_proto::prost_types::Timestamp {
-                seconds: 10,
-                nanos: 5_000_000,
-            }),
-            regions: vec![pb::RegionSteering {
-                region: "eu".into(),
-                pops: vec![pb::PopWeight {
-                    pop: "fra1".into(),
-                    weight: 1.0,
-                    ipv4: vec!["192.0.2.1".into()],
-                    ipv6: vec![],
-                }],
-                client_prefixes: vec!["10.0.0.0/8".into()],
-            }],
-            dns_ttl_seconds: 30,
-            default_region: "eu".into(),
-            ..Default::default()
-        };
-        let doc = doc_from_pb(p);
-        assert_eq!(doc.created_at_unix_ms, Some(10_005));
-        assert!(plan::validate(&doc).is_ok());
+    fn the_cache_is_loaded_at_start_up_or_reported_unusable() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(Some(dir.path().to_path_buf()));
+        let r = Recorder::default();
+        load_cached(&s, &r);
+        assert_eq!(r.applied_version(), 0, "no cache yet");
+        cache::save(dir.path(), &sample(7), 1).unwrap();
+        load_cached(&s, &r);
+        assert_eq!(r.applied_version(), 7);
+        assert_eq!(
+            r.events.lock().unwrap().last().unwrap(),
+            "LoadedFromCache { version: 7 }"
+        );
+
+        let r = Recorder::default();
+        let mut bad = sample(8);
+        bad.regions.clear();
+        cache::save(dir.path(), &bad, 1).unwrap();
+        load_cached(&s, &r);
+        assert_eq!(r.applied_version(), 0);
+        let last = r.events.lock().unwrap().last().unwrap().clone();
+        assert!(last.contains("cached plan rejected: plan v8 serves nothing"), "{last}");
     }
 }

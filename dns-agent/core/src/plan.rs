@@ -1,6 +1,9 @@
-//! Steering plans as the agent keeps them: [`PlanDocument`] is the plan as received
-//! (and as cached on disk), [`validate`] turns it into a [`Plan`] or says exactly why
-//! it must be rejected. Pure: no I/O, no wire types (the gRPC adapter converts).
+//! Steering plans as the agent keeps them: [`PlanSnapshot`] is the plan as received
+//! (addresses and prefixes already parsed; also the on-disk cache format), and
+//! [`validate`] turns it into a [`Plan`] ready for answering, or says exactly why it
+//! must be rejected. Pure: no I/O, no wire types. The gRPC adapter (the edge-agent
+//! crate) converts the wire plan with [`parse_addresses`] and [`parse_prefixes`], so
+//! text is parsed once, on the way in, with the same rejection reasons.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -8,40 +11,45 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-/// A plan as it arrived: strings not yet parsed, weights not yet checked. This is also
-/// the on-disk cache format, so a cached plan is validated exactly like a fresh one.
+/// A plan as it arrived, addresses and prefixes parsed but nothing else checked
+/// (weights, duplicate regions, servability). This is also the on-disk cache format,
+/// so a cached plan is validated exactly like a fresh one; addresses and prefixes are
+/// written as text, as before.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PlanDocument {
+pub struct PlanSnapshot {
+    /// Only goes up; 0 is never a valid plan.
     pub version: u64,
     #[serde(default)]
     pub created_at_unix_ms: Option<i64>,
+    /// 0: [`DEFAULT_TTL`].
     #[serde(default)]
     pub dns_ttl_seconds: u32,
     /// Empty: the first region.
     #[serde(default)]
     pub default_region: String,
-    pub regions: Vec<RegionDocument>,
+    pub regions: Vec<RegionSnapshot>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RegionDocument {
+pub struct RegionSnapshot {
     pub region: String,
+    /// Host bits are allowed here and ignored by [`validate`].
     #[serde(default)]
-    pub client_prefixes: Vec<String>,
-    pub pops: Vec<PopDocument>,
+    pub client_prefixes: Vec<IpNet>,
+    pub pops: Vec<PopSnapshot>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PopDocument {
+pub struct PopSnapshot {
     pub pop: String,
     pub weight: f64,
     #[serde(default)]
-    pub ipv4: Vec<String>,
+    pub ipv4: Vec<Ipv4Addr>,
     #[serde(default)]
-    pub ipv6: Vec<String>,
+    pub ipv6: Vec<Ipv6Addr>,
 }
 
 /// A validated plan: every address and prefix parsed, every weight finite and not
@@ -133,14 +141,54 @@ impl PlanRejection {
     }
 }
 
+/// Parses a PoP's addresses from their text (wire) form; the error is the NACK.
+pub fn parse_addresses(
+    version: u64,
+    region: &str,
+    pop: &str,
+    ipv4: &[String],
+    ipv6: &[String],
+) -> Result<(Vec<Ipv4Addr>, Vec<Ipv6Addr>), PlanRejection> {
+    let bad = |family, value: &String| PlanRejection::BadAddress {
+        version,
+        region: region.to_string(),
+        pop: pop.to_string(),
+        family,
+        value: value.clone(),
+    };
+    let v4 = ipv4
+        .iter()
+        .map(|a| a.trim().parse::<Ipv4Addr>().map_err(|_| bad("IPv4", a)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let v6 = ipv6
+        .iter()
+        .map(|a| a.trim().parse::<Ipv6Addr>().map_err(|_| bad("IPv6", a)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((v4, v6))
+}
+
+/// Parses a region's client prefixes from their text (wire) form.
+pub fn parse_prefixes(version: u64, region: &str, prefixes: &[String]) -> Result<Vec<IpNet>, PlanRejection> {
+    prefixes
+        .iter()
+        .map(|value| {
+            value.trim().parse::<IpNet>().map_err(|_| PlanRejection::BadPrefix {
+                version,
+                region: region.to_string(),
+                value: value.clone(),
+            })
+        })
+        .collect()
+}
+
 /// Validates a received plan. Malformed input and a plan that would serve nothing are
 /// both rejected, so the agent keeps its previous plan rather than degrading.
-pub fn validate(doc: &PlanDocument) -> Result<Plan, PlanRejection> {
-    let version = doc.version;
-    let mut regions = Vec::with_capacity(doc.regions.len());
+pub fn validate(snapshot: &PlanSnapshot) -> Result<Plan, PlanRejection> {
+    let version = snapshot.version;
+    let mut regions = Vec::with_capacity(snapshot.regions.len());
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut prefixes: HashMap<IpNet, &str> = HashMap::new();
-    for (index, r) in doc.regions.iter().enumerate() {
+    for (index, r) in snapshot.regions.iter().enumerate() {
         if r.region.is_empty() {
             return Err(PlanRejection::EmptyRegionName { version, index });
         }
@@ -160,37 +208,15 @@ pub fn validate(doc: &PlanDocument) -> Result<Plan, PlanRejection> {
                     weight: p.weight,
                 });
             }
-            let bad = |family, value: &String| PlanRejection::BadAddress {
-                version,
-                region: r.region.clone(),
-                pop: p.pop.clone(),
-                family,
-                value: value.clone(),
-            };
-            let ipv4 = p
-                .ipv4
-                .iter()
-                .map(|a| a.trim().parse::<Ipv4Addr>().map_err(|_| bad("IPv4", a)))
-                .collect::<Result<Vec<_>, _>>()?;
-            let ipv6 = p
-                .ipv6
-                .iter()
-                .map(|a| a.trim().parse::<Ipv6Addr>().map_err(|_| bad("IPv6", a)))
-                .collect::<Result<Vec<_>, _>>()?;
             pops.push(PopWeight {
                 pop: p.pop.clone(),
                 weight: p.weight,
-                ipv4,
-                ipv6,
+                ipv4: p.ipv4.clone(),
+                ipv6: p.ipv6.clone(),
             });
         }
         let mut parsed = Vec::with_capacity(r.client_prefixes.len());
-        for value in &r.client_prefixes {
-            let net: IpNet = value.trim().parse().map_err(|_| PlanRejection::BadPrefix {
-                version,
-                region: r.region.clone(),
-                value: value.clone(),
-            })?;
+        for net in &r.client_prefixes {
             // Host bits are ignored: 10.1.2.3/16 means 10.1.0.0/16.
             let net = net.trunc();
             if let Some(first) = prefixes.insert(net, &r.region) {
@@ -226,23 +252,23 @@ pub fn validate(doc: &PlanDocument) -> Result<Plan, PlanRejection> {
             region: r.name.clone(),
         });
     }
-    let default_region = if doc.default_region.is_empty() {
+    let default_region = if snapshot.default_region.is_empty() {
         0
     } else {
         *names
-            .get(doc.default_region.as_str())
+            .get(snapshot.default_region.as_str())
             .ok_or_else(|| PlanRejection::UnknownDefaultRegion {
                 version,
-                region: doc.default_region.clone(),
+                region: snapshot.default_region.clone(),
             })?
     };
     Ok(Plan {
         version,
-        created_at_unix_ms: doc.created_at_unix_ms,
-        ttl: if doc.dns_ttl_seconds == 0 {
+        created_at_unix_ms: snapshot.created_at_unix_ms,
+        ttl: if snapshot.dns_ttl_seconds == 0 {
             DEFAULT_TTL
         } else {
-            doc.dns_ttl_seconds
+            snapshot.dns_ttl_seconds
         },
         default_region,
         regions,
@@ -253,25 +279,32 @@ pub fn validate(doc: &PlanDocument) -> Result<Plan, PlanRejection> {
 pub(crate) mod tests {
     use super::*;
 
-    pub(crate) fn pop(name: &str, weight: f64, v4: &[&str], v6: &[&str]) -> PopDocument {
-        PopDocument {
+    fn ips<T: std::str::FromStr>(v: &[&str]) -> Vec<T>
+    where
+        T::Err: std::fmt::Debug,
+    {
+        v.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    pub(crate) fn pop(name: &str, weight: f64, v4: &[&str], v6: &[&str]) -> PopSnapshot {
+        PopSnapshot {
             pop: name.into(),
             weight,
-            ipv4: v4.iter().map(|s| s.to_string()).collect(),
-            ipv6: v6.iter().map(|s| s.to_string()).collect(),
+            ipv4: ips(v4),
+            ipv6: ips(v6),
         }
     }
 
-    pub(crate) fn region(name: &str, prefixes: &[&str], pops: Vec<PopDocument>) -> RegionDocument {
-        RegionDocument {
+    pub(crate) fn region(name: &str, prefixes: &[&str], pops: Vec<PopSnapshot>) -> RegionSnapshot {
+        RegionSnapshot {
             region: name.into(),
-            client_prefixes: prefixes.iter().map(|s| s.to_string()).collect(),
+            client_prefixes: ips(prefixes),
             pops,
         }
     }
 
-    pub(crate) fn sample(version: u64) -> PlanDocument {
-        PlanDocument {
+    pub(crate) fn sample(version: u64) -> PlanSnapshot {
+        PlanSnapshot {
             version,
             created_at_unix_ms: Some(1_700_000_000_000),
             dns_ttl_seconds: 30,
@@ -290,8 +323,8 @@ pub(crate) mod tests {
         }
     }
 
-    fn rejected(doc: &PlanDocument) -> PlanRejection {
-        validate(doc).unwrap_err()
+    fn rejected(snapshot: &PlanSnapshot) -> PlanRejection {
+        validate(snapshot).unwrap_err()
     }
 
     #[test]
@@ -301,91 +334,113 @@ pub(crate) mod tests {
         assert_eq!(plan.ttl, 30);
         assert_eq!(plan.default_region, 1);
         assert_eq!(plan.regions[0].prefixes.len(), 2);
-        let mut doc = sample(3);
-        doc.dns_ttl_seconds = 0;
-        doc.default_region.clear();
-        let plan = validate(&doc).unwrap();
+        let mut snapshot = sample(3);
+        snapshot.dns_ttl_seconds = 0;
+        snapshot.default_region.clear();
+        let plan = validate(&snapshot).unwrap();
         assert_eq!((plan.ttl, plan.default_region), (DEFAULT_TTL, 0));
     }
 
     #[test]
-    fn each_rejection_names_what_is_wrong() {
-        let mut doc = sample(4);
-        doc.regions[0].pops[1].weight = f64::NAN;
-        let r = rejected(&doc);
-        assert_eq!(r.kind(), "invalid_weight");
-        assert!(r.to_string().contains("`eu` PoP `ams1` has weight NaN"), "{r}");
-
-        let mut doc = sample(4);
-        doc.regions[0].pops[0].weight = -1.0;
-        assert_eq!(rejected(&doc).kind(), "invalid_weight");
-
-        let mut doc = sample(4);
-        doc.regions[0].pops[0].ipv4[0] = "192.0.2.300".into();
-        let r = rejected(&doc);
+    fn text_is_parsed_once_with_reasons_naming_the_value() {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (v4, v6) = parse_addresses(4, "eu", "fra1", &s(&[" 192.0.2.1"]), &s(&["2001:db8::1"])).unwrap();
+        assert_eq!((v4.len(), v6.len()), (1, 1));
+        let r = parse_addresses(4, "eu", "fra1", &s(&["192.0.2.300"]), &[]).unwrap_err();
+        assert_eq!(r.kind(), "bad_address");
         assert!(r.to_string().contains("IPv4 address `192.0.2.300`"), "{r}");
+        let r = parse_addresses(4, "eu", "fra1", &[], &s(&["192.0.2.1"])).unwrap_err();
+        assert_eq!(r.kind(), "bad_address");
+        assert!(r.to_string().contains("`eu` PoP `fra1` has an unparsable IPv6"), "{r}");
 
-        let mut doc = sample(4);
-        doc.regions[0].pops[0].ipv6[0] = "192.0.2.1".into();
-        assert_eq!(rejected(&doc).kind(), "bad_address");
-
-        let mut doc = sample(4);
-        doc.regions[1].client_prefixes[0] = "10.2.0.0/33".into();
-        let r = rejected(&doc);
+        assert_eq!(parse_prefixes(4, "us", &s(&["10.1.7.7/16"])).unwrap().len(), 1);
+        let r = parse_prefixes(4, "us", &s(&["10.2.0.0/33"])).unwrap_err();
+        assert_eq!(r.kind(), "bad_prefix");
         assert!(
             r.to_string()
                 .contains("`us` has an unparsable client prefix `10.2.0.0/33`"),
             "{r}"
         );
+    }
 
-        let mut doc = sample(4);
-        doc.regions[1].client_prefixes[0] = "10.1.7.7/16".into();
-        let r = rejected(&doc);
+    #[test]
+    fn each_rejection_names_what_is_wrong() {
+        let mut snapshot = sample(4);
+        snapshot.regions[0].pops[1].weight = f64::NAN;
+        let r = rejected(&snapshot);
+        assert_eq!(r.kind(), "invalid_weight");
+        assert!(r.to_string().contains("`eu` PoP `ams1` has weight NaN"), "{r}");
+
+        let mut snapshot = sample(4);
+        snapshot.regions[0].pops[0].weight = -1.0;
+        assert_eq!(rejected(&snapshot).kind(), "invalid_weight");
+
+        // Host bits are ignored, so 10.1.7.7/16 is eu's 10.1.0.0/16 again.
+        let mut snapshot = sample(4);
+        snapshot.regions[1].client_prefixes[0] = "10.1.7.7/16".parse().unwrap();
+        let r = rejected(&snapshot);
         assert!(
             r.to_string().contains("10.1.0.0/16 is mapped to both `eu` and `us`"),
             "{r}"
         );
 
-        let mut doc = sample(4);
-        doc.regions[1].pops[0].ipv4.clear();
-        let r = rejected(&doc);
+        let mut snapshot = sample(4);
+        snapshot.regions[1].pops[0].ipv4.clear();
+        let r = rejected(&snapshot);
         assert_eq!(r.kind(), "region_unservable");
         assert!(r.to_string().contains("region `us`"), "{r}");
 
-        let mut doc = sample(4);
-        doc.regions[1].pops[0].weight = 0.0;
-        assert_eq!(rejected(&doc).kind(), "region_unservable");
+        let mut snapshot = sample(4);
+        snapshot.regions[1].pops[0].weight = 0.0;
+        assert_eq!(rejected(&snapshot).kind(), "region_unservable");
 
-        let mut doc = sample(4);
-        for r in &mut doc.regions {
+        let mut snapshot = sample(4);
+        for r in &mut snapshot.regions {
             for p in &mut r.pops {
                 p.ipv4.clear();
                 p.ipv6.clear();
             }
         }
         assert_eq!(
-            rejected(&doc),
+            rejected(&snapshot),
             PlanRejection::ServesNothing { version: 4 },
             "nothing to serve anywhere"
         );
-        let mut doc = sample(4);
-        doc.regions.clear();
-        assert_eq!(rejected(&doc).kind(), "serves_nothing");
+        let mut snapshot = sample(4);
+        snapshot.regions.clear();
+        assert_eq!(rejected(&snapshot).kind(), "serves_nothing");
 
-        let mut doc = sample(4);
-        doc.default_region = "apac".into();
-        assert_eq!(rejected(&doc).kind(), "unknown_default_region");
+        let mut snapshot = sample(4);
+        snapshot.default_region = "apac".into();
+        assert_eq!(rejected(&snapshot).kind(), "unknown_default_region");
 
-        let mut doc = sample(4);
-        doc.regions[1].region = "eu".into();
-        assert_eq!(rejected(&doc).kind(), "bad_region");
+        let mut snapshot = sample(4);
+        snapshot.regions[1].region = "eu".into();
+        assert_eq!(rejected(&snapshot).kind(), "bad_region");
+
+        let mut snapshot = sample(4);
+        snapshot.regions[1].region.clear();
+        assert_eq!(rejected(&snapshot).kind(), "bad_region");
     }
 
     #[test]
-    fn the_cache_format_round_trips() {
-        let doc = sample(9);
-        let json = serde_json::to_string(&doc).unwrap();
-        let back: PlanDocument = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, doc);
+    fn the_cache_format_round_trips_with_addresses_as_text() {
+        let snapshot = sample(9);
+        let json = serde_json::to_string(&snapshot).unwrap();
+        assert!(
+            json.contains(r#""client_prefixes":["10.1.0.0/16","2001:db8:1::/48"]"#),
+            "{json}"
+        );
+        assert!(json.contains(r#""ipv4":["192.0.2.1"]"#), "{json}");
+        let back: PlanSnapshot = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, snapshot);
+        // A cache written before addresses were typed (text, same shape) still loads.
+        let old = r#"{"version":3,"regions":[{"region":"eu","client_prefixes":["10.1.2.3/16"],
+            "pops":[{"pop":"fra1","weight":1.0,"ipv4":["192.0.2.1"]}]}]}"#;
+        let back: PlanSnapshot = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            validate(&back).unwrap().regions[0].prefixes[0].to_string(),
+            "10.1.0.0/16"
+        );
     }
 }

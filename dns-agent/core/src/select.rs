@@ -378,14 +378,14 @@ impl Trie {
 mod tests {
     use super::*;
     use crate::plan::tests::{pop, region};
-    use crate::plan::{validate, PlanDocument};
+    use crate::plan::{validate, PlanSnapshot};
 
-    fn table(doc: PlanDocument) -> PlanTable {
+    fn table(doc: PlanSnapshot) -> PlanTable {
         PlanTable::new(&validate(&doc).unwrap())
     }
 
-    fn doc(regions: Vec<crate::plan::RegionDocument>, default: &str) -> PlanDocument {
-        PlanDocument {
+    fn doc(regions: Vec<crate::plan::RegionSnapshot>, default: &str) -> PlanSnapshot {
+        PlanSnapshot {
             version: 1,
             created_at_unix_ms: None,
             dns_ttl_seconds: 20,

@@ -2,7 +2,6 @@
 //! with hickory-proto (an independent codec), plus the fuzz harness.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
 use std::str::FromStr;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query as HQuery, ResponseCode};
@@ -11,8 +10,8 @@ use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use proptest::prelude::*;
 
 use super::*;
-use crate::config::AgentConfig;
 use crate::plan::tests::sample;
+use crate::zone_config::{self, ZoneConfig};
 
 const CONFIG: &str = r#"
 agent_id = "dns-1"
@@ -42,14 +41,21 @@ type = "TXT"
 value = "hello"
 "#;
 
+/// The agent's config file, of which the core reads the zones.
+#[derive(serde::Deserialize)]
+struct ConfigFile {
+    #[serde(rename = "agent_id")]
+    _agent_id: String,
+    zones: Vec<ZoneConfig>,
+}
+
 fn responder(with_plan: bool) -> Responder {
     let big = format!(
         "{CONFIG}\n[[zones.records]]\nname = \"big\"\ntype = \"TXT\"\nvalue = \"{}\"\n",
         "x".repeat(700)
     );
-    let cfg: AgentConfig = meridian_daemon::config::parse(Path::new("t.toml"), &big).unwrap();
-    let v = cfg.validate("t.toml").unwrap();
-    let r = Responder::new(v.zones, 1232);
+    let file: ConfigFile = toml::from_str(&big).unwrap();
+    let r = Responder::new(zone_config::compile(&file.zones).unwrap(), 1232);
     if with_plan {
         r.swap(Arc::new(Served::new(crate::plan::validate(&sample(1)).unwrap())));
     }
