@@ -245,21 +245,21 @@ pub fn plan() -> pb::SteeringPlan {
         pops: vec![
             pb::PopPlanState {
                 pop: "ams1".into(),
-                state: "up".into(),
+                state: pb::PopState::Up as i32,
                 capacity: 1000.0,
                 load: 750.0,
                 utilisation: 0.75,
             },
             pb::PopPlanState {
                 pop: "fra1".into(),
-                state: "degraded".into(),
+                state: pb::PopState::Degraded as i32,
                 capacity: 1000.0,
                 load: 250.4,
                 utilisation: 0.2504,
             },
             pb::PopPlanState {
                 pop: "iad1".into(),
-                state: "up".into(),
+                state: pb::PopState::Up as i32,
                 capacity: 500.0,
                 load: 400.0,
                 utilisation: 0.8,

@@ -356,7 +356,7 @@ pub struct PopPlanView {
     pub load: f64,
     pub pop: String,
     /// `up`, `degraded`, `down`, `unknown` or `drained`.
-    pub state: String,
+    pub state: &'static str,
     pub utilisation: f64,
 }
 
@@ -393,7 +393,7 @@ impl From<pb::SteeringPlan> for PlanView {
                     capacity: s.capacity,
                     load: s.load,
                     pop: s.pop,
-                    state: s.state,
+                    state: plan_state_name(s.state),
                     utilisation: s.utilisation,
                 })
                 .collect(),
@@ -542,6 +542,18 @@ pub fn state_name(state: i32) -> &'static str {
         Ok(pb::PopState::Down) => "DOWN",
         Ok(pb::PopState::Degraded) => "DEGRADED",
         _ => "UNKNOWN",
+    }
+}
+
+/// A PoP's state in a plan, lowercase as the plan's JSON has always shown it; a
+/// value this CLI does not know is `unknown`.
+pub fn plan_state_name(state: i32) -> &'static str {
+    match pb::PopState::try_from(state) {
+        Ok(pb::PopState::Up) => "up",
+        Ok(pb::PopState::Down) => "down",
+        Ok(pb::PopState::Degraded) => "degraded",
+        Ok(pb::PopState::Drained) => "drained",
+        _ => "unknown",
     }
 }
 

@@ -1,5 +1,8 @@
 //! Records the control plane stores, serialised as JSON (readable with `etcdctl get`).
 
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::ReplicaId;
@@ -76,7 +79,7 @@ pub struct RegionWeights {
     pub pops: Vec<PopWeightRecord>,
     /// The region's client prefixes (for DNS agents' region mapping).
     #[serde(default)]
-    pub client_prefixes: Vec<String>,
+    pub client_prefixes: Vec<IpNet>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -84,8 +87,8 @@ pub struct RegionWeights {
 pub struct PopWeightRecord {
     pub pop: String,
     pub weight: f64,
-    pub ipv4: Vec<String>,
-    pub ipv6: Vec<String>,
+    pub ipv4: Vec<Ipv4Addr>,
+    pub ipv6: Vec<Ipv6Addr>,
 }
 
 /// A PoP's state in a plan.
@@ -105,7 +108,7 @@ pub struct PopPlanState {
 #[serde(deny_unknown_fields)]
 pub struct AnycastAnnouncement {
     pub pop: String,
-    pub prefix: String,
+    pub prefix: IpNet,
     /// announce, prepend, graceful_shutdown, withdraw.
     pub action: AnycastAction,
     pub prepend_count: u32,
@@ -258,5 +261,11 @@ mod typed_tests {
         let old = r#"{"pop":"fra1","prefix":"192.0.2.0/24","action":"withdraw","prepend_count":0}"#;
         let a: AnycastAnnouncement = serde_json::from_str(old).unwrap();
         assert_eq!(a.action, AnycastAction::Withdraw);
+        assert_eq!(a.prefix, "192.0.2.0/24".parse::<IpNet>().unwrap());
+        let w: PopWeightRecord =
+            serde_json::from_str(r#"{"pop":"fra1","weight":1.0,"ipv4":["192.0.2.1"],"ipv6":["2001:db8::1"]}"#).unwrap();
+        assert_eq!(w.ipv4, vec![Ipv4Addr::new(192, 0, 2, 1)]);
+        // A stored address that does not parse is an error, never silently dropped.
+        assert!(serde_json::from_str::<PopWeightRecord>(r#"{"pop":"x","weight":1.0,"ipv4":["192.0.2.300"],"ipv6":[]}"#).is_err());
     }
 }

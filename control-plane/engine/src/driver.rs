@@ -335,7 +335,7 @@ pub fn to_stored(
                 .regions
                 .iter()
                 .find(|r| &r.id == region)
-                .map(|r| r.client_prefixes.iter().map(|p| p.to_string()).collect())
+                .map(|r| r.client_prefixes.clone())
                 .unwrap_or_default(),
             region: region.clone(),
             pops: weights
@@ -345,12 +345,8 @@ pub fn to_stored(
                     PopWeightRecord {
                         pop: w.pop.clone(),
                         weight: w.weight,
-                        ipv4: pop
-                            .map(|p| p.ipv4.iter().map(|a| a.to_string()).collect())
-                            .unwrap_or_default(),
-                        ipv6: pop
-                            .map(|p| p.ipv6.iter().map(|a| a.to_string()).collect())
-                            .unwrap_or_default(),
+                        ipv4: pop.map(|p| p.ipv4.clone()).unwrap_or_default(),
+                        ipv6: pop.map(|p| p.ipv6.clone()).unwrap_or_default(),
                     }
                 })
                 .collect(),
@@ -376,7 +372,7 @@ pub fn to_stored(
         for prefix in &p.anycast_prefixes {
             anycast.push(AnycastAnnouncement {
                 pop: p.id.clone(),
-                prefix: prefix.to_string(),
+                prefix: *prefix,
                 action,
                 prepend_count: 0,
             });

@@ -3,6 +3,7 @@
 //! work on that form — and lists why, so every published version explains itself.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use meridian_core::records::StoredPlan;
 
@@ -47,7 +48,8 @@ pub fn worth_publishing(old: &StoredPlan, new: &StoredPlan, threshold: f64) -> O
     if regions(old) != regions(new) {
         why.push("client regions changed".into());
     }
-    fn weights(p: &StoredPlan) -> BTreeMap<(String, String), (f64, &Vec<String>, &Vec<String>)> {
+    type Addresses<'a> = (f64, &'a Vec<Ipv4Addr>, &'a Vec<Ipv6Addr>);
+    fn weights(p: &StoredPlan) -> BTreeMap<(String, String), Addresses<'_>> {
         p.regions
             .iter()
             .flat_map(|r| {

@@ -243,6 +243,17 @@ pub(crate) fn event(e: crate::events::LoggedEvent, replica: &str) -> pb::Event {
     }
 }
 
+fn plan_pop_state(s: meridian_core::records::PopState) -> pb::PopState {
+    use meridian_core::records::PopState;
+    match s {
+        PopState::Unknown => pb::PopState::Unknown,
+        PopState::Up => pb::PopState::Up,
+        PopState::Degraded => pb::PopState::Degraded,
+        PopState::Down => pb::PopState::Down,
+        PopState::Drained => pb::PopState::Drained,
+    }
+}
+
 /// A stored plan as the wire's `SteeringPlan`.
 pub(crate) fn plan_to_pb(p: &meridian_core::records::StoredPlan) -> pb::SteeringPlan {
     pb::SteeringPlan {
@@ -252,7 +263,7 @@ pub(crate) fn plan_to_pb(p: &meridian_core::records::StoredPlan) -> pb::Steering
             .regions
             .iter()
             .map(|r| pb::RegionSteering {
-                client_prefixes: r.client_prefixes.clone(),
+                client_prefixes: r.client_prefixes.iter().map(|p| p.to_string()).collect(),
                 region: r.region.clone(),
                 pops: r
                     .pops
@@ -260,8 +271,8 @@ pub(crate) fn plan_to_pb(p: &meridian_core::records::StoredPlan) -> pb::Steering
                     .map(|w| pb::PopWeight {
                         pop: w.pop.clone(),
                         weight: w.weight,
-                        ipv4: w.ipv4.clone(),
-                        ipv6: w.ipv6.clone(),
+                        ipv4: w.ipv4.iter().map(|a| a.to_string()).collect(),
+                        ipv6: w.ipv6.iter().map(|a| a.to_string()).collect(),
                     })
                     .collect(),
             })
@@ -271,7 +282,7 @@ pub(crate) fn plan_to_pb(p: &meridian_core::records::StoredPlan) -> pb::Steering
             .iter()
             .map(|a| pb::PopAnycastState {
                 pop: a.pop.clone(),
-                prefix: a.prefix.clone(),
+                prefix: a.prefix.to_string(),
                 action: (match a.action {
                     AnycastAction::Announce => pb::AnycastAction::Announce,
                     AnycastAction::Prepend => pb::AnycastAction::Prepend,
@@ -288,7 +299,7 @@ pub(crate) fn plan_to_pb(p: &meridian_core::records::StoredPlan) -> pb::Steering
             .iter()
             .map(|s| pb::PopPlanState {
                 pop: s.pop.clone(),
-                state: s.state.as_str().to_string(),
+                state: plan_pop_state(s.state) as i32,
                 capacity: s.capacity,
                 load: s.load,
                 utilisation: s.utilisation,

@@ -198,7 +198,7 @@ pub fn plan(p: &PlanView) -> String {
                 .collect();
             pops.add_row(vec![
                 s.pop.clone(),
-                s.state.clone(),
+                s.state.to_string(),
                 format!("{:.0} / {:.0}", s.load, s.capacity),
                 format!("{:.0}%", s.utilisation * 100.0),
                 if anycast.is_empty() {
