@@ -16,6 +16,13 @@
 //! using etcd's own election API: both backends then share one implementation and
 //! one set of tests, and the fence is simply the leader key's create revision.
 //!
+//! Written once for both backends: the request validator ([`txn::validate`]: both
+//! refuse the same malformed transactions, the empty `DeletePrefix` included) and the
+//! prefix follower ([`follow::Follower`]: list, watch, relist after a backoff) that
+//! every replica loop uses instead of its own. The conformance suite both backends
+//! must pass (`conformance`) is behind the `conformance` feature, which only
+//! dev-dependencies enable, so production builds do not compile it.
+//!
 //! Architecture invariant: nothing outside this crate knows which backend it runs on,
 //! except for display (`BackendKind`).
 

@@ -32,7 +32,7 @@ pub struct EtcdConfig {
     /// gets `https://` when `tls` is set and `http://` otherwise).
     pub endpoints: Vec<String>,
     pub tls: Option<EtcdTls>,
-    /// Bound on establishing a connection, and on [`EtcdStore::connect`] as a whole.
+    /// Bound on establishing a connection, and on [`super::EtcdStore::connect`] as a whole.
     pub connect_timeout: Duration,
     /// Bound on each attempt of each request.
     pub request_timeout: Duration,

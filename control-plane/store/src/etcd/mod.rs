@@ -30,6 +30,11 @@
 //! serving member's revision: that one lags on a slow follower, and the watch would
 //! replay writes acknowledged before it was asked for.
 //!
+//! Layout: `config` (endpoints, TLS, timeouts), `retry` (failure classes, the retry
+//! loop, pauses from `meridian_core::Backoff`), `health` (member probes, the
+//! checker, the health report), `watch` (self-resuming watches), `convert` (type
+//! mapping); this module holds [`EtcdStore`] and its [`Store`] impl.
+//!
 //! Rejected alternative: one client per endpoint with our own fail-over (pick a
 //! member, stick to it until it fails). It duplicates the balancing etcd-client already
 //! does, needs its own connection management, and still needs the same retry

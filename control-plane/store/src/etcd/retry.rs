@@ -43,7 +43,8 @@ impl RetryPolicy {
     /// A fresh backoff for one request, one watch resume or the wait at connect:
     /// [`meridian_core::Backoff`] from `initial_backoff`, doubling up to `max_backoff`,
     /// each pause drawn from the upper half of its step ("equal jitter") so clients
-    /// that failed together do not retry together. Draw pauses with [`pause`].
+    /// that failed together do not retry together. Draw each pause with a uniform random
+    /// number in `[0, 1)`.
     pub fn backoff(&self) -> Backoff {
         Backoff::new(self.initial_backoff, self.max_backoff)
     }
