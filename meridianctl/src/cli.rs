@@ -32,6 +32,11 @@ pub struct Cli {
     #[arg(long, short = 'o', value_enum, default_value_t = Format::Table, global = true)]
     pub output: Format,
 
+    /// Who you are, recorded with every drain, restore and apply (default:
+    /// `$USER@hostname`). Until mTLS arrives it is a claim, not a proof.
+    #[arg(long = "as", value_name = "IDENTITY", env = "MERIDIAN_IDENTITY", global = true)]
+    pub identity: Option<String>,
+
     /// Per-call timeout (connect and each RPC), e.g. 5s or 500ms.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, global = true)]
     pub timeout: Duration,

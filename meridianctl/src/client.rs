@@ -7,6 +7,8 @@
 use std::time::Duration;
 
 use meridian_proto::v1 as pb;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::CtlError;
@@ -17,6 +19,41 @@ pub struct Connected {
     /// The endpoint as given on the command line; named in errors and in `status`.
     pub endpoint: String,
     channel: Channel,
+    identity: Identify,
+}
+
+/// The metadata key the control plane reads the caller's identity from.
+pub const IDENTITY_HEADER: &str = "x-meridian-identity";
+
+/// Adds the caller's identity to every operator call, so the control plane records
+/// who drained, restored or applied (until mTLS, issue [7], it is a claim).
+#[derive(Debug, Clone, Default)]
+pub struct Identify(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Identify {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert(IDENTITY_HEADER, v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// Who the operator is, when `--as` does not say: `$USER@hostname`, with anything
+/// but printable ASCII (spaces included) replaced by `_`.
+pub fn default_identity() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let raw = if host.is_empty() { user } else { format!("{user}@{host}") };
+    raw.chars()
+        .map(|c| if c.is_ascii_graphic() { c } else { '_' })
+        .take(128)
+        .collect()
 }
 
 impl Connected {
@@ -25,9 +62,22 @@ impl Connected {
         pb::query_service_client::QueryServiceClient::new(self.channel.clone())
     }
 
-    /// An `OperatorService` client on this connection.
-    pub fn operator(&self) -> pb::operator_service_client::OperatorServiceClient<Channel> {
-        pb::operator_service_client::OperatorServiceClient::new(self.channel.clone())
+    /// An `OperatorService` client on this connection; every call carries the
+    /// caller's identity.
+    pub fn operator(
+        &self,
+    ) -> pb::operator_service_client::OperatorServiceClient<InterceptedService<Channel, Identify>> {
+        pb::operator_service_client::OperatorServiceClient::with_interceptor(self.channel.clone(), self.identity.clone())
+    }
+
+    /// Sends `identity` with operator calls. An identity that cannot be a header
+    /// value is an error here rather than a surprise at the server.
+    pub fn with_identity(mut self, identity: &str) -> Result<Self, CtlError> {
+        let value = MetadataValue::try_from(identity).map_err(|_| CtlError::Identity {
+            identity: identity.to_string(),
+        })?;
+        self.identity = Identify(Some(value));
+        Ok(self)
     }
 
     /// The error for `rpc` answered by this replica with `status`.
@@ -54,6 +104,7 @@ pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<Connecte
                 return Ok(Connected {
                     endpoint: ep.clone(),
                     channel,
+                    identity: Identify::default(),
                 })
             }
             Err(e) => attempts.push(format!("{ep}: {e}")),
@@ -103,6 +154,24 @@ mod tests {
         let dead = format!("http://127.0.0.1:{}", closed_port());
         let connected = connect(&[dead, live.clone()], Duration::from_secs(2)).await.unwrap();
         assert_eq!(connected.endpoint, live);
+    }
+
+    #[test]
+    fn the_default_identity_is_a_valid_header_value() {
+        let id = default_identity();
+        assert!(!id.is_empty() && id.len() <= 128, "{id}");
+        assert!(id.chars().all(|c| c.is_ascii_graphic()), "{id}");
+        assert!(MetadataValue::<Ascii>::try_from(id.as_str()).is_ok());
+    }
+
+    #[test]
+    fn the_interceptor_adds_the_identity_header() {
+        use tonic::service::Interceptor;
+        let mut with = Identify(Some(MetadataValue::try_from("alice@ops").unwrap()));
+        let req = with.call(tonic::Request::new(())).unwrap();
+        assert_eq!(req.metadata().get(IDENTITY_HEADER).unwrap(), "alice@ops");
+        let req = Identify::default().call(tonic::Request::new(())).unwrap();
+        assert!(req.metadata().get(IDENTITY_HEADER).is_none());
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub enum CtlError {
         #[source]
         source: std::io::Error,
     },
+    /// `--as` (or MERIDIAN_IDENTITY) cannot be sent as a header value.
+    #[error("identity `{identity}` (from --as or MERIDIAN_IDENTITY) must be printable ASCII")]
+    Identity { identity: String },
     /// A view could not be encoded as JSON (not expected: views are plain data).
     #[error("cannot encode the JSON output")]
     Json(#[from] serde_json::Error),

@@ -170,8 +170,9 @@ async fn agents_on_different_replicas_follow_the_same_versions_across_a_leader_k
     assert!(!out.status.success());
     assert!(err.contains("last-pop") || err.contains("drain-over-capacity"), "{err}");
 
-    // Drain fra1 (ams1 takes eu) → v2, on every agent, through the follower.
-    let out = meridianctl(&["-e", &ep_b, "drain", "fra1", "--reason", "fibre cut"]).await;
+    // Drain fra1 (ams1 takes eu) → v2, on every agent, through the follower, which
+    // forwards the caller's identity to the leader.
+    let out = meridianctl(&["-e", &ep_b, "--as", "carol@noc", "drain", "fra1", "--reason", "fibre cut"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     all_received(&acking, 2).await;
     let plan = ctl_json(&ep_b, &["plan"]).await;
@@ -195,7 +196,7 @@ async fn agents_on_different_replicas_follow_the_same_versions_across_a_leader_k
     let events = events.as_array().unwrap();
     assert!(
         events.iter().any(|e| e["kind"] == "drain"
-            && e["actor"].as_str().unwrap().starts_with("operator:")
+            && e["actor"] == "operator:carol@noc"
             && e["message"].as_str().unwrap().contains("fibre cut")),
         "{events:?}"
     );

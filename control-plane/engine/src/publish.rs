@@ -31,7 +31,7 @@ pub fn worth_publishing(old: &StoredPlan, new: &StoredPlan, threshold: f64) -> O
     let actions = |p: &StoredPlan| {
         p.anycast
             .iter()
-            .map(|a| ((a.pop.clone(), a.prefix.clone()), (a.action, a.prepend_count)))
+            .map(|a| ((a.pop.clone(), a.prefix), (a.action, a.prepend_count)))
             .collect::<BTreeMap<_, _>>()
     };
     if actions(old) != actions(new) {

@@ -37,6 +37,9 @@ pub async fn run(cli: &Cli) -> Result<Report, CtlError> {
     }
 }
 
+/// Connects to the first replica that answers, identified as `--as` (default
+/// `$USER@hostname`).
 async fn connect(cli: &Cli) -> Result<Connected, CtlError> {
-    client::connect(&cli.endpoint, cli.timeout).await
+    let identity = cli.identity.clone().unwrap_or_else(client::default_identity);
+    client::connect(&cli.endpoint, cli.timeout).await?.with_identity(&identity)
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use meridian_proto::v1 as pb;
 
 use crate::cli::Cli;
-use crate::client;
+
 use crate::error::CtlError;
 use crate::output::{render, text, Exit, Format, Report};
 use crate::views::ApplyView;
@@ -23,7 +23,7 @@ pub(super) async fn apply(
         path: file.to_path_buf(),
         source,
     })?;
-    let conn = client::connect(&cli.endpoint, cli.timeout).await?;
+    let conn = super::connect(cli).await?;
     let req = pb::ApplyTopologyRequest {
         topology_toml,
         dry_run,
