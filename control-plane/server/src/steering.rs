@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use meridian_core::keys::Keys;
 use meridian_engine::driver::published_events;
 use meridian_engine::{Intents, SteeringDriver, SteeringView};
-use meridian_store::{Store, StoreError, WatchEvent};
+use meridian_store::follow::Follower;
+use meridian_store::{KeyValue, Store};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +23,8 @@ use crate::health::HealthView;
 use crate::plans::{self, PlanError};
 use crate::replica::ReplicaContext;
 
-/// Follows drains and the plan pin in the store (every replica).
+/// Follows drains and the plan pin in the store (every replica), through the
+/// store's one follower (list, watch, relist after compaction, one retry policy).
 pub async fn follow_intents(
     store: Arc<dyn Store>,
     keys: Keys,
@@ -31,45 +32,20 @@ pub async fn follow_intents(
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let root = format!("{}/intents/", keys.root());
-    let publish = |raw: &BTreeMap<String, Vec<u8>>| {
-        let (intents, errors) = Intents::decode(&keys, raw.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+    let mut follower = Follower::new(store, root);
+    let mut view: BTreeMap<String, KeyValue> = BTreeMap::new();
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            event = follower.next() => event,
+        };
+        // A snapshot replaces the view; an update patches it.
+        event.apply_to(&mut view);
+        let (intents, errors) = Intents::decode(&keys, view.iter().map(|(k, kv)| (k.as_str(), kv.value.as_slice())));
         for e in errors {
             tracing::error!(key = %e.key, reason = %e.reason, "unreadable intent ignored");
         }
         tx.send_replace(intents);
-    };
-    loop {
-        let session = async {
-            let (listed, mut watch) = meridian_store::list_and_watch(store.as_ref(), &root).await?;
-            let mut raw: BTreeMap<String, Vec<u8>> = listed.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
-            publish(&raw);
-            while let Some(batch) = watch.next().await {
-                for event in batch?.events {
-                    match event {
-                        WatchEvent::Put(kv) => {
-                            raw.insert(kv.key, kv.value);
-                        }
-                        WatchEvent::Delete { key, .. } => {
-                            raw.remove(&key);
-                        }
-                    }
-                }
-                publish(&raw);
-            }
-            Ok::<(), StoreError>(())
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            result = session => {
-                if let Err(err) = result {
-                    tracing::warn!(error = %err, "intent watch interrupted; re-listing");
-                }
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
-        }
     }
 }
 
