@@ -14,6 +14,7 @@ pub mod actor;
 pub mod backoff;
 pub mod ids;
 pub mod keys;
+pub mod probe;
 pub mod records;
 pub mod slow_start;
 pub mod topology;
