@@ -286,14 +286,7 @@ impl Operations {
 
     /// Undrains a PoP; not found when it is not drained.
     pub async fn undrain(&self, caller: &Caller, fence: &Fence, cmd: UndrainCommand) -> Result<ChangeOutcome, OpError> {
-        let key = self.keys.drain(&cmd.pop);
-        let txn = Txn::new()
-            .when([Compare::Version {
-                key: key.clone(),
-                op: CompareOp::Greater,
-                version: 0,
-            }])
-            .and_then([TxnOp::delete(key)]);
+        let txn = delete_if_present(self.keys.drain(&cmd.pop));
         let resp = fenced_txn(self.store.as_ref(), fence, txn).await?;
         if !resp.succeeded {
             return Err(OpError::NotFound(format!("PoP `{}` is not drained", cmd.pop)));
@@ -414,14 +407,7 @@ impl Operations {
         fence: &Fence,
         cmd: ResumeSteeringCommand,
     ) -> Result<bool, OpError> {
-        let key = self.keys.plan_pin();
-        let txn = Txn::new()
-            .when([Compare::Version {
-                key: key.clone(),
-                op: CompareOp::Greater,
-                version: 0,
-            }])
-            .and_then([TxnOp::delete(key)]);
+        let txn = delete_if_present(self.keys.plan_pin());
         let resp = fenced_txn(self.store.as_ref(), fence, txn).await?;
         tracing::info!(reason = %cmd.reason, by = %caller.identity, was_pinned = resp.succeeded, "steering resumed");
         if resp.succeeded {
@@ -461,6 +447,17 @@ impl Operations {
             }),
         }
     }
+}
+
+/// Deletes `key` only if it exists, so `succeeded` says whether it did.
+fn delete_if_present(key: String) -> Txn {
+    Txn::new()
+        .when([Compare::Version {
+            key: key.clone(),
+            op: CompareOp::Greater,
+            version: 0,
+        }])
+        .and_then([TxnOp::delete(key)])
 }
 
 fn encode<T: serde::Serialize>(key: &str, value: &T) -> Result<Vec<u8>, OpError> {
