@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use meridian_health::{FailureClass, HealthPolicy, HealthState, HealthTopology, ProbeOutcome, UnixMillis};
+use meridian_health::{FailureClass, HealthPolicy, HealthState, HealthTopology, ProbeOutcome, ProbeReport, UnixMillis};
 
 const POPS: usize = 200;
 const ENDPOINTS: usize = 3;
@@ -23,7 +23,7 @@ fn topology() -> HealthTopology {
 
 /// `rounds` full rounds of results, one second apart; about 1 in 50 probes fails so
 /// the hysteresis does real work.
-fn results(rounds: u64) -> Vec<ProbeOutcome> {
+fn results(rounds: u64) -> Vec<ProbeReport> {
     let mut out = Vec::with_capacity(rounds as usize * POPS * ENDPOINTS * PROBERS);
     let mut n = 0u64;
     for round in 0..rounds {
@@ -32,18 +32,18 @@ fn results(rounds: u64) -> Vec<ProbeOutcome> {
                 for endpoint in 0..ENDPOINTS {
                     n += 1;
                     let success = n % 50 != 0;
-                    out.push(ProbeOutcome {
+                    let latency = Duration::from_micros(5_000 + n % 3_000);
+                    out.push(ProbeReport {
                         prober: format!("prober-{prober:02}"),
                         region: format!("region-{}", prober % REGIONS),
                         pop: format!("pop-{pop:03}"),
                         endpoint: format!("ep-{endpoint}"),
                         observed_at: UnixMillis(START + round * 1_000 + (n % 1_000)),
-                        success,
-                        latency: Duration::from_micros(5_000 + n % 3_000),
-                        failure: if success {
-                            FailureClass::None
+                        outcome: if success {
+                            ProbeOutcome::ok(latency)
                         } else {
-                            FailureClass::Timeout
+                            // A realistic detail: what the prober sends on a timeout.
+                            ProbeOutcome::failed(latency, FailureClass::Timeout, "no result within 2s")
                         },
                     });
                 }

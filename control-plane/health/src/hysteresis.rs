@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::probe::FailureClass;
+use crate::probe::ProbeOutcome;
 use crate::time::UnixMillis;
 
 /// UP, DOWN or UNKNOWN: what one prober believes about one endpoint (its
@@ -31,13 +31,12 @@ impl fmt::Display for Reachability {
     }
 }
 
-/// One result as kept for `explain`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One result as kept for `explain`: the prober's outcome as it arrived, detail
+/// included.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Recent {
     pub observed_at: UnixMillis,
-    pub success: bool,
-    pub latency: Duration,
-    pub failure: FailureClass,
+    pub outcome: ProbeOutcome,
     /// False for a result that arrived after a newer one and so did not drive the
     /// hysteresis.
     pub applied: bool,
@@ -95,13 +94,14 @@ impl Track {
             }
             None => true,
         };
+        let (observed_at, success) = (r.observed_at, r.outcome.success);
         self.remember(Recent { applied, ..r }, t.history);
         if !applied {
             return Applied::OutOfOrder;
         }
-        self.last_applied = Some(r.observed_at);
+        self.last_applied = Some(observed_at);
         let before = self.state;
-        if r.success {
+        if success {
             self.successes = self.successes.saturating_add(1);
             self.failures = 0;
             if self.successes >= t.rise {
@@ -155,6 +155,7 @@ impl Track {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::FailureClass;
 
     const T: Thresholds = Thresholds {
         rise: 2,
@@ -164,14 +165,13 @@ mod tests {
     };
 
     fn result(at_ms: u64, success: bool) -> Recent {
+        let latency = Duration::from_millis(1);
         Recent {
             observed_at: UnixMillis(at_ms),
-            success,
-            latency: Duration::from_millis(1),
-            failure: if success {
-                FailureClass::None
+            outcome: if success {
+                ProbeOutcome::ok(latency)
             } else {
-                FailureClass::Timeout
+                ProbeOutcome::failed(latency, FailureClass::Timeout, "no answer")
             },
             applied: true,
         }

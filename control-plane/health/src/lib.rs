@@ -2,7 +2,7 @@
 //!
 //! # Model
 //!
-//! Probers run in **regions** (vantage points) and report one [`ProbeOutcome`] per
+//! Probers run in **regions** (vantage points) and report one [`ProbeReport`] per
 //! probe of one endpoint of one PoP. [`HealthState`] turns them into verdicts in
 //! four layers:
 //!
@@ -58,11 +58,11 @@ mod topology;
 
 pub use hysteresis::Reachability;
 pub use policy::{HealthPolicy, PolicyError};
-pub use probe::{FailureClass, ProbeOutcome};
+pub use probe::{FailureClass, ProbeOutcome, ProbeReport};
 pub use rejection::Rejection;
 pub use report::{
-    EndpointEvidence, Explanation, HealthEvent, HealthSnapshot, HealthStats, IngestEffect, PopHealthRow, PopVerdict, ProberEvidence,
-    RecentResult, RegionCell, RegionEvidence, RejectReason, SuspectRegion, VerdictInfo,
+    EndpointEvidence, Explanation, HealthEvent, HealthSnapshot, HealthStats, IngestEffect, PopHealthRow, PopVerdict,
+    ProberEvidence, RecentResult, RegionCell, RegionEvidence, RejectReason, SuspectRegion, VerdictInfo,
 };
 pub use state::HealthState;
 pub use time::UnixMillis;

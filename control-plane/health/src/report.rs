@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::hysteresis::Reachability;
-use crate::probe::FailureClass;
+use crate::probe::ProbeOutcome;
 use crate::time::UnixMillis;
 
 /// The health of one PoP as seen from all regions together.
@@ -196,10 +196,8 @@ pub struct RecentResult {
     pub observed_at: UnixMillis,
     #[serde(with = "humantime_serde")]
     pub age: Duration,
-    pub success: bool,
-    #[serde(with = "humantime_serde")]
-    pub latency: Duration,
-    pub failure: FailureClass,
+    /// What the prober reported: success, latency, failure class and detail.
+    pub outcome: ProbeOutcome,
     /// False when it arrived after a newer result and did not drive the hysteresis.
     pub applied: bool,
 }

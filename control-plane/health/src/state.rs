@@ -7,11 +7,11 @@ use meridian_core::ids::validate_id;
 
 use crate::hysteresis::{Applied, Reachability, Recent, Thresholds, Track};
 use crate::policy::{HealthPolicy, PolicyError};
-use crate::probe::{FailureClass, ProbeOutcome};
+use crate::probe::{FailureClass, ProbeReport};
 use crate::rejection::Rejection;
 use crate::report::{
-    EndpointEvidence, Explanation, HealthEvent, HealthSnapshot, HealthStats, IngestEffect, PopHealthRow, PopVerdict, ProberEvidence,
-    RecentResult, RegionCell, RegionEvidence, RejectReason, SuspectRegion, VerdictInfo,
+    EndpointEvidence, Explanation, HealthEvent, HealthSnapshot, HealthStats, IngestEffect, PopHealthRow, PopVerdict,
+    ProberEvidence, RecentResult, RegionCell, RegionEvidence, RejectReason, SuspectRegion, VerdictInfo,
 };
 use crate::time::UnixMillis;
 use crate::topology::HealthTopology;
@@ -89,8 +89,8 @@ impl HealthState {
     /// Takes one probe result. Cheap: four hash lookups and a few counters, no
     /// evaluation. When the result changed a hysteresis state the effect says so,
     /// and the caller should [`evaluate`](Self::evaluate) soon.
-    pub fn ingest(&mut self, outcome: ProbeOutcome, now: UnixMillis) -> Result<IngestEffect, Rejection> {
-        match self.try_ingest(outcome, now) {
+    pub fn ingest(&mut self, report: ProbeReport, now: UnixMillis) -> Result<IngestEffect, Rejection> {
+        match self.try_ingest(report, now) {
             Ok(effect) => {
                 self.counters.ingested += 1;
                 self.counters.transitions += u64::from(effect.transitioned);
@@ -231,9 +231,7 @@ impl HealthState {
                                 .map(|x| RecentResult {
                                     observed_at: x.observed_at,
                                     age: x.observed_at.age_at(now),
-                                    success: x.success,
-                                    latency: x.latency,
-                                    failure: x.failure,
+                                    outcome: x.outcome.clone(),
                                     applied: x.applied,
                                 })
                                 .collect(),
@@ -484,7 +482,7 @@ fn prober_view(tracks: &[Track], now: UnixMillis, freshness: Duration) -> Option
 }
 
 impl HealthState {
-    fn try_ingest(&mut self, o: ProbeOutcome, now: UnixMillis) -> Result<IngestEffect, Rejection> {
+    fn try_ingest(&mut self, o: ProbeReport, now: UnixMillis) -> Result<IngestEffect, Rejection> {
         for (what, id) in [
             ("prober", &o.prober),
             ("region", &o.region),
@@ -495,10 +493,10 @@ impl HealthState {
                 return Err(Rejection::Invalid(format!("empty {what} id")));
             }
         }
-        if o.success != (o.failure == FailureClass::None) {
+        if !o.outcome.is_consistent() {
             return Err(Rejection::Invalid(format!(
                 "success={} with failure class `{}`: a failure needs a class and a success has none",
-                o.success, o.failure
+                o.outcome.success, o.outcome.class
             )));
         }
         let skew = o.observed_at.ahead_of(now);
@@ -541,11 +539,10 @@ impl HealthState {
         let endpoints = pop.endpoints.len();
         let tracks = pop.views[vantage].get_or_insert_with(|| (0..endpoints).map(|_| Track::default()).collect());
         // `e` came from this PoP's endpoint index, so it is within `tracks`.
+        let (success, latency) = (o.outcome.success, o.outcome.latency);
         let recent = Recent {
             observed_at: o.observed_at,
-            success: o.success,
-            latency: o.latency,
-            failure: o.failure,
+            outcome: o.outcome,
             applied: true,
         };
         match tracks[e].record(recent, thresholds) {
@@ -559,8 +556,8 @@ impl HealthState {
                 }
                 let seen = &mut pop.per_region[region];
                 seen.freshest = seen.freshest.max(Some(o.observed_at));
-                if o.success {
-                    let sample = o.latency.as_nanos() as f64;
+                if success {
+                    let sample = latency.as_nanos() as f64;
                     let alpha = self.policy.latency_alpha;
                     seen.latency_ewma_ns = Some(match seen.latency_ewma_ns {
                         Some(est) => alpha * sample + (1.0 - alpha) * est,
@@ -780,7 +777,7 @@ impl HealthState {
                         .iter()
                         .zip(tracks)
                         .filter(|(_, t)| t.fresh_state(now, freshness) == Some(Reachability::Down))
-                        .map(|(e, t)| format!("{e}: {}", t.latest().map_or(FailureClass::Other, |x| x.failure)))
+                        .map(|(e, t)| format!("{e}: {}", t.latest().map_or(FailureClass::Other, |x| x.outcome.class)))
                         .collect();
                     let prober = &self.vantages[v].prober;
                     if failing.is_empty() {

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meridian_core::records::AnycastAction;
 use meridian_core::topology::{ProbeKind, TopologyDoc};
+use meridian_proto::probe::failure_class_to_wire;
 use meridian_proto::prost_types;
 use meridian_proto::v1 as pb;
 
@@ -13,14 +14,6 @@ pub(crate) fn duration(d: Duration) -> prost_types::Duration {
         seconds: d.as_secs() as i64,
         nanos: d.subsec_nanos() as i32,
     }
-}
-
-/// A wire duration as a std one; negative or absurd values are rejected.
-pub(crate) fn from_duration(d: &prost_types::Duration) -> Option<Duration> {
-    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 || d.seconds > 86_400 {
-        return None;
-    }
-    Some(Duration::new(d.seconds as u64, d.nanos as u32))
 }
 
 pub(crate) fn timestamp_ms(ms: u64) -> prost_types::Timestamp {
@@ -121,22 +114,6 @@ fn down_regions(v: &meridian_health::PopVerdict) -> Vec<String> {
     }
 }
 
-pub(crate) fn failure_class(f: meridian_health::FailureClass) -> i32 {
-    use meridian_health::FailureClass as F;
-    (match f {
-        F::None => pb::FailureClass::None,
-        F::Timeout => pb::FailureClass::Timeout,
-        F::Refused => pb::FailureClass::Refused,
-        F::Reset => pb::FailureClass::Reset,
-        F::Tls => pb::FailureClass::Tls,
-        F::HttpStatus => pb::FailureClass::HttpStatus,
-        F::BodyMismatch => pb::FailureClass::BodyMismatch,
-        F::DnsRcode => pb::FailureClass::DnsRcode,
-        F::DnsAnswer => pb::FailureClass::DnsAnswer,
-        F::Other => pb::FailureClass::Other,
-    }) as i32
-}
-
 pub(crate) fn health_matrix(rows: Vec<meridian_health::PopHealthRow>, suspects: Vec<String>) -> pb::GetHealthResponse {
     let pops = rows
         .into_iter()
@@ -205,10 +182,11 @@ pub(crate) fn explanation(e: meridian_health::Explanation) -> pb::ExplainPopResp
                                     .map(|x| pb::RecentResult {
                                         observed_at: Some(timestamp_ms(x.observed_at.0)),
                                         age: Some(duration(x.age)),
-                                        success: x.success,
-                                        latency: Some(duration(x.latency)),
-                                        failure_class: failure_class(x.failure),
+                                        success: x.outcome.success,
+                                        latency: Some(duration(x.outcome.latency)),
+                                        failure_class: failure_class_to_wire(x.outcome.class),
                                         applied: x.applied,
+                                        detail: x.outcome.detail,
                                     })
                                     .collect(),
                             })

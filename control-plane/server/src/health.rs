@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use meridian_core::topology::{Policy, TopologyDoc};
 use meridian_health::{
-    HealthEvent, HealthPolicy, HealthState, HealthTopology, PopVerdict, ProbeOutcome, RejectReason, UnixMillis,
+    HealthEvent, HealthPolicy, HealthState, HealthTopology, PopVerdict, ProbeReport, RejectReason, UnixMillis,
 };
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -72,7 +72,7 @@ impl HealthView {
     }
 
     /// Ingests one batch of already-authenticated results.
-    pub fn ingest_batch(&self, results: Vec<Result<ProbeOutcome, String>>) -> BatchOutcome {
+    pub fn ingest_batch(&self, results: Vec<Result<ProbeReport, String>>) -> BatchOutcome {
         let now = UnixMillis(now_ms());
         let mut out = BatchOutcome::default();
         let mut transitioned = false;
@@ -81,7 +81,7 @@ impl HealthView {
         {
             let mut state = self.lock();
             for result in results {
-                let outcome = match result {
+                let report = match result {
                     Ok(o) => o,
                     Err(msg) => {
                         out.rejected += 1;
@@ -91,9 +91,9 @@ impl HealthView {
                         continue;
                     }
                 };
-                let label = if outcome.success { "success" } else { "failure" };
-                let key = (outcome.pop.clone(), outcome.region.clone(), label);
-                match state.ingest(outcome, now) {
+                let label = if report.outcome.success { "success" } else { "failure" };
+                let key = (report.pop.clone(), report.region.clone(), label);
+                match state.ingest(report, now) {
                     Ok(effect) => {
                         out.accepted += 1;
                         transitioned |= effect.transitioned;

@@ -10,12 +10,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use meridian_health::{FailureClass, ProbeOutcome, RejectReason, UnixMillis};
+use meridian_health::{ProbeReport, RejectReason, UnixMillis};
+use meridian_proto::probe::outcome_from_wire;
 use meridian_proto::v1 as pb;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::ProberIdentity;
-use crate::convert::{assignments, from_duration, from_timestamp_ms};
+use crate::convert::{assignments, from_timestamp_ms};
 use crate::health::HealthView;
 use crate::topology::AppliedTopology;
 
@@ -135,7 +136,7 @@ fn ingest(health: &HealthView, caller: &Caller, batch: pb::ProbeResultBatch) -> 
             }
             continue;
         }
-        converted.push(outcome_from_pb(r));
+        converted.push(report_from_pb(r));
     }
     let mut out = health.ingest_batch(converted);
     out.rejected += refused;
@@ -149,51 +150,33 @@ fn ingest(health: &HealthView, caller: &Caller, batch: pb::ProbeResultBatch) -> 
     }
 }
 
-/// A wire result as a domain value, or why it is malformed.
-fn outcome_from_pb(r: pb::ProbeResult) -> Result<ProbeOutcome, String> {
+/// A wire result as a domain value, or why it is malformed (naming the field). The
+/// outcome part (success, latency, class, detail) converts in `meridian-proto`, the
+/// one place that conversion exists.
+fn report_from_pb(r: pb::ProbeResult) -> Result<ProbeReport, String> {
     let at = |what: &str| format!("result for pop `{}` endpoint `{}`: {what}", r.pop, r.endpoint);
     let observed_at = r
         .observed_at
         .as_ref()
         .and_then(from_timestamp_ms)
-        .ok_or_else(|| at("missing or invalid observed_at"))?;
-    let latency = match &r.latency {
-        Some(d) => from_duration(d).ok_or_else(|| at("invalid latency"))?,
-        None => std::time::Duration::ZERO,
-    };
-    let failure = match pb::FailureClass::try_from(r.failure_class) {
-        Ok(pb::FailureClass::Unspecified) | Ok(pb::FailureClass::None) => FailureClass::None,
-        Ok(pb::FailureClass::Timeout) => FailureClass::Timeout,
-        Ok(pb::FailureClass::Refused) => FailureClass::Refused,
-        Ok(pb::FailureClass::Reset) => FailureClass::Reset,
-        Ok(pb::FailureClass::Tls) => FailureClass::Tls,
-        Ok(pb::FailureClass::HttpStatus) => FailureClass::HttpStatus,
-        Ok(pb::FailureClass::BodyMismatch) => FailureClass::BodyMismatch,
-        Ok(pb::FailureClass::DnsRcode) => FailureClass::DnsRcode,
-        Ok(pb::FailureClass::DnsAnswer) => FailureClass::DnsAnswer,
-        Ok(pb::FailureClass::Other) => FailureClass::Other,
-        Err(_) => return Err(at(&format!("unknown failure class {}", r.failure_class))),
-    };
-    // An unspecified class on a failure is a malformed result, not a success.
-    let failure = if !r.success && failure == FailureClass::None {
-        FailureClass::Other
-    } else {
-        failure
-    };
-    Ok(ProbeOutcome {
+        .ok_or_else(|| at("observed_at: missing or invalid"))?;
+    let outcome = outcome_from_wire(&r).map_err(|e| at(&e.to_string()))?;
+    Ok(ProbeReport {
         prober: r.prober_id,
         region: r.region,
         pop: r.pop,
         endpoint: r.endpoint,
         observed_at: UnixMillis(observed_at),
-        success: r.success,
-        latency,
-        failure,
+        outcome,
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use meridian_health::{FailureClass, ProbeOutcome};
+
     use super::*;
 
     #[test]
@@ -228,18 +211,39 @@ mod tests {
             failure_class: 0,
             detail: String::new(),
         };
-        assert!(outcome_from_pb(base.clone()).is_ok());
+        let ok = report_from_pb(base.clone()).unwrap();
+        assert_eq!(ok.observed_at, UnixMillis(1_700_000_000_000));
+        assert_eq!(ok.outcome, ProbeOutcome::ok(Duration::ZERO));
         let mut r = base.clone();
         r.observed_at = None;
-        assert!(outcome_from_pb(r).unwrap_err().contains("observed_at"));
+        assert_eq!(
+            report_from_pb(r).unwrap_err(),
+            "result for pop `fra1` endpoint `http`: observed_at: missing or invalid"
+        );
         let mut r = base.clone();
         r.observed_at = Some(meridian_proto::prost_types::Timestamp { seconds: -5, nanos: 0 });
-        assert!(outcome_from_pb(r).is_err());
+        assert!(report_from_pb(r).unwrap_err().contains("observed_at"));
         let mut r = base.clone();
         r.failure_class = 999;
-        assert!(outcome_from_pb(r).unwrap_err().contains("unknown failure class"));
+        assert_eq!(
+            report_from_pb(r).unwrap_err(),
+            "result for pop `fra1` endpoint `http`: failure_class: unknown value 999"
+        );
+        // A failure without a class is malformed; it used to become `other` silently.
+        let mut r = base.clone();
+        r.success = false;
+        assert!(report_from_pb(r)
+            .unwrap_err()
+            .contains("failure_class: a failed probe needs a failure class, got FAILURE_CLASS_UNSPECIFIED"));
+        // A classified failure keeps the prober's detail.
         let mut r = base;
         r.success = false;
-        assert_eq!(outcome_from_pb(r).unwrap().failure, FailureClass::Other);
+        r.failure_class = pb::FailureClass::HttpStatus as i32;
+        r.detail = "status 503, expected 200".into();
+        let failed = report_from_pb(r).unwrap();
+        assert_eq!(
+            failed.outcome,
+            ProbeOutcome::failed(Duration::ZERO, FailureClass::HttpStatus, "status 503, expected 200")
+        );
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
+use crate::probe::ProbeOutcome;
 
 const START: u64 = 1_700_000_000_000;
 const REGIONS: [&str; 3] = ["r0", "r1", "r2"];
@@ -107,18 +108,17 @@ fn drive(
                 lag_ms,
             } => {
                 let observed_at = UnixMillis(now.0.saturating_add_signed(-lag_ms));
-                let o = ProbeOutcome {
+                let latency = Duration::from_millis(10);
+                let o = ProbeReport {
                     prober: format!("{}-{prober}", REGIONS[region]),
                     region: REGIONS[region].to_string(),
                     pop: POPS[pop].to_string(),
                     endpoint: ENDPOINTS[endpoint].to_string(),
                     observed_at,
-                    success,
-                    latency: Duration::from_millis(10),
-                    failure: if success {
-                        FailureClass::None
+                    outcome: if success {
+                        ProbeOutcome::ok(latency)
                     } else {
-                        FailureClass::Refused
+                        ProbeOutcome::failed(latency, FailureClass::Refused, "connection refused")
                     },
                 };
                 if state.ingest(o, now).is_ok() {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::probe::ProbeOutcome;
 
 const START: u64 = 1_700_000_000_000;
 const REGIONS: [&str; 3] = ["ap-south", "eu-west", "us-east"];
@@ -178,19 +179,18 @@ impl Sim {
     }
 }
 
-fn outcome(prober: &str, region: &str, pop: &str, endpoint: &str, at: u64, success: bool) -> ProbeOutcome {
-    ProbeOutcome {
+fn outcome(prober: &str, region: &str, pop: &str, endpoint: &str, at: u64, success: bool) -> ProbeReport {
+    let latency = Duration::from_millis(20);
+    ProbeReport {
         prober: prober.to_string(),
         region: region.to_string(),
         pop: pop.to_string(),
         endpoint: endpoint.to_string(),
         observed_at: UnixMillis(at),
-        success,
-        latency: Duration::from_millis(20),
-        failure: if success {
-            FailureClass::None
+        outcome: if success {
+            ProbeOutcome::ok(latency)
         } else {
-            FailureClass::Timeout
+            ProbeOutcome::failed(latency, FailureClass::Timeout, format!("no answer within 2s (t={at})"))
         },
     }
 }
@@ -519,7 +519,7 @@ fn verdict_events_carry_time_rule_and_per_region_evidence() {
 fn rejections_name_the_offending_value_and_are_counted() {
     let now = UnixMillis(START);
     let good = || outcome("p1", "eu-west", "ams", "http", START, true);
-    type Tweak = fn(&mut ProbeOutcome);
+    type Tweak = fn(&mut ProbeReport);
     let cases: &[(&str, Tweak, RejectReason, &str)] = &[
         (
             "unknown pop",
@@ -572,13 +572,13 @@ fn rejections_name_the_offending_value_and_are_counted() {
         ),
         (
             "failure without class",
-            |o| o.success = false,
+            |o| o.outcome.success = false,
             RejectReason::Invalid,
             "success=false with failure class `none`",
         ),
         (
             "success with class",
-            |o| o.failure = FailureClass::Tls,
+            |o| o.outcome.class = FailureClass::Tls,
             RejectReason::Invalid,
             "success=true with failure class `tls`",
         ),
@@ -671,7 +671,7 @@ fn out_of_order_results_are_recorded_but_do_not_flip_hysteresis() {
     let recent: Vec<(u64, bool, bool)> = http
         .recent
         .iter()
-        .map(|r| (r.age.as_millis() as u64, r.success, r.applied))
+        .map(|r| (r.age.as_millis() as u64, r.outcome.success, r.applied))
         .collect();
     assert_eq!(
         recent,
@@ -780,7 +780,7 @@ fn matrix_shows_state_latency_freshness_and_suspects() {
     sim.round(&REGIONS, &[region("eu-west")]);
     // One more sample for us-east → ams at 40 ms: EWMA 0.5 × 40 + 0.5 × 20 = 30 ms.
     let mut o = outcome("us-east-1", "us-east", "ams", "http", sim.now.0 + 500, true);
-    o.latency = Duration::from_millis(40);
+    o.outcome.latency = Duration::from_millis(40);
     sim.state.ingest(o, sim.now).unwrap();
     let now = sim.now.saturating_add(Duration::from_millis(1_500));
     let matrix = sim.state.matrix(now);
@@ -818,7 +818,11 @@ fn matrix_shows_state_latency_freshness_and_suspects() {
         }
     }
     assert_eq!(snapshot.verdict("ams"), PopVerdict::Up);
-    assert_eq!(snapshot.verdict("nowhere"), PopVerdict::Unknown, "missing data is UNKNOWN, never DOWN");
+    assert_eq!(
+        snapshot.verdict("nowhere"),
+        PopVerdict::Unknown,
+        "missing data is UNKNOWN, never DOWN"
+    );
     let suspects = sim.state.suspect_regions();
     assert_eq!(suspects.len(), 1);
     assert_eq!((suspects[0].region.as_str(), suspects[0].down_share), ("eu-west", 1.0));
@@ -889,7 +893,7 @@ fn explain_lists_regions_probers_and_endpoints_in_order() {
     let recent: Vec<(u64, FailureClass)> = dns
         .recent
         .iter()
-        .map(|r| (r.age.as_millis() as u64, r.failure))
+        .map(|r| (r.age.as_millis() as u64, r.outcome.class))
         .collect();
     assert_eq!(
         recent,
@@ -898,6 +902,11 @@ fn explain_lists_regions_probers_and_endpoints_in_order() {
             (1_100, FailureClass::Timeout),
             (2_100, FailureClass::Timeout)
         ]
+    );
+    // The prober's detail is kept as it was sent, for `explain`.
+    assert_eq!(
+        dns.recent[0].outcome.detail,
+        format!("no answer within 2s (t={})", START + 3_900)
     );
     // Serializes for `-o json`.
     let json = serde_json::to_string(&e).unwrap();
