@@ -8,12 +8,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use hickory_proto::rr::{Name, RecordType};
+use meridian_proto::probe::failure_class_to_wire;
 use meridian_proto::v1 as pb;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::probe::FailureClass;
 use crate::report::ProbeRecord;
 use crate::scheduler::{self, ScheduleParams};
 use crate::target::{self, Assignments, Check, DnsCheck, HttpCheck, TargetKey, TargetSpec, TcpCheck};
@@ -274,22 +274,6 @@ fn duration(d: Option<prost_types::Duration>) -> Result<Option<Duration>, String
     }
 }
 
-/// The wire form of a failure class.
-pub fn failure_class_to_pb(class: FailureClass) -> pb::FailureClass {
-    match class {
-        FailureClass::None => pb::FailureClass::None,
-        FailureClass::Timeout => pb::FailureClass::Timeout,
-        FailureClass::Refused => pb::FailureClass::Refused,
-        FailureClass::Reset => pb::FailureClass::Reset,
-        FailureClass::Tls => pb::FailureClass::Tls,
-        FailureClass::HttpStatus => pb::FailureClass::HttpStatus,
-        FailureClass::BodyMismatch => pb::FailureClass::BodyMismatch,
-        FailureClass::DnsRcode => pb::FailureClass::DnsRcode,
-        FailureClass::DnsAnswer => pb::FailureClass::DnsAnswer,
-        FailureClass::Other => pb::FailureClass::Other,
-    }
-}
-
 /// The wire form of one result.
 pub fn result_to_pb(r: &ProbeRecord) -> pb::ProbeResult {
     pb::ProbeResult {
@@ -300,7 +284,7 @@ pub fn result_to_pb(r: &ProbeRecord) -> pb::ProbeResult {
         observed_at: Some(prost_types::Timestamp::from(r.observed_at)),
         success: r.outcome.success,
         latency: prost_types::Duration::try_from(r.outcome.latency).ok(),
-        failure_class: failure_class_to_pb(r.outcome.class) as i32,
+        failure_class: failure_class_to_wire(r.outcome.class),
         detail: r.outcome.detail.clone(),
     }
 }
@@ -308,6 +292,7 @@ pub fn result_to_pb(r: &ProbeRecord) -> pb::ProbeResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::FailureClass;
 
     fn http_target(pop: &str, endpoint: &str, url: &str) -> pb::ProbeTarget {
         pb::ProbeTarget {
@@ -416,6 +401,7 @@ mod tests {
             })
         );
         assert_eq!(p.failure_class, pb::FailureClass::Tls as i32);
+        assert_eq!(p.detail, "bad cert");
         assert!(!p.success);
         assert_eq!(
             p.latency,

@@ -11,100 +11,10 @@ use std::time::{Duration, Instant};
 
 pub(crate) use classify::chain as error_chain;
 pub use classify::classify_error;
+/// The one outcome type, shared with the control plane (see `meridian_core::probe`).
+pub use meridian_core::probe::{FailureClass, ProbeOutcome};
 
 use crate::target::{Check, TargetSpec};
-
-/// Why a probe failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FailureClass {
-    /// The probe succeeded.
-    None,
-    Timeout,
-    Refused,
-    Reset,
-    Tls,
-    HttpStatus,
-    BodyMismatch,
-    DnsRcode,
-    DnsAnswer,
-    Other,
-}
-
-impl FailureClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureClass::None => "none",
-            FailureClass::Timeout => "timeout",
-            FailureClass::Refused => "refused",
-            FailureClass::Reset => "reset",
-            FailureClass::Tls => "tls",
-            FailureClass::HttpStatus => "http_status",
-            FailureClass::BodyMismatch => "body_mismatch",
-            FailureClass::DnsRcode => "dns_rcode",
-            FailureClass::DnsAnswer => "dns_answer",
-            FailureClass::Other => "other",
-        }
-    }
-
-    /// Whether probing again soon may give another answer: the network-level
-    /// failures are often transient, a wrong status or a bad certificate rarely.
-    pub fn may_be_transient(self) -> bool {
-        matches!(
-            self,
-            FailureClass::Timeout | FailureClass::Refused | FailureClass::Reset | FailureClass::Other
-        )
-    }
-}
-
-impl std::fmt::Display for FailureClass {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What one probe observed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProbeOutcome {
-    pub success: bool,
-    pub latency: Duration,
-    pub class: FailureClass,
-    /// A short, human-readable explanation (empty on success).
-    pub detail: String,
-}
-
-impl ProbeOutcome {
-    pub fn ok(latency: Duration) -> Self {
-        Self {
-            success: true,
-            latency,
-            class: FailureClass::None,
-            detail: String::new(),
-        }
-    }
-    pub fn failed(latency: Duration, class: FailureClass, detail: impl Into<String>) -> Self {
-        Self {
-            success: false,
-            latency,
-            class,
-            detail: short(detail.into()),
-        }
-    }
-}
-
-/// The longest failure detail kept; the control plane shows it, it is not a log.
-pub const MAX_DETAIL: usize = 240;
-
-fn short(mut s: String) -> String {
-    if s.len() > MAX_DETAIL {
-        let mut cut = MAX_DETAIL;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push('…');
-    }
-    s
-}
 
 /// A target made ready to probe: the HTTP client (with its TLS settings and
 /// connection policy) is built once per target, not per probe.
@@ -170,20 +80,5 @@ impl PreparedProbe {
                 format!("no result within {budget:?}"),
             ),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn details_are_kept_short_on_a_char_boundary() {
-        let long = "é".repeat(300);
-        let o = ProbeOutcome::failed(Duration::ZERO, FailureClass::Other, long);
-        assert!(o.detail.len() <= MAX_DETAIL + '…'.len_utf8());
-        assert!(o.detail.ends_with('…'));
-        assert_eq!(FailureClass::HttpStatus.to_string(), "http_status");
-        assert!(!FailureClass::Tls.may_be_transient());
     }
 }
