@@ -181,7 +181,49 @@ async fn bad_probe_results_are_rejected_one_by_one_and_the_rest_of_the_batch_lan
         tonic::Code::Unauthenticated
     );
 
-    // The accepted result shows up as evidence for fra1.
+    // A failure with the prober's detail is accepted; a failure without a class or
+    // with an unknown one is rejected naming the field, never read as a default.
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let failed = |class: i32| pb::ProbeResult {
+        observed_at: Some(meridian_proto::prost_types::Timestamp {
+            seconds: later.as_secs() as i64,
+            nanos: later.subsec_nanos() as i32,
+        }),
+        success: false,
+        failure_class: class,
+        detail: "tls handshake: certificate expired on 2024-01-01".into(),
+        ..result("fra1", "eu", ts(0))
+    };
+    let batch = pb::ProbeResultBatch {
+        sequence: 8,
+        prober_id: "p-eu".into(),
+        region: "eu".into(),
+        results: vec![
+            failed(meridian_proto::probe::failure_class_to_wire(
+                meridian_core::probe::FailureClass::Tls,
+            )),
+            failed(pb::FailureClass::Unspecified as i32),
+            failed(999),
+        ],
+    };
+    let mut req = tonic::Request::new(tokio_stream::iter(vec![batch]));
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let mut acks = probes.report_results(req).await.unwrap().into_inner();
+    let ack = acks.message().await.unwrap().unwrap();
+    assert_eq!((ack.sequence, ack.accepted, ack.rejected), (8, 1, 2), "{ack:?}");
+    assert_eq!(
+        ack.errors,
+        [
+            "result for pop `fra1` endpoint `tcp`: failure_class: a failed probe needs a failure class, got FAILURE_CLASS_UNSPECIFIED",
+            "result for pop `fra1` endpoint `tcp`: failure_class: unknown value 999",
+        ]
+    );
+
+    // The accepted results show up as evidence for fra1, the failure with the
+    // detail the prober sent.
     let mut query = pb::query_service_client::QueryServiceClient::new(channel);
     let explain = query
         .explain_pop(pb::ExplainPopRequest { pop: "fra1".into() })
@@ -190,6 +232,25 @@ async fn bad_probe_results_are_rejected_one_by_one_and_the_rest_of_the_batch_lan
         .into_inner();
     assert_eq!(explain.regions.len(), 1, "{explain:?}");
     assert_eq!(explain.regions[0].region, "eu");
+    let prober = &explain.regions[0].probers[0];
+    assert_eq!(prober.prober, "p-eu");
+    let recent: Vec<(bool, i32, &str)> = prober.endpoints[0]
+        .recent
+        .iter()
+        .map(|r| (r.success, r.failure_class, r.detail.as_str()))
+        .collect();
+    assert_eq!(
+        recent,
+        [
+            (
+                false,
+                pb::FailureClass::Tls as i32,
+                "tls handshake: certificate expired on 2024-01-01"
+            ),
+            (true, pb::FailureClass::None as i32, ""),
+        ],
+        "newest first"
+    );
     assert_eq!(
         explain.state,
         pb::PopState::Unknown as i32,
