@@ -11,6 +11,7 @@
 //! sorts; they declare their fields alphabetically so the bytes printed are the same
 //! as before the CLI was split into modules.
 
+use meridian_proto::probe::{failure_class_from_wire, FailureClassError};
 use meridian_proto::v1 as pb;
 use serde::Serialize;
 
@@ -219,6 +220,9 @@ pub struct RecentResultView {
     pub failure_class: &'static str,
     pub latency_ms: Option<f64>,
     pub success: bool,
+    /// The prober's explanation of a failure; absent on a success.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
 }
 
 impl From<pb::ExplainPopResponse> for ExplainView {
@@ -269,6 +273,7 @@ impl From<pb::EndpointEvidence> for EndpointEvidenceView {
                     failure_class: failure_name(x.failure_class),
                     latency_ms: millis(&x.latency),
                     success: x.success,
+                    detail: x.detail.clone(),
                 })
                 .collect(),
         }
@@ -557,19 +562,13 @@ pub fn plan_state_name(state: i32) -> &'static str {
     }
 }
 
-/// The failure class's name; an unknown value is `other`.
+/// The failure class's name, through the one wire conversion; unspecified (a
+/// success) is `none` and an unknown value is `other`.
 pub fn failure_name(class: i32) -> &'static str {
-    match pb::FailureClass::try_from(class) {
-        Ok(pb::FailureClass::None) | Ok(pb::FailureClass::Unspecified) => "none",
-        Ok(pb::FailureClass::Timeout) => "timeout",
-        Ok(pb::FailureClass::Refused) => "refused",
-        Ok(pb::FailureClass::Reset) => "reset",
-        Ok(pb::FailureClass::Tls) => "tls",
-        Ok(pb::FailureClass::HttpStatus) => "http_status",
-        Ok(pb::FailureClass::BodyMismatch) => "body_mismatch",
-        Ok(pb::FailureClass::DnsRcode) => "dns_rcode",
-        Ok(pb::FailureClass::DnsAnswer) => "dns_answer",
-        Ok(pb::FailureClass::Other) | Err(_) => "other",
+    match failure_class_from_wire(class) {
+        Ok(class) => class.as_str(),
+        Err(FailureClassError::Unspecified) => "none",
+        Err(FailureClassError::Unknown(_)) => "other",
     }
 }
 

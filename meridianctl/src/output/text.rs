@@ -95,7 +95,7 @@ pub fn health(v: &HealthView) -> String {
 }
 
 /// `meridianctl explain POP`: the verdict, then an indented tree of regions, probers
-/// and endpoints with the five most recent results.
+/// and endpoints with the five most recent results and the newest failure's detail.
 pub fn explain(v: &ExplainView) -> String {
     let mut out = Lines::default();
     out.line(format_args!("{}: {} — {}", v.pop, v.state, v.rule));
@@ -142,6 +142,10 @@ pub fn explain(v: &ExplainView) -> String {
                     e.consecutive_failures,
                     recent.join(", ")
                 ));
+                // The newest failure's own words, when the prober sent any.
+                if let Some(x) = e.recent.iter().take(5).find(|x| !x.success && !x.detail.is_empty()) {
+                    out.line(format_args!("        last failure ({}): {}", x.failure_class, x.detail));
+                }
             }
         }
     }

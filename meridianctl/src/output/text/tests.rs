@@ -107,6 +107,29 @@ fra1: DOWN — quorum-down
 }
 
 #[test]
+fn explain_text_shows_the_newest_failure_detail_the_prober_sent() {
+    let mut resp = fixtures::explain();
+    let recent = &mut resp.regions[0].probers[0].endpoints[0].recent;
+    recent[0].detail = "no result within 2s".into();
+    recent.push(pb::RecentResult {
+        failure_class: pb::FailureClass::Tls as i32,
+        detail: "an older failure".into(),
+        ..Default::default()
+    });
+    let view = ExplainView::from(resp);
+    let text = explain(&view);
+    assert!(
+        text.ends_with("recent: timeout, ok 18ms, tls\n        last failure (timeout): no result within 2s\n"),
+        "{text}"
+    );
+    // JSON carries every result's detail, and none on a success.
+    let json = serde_json::to_value(&view.regions[0].probers[0].endpoints[0].recent).unwrap();
+    assert_eq!(json[0]["detail"], "no result within 2s");
+    assert!(json[1].get("detail").is_none(), "{json}");
+    assert_eq!(json[2]["detail"], "an older failure");
+}
+
+#[test]
 fn explain_text_shows_at_most_five_recent_results_and_no_flags_when_counted() {
     let mut view = ExplainView::from(fixtures::explain());
     let region = &mut view.regions[0];
@@ -121,6 +144,7 @@ fn explain_text_shows_at_most_five_recent_results_and_no_flags_when_counted() {
             failure_class: "refused",
             latency_ms: None,
             success: false,
+            detail: String::new(),
         })
         .collect();
     let text = explain(&view);
