@@ -507,7 +507,7 @@ fn legacy_plan(p: &pb::SteeringPlan) -> Value {
             "pops": r.pops.iter().map(|w| json!({"pop": w.pop, "weight": w.weight, "ipv4": w.ipv4, "ipv6": w.ipv6})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "pops": p.pops.iter().map(|s| json!({
-            "pop": s.pop, "state": s.state, "capacity": s.capacity, "load": s.load, "utilisation": s.utilisation,
+            "pop": s.pop, "state": plan_state_name(s.state), "capacity": s.capacity, "load": s.load, "utilisation": s.utilisation,
         })).collect::<Vec<_>>(),
         "anycast": p.anycast.iter().map(|a| json!({
             "pop": a.pop,
