@@ -49,7 +49,11 @@ pub fn default_identity() -> String {
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
-    let raw = if host.is_empty() { user } else { format!("{user}@{host}") };
+    let raw = if host.is_empty() {
+        user
+    } else {
+        format!("{user}@{host}")
+    };
     raw.chars()
         .map(|c| if c.is_ascii_graphic() { c } else { '_' })
         .take(128)
@@ -67,7 +71,10 @@ impl Connected {
     pub fn operator(
         &self,
     ) -> pb::operator_service_client::OperatorServiceClient<InterceptedService<Channel, Identify>> {
-        pb::operator_service_client::OperatorServiceClient::with_interceptor(self.channel.clone(), self.identity.clone())
+        pb::operator_service_client::OperatorServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.identity.clone(),
+        )
     }
 
     /// Sends `identity` with operator calls. An identity that cannot be a header

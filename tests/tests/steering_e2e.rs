@@ -172,7 +172,17 @@ async fn agents_on_different_replicas_follow_the_same_versions_across_a_leader_k
 
     // Drain fra1 (ams1 takes eu) → v2, on every agent, through the follower, which
     // forwards the caller's identity to the leader.
-    let out = meridianctl(&["-e", &ep_b, "--as", "carol@noc", "drain", "fra1", "--reason", "fibre cut"]).await;
+    let out = meridianctl(&[
+        "-e",
+        &ep_b,
+        "--as",
+        "carol@noc",
+        "drain",
+        "fra1",
+        "--reason",
+        "fibre cut",
+    ])
+    .await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     all_received(&acking, 2).await;
     let plan = ctl_json(&ep_b, &["plan"]).await;

@@ -68,7 +68,14 @@ fn metadata() -> Value {
         .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
         .expect("rustc -vV names the host");
     let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--locked", "--filter-platform", &host])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--locked",
+            "--filter-platform",
+            &host,
+        ])
         .current_dir(workspace_root())
         .output()
         .expect("run cargo metadata");
@@ -86,7 +93,12 @@ fn graph(meta: &Value) -> (BTreeMap<String, String>, BTreeMap<String, Vec<String
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["id"].as_str().unwrap().to_string(), p["name"].as_str().unwrap().to_string()))
+        .map(|p| {
+            (
+                p["id"].as_str().unwrap().to_string(),
+                p["name"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     let mut deps = BTreeMap::new();
     for node in meta["resolve"]["nodes"].as_array().unwrap() {
@@ -176,8 +188,7 @@ fn the_check_itself_catches_an_io_dependency() {
 #[test]
 fn every_workspace_member_is_in_the_code_map() {
     let meta = metadata();
-    let architecture =
-        std::fs::read_to_string(workspace_root().join("ARCHITECTURE.md")).expect("read ARCHITECTURE.md");
+    let architecture = std::fs::read_to_string(workspace_root().join("ARCHITECTURE.md")).expect("read ARCHITECTURE.md");
     let members: Vec<&str> = meta["workspace_members"]
         .as_array()
         .unwrap()
@@ -211,10 +222,19 @@ fn agents_and_probers_never_depend_on_the_store() {
     let meta = metadata();
     let (names, deps) = graph(&meta);
     let mut found = Vec::new();
-    for krate in ["meridian-dns-agent", "meridian-edge-agent", "meridian-prober", "meridianctl"] {
+    for krate in [
+        "meridian-dns-agent",
+        "meridian-edge-agent",
+        "meridian-prober",
+        "meridianctl",
+    ] {
         found.extend(reached(krate, &["meridian-store", "etcd-client"], &names, &deps));
     }
-    assert!(found.is_empty(), "edge agents, probers and the CLI talk to replicas only:\n  {}", found.join("\n  "));
+    assert!(
+        found.is_empty(),
+        "edge agents, probers and the CLI talk to replicas only:\n  {}",
+        found.join("\n  ")
+    );
 }
 
 /// Every `.rs` file under `dir`, with its text up to the first `#[cfg(test)]` (tests
@@ -264,9 +284,17 @@ fn mentions(dir: &str, needles: &[&str], allowed: &[&str]) -> Vec<String> {
 fn pure_crates_read_no_clock() {
     let mut found = Vec::new();
     for dir in PURE_SOURCES {
-        found.extend(mentions(dir, &["SystemTime::now", "Instant::now", "thread::sleep"], &[]));
+        found.extend(mentions(
+            dir,
+            &["SystemTime::now", "Instant::now", "thread::sleep"],
+            &[],
+        ));
     }
-    assert!(found.is_empty(), "pure crates take time as an argument:\n  {}", found.join("\n  "));
+    assert!(
+        found.is_empty(),
+        "pure crates take time as an argument:\n  {}",
+        found.join("\n  ")
+    );
 }
 
 #[test]
@@ -276,7 +304,11 @@ fn the_server_keeps_wire_types_in_its_grpc_adapters() {
         &["meridian_proto", "pb::"],
         &["grpc.rs", "convert.rs", "probe_api.rs", "plan_api.rs"],
     );
-    assert!(found.is_empty(), "prost types outside the gRPC adapters:\n  {}", found.join("\n  "));
+    assert!(
+        found.is_empty(),
+        "prost types outside the gRPC adapters:\n  {}",
+        found.join("\n  ")
+    );
 }
 
 #[test]
@@ -311,8 +343,15 @@ fn production_builds_do_not_compile_the_conformance_suite() {
         .current_dir(workspace_root())
         .output()
         .expect("run cargo tree");
-    assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tree = String::from_utf8_lossy(&out.stdout);
     assert!(tree.contains("meridian-store"), "{tree}");
-    assert!(!tree.contains("conformance"), "the control plane enables the conformance feature:\n{tree}");
+    assert!(
+        !tree.contains("conformance"),
+        "the control plane enables the conformance feature:\n{tree}"
+    );
 }

@@ -239,7 +239,13 @@ mod typed_tests {
 
     #[test]
     fn stored_names_round_trip_and_unknown_names_are_errors() {
-        for s in [PopState::Unknown, PopState::Up, PopState::Degraded, PopState::Down, PopState::Drained] {
+        for s in [
+            PopState::Unknown,
+            PopState::Up,
+            PopState::Degraded,
+            PopState::Down,
+            PopState::Drained,
+        ] {
             let json = serde_json::to_string(&s).unwrap();
             assert_eq!(json, format!("\"{}\"", s.as_str()));
             assert_eq!(serde_json::from_str::<PopState>(&json).unwrap(), s);
@@ -266,6 +272,9 @@ mod typed_tests {
             serde_json::from_str(r#"{"pop":"fra1","weight":1.0,"ipv4":["192.0.2.1"],"ipv6":["2001:db8::1"]}"#).unwrap();
         assert_eq!(w.ipv4, vec![Ipv4Addr::new(192, 0, 2, 1)]);
         // A stored address that does not parse is an error, never silently dropped.
-        assert!(serde_json::from_str::<PopWeightRecord>(r#"{"pop":"x","weight":1.0,"ipv4":["192.0.2.300"],"ipv6":[]}"#).is_err());
+        assert!(serde_json::from_str::<PopWeightRecord>(
+            r#"{"pop":"x","weight":1.0,"ipv4":["192.0.2.300"],"ipv6":[]}"#
+        )
+        .is_err());
     }
 }

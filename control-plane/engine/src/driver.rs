@@ -9,8 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use meridian_core::records::{
-    AnycastAction, AnycastAnnouncement, DrainIntent, PopPlanState, PopState, PopWeightRecord, RegionWeights,
-    StoredPlan,
+    AnycastAction, AnycastAnnouncement, DrainIntent, PopPlanState, PopState, PopWeightRecord, RegionWeights, StoredPlan,
 };
 use meridian_core::slow_start::SlowStart;
 use meridian_core::topology::{LatencySource, TopologyDoc};
@@ -84,7 +83,15 @@ impl SteeringDriver {
                 return ready;
             }
         };
-        let mut candidate = to_stored(&plan, doc, view.health, view.topology_revision, view.replica, notes, now_ms);
+        let mut candidate = to_stored(
+            &plan,
+            doc,
+            view.health,
+            view.topology_revision,
+            view.replica,
+            notes,
+            now_ms,
+        );
         let reasons = match view.current {
             None => Some(vec!["first plan for this topology".to_string()]),
             Some(current) => worth_publishing(current, &candidate, doc.policy.weight_change_threshold),

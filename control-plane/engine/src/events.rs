@@ -30,12 +30,23 @@ pub enum EventKind {
         evidence: Vec<String>,
     },
     /// A region's probers alone see most PoPs down; its votes are discounted.
-    RegionSuspect { region: String, down_share: f64 },
-    RegionRecovered { region: String },
+    RegionSuspect {
+        region: String,
+        down_share: f64,
+    },
+    RegionRecovered {
+        region: String,
+    },
     /// The steering loop published a plan version.
-    PlanPublished { version: u64, reasons: Vec<String> },
+    PlanPublished {
+        version: u64,
+        reasons: Vec<String>,
+    },
     /// A guardrail fired in a published plan.
-    GuardrailFired { version: u64, firing: String },
+    GuardrailFired {
+        version: u64,
+        firing: String,
+    },
     /// Failback progress of a recovering PoP.
     SlowStart(SlowStartEvent),
     /// An operator mutation (the actor says who).
@@ -52,10 +63,23 @@ pub enum OperatorAction {
         /// The guardrails `--force` overrode, if any.
         forced_past: Option<String>,
     },
-    Undrained { pop: String, reason: String },
-    TopologyApplied { revision: i64, reason: String, diff: Vec<String> },
-    PlanRestored { from: u64, version: u64, reason: String },
-    SteeringResumed { reason: String },
+    Undrained {
+        pop: String,
+        reason: String,
+    },
+    TopologyApplied {
+        revision: i64,
+        reason: String,
+        diff: Vec<String>,
+    },
+    PlanRestored {
+        from: u64,
+        version: u64,
+        reason: String,
+    },
+    SteeringResumed {
+        reason: String,
+    },
 }
 
 impl Event {
@@ -138,7 +162,9 @@ impl Event {
     /// One line for humans.
     pub fn message(&self) -> String {
         match &self.kind {
-            EventKind::Verdict { pop, old, new, rule, .. } => format!("{pop}: {old} → {new} ({rule})"),
+            EventKind::Verdict {
+                pop, old, new, rule, ..
+            } => format!("{pop}: {old} → {new} ({rule})"),
             EventKind::RegionSuspect { region, down_share } => format!(
                 "region {region} is suspect: its probers alone see {:.0}% of PoPs down; its votes are discounted",
                 down_share * 100.0
@@ -213,7 +239,10 @@ mod tests {
             region: "ap".into(),
             down_share: 0.8,
         });
-        assert_eq!((s.kind_name(), s.region(), s.pop()), ("region_suspect", Some("ap"), None));
+        assert_eq!(
+            (s.kind_name(), s.region(), s.pop()),
+            ("region_suspect", Some("ap"), None)
+        );
         assert!(s.message().contains("80%"), "{}", s.message());
     }
 
@@ -231,7 +260,10 @@ mod tests {
         };
         assert_eq!((e.kind_name(), e.pop()), ("drain", Some("fra1")));
         assert_eq!(e.message(), "PoP fra1 drained: fibre cut");
-        assert_eq!(e.evidence(), vec!["forced past guardrail drain-over-capacity".to_string()]);
+        assert_eq!(
+            e.evidence(),
+            vec!["forced past guardrail drain-over-capacity".to_string()]
+        );
         assert_eq!(e.actor.to_string(), "operator:alice@ops");
         // The event survives a JSON round trip (what a durable log will store).
         let json = serde_json::to_string(&e).unwrap();

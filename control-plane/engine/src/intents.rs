@@ -24,10 +24,7 @@ pub struct IntentError {
 impl Intents {
     /// Decodes every intent under the intents prefix. Keys that are neither a drain
     /// nor the pin are ignored (a newer replica may store more kinds).
-    pub fn decode<'a>(
-        keys: &Keys,
-        raw: impl IntoIterator<Item = (&'a str, &'a [u8])>,
-    ) -> (Intents, Vec<IntentError>) {
+    pub fn decode<'a>(keys: &Keys, raw: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> (Intents, Vec<IntentError>) {
         let mut out = Intents::default();
         let mut errors = Vec::new();
         let drains = keys.drains_prefix();

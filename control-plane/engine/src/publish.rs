@@ -16,7 +16,12 @@ const MAX_LISTED_MOVES: usize = 5;
 /// more than `threshold`. Below that, latency jitter would churn every agent.
 pub fn worth_publishing(old: &StoredPlan, new: &StoredPlan, threshold: f64) -> Option<Vec<String>> {
     let mut why = Vec::new();
-    let states = |p: &StoredPlan| p.pops.iter().map(|s| (s.pop.clone(), s.state)).collect::<BTreeMap<_, _>>();
+    let states = |p: &StoredPlan| {
+        p.pops
+            .iter()
+            .map(|s| (s.pop.clone(), s.state))
+            .collect::<BTreeMap<_, _>>()
+    };
     let (old_states, new_states) = (states(old), states(new));
     for (pop, state) in &new_states {
         match old_states.get(pop) {

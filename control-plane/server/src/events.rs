@@ -120,7 +120,11 @@ mod tests {
             log.record(drained(pop, i as u64));
         }
         let all = log.list(10, None);
-        assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), [3, 4, 5], "oldest dropped first");
+        assert_eq!(
+            all.iter().map(|e| e.id).collect::<Vec<_>>(),
+            [3, 4, 5],
+            "oldest dropped first"
+        );
         let a = log.list(10, Some("a"));
         assert_eq!(a.iter().map(|e| e.event.at_unix_ms).collect::<Vec<_>>(), [2, 4]);
         assert_eq!(log.list(1, None)[0].id, 5, "limit keeps the newest");

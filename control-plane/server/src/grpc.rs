@@ -17,13 +17,13 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
-use crate::plan_api::PlanApi;
-use crate::probe_api::ProbeApi;
-use crate::replica::ReplicaContext;
 use crate::ops::{
     ApplyTopologyCommand, Caller, ChangeOutcome, DrainCommand, OpError, RestorePlanCommand, ResumeSteeringCommand,
     UndrainCommand,
 };
+use crate::plan_api::PlanApi;
+use crate::probe_api::ProbeApi;
+use crate::replica::ReplicaContext;
 
 const AREA_CHANGES: &str = "staged changes, capacity overrides and freezes (issue [8])";
 
@@ -507,7 +507,12 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         let cmd = ResumeSteeringCommand {
             reason: req.into_inner().reason,
         };
-        let was_pinned = self.ctx.ops.resume_steering(&who, &fence, cmd).await.map_err(op_status)?;
+        let was_pinned = self
+            .ctx
+            .ops
+            .resume_steering(&who, &fence, cmd)
+            .await
+            .map_err(op_status)?;
         Ok(Response::new(pb::ResumeSteeringResponse { was_pinned }))
     }
 

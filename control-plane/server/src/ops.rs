@@ -378,7 +378,12 @@ impl Operations {
         };
         let key = self.keys.plan_pin();
         let value = encode(&key, &pin)?;
-        fenced_txn(self.store.as_ref(), fence, Txn::new().and_then([TxnOp::put(key, value)])).await?;
+        fenced_txn(
+            self.store.as_ref(),
+            fence,
+            Txn::new().and_then([TxnOp::put(key, value)]),
+        )
+        .await?;
         old.restored_from = Some(cmd.version);
         old.created_at_unix_ms = now;
         old.published_by = self.replica.clone();

@@ -199,7 +199,13 @@ pub async fn run_with_store(
     );
     tasks.spawn(
         "steering",
-        crate::steering::run(ctx.clone(), health_view.clone(), event_log.clone(), intents_rx, shutdown.clone()),
+        crate::steering::run(
+            ctx.clone(),
+            health_view.clone(),
+            event_log.clone(),
+            intents_rx,
+            shutdown.clone(),
+        ),
     );
     tasks.spawn(
         "plan-follower",

@@ -17,8 +17,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use meridian_steering::{
-    compute, compute_with, LatencyMatrix, PopInput, PopUsability, RegionInput, Solver, SteeringInput,
-    SteeringPolicy,
+    compute, compute_with, LatencyMatrix, PopInput, PopUsability, RegionInput, Solver, SteeringInput, SteeringPolicy,
 };
 
 fn bench_compute(c: &mut Criterion) {

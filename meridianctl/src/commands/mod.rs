@@ -41,5 +41,7 @@ pub async fn run(cli: &Cli) -> Result<Report, CtlError> {
 /// `$USER@hostname`).
 async fn connect(cli: &Cli) -> Result<Connected, CtlError> {
     let identity = cli.identity.clone().unwrap_or_else(client::default_identity);
-    client::connect(&cli.endpoint, cli.timeout).await?.with_identity(&identity)
+    client::connect(&cli.endpoint, cli.timeout)
+        .await?
+        .with_identity(&identity)
 }

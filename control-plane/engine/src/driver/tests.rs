@@ -63,7 +63,11 @@ fn health(verdicts: &[(&str, PopVerdict)]) -> HealthSnapshot {
 }
 
 fn all_up() -> HealthSnapshot {
-    health(&[("fra1", PopVerdict::Up), ("ams1", PopVerdict::Up), ("iad1", PopVerdict::Up)])
+    health(&[
+        ("fra1", PopVerdict::Up),
+        ("ams1", PopVerdict::Up),
+        ("iad1", PopVerdict::Up),
+    ])
 }
 
 fn view<'a>(
@@ -122,7 +126,11 @@ fn the_first_plan_is_published_then_nothing_until_something_matters() {
     assert_eq!(plan.reasons[0], "first plan for this topology");
     assert_eq!((plan.created_at_unix_ms, plan.topology_revision), (1_000, 3));
     assert_eq!(plan.published_by, "cp-1");
-    assert_eq!(weight(&plan, "eu-west", "fra1"), 1.0, "the closest PoP takes a region that fits");
+    assert_eq!(
+        weight(&plan, "eu-west", "fra1"),
+        1.0,
+        "the closest PoP takes a region that fits"
+    );
     assert_eq!(state(&plan, "fra1"), PopState::Up);
     assert!(ready.events.is_empty() && ready.error.is_none());
     // The same view again, with that plan in force: nothing to publish.
@@ -156,10 +164,18 @@ fn a_dead_pop_is_published_with_the_reason_and_gets_no_weight() {
     let mut driver = SteeringDriver::default();
     let mut current = None;
     tick_publish(&mut driver, 0, &doc, &all_up(), &intents, &mut current);
-    let down = health(&[("fra1", PopVerdict::Down), ("ams1", PopVerdict::Up), ("iad1", PopVerdict::Up)]);
+    let down = health(&[
+        ("fra1", PopVerdict::Down),
+        ("ams1", PopVerdict::Up),
+        ("iad1", PopVerdict::Up),
+    ]);
     let ready = tick_publish(&mut driver, 1_000, &doc, &down, &intents, &mut current);
     let plan = ready.publish.expect("a new plan");
-    assert!(plan.reasons.iter().any(|r| r == "PoP fra1: up → down"), "{:?}", plan.reasons);
+    assert!(
+        plan.reasons.iter().any(|r| r == "PoP fra1: up → down"),
+        "{:?}",
+        plan.reasons
+    );
     assert_eq!(weight(&plan, "eu-west", "fra1"), 0.0);
     assert_eq!(weight(&plan, "eu-west", "ams1"), 1.0, "the next closest takes over");
     assert_eq!(state(&plan, "fra1"), PopState::Down);
@@ -199,7 +215,11 @@ fn a_drain_is_a_state_change_and_moves_the_weight() {
         .unwrap();
     assert_eq!(state(&plan, "fra1"), PopState::Drained);
     assert_eq!(weight(&plan, "eu-west", "fra1"), 0.0);
-    assert!(plan.reasons.iter().any(|r| r == "PoP fra1: up → drained"), "{:?}", plan.reasons);
+    assert!(
+        plan.reasons.iter().any(|r| r == "PoP fra1: up → drained"),
+        "{:?}",
+        plan.reasons
+    );
 }
 
 #[test]
@@ -234,7 +254,11 @@ fn failback_goes_through_the_slow_start_stages_on_the_clock() {
     let (doc, intents) = (doc(), Intents::default());
     let mut driver = SteeringDriver::default();
     let mut current = None;
-    let down = health(&[("fra1", PopVerdict::Down), ("ams1", PopVerdict::Up), ("iad1", PopVerdict::Up)]);
+    let down = health(&[
+        ("fra1", PopVerdict::Down),
+        ("ams1", PopVerdict::Up),
+        ("iad1", PopVerdict::Up),
+    ]);
     tick_publish(&mut driver, 0, &doc, &down, &intents, &mut current);
     let up = all_up();
     let bake = 10_000;
@@ -247,14 +271,21 @@ fn failback_goes_through_the_slow_start_stages_on_the_clock() {
     );
     let plan = ready.publish.unwrap();
     assert!((weight(&plan, "eu-west", "fra1") - 0.1).abs() < 1e-9, "10 % first");
-    assert!(plan.reasons.iter().any(|r| r.contains("slow start: fra1 at 10%")), "{:?}", plan.reasons);
+    assert!(
+        plan.reasons.iter().any(|r| r.contains("slow start: fra1 at 10%")),
+        "{:?}",
+        plan.reasons
+    );
     // Before the bake time is over nothing moves.
     t += bake - 1;
     let held = tick_publish(&mut driver, t, &doc, &up, &intents, &mut current);
     assert!(held.events.is_empty() && held.publish.is_none(), "{held:?}");
     t += 1;
     let ready = tick_publish(&mut driver, t, &doc, &up, &intents, &mut current);
-    assert!(matches!(&ready.events[0].kind, EventKind::SlowStart(SlowStartEvent::Advanced { .. })));
+    assert!(matches!(
+        &ready.events[0].kind,
+        EventKind::SlowStart(SlowStartEvent::Advanced { .. })
+    ));
     assert!((weight(current.as_ref().unwrap(), "eu-west", "fra1") - 0.5).abs() < 1e-9);
     // The last stage is 1.0: reaching it completes the slow start.
     t += bake;
@@ -273,7 +304,11 @@ fn failback_goes_through_the_slow_start_stages_on_the_clock() {
 #[test]
 fn a_new_leader_slow_starts_a_pop_the_plan_in_force_has_down() {
     let (doc, intents) = (doc(), Intents::default());
-    let down = health(&[("fra1", PopVerdict::Down), ("ams1", PopVerdict::Up), ("iad1", PopVerdict::Up)]);
+    let down = health(&[
+        ("fra1", PopVerdict::Down),
+        ("ams1", PopVerdict::Up),
+        ("iad1", PopVerdict::Up),
+    ]);
     let mut old_leader = SteeringDriver::default();
     let mut current = None;
     tick_publish(&mut old_leader, 0, &doc, &down, &intents, &mut current);
@@ -292,7 +327,10 @@ fn a_compute_failure_is_reported_once_and_publishes_nothing() {
     let mut driver = SteeringDriver::default();
     let first = driver.tick(0, view(&doc, &health, &intents, None));
     assert!(first.publish.is_none());
-    assert!(first.error.as_deref().is_some_and(|e| e.contains("capacity")), "{first:?}");
+    assert!(
+        first.error.as_deref().is_some_and(|e| e.contains("capacity")),
+        "{first:?}"
+    );
     let second = driver.tick(1, view(&doc, &health, &intents, None));
     assert_eq!(second.error, None, "the same failure is not reported again");
 }
@@ -336,7 +374,11 @@ fn worth_publishing_cases() {
     ttl.policy.dns_ttl_seconds += 10;
     let mut moved = doc.clone();
     moved.pops[0].ipv4 = vec!["192.0.2.99".parse().unwrap()];
-    let down = health(&[("fra1", PopVerdict::Down), ("ams1", PopVerdict::Up), ("iad1", PopVerdict::Up)]);
+    let down = health(&[
+        ("fra1", PopVerdict::Down),
+        ("ams1", PopVerdict::Up),
+        ("iad1", PopVerdict::Up),
+    ]);
     let degraded = health(&[
         (
             "iad1",
@@ -350,9 +392,17 @@ fn worth_publishing_cases() {
     let cases: Vec<(&str, StoredPlan, Option<&str>)> = vec![
         ("same input", plan_for(&doc, &all_up()), None),
         ("tiny demand change", plan_for(&tiny, &all_up()), None),
-        ("large demand change", plan_for(&overloaded, &all_up()), Some("region eu-west → ams1: weight 0%")),
+        (
+            "large demand change",
+            plan_for(&overloaded, &all_up()),
+            Some("region eu-west → ams1: weight 0%"),
+        ),
         ("a PoP goes down", plan_for(&doc, &down), Some("PoP fra1: up → down")),
-        ("a PoP is degraded for one region", plan_for(&doc, &degraded), Some("PoP iad1: up → degraded")),
+        (
+            "a PoP is degraded for one region",
+            plan_for(&doc, &degraded),
+            Some("PoP iad1: up → degraded"),
+        ),
         ("DNS TTL", plan_for(&ttl, &all_up()), Some("DNS TTL 20s → 30s")),
         ("addresses", plan_for(&moved, &all_up()), Some("(addresses changed)")),
     ];
@@ -360,7 +410,10 @@ fn worth_publishing_cases() {
         match (want, worth_publishing(&base, &new, threshold)) {
             (None, None) => {}
             (Some(text), Some(reasons)) => {
-                assert!(reasons.iter().any(|r| r.contains(text)), "{name}: {reasons:?} lacks {text:?}")
+                assert!(
+                    reasons.iter().any(|r| r.contains(text)),
+                    "{name}: {reasons:?} lacks {text:?}"
+                )
             }
             (want, got) => panic!("{name}: want {want:?}, got {got:?}"),
         }
@@ -368,5 +421,8 @@ fn worth_publishing_cases() {
     // Withdrawing an anycast prefix is its own reason.
     let with_down = plan_for(&doc, &down);
     let reasons = worth_publishing(&base, &with_down, threshold).unwrap();
-    assert!(reasons.iter().any(|r| r == "Anycast announcements changed"), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r == "Anycast announcements changed"),
+        "{reasons:?}"
+    );
 }

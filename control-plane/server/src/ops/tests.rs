@@ -78,7 +78,11 @@ async fn fixture() -> Fixture {
     });
     let (intents_tx, intents) = watch::channel(Intents::default());
     let health = HealthSnapshot {
-        verdicts: [("fra1".to_string(), PopVerdict::Up), ("ams1".to_string(), PopVerdict::Up)].into(),
+        verdicts: [
+            ("fra1".to_string(), PopVerdict::Up),
+            ("ams1".to_string(), PopVerdict::Up),
+        ]
+        .into(),
         ..HealthSnapshot::default()
     };
     let clock = Arc::new(FakeClock(AtomicU64::new(1_700_000_000_000)));
@@ -122,7 +126,10 @@ async fn a_drain_is_stored_with_who_and_when_and_recorded_as_an_event() {
     let f = fixture().await;
     // ams1 carries nothing at this demand: draining it is allowed.
     let out = f.ops.drain(&f.alice, &f.fence, drain("ams1", false)).await.unwrap();
-    assert_eq!((out.kind, out.pop.as_str(), out.forced_past.len()), ("drain", "ams1", 0));
+    assert_eq!(
+        (out.kind, out.pop.as_str(), out.forced_past.len()),
+        ("drain", "ams1", 0)
+    );
     assert_eq!(out.actor, Actor::Operator(f.alice.identity.clone()));
     assert_eq!(out.at_unix_ms, 1_700_000_000_000, "time comes from the clock");
     let intent = stored_drain(&f, "ams1").await.expect("stored");
@@ -162,14 +169,24 @@ async fn a_drain_past_capacity_is_refused_naming_the_rule_unless_forced() {
         Some("drain-over-capacity")
     );
     let events = f.ops.log.list(10, None);
-    assert_eq!(events[0].event.evidence(), vec!["forced past guardrail drain-over-capacity".to_string()]);
+    assert_eq!(
+        events[0].event.evidence(),
+        vec!["forced past guardrail drain-over-capacity".to_string()]
+    );
 }
 
 #[tokio::test]
 async fn bad_drains_get_typed_errors() {
     let f = fixture().await;
-    let unknown = f.ops.drain(&f.alice, &f.fence, drain("nowhere", false)).await.unwrap_err();
-    assert!(matches!(unknown, OpError::NotFound(ref m) if m.contains("nowhere")), "{unknown}");
+    let unknown = f
+        .ops
+        .drain(&f.alice, &f.fence, drain("nowhere", false))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(unknown, OpError::NotFound(ref m) if m.contains("nowhere")),
+        "{unknown}"
+    );
     let mut no_reason = drain("ams1", false);
     no_reason.reason = "  ".into();
     let err = f.ops.drain(&f.alice, &f.fence, no_reason).await.unwrap_err();
@@ -215,7 +232,10 @@ async fn undrain_needs_a_drain() {
         reason: "fixed".into(),
     };
     let err = f.ops.undrain(&f.alice, &f.fence, cmd()).await.unwrap_err();
-    assert!(matches!(err, OpError::NotFound(ref m) if m.contains("not drained")), "{err}");
+    assert!(
+        matches!(err, OpError::NotFound(ref m) if m.contains("not drained")),
+        "{err}"
+    );
     f.ops.drain(&f.alice, &f.fence, drain("ams1", false)).await.unwrap();
     f.clock.0.store(1_700_000_000_500, Ordering::SeqCst);
     let out = f.ops.undrain(&f.alice, &f.fence, cmd()).await.unwrap();
@@ -260,7 +280,10 @@ async fn restore_pins_and_republishes_then_resume_lifts_the_pin() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(missing, OpError::NotFound(ref m) if m.contains("version 9")), "{missing}");
+    assert!(
+        matches!(missing, OpError::NotFound(ref m) if m.contains("version 9")),
+        "{missing}"
+    );
     let restored = f
         .ops
         .restore_plan(
@@ -274,14 +297,24 @@ async fn restore_pins_and_republishes_then_resume_lifts_the_pin() {
         .await
         .unwrap();
     assert_eq!((restored.version, restored.restored_from), (3, Some(1)));
-    assert_eq!(restored.reasons, vec!["restored from version 1 by alice@ops-1: bad push".to_string()]);
+    assert_eq!(
+        restored.reasons,
+        vec!["restored from version 1 by alice@ops-1: bad push".to_string()]
+    );
     let pin: PlanPin = serde_json::from_slice(&store.get(&keys.plan_pin()).await.unwrap().unwrap().value).unwrap();
     assert_eq!((pin.version, pin.requested_by.as_str()), (1, "alice@ops-1"));
     let resume = || ResumeSteeringCommand { reason: "ok".into() };
     assert!(f.ops.resume_steering(&f.alice, &f.fence, resume()).await.unwrap());
-    assert!(!f.ops.resume_steering(&f.alice, &f.fence, resume()).await.unwrap(), "nothing pinned any more");
+    assert!(
+        !f.ops.resume_steering(&f.alice, &f.fence, resume()).await.unwrap(),
+        "nothing pinned any more"
+    );
     let kinds: Vec<&str> = f.ops.log.list(10, None).iter().map(|e| e.event.kind_name()).collect();
-    assert_eq!(kinds, ["plan_restored", "steering_resumed"], "a no-op resume records nothing");
+    assert_eq!(
+        kinds,
+        ["plan_restored", "steering_resumed"],
+        "a no-op resume records nothing"
+    );
 }
 
 #[tokio::test]
@@ -302,9 +335,17 @@ async fn apply_lists_every_error_dry_runs_anywhere_and_writes_only_as_leader() {
     assert!(bad.errors.iter().any(|e| e.contains("pops[0]")), "{:?}", bad.errors);
     let dry = f.ops.apply_topology(&f.alice, None, cmd(TOPOLOGY, true)).await.unwrap();
     assert!(!dry.applied && !dry.diff.is_empty() && dry.errors.is_empty(), "{dry:?}");
-    let err = f.ops.apply_topology(&f.alice, None, cmd(TOPOLOGY, false)).await.unwrap_err();
+    let err = f
+        .ops
+        .apply_topology(&f.alice, None, cmd(TOPOLOGY, false))
+        .await
+        .unwrap_err();
     assert!(matches!(err, OpError::FailedPrecondition(_)), "{err}");
-    let done = f.ops.apply_topology(&f.alice, Some(&f.fence), cmd(TOPOLOGY, false)).await.unwrap();
+    let done = f
+        .ops
+        .apply_topology(&f.alice, Some(&f.fence), cmd(TOPOLOGY, false))
+        .await
+        .unwrap();
     assert!(done.applied && done.revision > 0);
     let events = f.ops.log.list(10, None);
     assert_eq!(events.len(), 1);
