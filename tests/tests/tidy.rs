@@ -14,6 +14,8 @@
 //! These are the architecture invariants a reviewer would otherwise check by eye;
 //! ARCHITECTURE.md names the check behind each.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
