@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::probe::ProbeOutcome;
+use crate::probe::{FailureClass, ProbeOutcome};
 use crate::time::UnixMillis;
 
 /// UP, DOWN or UNKNOWN: what one prober believes about one endpoint (its
@@ -31,15 +31,30 @@ impl fmt::Display for Reachability {
     }
 }
 
-/// One result as kept for `explain`: the prober's outcome as it arrived, detail
-/// included.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One result as kept for `explain`. Small and `Copy` on purpose: every result
+/// passes through here on the ingest hot path; the failure detail text is kept once
+/// per track (the newest failure's), not per result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Recent {
     pub observed_at: UnixMillis,
-    pub outcome: ProbeOutcome,
+    pub success: bool,
+    pub latency: Duration,
+    pub class: FailureClass,
     /// False for a result that arrived after a newer one and so did not drive the
     /// hysteresis.
     pub applied: bool,
+}
+
+impl Recent {
+    pub fn new(observed_at: UnixMillis, outcome: &ProbeOutcome) -> Self {
+        Recent {
+            observed_at,
+            success: outcome.success,
+            latency: outcome.latency,
+            class: outcome.class,
+            applied: true,
+        }
+    }
 }
 
 /// Hysteresis state and recent results of one (PoP, endpoint, prober).
@@ -52,6 +67,9 @@ pub(crate) struct Track {
     pub last_applied: Option<UnixMillis>,
     /// Sorted by `observed_at`, oldest first, at most `history` long.
     pub recent: VecDeque<Recent>,
+    /// The detail text of the newest failure that carried one, and when it was
+    /// observed.
+    pub failure_detail: Option<(UnixMillis, Box<str>)>,
 }
 
 /// What [`Track::record`] did with a result.
@@ -94,7 +112,7 @@ impl Track {
             }
             None => true,
         };
-        let (observed_at, success) = (r.observed_at, r.outcome.success);
+        let (observed_at, success) = (r.observed_at, r.success);
         self.remember(Recent { applied, ..r }, t.history);
         if !applied {
             return Applied::OutOfOrder;
@@ -133,6 +151,23 @@ impl Track {
         self.recent.iter().rev().find(|r| r.applied)
     }
 
+    /// Keeps `detail` as the failure detail of the result observed at `at`, unless a
+    /// newer failure's detail is already kept.
+    pub fn note_failure_detail(&mut self, at: UnixMillis, detail: &str) {
+        if detail.is_empty() || self.failure_detail.as_ref().is_some_and(|(t, _)| *t > at) {
+            return;
+        }
+        self.failure_detail = Some((at, detail.into()));
+    }
+
+    /// The detail of the failure observed at `at`, if it is the one kept.
+    pub fn failure_detail_at(&self, at: UnixMillis) -> Option<&str> {
+        self.failure_detail
+            .as_ref()
+            .filter(|(t, _)| *t == at)
+            .map(|(_, d)| d.as_ref())
+    }
+
     pub fn truncate_history(&mut self, history: usize) {
         while self.recent.len() > history {
             self.recent.pop_front();
@@ -155,7 +190,6 @@ impl Track {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::FailureClass;
 
     const T: Thresholds = Thresholds {
         rise: 2,
@@ -166,15 +200,12 @@ mod tests {
 
     fn result(at_ms: u64, success: bool) -> Recent {
         let latency = Duration::from_millis(1);
-        Recent {
-            observed_at: UnixMillis(at_ms),
-            outcome: if success {
-                ProbeOutcome::ok(latency)
-            } else {
-                ProbeOutcome::failed(latency, FailureClass::Timeout, "no answer")
-            },
-            applied: true,
-        }
+        let outcome = if success {
+            ProbeOutcome::ok(latency)
+        } else {
+            ProbeOutcome::failed(latency, FailureClass::Timeout, "no answer")
+        };
+        Recent::new(UnixMillis(at_ms), &outcome)
     }
 
     /// Feeds `pattern` ('+' success, '-' failure) one second apart and returns the
@@ -276,5 +307,22 @@ mod tests {
         assert!(!track.is_fresh(UnixMillis(15_000), T.gap));
         // A result slightly in the future (within the accepted skew) is fresh.
         assert!(track.is_fresh(UnixMillis(9_000), T.gap));
+    }
+
+    #[test]
+    fn the_newest_failure_detail_is_kept_once_per_track() {
+        let mut t = Track::default();
+        t.note_failure_detail(UnixMillis(10), "refused");
+        t.note_failure_detail(UnixMillis(5), "older, arrived late");
+        t.note_failure_detail(UnixMillis(12), "");
+        assert_eq!(t.failure_detail_at(UnixMillis(10)), Some("refused"));
+        assert_eq!(
+            t.failure_detail_at(UnixMillis(5)),
+            None,
+            "an older detail never replaces a newer one"
+        );
+        t.note_failure_detail(UnixMillis(20), "tls: expired");
+        assert_eq!(t.failure_detail_at(UnixMillis(20)), Some("tls: expired"));
+        assert_eq!(t.failure_detail_at(UnixMillis(10)), None);
     }
 }

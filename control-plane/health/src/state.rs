@@ -7,7 +7,7 @@ use meridian_core::ids::validate_id;
 
 use crate::hysteresis::{Applied, Reachability, Recent, Thresholds, Track};
 use crate::policy::{HealthPolicy, PolicyError};
-use crate::probe::{FailureClass, ProbeReport};
+use crate::probe::{FailureClass, ProbeOutcome, ProbeReport};
 use crate::rejection::Rejection;
 use crate::report::{
     EndpointEvidence, Explanation, HealthEvent, HealthSnapshot, HealthStats, IngestEffect, PopHealthRow, PopVerdict,
@@ -231,7 +231,16 @@ impl HealthState {
                                 .map(|x| RecentResult {
                                     observed_at: x.observed_at,
                                     age: x.observed_at.age_at(now),
-                                    outcome: x.outcome.clone(),
+                                    outcome: ProbeOutcome {
+                                        success: x.success,
+                                        latency: x.latency,
+                                        class: x.class,
+                                        detail: if x.success {
+                                            String::new()
+                                        } else {
+                                            t.failure_detail_at(x.observed_at).unwrap_or_default().to_string()
+                                        },
+                                    },
                                     applied: x.applied,
                                 })
                                 .collect(),
@@ -540,11 +549,10 @@ impl HealthState {
         let tracks = pop.views[vantage].get_or_insert_with(|| (0..endpoints).map(|_| Track::default()).collect());
         // `e` came from this PoP's endpoint index, so it is within `tracks`.
         let (success, latency) = (o.outcome.success, o.outcome.latency);
-        let recent = Recent {
-            observed_at: o.observed_at,
-            outcome: o.outcome,
-            applied: true,
-        };
+        let recent = Recent::new(o.observed_at, &o.outcome);
+        if !success {
+            tracks[e].note_failure_detail(o.observed_at, &o.outcome.detail);
+        }
         match tracks[e].record(recent, thresholds) {
             Applied::OutOfOrder => {
                 self.counters.out_of_order += 1;
@@ -777,7 +785,7 @@ impl HealthState {
                         .iter()
                         .zip(tracks)
                         .filter(|(_, t)| t.fresh_state(now, freshness) == Some(Reachability::Down))
-                        .map(|(e, t)| format!("{e}: {}", t.latest().map_or(FailureClass::Other, |x| x.outcome.class)))
+                        .map(|(e, t)| format!("{e}: {}", t.latest().map_or(FailureClass::Other, |x| x.class)))
                         .collect();
                     let prober = &self.vantages[v].prober;
                     if failing.is_empty() {

@@ -99,6 +99,10 @@ struct Args {
     /// region has latency hints to 10 PoPs.
     #[arg(long, default_value_t = 0)]
     client_regions: u32,
+    /// Start this control-plane binary instead of the one next to the bench (to
+    /// compare two builds under the same load, e.g. before and after a change).
+    #[arg(long, value_name = "PATH", conflicts_with = "endpoint")]
+    control_plane_bin: Option<PathBuf>,
     /// Print one JSON object instead of the human summary.
     #[arg(long)]
     json: bool,
@@ -133,7 +137,7 @@ async fn real_main(args: Args) -> anyhow::Result<ExitCode> {
     let (endpoint, pid) = match &args.endpoint {
         Some(url) => (url.clone(), args.pid),
         None => {
-            let cp = OwnedControlPlane::start(dir.path())?;
+            let cp = OwnedControlPlane::start(dir.path(), args.control_plane_bin.as_deref())?;
             let (url, pid) = (cp.endpoint(), cp.child.id());
             own = Some(cp);
             (url, Some(pid))
@@ -282,11 +286,14 @@ struct OwnedControlPlane {
 }
 
 impl OwnedControlPlane {
-    fn start(dir: &Path) -> anyhow::Result<Self> {
+    fn start(dir: &Path, bin: Option<&Path>) -> anyhow::Result<Self> {
         let (grpc_addr, admin_addr) = (free_addr(), free_addr());
         let log_path = dir.join("control-plane.log");
         let log = std::fs::File::create(&log_path).with_context(|| format!("create {}", log_path.display()))?;
-        let exe = sibling_bin("meridian-control-plane")?;
+        let exe = match bin {
+            Some(path) => path.to_path_buf(),
+            None => sibling_bin("meridian-control-plane")?,
+        };
         let child = Command::new(&exe)
             .args(["--replica-id", "bench", "--grpc-addr", &grpc_addr.to_string()])
             .args(["--admin-addr", &admin_addr.to_string()])
