@@ -6,7 +6,7 @@
 //! lives across ticks — the slow-start machine and the latency damper — and performs
 //! no effect: it never writes, logs or reads a clock.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use meridian_core::records::{
     AnycastAction, AnycastAnnouncement, DrainIntent, PopPlanState, PopState, PopWeightRecord, RegionWeights, StoredPlan,
@@ -114,7 +114,8 @@ impl SteeringDriver {
     ) -> Vec<Event> {
         let policy = doc.policy.slow_start();
         let slow = &mut self.slow_start;
-        slow.retain(|p| doc.pop(p).is_some());
+        let known: HashSet<&str> = doc.pops.iter().map(|p| p.id.as_str()).collect();
+        slow.retain(|p| known.contains(p));
         let mut events = Vec::new();
         for pop in &input.pops {
             let down = matches!(pop.state, PopUsability::Down);
@@ -220,18 +221,63 @@ pub fn check_drain(
 
 /// Holds each measured latency until it moves by more than 2 ms and 10 %, so probe
 /// jitter between near-equal PoPs does not flip the plan back and forth (stability).
+/// Dense: per region one slot per PoP of the topology, in topology order, so a tick
+/// filters every measured pair without hashing; a topology with other PoPs resets it.
 #[derive(Debug, Default)]
 pub struct LatencyDamper {
-    held: BTreeMap<(String, String), f64>,
+    /// The PoP ids the rows are laid out for.
+    pops: Vec<String>,
+    held: HashMap<String, Vec<Option<f64>>>,
 }
 
 impl LatencyDamper {
-    pub fn filter(&mut self, region: &str, pop: &str, ms: f64) -> f64 {
-        let key = (region.to_string(), pop.to_string());
-        match self.held.get(&key) {
-            Some(old) if (ms - old).abs() <= f64::max(2.0, 0.1 * old) => *old,
+    /// Lays the rows out for these PoPs (in this order); forgets everything held
+    /// when they differ from the last call's.
+    pub fn align<'a>(&mut self, pops: impl ExactSizeIterator<Item = &'a str>) {
+        let same = pops.len() == self.pops.len();
+        let mut pops = pops.peekable();
+        if same && self.pops.iter().zip(pops.by_ref()).all(|(held, p)| held == p) {
+            return;
+        }
+        self.held.clear();
+        self.pops.clear();
+        self.pops.extend(pops.map(str::to_string));
+    }
+
+    /// Filters one value: `column` is the PoP's position in the last `align`.
+    pub fn filter(&mut self, region: &str, column: usize, ms: f64) -> f64 {
+        self.row(region).filter(column, ms)
+    }
+
+    /// One region's held values, looked up once for a whole row of PoPs.
+    pub fn row(&mut self, region: &str) -> DamperRow<'_> {
+        let width = self.pops.len();
+        if !self.held.contains_key(region) {
+            self.held.insert(region.to_string(), vec![None; width]);
+        }
+        DamperRow {
+            held: self.held.get_mut(region),
+        }
+    }
+}
+
+/// The damper's values for one region.
+#[derive(Debug)]
+pub struct DamperRow<'a> {
+    /// Always `Some` (the row is created first); an `Option` only to keep the borrow
+    /// checker and clippy's no-unwrap rule both content.
+    held: Option<&'a mut Vec<Option<f64>>>,
+}
+
+impl DamperRow<'_> {
+    pub fn filter(&mut self, column: usize, ms: f64) -> f64 {
+        let Some(slot) = self.held.as_deref_mut().and_then(|row| row.get_mut(column)) else {
+            return ms;
+        };
+        match slot {
+            Some(old) if (ms - *old).abs() <= f64::max(2.0, 0.1 * *old) => *old,
             _ => {
-                self.held.insert(key, ms);
+                *slot = Some(ms);
                 ms
             }
         }
@@ -248,6 +294,14 @@ pub fn build_input(
 ) -> SteeringInput {
     let policy = &doc.policy;
     let mut latency = LatencyMatrix::new(policy.default_latency.as_secs_f64() * 1000.0);
+    // The measured table's columns are the topology's PoPs in order, laid out up
+    // front, so filling it row by row finds every column in O(1).
+    latency.measured.pops = doc.pops.iter().map(|p| p.id.clone()).collect();
+    // Each topology PoP's column in the snapshot's latency rows, found once.
+    let columns: Vec<Option<usize>> = doc.pops.iter().map(|p| health.column(&p.id)).collect();
+    if let Some(d) = damper.as_deref_mut() {
+        d.align(doc.pops.iter().map(|p| p.id.as_str()));
+    }
     for region in &doc.regions {
         for (pop, hint) in &region.latency_hints {
             latency.set_hint(&region.id, pop, hint.as_secs_f64() * 1000.0);
@@ -257,15 +311,23 @@ pub fn build_input(
         }
         // Client regions and prober regions share ids: a prober in `eu-west`
         // measures what clients in `eu-west` will see.
-        for pop in &doc.pops {
-            if let Some(measured) = health.latency_estimate(&pop.id, &region.id) {
-                let mut ms = measured.as_secs_f64() * 1000.0;
-                if let Some(d) = damper.as_deref_mut() {
-                    ms = d.filter(&region.id, &pop.id, ms);
+        let Some(measured) = health.latency.get(&region.id) else {
+            continue;
+        };
+        let mut held = damper.as_deref_mut().map(|d| d.row(&region.id));
+        let values = doc
+            .pops
+            .iter()
+            .zip(&columns)
+            .enumerate()
+            .filter_map(|(i, (pop, column))| {
+                let mut ms = (*measured.get((*column)?)?)?.as_secs_f64() * 1000.0;
+                if let Some(row) = held.as_mut() {
+                    ms = row.filter(i, ms);
                 }
-                latency.set_measured(&region.id, &pop.id, ms);
-            }
-        }
+                Some((pop.id.as_str(), ms))
+            });
+        latency.set_measured_row(&region.id, values);
     }
     let pops = doc
         .pops
@@ -334,21 +396,27 @@ pub fn to_stored(
     reasons: Vec<String>,
     now_ms: u64,
 ) -> StoredPlan {
+    // Indexed once: a plan has a weight per (region, PoP) served.
+    let pops_by_id: HashMap<&str, &meridian_core::topology::Pop> =
+        doc.pops.iter().map(|p| (p.id.as_str(), p)).collect();
+    let prefixes_by_region: HashMap<&str, &Vec<ipnet::IpNet>> = doc
+        .regions
+        .iter()
+        .map(|r| (r.id.as_str(), &r.client_prefixes))
+        .collect();
     let regions = plan
         .regions
         .iter()
         .map(|(region, weights)| RegionWeights {
-            client_prefixes: doc
-                .regions
-                .iter()
-                .find(|r| &r.id == region)
-                .map(|r| r.client_prefixes.clone())
+            client_prefixes: prefixes_by_region
+                .get(region.as_str())
+                .map(|p| (*p).clone())
                 .unwrap_or_default(),
             region: region.clone(),
             pops: weights
                 .iter()
                 .map(|w| {
-                    let pop = doc.pop(&w.pop);
+                    let pop = pops_by_id.get(w.pop.as_str());
                     PopWeightRecord {
                         pop: w.pop.clone(),
                         weight: w.weight,

@@ -2,7 +2,7 @@
 //! behind a verdict, and counters. Plain data, ordered deterministically (PoPs,
 //! regions, probers and endpoints by name).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -43,13 +43,17 @@ impl fmt::Display for PopVerdict {
 }
 
 /// A copy of the verdicts and latency estimates as of one moment: what steering
-/// computes on, outside the lock that ingest takes.
+/// computes on, outside the lock that ingest takes. Latencies are dense rows (one
+/// slot per PoP of `pops`), so reading a whole region costs no hashing.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HealthSnapshot {
     /// By PoP; PoPs of the topology not evaluated yet are absent (UNKNOWN).
     pub verdicts: BTreeMap<String, PopVerdict>,
-    /// By prober region, then PoP: the EWMA of successful probes' latency.
-    pub latency: BTreeMap<String, HashMap<String, Duration>>,
+    /// The PoP names, sorted: the columns of every latency row.
+    pub pops: Vec<String>,
+    /// By prober region: the EWMA of successful probes' latency to each PoP of
+    /// `pops` (same index), `None` where there is none.
+    pub latency: BTreeMap<String, Vec<Option<Duration>>>,
 }
 
 impl HealthSnapshot {
@@ -58,9 +62,37 @@ impl HealthSnapshot {
         self.verdicts.get(pop).cloned().unwrap_or_default()
     }
 
+    /// The column of `pop` in the latency rows.
+    pub fn column(&self, pop: &str) -> Option<usize> {
+        self.pops.binary_search_by(|p| p.as_str().cmp(pop)).ok()
+    }
+
     /// The latency estimate from `region` to `pop`, if any.
     pub fn latency_estimate(&self, pop: &str, region: &str) -> Option<Duration> {
-        self.latency.get(region)?.get(pop).copied()
+        let column = self.column(pop)?;
+        self.latency.get(region)?.get(column).copied().flatten()
+    }
+
+    /// Sets one estimate, adding the PoP column and the region row as needed (for
+    /// building snapshots by hand, e.g. in tests; `HealthState::snapshot` fills rows
+    /// directly).
+    pub fn set_latency(&mut self, region: &str, pop: &str, latency: Duration) {
+        let column = match self.pops.binary_search_by(|p| p.as_str().cmp(pop)) {
+            Ok(c) => c,
+            Err(c) => {
+                self.pops.insert(c, pop.to_string());
+                for row in self.latency.values_mut() {
+                    row.insert(c, None);
+                }
+                c
+            }
+        };
+        let width = self.pops.len();
+        let row = self
+            .latency
+            .entry(region.to_string())
+            .or_insert_with(|| vec![None; width]);
+        row[column] = Some(latency);
     }
 }
 

@@ -1,6 +1,6 @@
 //! [`HealthState`]: ingest results, evaluate verdicts, answer queries.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use meridian_core::ids::validate_id;
@@ -291,18 +291,23 @@ impl HealthState {
     /// computes: every PoP's verdict and every (region, PoP) latency estimate.
     /// O(PoPs × prober regions); no evaluation happens here.
     pub fn snapshot(&self) -> HealthSnapshot {
-        let mut snapshot = HealthSnapshot::default();
+        // `self.pops` is sorted by name, which is the snapshot's column order.
+        let mut snapshot = HealthSnapshot {
+            verdicts: BTreeMap::new(),
+            pops: self.pops.iter().map(|p| p.name.clone()).collect(),
+            latency: BTreeMap::new(),
+        };
         for pop in &self.pops {
             snapshot.verdicts.insert(pop.name.clone(), pop.verdict.verdict.clone());
         }
         for (name, entry) in &self.region_index {
-            let by_pop: HashMap<String, Duration> = self
+            let row: Vec<Option<Duration>> = self
                 .pops
                 .iter()
-                .filter_map(|pop| Some((pop.name.clone(), pop.per_region.get(entry.idx)?.latency()?)))
+                .map(|pop| pop.per_region.get(entry.idx).and_then(PopRegion::latency))
                 .collect();
-            if !by_pop.is_empty() {
-                snapshot.latency.insert(name.clone(), by_pop);
+            if row.iter().any(Option::is_some) {
+                snapshot.latency.insert(name.clone(), row);
             }
         }
         snapshot

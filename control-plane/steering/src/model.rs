@@ -142,6 +142,11 @@ impl LatencyMatrix {
         self.measured.set(region, pop, ms);
     }
 
+    /// Records a prober region's measurements, PoP by PoP (see [`LatencyTable::set_row`]).
+    pub fn set_measured_row<'a>(&mut self, region: &str, values: impl IntoIterator<Item = (&'a str, f64)>) {
+        self.measured.set_row(region, values);
+    }
+
     /// Records a topology hint.
     pub fn set_hint(&mut self, region: &str, pop: &str, ms: f64) {
         self.hints.set(region, pop, ms);
@@ -195,11 +200,43 @@ impl LatencyTable {
                 self.pops.len() - 1
             }
         };
-        let row = self.rows.entry(region.to_owned()).or_default();
+        // Look the row up by `&str` first: allocating the key on every call costs
+        // more than the rest of `set` when a whole matrix is filled.
+        let row = match self.rows.get_mut(region) {
+            Some(row) => row,
+            None => self.rows.entry(region.to_owned()).or_default(),
+        };
         if row.len() <= column {
             row.resize(column + 1, None);
         }
         row[column] = Some(ms);
+    }
+
+    /// Sets a whole region's values: one row lookup for the region, and each column
+    /// found in O(1) when the values come in the same PoP order as before (the order
+    /// of the topology, every tick). What `set` costs per value, this costs per row.
+    pub fn set_row<'a>(&mut self, region: &str, values: impl IntoIterator<Item = (&'a str, f64)>) {
+        let mut row = self.rows.remove(region).unwrap_or_default();
+        let mut cursor = 0;
+        for (pop, ms) in values {
+            let column = if self.pops.get(cursor).is_some_and(|p| p == pop) {
+                cursor
+            } else {
+                match self.pops.iter().position(|p| p == pop) {
+                    Some(c) => c,
+                    None => {
+                        self.pops.push(pop.to_owned());
+                        self.pops.len() - 1
+                    }
+                }
+            };
+            cursor = column + 1;
+            if row.len() <= column {
+                row.resize(column + 1, None);
+            }
+            row[column] = Some(ms);
+        }
+        self.rows.insert(region.to_owned(), row);
     }
 
     /// The value for a pair, if any.

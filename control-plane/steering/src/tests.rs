@@ -623,3 +623,31 @@ fn latency_table_set_finds_columns_in_any_order() {
     assert_eq!(table.get("r2", "b"), Some(20.0));
     assert_eq!(table.get("r2", "c"), Some(30.0));
 }
+
+#[test]
+fn a_row_set_at_once_equals_the_same_values_set_one_by_one() {
+    let mut one_by_one = LatencyTable::default();
+    let mut by_row = LatencyTable::default();
+    let rows: [(&str, &[(&str, f64)]); 3] = [
+        ("eu", &[("a", 10.0), ("b", 20.0), ("c", 30.0)]),
+        ("us", &[("a", 80.0), ("c", 5.0)]),
+        ("ap", &[("d", 7.0), ("b", 40.0), ("a", 90.0)]),
+    ];
+    for (region, values) in rows {
+        for (pop, ms) in values {
+            one_by_one.set(region, pop, *ms);
+        }
+        by_row.set_row(region, values.iter().map(|(p, ms)| (*p, *ms)));
+    }
+    for (region, values) in rows {
+        for (pop, ms) in values {
+            assert_eq!(by_row.get(region, pop), Some(*ms), "{region} → {pop}");
+        }
+    }
+    assert_eq!(by_row.get("us", "b"), None, "a gap stays a gap");
+    assert_eq!(by_row.pops, one_by_one.pops, "same columns in the same order");
+    // Setting a row again replaces its values and adds no column.
+    by_row.set_row("eu", [("a", 11.0), ("c", 31.0)]);
+    assert_eq!((by_row.get("eu", "a"), by_row.get("eu", "b")), (Some(11.0), Some(20.0)));
+    assert_eq!(by_row.pops.len(), 4);
+}

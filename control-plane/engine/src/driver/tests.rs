@@ -58,7 +58,7 @@ fn doc() -> TopologyDoc {
 fn health(verdicts: &[(&str, PopVerdict)]) -> HealthSnapshot {
     HealthSnapshot {
         verdicts: verdicts.iter().map(|(p, v)| (p.to_string(), v.clone())).collect(),
-        latency: BTreeMap::new(),
+        ..HealthSnapshot::default()
     }
 }
 
@@ -227,9 +227,8 @@ fn latency_jitter_below_the_damper_publishes_nothing() {
     let (doc, intents) = (doc(), Intents::default());
     let mut measured = all_up();
     let set = |h: &mut HealthSnapshot, fra: u64, ams: u64| {
-        let eu = h.latency.entry("eu-west".into()).or_default();
-        eu.insert("fra1".into(), Duration::from_millis(fra));
-        eu.insert("ams1".into(), Duration::from_millis(ams));
+        h.set_latency("eu-west", "fra1", Duration::from_millis(fra));
+        h.set_latency("eu-west", "ams1", Duration::from_millis(ams));
     };
     set(&mut measured, 20, 21);
     let mut driver = SteeringDriver::default();
@@ -424,5 +423,44 @@ fn worth_publishing_cases() {
     assert!(
         reasons.iter().any(|r| r == "Anycast announcements changed"),
         "{reasons:?}"
+    );
+}
+
+#[test]
+fn the_damper_holds_small_moves_and_follows_real_ones() {
+    let mut d = LatencyDamper::default();
+    d.align(["fra1", "ams1"].into_iter());
+    assert_eq!(d.filter("eu", 0, 10.0), 10.0);
+    assert_eq!(d.filter("eu", 0, 11.5), 10.0, "jitter below 2 ms is held");
+    assert_eq!(d.filter("eu", 0, 13.0), 13.0, "a 3 ms move is followed");
+    assert_eq!(d.filter("eu", 0, 100.0), 100.0);
+    assert_eq!(d.filter("eu", 0, 108.0), 100.0, "below 10 % of 100 ms is held");
+    assert_eq!(d.filter("eu", 1, 108.0), 108.0, "pairs are independent");
+    assert_eq!(d.filter("us", 0, 50.0), 50.0, "regions are independent");
+    // The same PoPs again: nothing forgotten.
+    d.align(["fra1", "ams1"].into_iter());
+    assert_eq!(d.filter("eu", 0, 101.0), 100.0);
+    // Other PoPs: the rows are laid out anew, nothing held is applied to the wrong PoP.
+    d.align(["ams1", "fra1"].into_iter());
+    assert_eq!(d.filter("eu", 0, 101.0), 101.0);
+}
+
+#[test]
+fn measured_latency_reaches_the_input_through_the_snapshot_columns() {
+    let doc = doc();
+    let mut h = all_up();
+    h.set_latency("eu-west", "iad1", Duration::from_millis(7));
+    h.set_latency("eu-west", "ams1", Duration::from_millis(30));
+    let input = build_input(&doc, &h, &BTreeMap::new(), None);
+    assert_eq!(
+        input.latency.latency("eu-west", "iad1"),
+        7.0,
+        "measured wins over the hint"
+    );
+    assert_eq!(input.latency.latency("eu-west", "ams1"), 30.0);
+    assert_eq!(
+        input.latency.latency("eu-west", "fra1"),
+        10.0,
+        "no measurement: the hint"
     );
 }
