@@ -1,10 +1,13 @@
-//! Meridian's pure domain core: identifiers with their validation rules, the layout of
-//! keys in the store, and the records the control plane keeps there.
+//! Meridian's pure domain core: identifiers with their validation rules, who did
+//! something ([`Actor`]), the layout of keys in the store, the records the control
+//! plane keeps there (typed: states and actions are enums, addresses are `IpAddr`),
+//! the topology document, probe outcomes, the slow-start machine and the one
+//! reconnect backoff.
 //!
 //! This crate does no I/O and depends on no async runtime, gRPC or etcd crate, so
-//! everything in it is testable with plain values. Later issues add the health
-//! verdicts, the steering engine and the change state machine here (or in sibling
-//! pure crates), with time passed in as an argument.
+//! everything in it is testable with plain values; time is an argument. Health
+//! verdicts, steering and the decision engine live in the sibling pure crates
+//! (`meridian-health`, `meridian-steering`, `meridian-engine`).
 //!
 //! Decision: identifiers are validated newtypes (`ReplicaId`) rather than bare
 //! strings, because they end up inside store keys, where a `/` or an empty id would

@@ -120,7 +120,7 @@ pub struct ClientRegion {
     pub latency_hints: BTreeMap<String, Duration>,
 }
 
-/// Policy: health, probing and (for later issues) steering and guardrails.
+/// Policy: health, probing, steering, slow start and guardrails.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {

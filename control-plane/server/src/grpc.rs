@@ -1,8 +1,10 @@
-//! The gRPC adapter: converts between `meridian.v1` wire types and domain values.
-//! Only this module sees prost types.
+//! The gRPC adapter: converts between `meridian.v1` wire types and domain values
+//! (with `convert`, `probe_api` and `plan_api`, the only modules that see prost
+//! types). Queries read state; mutations go through [`OperatorApi::route`] (here, or
+//! forwarded to the leader) and then the operations layer (`crate::ops`).
 //!
-//! Handlers that later issues fill in answer `UNIMPLEMENTED` with a message naming
-//! the issue area, never a made-up answer.
+//! RPCs that later issues build answer `UNIMPLEMENTED` with a message naming the
+//! issue, never a made-up answer.
 
 use std::sync::Arc;
 
@@ -241,7 +243,7 @@ impl pb::query_service_server::QueryService for QueryApi {
         Ok(Response::new(pb::ListEventsResponse { events }))
     }
     async fn get_slo(&self, _req: Request<pb::GetSloRequest>) -> Result<Response<pb::GetSloResponse>, Status> {
-        Err(unimplemented("GetSlo", "SLOs and error budgets (a later issue)"))
+        Err(unimplemented("GetSlo", "SLOs and error budgets (issue [12])"))
     }
     async fn what_if(&self, req: Request<pb::WhatIfRequest>) -> Result<Response<pb::WhatIfResponse>, Status> {
         let scenario = match req.into_inner().scenario {
