@@ -76,6 +76,13 @@ impl Keys {
         format!("{}{pop}", self.drains_prefix())
     }
 
+    /// The drain set's version: every drain and undrain rewrites it in the same
+    /// transaction, and a drain compares its mod revision, so guardrails are decided
+    /// on exactly the drain set the write lands on.
+    pub fn drain_set(&self) -> String {
+        format!("{}/intents/drain-set", self.root)
+    }
+
     /// Prefix of the per-replica agent tables.
     pub fn agents_prefix(&self) -> String {
         format!("{}/agents/", self.root)

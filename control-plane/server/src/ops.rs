@@ -10,6 +10,7 @@
 //! validation from `meridian_core`); this module is the I/O around them. Time comes
 //! from a [`Clock`] so the tests drive it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use meridian_core::keys::Keys;
@@ -164,10 +165,22 @@ impl From<PlanError> for OpError {
         match e {
             PlanError::NoSuchVersion(v) => OpError::NotFound(format!("plan version {v} does not exist")),
             PlanError::Conflict(_) => OpError::Conflict(e.to_string()),
+            PlanError::Pinned(_) => OpError::FailedPrecondition(e.to_string()),
             PlanError::Corrupt { key, reason } => OpError::Corrupt { key, reason },
             PlanError::Store(s) => OpError::Store(s),
         }
     }
+}
+
+/// How often a drain is decided again when the drain set moved under it.
+const DRAIN_ATTEMPTS: usize = 5;
+
+/// The drains as stored, and the version of the set they were read at.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct DrainSet {
+    /// Mod revision of [`Keys::drain_set`]; 0 when no drain ever happened.
+    pub version: i64,
+    pub drains: BTreeMap<String, DrainIntent>,
 }
 
 /// What the operations need from the replica.
@@ -196,6 +209,12 @@ fn non_empty_reason(reason: &str, what: &str) -> Result<(), OpError> {
 
 impl Operations {
     /// Drains a PoP: refused (naming the rule) when a guardrail fires, unless forced.
+    ///
+    /// The guardrails are decided on the drain set read from the store, and the
+    /// write compares that set's version ([`Keys::drain_set`]) in the same fenced
+    /// transaction: two concurrent drains that each pass alone cannot both land, and
+    /// a new leader still loading intents cannot drain past a rule. When the set
+    /// moved under us, the drain is decided again on the new set.
     pub async fn drain(&self, caller: &Caller, fence: &Fence, cmd: DrainCommand) -> Result<ChangeOutcome, OpError> {
         non_empty_reason(&cmd.reason, "a drain")?;
         if !cmd.regions.is_empty() {
@@ -204,6 +223,47 @@ impl Operations {
                 area: "staged changes (issue [8])",
             });
         }
+        for _ in 0..DRAIN_ATTEMPTS {
+            let set = self.read_drain_set().await?;
+            if let Some(outcome) = self.try_drain(caller, fence, &cmd, &set).await? {
+                return Ok(outcome);
+            }
+            metrics::counter!("meridian_control_plane_drain_retries_total").increment(1);
+        }
+        Err(OpError::Conflict(format!(
+            "the drain set changed {DRAIN_ATTEMPTS} times while draining {}; look again and retry",
+            cmd.pop
+        )))
+    }
+
+    /// The drains as stored now, with the drain set's version. The version is read
+    /// first: a change landing between the two reads then fails the compare.
+    pub(crate) async fn read_drain_set(&self) -> Result<DrainSet, OpError> {
+        let marker = self.store.get(&self.keys.drain_set()).await?;
+        let listed = self.store.range(&self.keys.drains_prefix()).await?;
+        let mut drains = BTreeMap::new();
+        for kv in listed.kvs {
+            let intent: DrainIntent = serde_json::from_slice(&kv.value).map_err(|e| OpError::Corrupt {
+                key: kv.key.clone(),
+                reason: e.to_string(),
+            })?;
+            drains.insert(intent.pop.clone(), intent);
+        }
+        Ok(DrainSet {
+            version: marker.map_or(0, |kv| kv.mod_revision),
+            drains,
+        })
+    }
+
+    /// One attempt on the drain set `set`: `Ok(None)` when the set changed before the
+    /// write (decide again), else the outcome or why not.
+    pub(crate) async fn try_drain(
+        &self,
+        caller: &Caller,
+        fence: &Fence,
+        cmd: &DrainCommand,
+        set: &DrainSet,
+    ) -> Result<Option<ChangeOutcome>, OpError> {
         let applied = self.topology.borrow().clone();
         if applied.doc.pop(&cmd.pop).is_none() {
             return Err(OpError::NotFound(format!(
@@ -211,27 +271,27 @@ impl Operations {
                 cmd.pop
             )));
         }
-        let drains = self.intents.borrow().drains.clone();
-        if drains.contains_key(&cmd.pop) {
+        if set.drains.contains_key(&cmd.pop) {
             return Err(OpError::AlreadyExists(format!("PoP `{}` is already drained", cmd.pop)));
         }
         let health = self.health.snapshot();
-        let firings = match meridian_engine::driver::check_drain(&applied.doc, &health, &drains, &cmd.pop, cmd.force) {
-            Ok(f) => f,
-            Err(DrainError::Refused(f)) => {
-                return Err(OpError::Refused {
-                    pop: cmd.pop,
-                    rule: f.rule,
-                    detail: f.detail,
-                })
-            }
-            Err(DrainError::Input(e)) => {
-                return Err(OpError::Invalid {
-                    field: "pop",
-                    problem: e.to_string(),
-                })
-            }
-        };
+        let firings =
+            match meridian_engine::driver::check_drain(&applied.doc, &health, &set.drains, &cmd.pop, cmd.force) {
+                Ok(f) => f,
+                Err(DrainError::Refused(f)) => {
+                    return Err(OpError::Refused {
+                        pop: cmd.pop.clone(),
+                        rule: f.rule,
+                        detail: f.detail,
+                    })
+                }
+                Err(DrainError::Input(e)) => {
+                    return Err(OpError::Invalid {
+                        field: "pop",
+                        problem: e.to_string(),
+                    })
+                }
+            };
         let forced_past: Vec<GuardrailRule> = firings.iter().map(|f| f.rule).collect();
         let forced_text =
             (!forced_past.is_empty()).then(|| forced_past.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", "));
@@ -245,17 +305,23 @@ impl Operations {
         };
         let key = self.keys.drain(&cmd.pop);
         let value = encode(&key, &intent)?;
-        // Only if no drain landed for this PoP since we looked.
+        let mut after: Vec<&str> = set.drains.keys().map(String::as_str).collect();
+        after.push(&cmd.pop);
+        after.sort_unstable();
+        let marker = encode(&self.keys.drain_set(), &after)?;
         let txn = Txn::new()
-            .when([Compare::Version {
-                key: key.clone(),
-                op: CompareOp::Equal,
-                version: 0,
-            }])
-            .and_then([TxnOp::put(key, value)]);
+            .when([
+                Compare::modified_at(self.keys.drain_set(), set.version),
+                Compare::Version {
+                    key: key.clone(),
+                    op: CompareOp::Equal,
+                    version: 0,
+                },
+            ])
+            .and_then([TxnOp::put(key, value), TxnOp::put(self.keys.drain_set(), marker)]);
         let resp = fenced_txn(self.store.as_ref(), fence, txn).await?;
         if !resp.succeeded {
-            return Err(OpError::AlreadyExists(format!("PoP `{}` is already drained", cmd.pop)));
+            return Ok(None);
         }
         tracing::warn!(pop = %cmd.pop, reason = %cmd.reason, by = %caller.identity, forced_past = ?forced_text, "PoP drained by an operator");
         metrics::counter!("meridian_control_plane_drains_total").increment(1);
@@ -272,21 +338,32 @@ impl Operations {
         if let Some(rules) = &forced_text {
             summary.push_str(&format!(" (forced past guardrail {rules})"));
         }
-        Ok(ChangeOutcome {
+        Ok(Some(ChangeOutcome {
             kind: "drain",
-            pop: cmd.pop,
+            pop: cmd.pop.clone(),
             revision: resp.revision,
-            reason: cmd.reason,
+            reason: cmd.reason.clone(),
             actor: caller.actor(),
             at_unix_ms: now,
             summary,
             forced_past,
-        })
+        }))
     }
 
     /// Undrains a PoP; not found when it is not drained.
     pub async fn undrain(&self, caller: &Caller, fence: &Fence, cmd: UndrainCommand) -> Result<ChangeOutcome, OpError> {
-        let txn = delete_if_present(self.keys.drain(&cmd.pop));
+        // Rewrites the drain set's version too, so a drain decided on the set before
+        // this undrain decides again (it can only get easier, but the version means
+        // "the drain set changed", whichever way).
+        let set = self.read_drain_set().await?;
+        let remaining: Vec<&str> = set
+            .drains
+            .keys()
+            .map(String::as_str)
+            .filter(|p| *p != cmd.pop)
+            .collect();
+        let marker = encode(&self.keys.drain_set(), &remaining)?;
+        let txn = delete_if_present(self.keys.drain(&cmd.pop)).and_then([TxnOp::put(self.keys.drain_set(), marker)]);
         let resp = fenced_txn(self.store.as_ref(), fence, txn).await?;
         if !resp.succeeded {
             return Err(OpError::NotFound(format!("PoP `{}` is not drained", cmd.pop)));

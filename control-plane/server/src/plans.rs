@@ -12,7 +12,7 @@ use meridian_core::keys::Keys;
 use meridian_core::records::{PlanPointer, StoredPlan};
 use meridian_store::election::fenced_txn;
 use meridian_store::follow::{FollowEvent, Follower};
-use meridian_store::{Compare, Fence, Revision, Store, StoreError, Txn, TxnOp, WatchEvent};
+use meridian_store::{Compare, CompareOp, Fence, Revision, Store, StoreError, Txn, TxnOp, WatchEvent};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +25,10 @@ pub enum PlanError {
     Conflict(Revision),
     #[error("plan version {0} does not exist")]
     NoSuchVersion(u64),
+    /// Steering must not publish while an operator's pin is in force; checked in the
+    /// publishing transaction itself, not only in memory.
+    #[error("steering is pinned to plan version {0} (restore-plan); nothing published")]
+    Pinned(u64),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -60,26 +64,59 @@ pub async fn load_current(store: &dyn Store, keys: &Keys) -> Result<Option<Store
 }
 
 /// Publishes `plan` as the next version under `fence`. `plan.version` is ignored and
-/// set here. Returns the stored plan.
-pub async fn publish(
+/// set here. Returns the stored plan. Used by a restore, which pins first.
+pub async fn publish(store: &dyn Store, keys: &Keys, fence: &Fence, plan: StoredPlan) -> Result<StoredPlan, PlanError> {
+    publish_with(store, keys, fence, plan, false).await
+}
+
+/// [`publish`] for the steering loop: the same transaction also requires that no
+/// plan pin exists, so a pin that landed after steering last looked (or one a new
+/// leader has not loaded yet) stops the publication (rule `plan-pin`).
+pub async fn publish_unpinned(
+    store: &dyn Store,
+    keys: &Keys,
+    fence: &Fence,
+    plan: StoredPlan,
+) -> Result<StoredPlan, PlanError> {
+    publish_with(store, keys, fence, plan, true).await
+}
+
+async fn publish_with(
     store: &dyn Store,
     keys: &Keys,
     fence: &Fence,
     mut plan: StoredPlan,
+    require_unpinned: bool,
 ) -> Result<StoredPlan, PlanError> {
     let (current, pointer_rev) = current_pointer(store, keys).await?;
     plan.version = current + 1;
     let pointer = encode(&keys.plan_current(), &PlanPointer { version: plan.version })?;
     let body = encode(&keys.plan_version(plan.version), &plan)?;
+    let mut compares = vec![Compare::modified_at(keys.plan_current(), pointer_rev)];
+    if require_unpinned {
+        compares.push(Compare::Version {
+            key: keys.plan_pin(),
+            op: CompareOp::Equal,
+            version: 0,
+        });
+    }
     let txn = Txn::new()
-        .when([Compare::modified_at(keys.plan_current(), pointer_rev)])
+        .when(compares)
         .and_then([
             TxnOp::put(keys.plan_version(plan.version), body),
             TxnOp::put(keys.plan_current(), pointer),
         ])
-        .or_else([TxnOp::get(keys.plan_current())]);
+        .or_else([TxnOp::get(keys.plan_current()), TxnOp::get(keys.plan_pin())]);
     let resp = fenced_txn(store, fence, txn).await?;
     if !resp.succeeded {
+        if require_unpinned {
+            if let Some(meridian_store::TxnOpResponse::Get(Some(kv))) = resp.responses.get(1) {
+                let pinned = serde_json::from_slice::<meridian_core::records::PlanPin>(&kv.value)
+                    .map(|p| p.version)
+                    .unwrap_or(0);
+                return Err(PlanError::Pinned(pinned));
+            }
+        }
         let now = match resp.responses.first() {
             Some(meridian_store::TxnOpResponse::Get(Some(kv))) => kv.mod_revision,
             _ => 0,

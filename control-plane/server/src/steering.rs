@@ -101,7 +101,7 @@ pub(crate) async fn run(
             tracing::error!(error = %error, "steering could not compute a plan; the last good plan stays in force");
         }
         let Some(candidate) = ready.publish else { continue };
-        match plans::publish(ctx.store.as_ref(), &ctx.keys, &fence, candidate).await {
+        match plans::publish_unpinned(ctx.store.as_ref(), &ctx.keys, &fence, candidate).await {
             Ok(published) => {
                 for g in &published.guardrails {
                     tracing::warn!(guardrail = %g, version = published.version, "guardrail fired");
@@ -117,6 +117,9 @@ pub(crate) async fn run(
                 .await;
             }
             Err(PlanError::Conflict(_)) => tracing::debug!("plan publish raced; recomputing"),
+            Err(e @ PlanError::Pinned(_)) => {
+                tracing::info!(error = %e, "steering paused by a pin the intents follower had not seen yet")
+            }
             Err(e) => tracing::warn!(error = %e, "plan publish failed"),
         }
     }

@@ -195,21 +195,11 @@ async fn bad_drains_get_typed_errors() {
     regions.regions = vec!["eu-west".into()];
     let err = f.ops.drain(&f.alice, &f.fence, regions).await.unwrap_err();
     assert!(matches!(err, OpError::Unimplemented { .. }), "{err}");
-    let mut intents = Intents::default();
-    intents.drains.insert("ams1".into(), stored_or_fake("ams1"));
-    f.intents.send_replace(intents);
+    // The drain set is read from the store, not from the intents follower's memory.
+    f.ops.drain(&f.alice, &f.fence, drain("ams1", false)).await.unwrap();
+    assert!(f.intents.borrow().drains.is_empty(), "the follower has not seen it");
     let err = f.ops.drain(&f.alice, &f.fence, drain("ams1", false)).await.unwrap_err();
     assert!(matches!(err, OpError::AlreadyExists(_)), "{err}");
-}
-
-fn stored_or_fake(pop: &str) -> DrainIntent {
-    DrainIntent {
-        pop: pop.into(),
-        reason: "x".into(),
-        requested_by: "bob".into(),
-        at_unix_ms: 1,
-        forced_past: None,
-    }
 }
 
 #[tokio::test]
@@ -365,4 +355,159 @@ async fn what_if_answers_without_writing() {
     let err = f.ops.what_if(&Scenario::Drain("nowhere".into())).unwrap_err();
     assert!(matches!(err, OpError::NotFound(_)), "{err}");
     assert_eq!(f.ops.store.get(&f.ops.keys.plan_current()).await.unwrap(), None);
+}
+
+/// Three PoPs of 1,000 with 1,500 of demand at 80 % target: any one can be drained
+/// (2 × 800 ≥ 1,500), no two together (800 < 1,500).
+const THREE_POPS: &str = r#"
+[[pops]]
+id = "fra1"
+capacity = 1000
+ipv4 = ["192.0.2.1"]
+endpoints = [{ name = "tcp", kind = "tcp", address = "192.0.2.1:80" }]
+
+[[pops]]
+id = "ams1"
+capacity = 1000
+ipv4 = ["192.0.2.2"]
+endpoints = [{ name = "tcp", kind = "tcp", address = "192.0.2.2:80" }]
+
+[[pops]]
+id = "iad1"
+capacity = 1000
+ipv4 = ["192.0.2.3"]
+endpoints = [{ name = "tcp", kind = "tcp", address = "192.0.2.3:80" }]
+
+[[regions]]
+id = "eu-west"
+demand = 1500
+client_prefixes = ["10.1.0.0/16"]
+latency_hints = { fra1 = "10ms", ams1 = "15ms", iad1 = "80ms" }
+"#;
+
+async fn three_pop_fixture() -> Fixture {
+    let mut f = fixture().await;
+    let (_, topology) = watch::channel(AppliedTopology {
+        doc: Arc::new(TopologyDoc::from_toml(THREE_POPS).unwrap()),
+        revision: 2,
+    });
+    f.ops.topology = topology;
+    f.ops.health = Arc::new(FixedHealth(HealthSnapshot {
+        verdicts: ["fra1", "ams1", "iad1"]
+            .into_iter()
+            .map(|p| (p.to_string(), PopVerdict::Up))
+            .collect(),
+        ..HealthSnapshot::default()
+    }));
+    f
+}
+
+#[tokio::test]
+async fn two_concurrent_drains_that_together_break_capacity_exactly_one_lands() {
+    let f = three_pop_fixture().await;
+    let bob = Caller {
+        identity: Identity::new("bob@ops-2").unwrap(),
+    };
+    let (a, b) = tokio::join!(
+        f.ops.drain(&f.alice, &f.fence, drain("fra1", false)),
+        f.ops.drain(&bob, &f.fence, drain("ams1", false)),
+    );
+    let (landed, refused) = match (a, b) {
+        (Ok(landed), Err(refused)) | (Err(refused), Ok(landed)) => (landed, refused),
+        (a, b) => panic!("exactly one drain must land: {a:?} / {b:?}"),
+    };
+    assert!(
+        matches!(
+            refused,
+            OpError::Refused {
+                rule: GuardrailRule::DrainOverCapacity,
+                ..
+            }
+        ),
+        "the other is refused naming the rule: {refused}"
+    );
+    let set = f.ops.read_drain_set().await.unwrap();
+    assert_eq!(
+        set.drains.keys().collect::<Vec<_>>(),
+        vec![&landed.pop],
+        "only the one that landed is stored"
+    );
+}
+
+#[tokio::test]
+async fn a_drain_decided_on_a_stale_drain_set_does_not_land() {
+    let f = three_pop_fixture().await;
+    // Both drains look at the same (empty) drain set, as two racing leaders' requests
+    // or a new leader still loading intents would.
+    let stale = f.ops.read_drain_set().await.unwrap();
+    let first = f
+        .ops
+        .try_drain(&f.alice, &f.fence, &drain("fra1", false), &stale)
+        .await
+        .unwrap();
+    assert!(first.is_some(), "the first lands");
+    let second = f
+        .ops
+        .try_drain(&f.alice, &f.fence, &drain("ams1", false), &stale)
+        .await
+        .unwrap();
+    assert!(
+        second.is_none(),
+        "the write compares the drain set's version and refuses the stale decision"
+    );
+    assert!(f.ops.store.get(&f.ops.keys.drain("ams1")).await.unwrap().is_none());
+    // Decided again on the real set, the guardrail refuses it by name.
+    let err = f.ops.drain(&f.alice, &f.fence, drain("ams1", false)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OpError::Refused {
+                rule: GuardrailRule::DrainOverCapacity,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // An undrain changes the set's version too, and then the drain fits again.
+    f.ops
+        .undrain(
+            &f.alice,
+            &f.fence,
+            UndrainCommand {
+                pop: "fra1".into(),
+                reason: "fixed".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let after = f.ops.read_drain_set().await.unwrap();
+    assert!(after.version > stale.version && after.drains.is_empty());
+    f.ops.drain(&f.alice, &f.fence, drain("ams1", false)).await.unwrap();
+}
+
+#[tokio::test]
+async fn steering_cannot_publish_over_a_pin_it_has_not_seen() {
+    let f = fixture().await;
+    let (store, keys) = (f.ops.store.as_ref(), &f.ops.keys);
+    crate::plans::publish_unpinned(store, keys, &f.fence, plan("one"))
+        .await
+        .unwrap();
+    f.ops
+        .restore_plan(
+            &f.alice,
+            &f.fence,
+            RestorePlanCommand {
+                version: 1,
+                reason: "hold".into(),
+            },
+        )
+        .await
+        .unwrap();
+    // The steering loop's memory still says "not pinned"; the write says otherwise.
+    let err = crate::plans::publish_unpinned(store, keys, &f.fence, plan("would override"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, crate::plans::PlanError::Pinned(1)), "{err}");
+    let (version, _) = crate::plans::current_pointer(store, keys).await.unwrap();
+    assert_eq!(version, 2, "only the restore's publication landed");
 }
