@@ -5,8 +5,9 @@
 set -euo pipefail
 
 # Build: protoc and the well-known protobuf types (apt does not pull in libprotobuf-dev).
-# Tests: real etcd (server and etcdctl), dig, curl for the admin endpoints.
-PACKAGES=(protobuf-compiler libprotobuf-dev etcd-server etcd-client bind9-dnsutils curl ca-certificates)
+# Tests: real etcd (server and etcdctl), dig, curl for the admin endpoints, flock(1)
+# (util-linux) to hold the embedded store lock from another process.
+PACKAGES=(protobuf-compiler libprotobuf-dev etcd-server etcd-client bind9-dnsutils curl ca-certificates util-linux)
 # `--bench` adds what the benchmarks compare against: dnsperf, knot and gdnsd.
 if [[ "${1:-}" == "--bench" ]]; then
   PACKAGES+=(dnsperf knot gdnsd)
@@ -43,7 +44,7 @@ if ((${#missing[@]})); then
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "setup: cargo (Rust 1.85 or newer) is required: install it with rustup (https://rustup.rs)" >&2
+  echo "setup: cargo (Rust 1.89 or newer) is required: install it with rustup (https://rustup.rs)" >&2
   exit 1
 fi
 for tool in protoc etcd etcdctl dig; do
