@@ -69,16 +69,19 @@ pub enum Command {
         /// The PoP id.
         pop: String,
     },
-    /// Show recent events kept by the answering replica (verdict changes, suspect
-    /// regions, published plans, guardrails, slow-start stages, operator actions),
-    /// oldest first.
+    /// Show the cluster's event log, as stored (every replica answers with the same
+    /// history): verdict changes, suspect regions, published plans, guardrails,
+    /// slow-start stages and operator actions, with who did what, oldest first.
     Events {
         /// Only events about this PoP.
         #[arg(long)]
         pop: Option<String>,
-        /// How many events.
+        /// How many events (the newest).
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Only events at most this old, e.g. `1h`, `30m`, `2d`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
     },
     /// Show the steering plan: per client region the PoPs and weights, each PoP's
     /// state, load and Anycast state, and why the plan was published.

@@ -288,6 +288,8 @@ impl From<pb::EndpointEvidence> for EndpointEvidenceView {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EventView {
     pub actor: String,
+    /// When, as an RFC 3339 UTC time (`at_unix_ms` is the same instant).
+    pub at: Option<String>,
     pub at_unix_ms: Option<i64>,
     pub evidence: Vec<String>,
     pub id: u64,
@@ -301,9 +303,11 @@ pub struct EventView {
 
 impl From<pb::Event> for EventView {
     fn from(e: pb::Event) -> Self {
+        let at_unix_ms = unix_ms(&e.at);
         EventView {
             actor: e.actor,
-            at_unix_ms: unix_ms(&e.at),
+            at: at_unix_ms.and_then(rfc3339_ms),
+            at_unix_ms,
             evidence: e.evidence,
             id: e.id,
             kind: e.kind,
@@ -597,6 +601,14 @@ fn millis(d: &Option<meridian_proto::prost_types::Duration>) -> Option<f64> {
 }
 
 /// A wire timestamp in Unix milliseconds; `None` when absent.
+/// `ms` since the Unix epoch as an RFC 3339 UTC time with milliseconds; `None`
+/// before the epoch (which no event has).
+pub(crate) fn rfc3339_ms(ms: i64) -> Option<String> {
+    let ms = u64::try_from(ms).ok()?;
+    let t = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms))?;
+    Some(humantime::format_rfc3339_millis(t).to_string())
+}
+
 fn unix_ms(t: &Option<meridian_proto::prost_types::Timestamp>) -> Option<i64> {
     t.as_ref().map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000))
 }

@@ -3,6 +3,9 @@
 
 use crate::ids::ReplicaId;
 
+/// How many consecutive events share one [`Keys::event_block`] prefix.
+pub const EVENT_BLOCK: u64 = 100;
+
 /// The key layout under one root prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Keys {
@@ -83,6 +86,34 @@ impl Keys {
         format!("{}/intents/drain-set", self.root)
     }
 
+    /// Prefix of the durable event log: one key per event, by sequence number.
+    pub fn events_prefix(&self) -> String {
+        format!("{}/events/log/", self.root)
+    }
+
+    /// One event. Zero-padded to 20 digits so keys sort by sequence number.
+    pub fn event(&self, seq: u64) -> String {
+        format!("{}{:020}", self.events_prefix(), seq)
+    }
+
+    /// The prefix shared by the [`EVENT_BLOCK`] events `block * EVENT_BLOCK ..
+    /// (block + 1) * EVENT_BLOCK` (the first 18 of the 20 digits), so a reader
+    /// fetches the log a block at a time with a prefix read instead of all at once.
+    pub fn event_block(&self, block: u64) -> String {
+        format!("{}{:018}", self.events_prefix(), block)
+    }
+
+    /// The next sequence number to allocate; every append compares its mod revision
+    /// and rewrites it in the same transaction.
+    pub fn events_next(&self) -> String {
+        format!("{}/events/next", self.root)
+    }
+
+    /// The lowest sequence number that may still be stored (raised by pruning).
+    pub fn events_floor(&self) -> String {
+        format!("{}/events/floor", self.root)
+    }
+
     /// Prefix of the per-replica agent tables.
     pub fn agents_prefix(&self) -> String {
         format!("{}/agents/", self.root)
@@ -108,5 +139,17 @@ mod tests {
             !k.leader_heartbeat().starts_with(&k.leader()),
             "a prefix watch on the leader key must not see the heartbeat"
         );
+    }
+
+    #[test]
+    fn event_keys_sort_by_sequence_and_blocks_hold_a_hundred() {
+        let k = Keys::new("/m");
+        assert_eq!(k.event(7), "/m/events/log/00000000000000000007");
+        assert!(k.event(99) < k.event(100) && k.event(100) < k.event(1000));
+        assert!(k.event(199).starts_with(&k.event_block(1)));
+        assert!(k.event(100).starts_with(&k.event_block(1)));
+        assert!(!k.event(200).starts_with(&k.event_block(1)));
+        assert!(!k.events_next().starts_with(&k.events_prefix()));
+        assert!(!k.events_floor().starts_with(&k.events_prefix()));
     }
 }

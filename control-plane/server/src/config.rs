@@ -25,6 +25,8 @@ pub struct ControlPlaneConfig {
     pub admin_addr: SocketAddr,
     pub store: StoreConfig,
     pub election: ElectionSettings,
+    /// The durable event log's retention and queue.
+    pub events: EventLogSettings,
     /// How long shutdown may take before remaining tasks are abandoned.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -62,6 +64,7 @@ impl Default for ControlPlaneConfig {
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 7401)),
             store: StoreConfig::default(),
             election: ElectionSettings::default(),
+            events: EventLogSettings::default(),
             shutdown_grace: Duration::from_secs(10),
             probers: Vec::new(),
         }
@@ -122,6 +125,35 @@ impl Default for ElectionSettings {
     fn default() -> Self {
         Self {
             lease_ttl: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The durable event log (`<root>/events/` in the store): the leader appends and
+/// prunes it; every replica reads it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventLogSettings {
+    /// Events older than this are pruned.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// At most this many events are kept (the oldest go first).
+    pub max_count: u64,
+    /// How often the leader prunes.
+    #[serde(with = "humantime_serde")]
+    pub prune_interval: Duration,
+    /// How many events may wait for the background writer; past this, new events are
+    /// dropped from the store (counted, logged) but stay in the replica's memory.
+    pub queue: usize,
+}
+
+impl Default for EventLogSettings {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            max_count: 100_000,
+            prune_interval: Duration::from_secs(60),
+            queue: 10_000,
         }
     }
 }
@@ -242,6 +274,34 @@ impl ControlPlaneConfig {
                 "keep at least 100 revisions and compact at most once a second",
             ));
         }
+        if self.events.max_age < Duration::from_secs(60) {
+            return Err(ConfigError::invalid(
+                origin,
+                "events.max_age",
+                format!("keep events for at least 1m, got {:?}", self.events.max_age),
+            ));
+        }
+        if self.events.max_count < 100 {
+            return Err(ConfigError::invalid(
+                origin,
+                "events.max_count",
+                format!("keep at least 100 events, got {}", self.events.max_count),
+            ));
+        }
+        if self.events.prune_interval < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                origin,
+                "events.prune_interval",
+                "prune at most once a second",
+            ));
+        }
+        if self.events.queue < 100 {
+            return Err(ConfigError::invalid(
+                origin,
+                "events.queue",
+                format!("queue at least 100 events, got {}", self.events.queue),
+            ));
+        }
         let mut prober_tokens = std::collections::HashMap::new();
         for (i, p) in self.probers.iter().enumerate() {
             let at = |field: &str| format!("probers[{i}].{field}");
@@ -350,6 +410,23 @@ mod tests {
             .contains("election.lease_ttl"));
         let cfg = parse("replica_id = \"CP 1\"\n").unwrap();
         assert!(cfg.validate("x").unwrap_err().to_string().contains("replica_id"));
+    }
+
+    #[test]
+    fn event_retention_defaults_to_a_week_and_100k_and_is_checked() {
+        let v = ControlPlaneConfig::default().validate("d").unwrap();
+        assert_eq!(v.config.events.max_age, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(v.config.events.max_count, 100_000);
+        let cfg = parse("[events]\nmax_age = \"30d\"\nmax_count = 5000\n").unwrap();
+        let v = cfg.validate("x").unwrap();
+        assert_eq!(
+            (v.config.events.max_age, v.config.events.max_count),
+            (Duration::from_secs(30 * 24 * 3600), 5000)
+        );
+        let cfg = parse("[events]\nmax_count = 10\n").unwrap();
+        assert!(cfg.validate("x").unwrap_err().to_string().contains("events.max_count"));
+        let cfg = parse("[events]\nmax_age = \"5s\"\n").unwrap();
+        assert!(cfg.validate("x").unwrap_err().to_string().contains("events.max_age"));
     }
 
     #[test]

@@ -231,14 +231,40 @@ impl pb::query_service_server::QueryService for QueryApi {
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
         let req = req.into_inner();
         let limit = if req.limit == 0 { 100 } else { req.limit.min(2000) } as usize;
-        let pop = (!req.pop.is_empty()).then_some(req.pop.as_str());
-        let replica = self.ctx.me.id.to_string();
-        let events = self
-            .ctx
-            .log
-            .list(limit, pop)
+        let since_unix_ms = match req.since {
+            None => None,
+            Some(d) if d.seconds < 0 || d.nanos < 0 => {
+                return Err(Status::invalid_argument("since must not be negative"));
+            }
+            Some(d) => {
+                let back = (d.seconds as u64).saturating_mul(1000) + (d.nanos as u64) / 1_000_000;
+                Some((crate::replica::unix_now().as_millis() as u64).saturating_sub(back))
+            }
+        };
+        let filter = crate::events::EventFilter {
+            limit,
+            pop: (!req.pop.is_empty()).then_some(req.pop),
+            since_unix_ms,
+        };
+        // Every replica answers from the stored log, so all give the same history.
+        let log = crate::events::EventStore::new(self.ctx.store.clone(), self.ctx.keys.clone(), "");
+        let stored = tokio::time::timeout(self.ctx.request_timeout * 4, log.list(&filter))
+            .await
+            .map_err(|_| Status::unavailable("reading the event log from the store timed out"))?
+            .map_err(|e| {
+                Status::unavailable(format!("cannot read the event log from the store: {}", error_chain(&e)))
+            })?;
+        let events = stored
             .into_iter()
-            .map(|e| convert::event(e, &replica))
+            .map(|e| {
+                convert::event(
+                    crate::events::LoggedEvent {
+                        id: e.id,
+                        event: e.event,
+                    },
+                    &e.replica,
+                )
+            })
             .collect();
         Ok(Response::new(pb::ListEventsResponse { events }))
     }

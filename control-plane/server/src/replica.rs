@@ -51,7 +51,6 @@ pub(crate) struct ReplicaContext {
     pub health: Arc<HealthView>,
     pub plan: watch::Receiver<Option<Arc<meridian_core::records::StoredPlan>>>,
     pub agents: Arc<crate::plan_api::AgentRegistry>,
-    pub log: Arc<crate::events::EventLog>,
     pub ops: crate::ops::Operations,
     pub prober_tokens: Arc<std::collections::HashMap<String, crate::config::ProberIdentity>>,
 }
@@ -142,7 +141,9 @@ pub async fn run_with_store(
     let health_view = HealthView::new().map_err(RunError::Policy)?;
     let (plan_tx, plan_rx) = watch::channel(None);
     let (intents_tx, intents_rx) = watch::channel(meridian_engine::Intents::default());
-    let event_log = Arc::new(crate::events::EventLog::default());
+    let (event_log, event_queue) = crate::events::EventLog::durable(cfg.config.events.queue);
+    let event_log = Arc::new(event_log);
+    let event_store = crate::events::EventStore::new(store.clone(), keys.clone(), me.id.to_string());
     let agents = Arc::new(crate::plan_api::AgentRegistry::default());
     if cfg.prober_tokens.is_empty() {
         tracing::warn!(
@@ -171,7 +172,6 @@ pub async fn run_with_store(
         health: health_view.clone(),
         plan: plan_rx,
         agents: agents.clone(),
-        log: event_log.clone(),
         ops,
         prober_tokens: Arc::new(cfg.prober_tokens.clone()),
     };
@@ -222,6 +222,30 @@ pub async fn run_with_store(
     tasks.spawn(
         "leader-duties",
         leader_duties(ctx.clone(), cfg.config.election.lease_ttl, shutdown.clone()),
+    );
+    tasks.spawn(
+        "event-writer",
+        crate::events::write_events(
+            event_store.clone(),
+            event_queue,
+            leadership.clone(),
+            cfg.config.store.request_timeout,
+            shutdown.clone(),
+        ),
+    );
+    tasks.spawn(
+        "event-pruner",
+        crate::events::prune_events(
+            event_store,
+            leadership.clone(),
+            crate::events::Retention {
+                max_age: cfg.config.events.max_age,
+                max_count: cfg.config.events.max_count,
+            },
+            cfg.config.events.prune_interval,
+            cfg.config.store.request_timeout,
+            shutdown.clone(),
+        ),
     );
     tasks.spawn(
         "compaction",

@@ -35,12 +35,17 @@ pub(super) async fn events(
     format: Format,
     pop: Option<&str>,
     limit: u32,
+    since: Option<std::time::Duration>,
 ) -> Result<Report, CtlError> {
     let resp = conn
         .query()
         .list_events(pb::ListEventsRequest {
             limit,
             pop: pop.unwrap_or_default().to_string(),
+            since: since.map(|d| meridian_proto::prost_types::Duration {
+                seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                nanos: d.subsec_nanos() as i32,
+            }),
         })
         .await
         .map_err(|s| conn.rpc_error("ListEvents", s))?

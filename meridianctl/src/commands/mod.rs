@@ -19,7 +19,9 @@ pub async fn run(cli: &Cli) -> Result<Report, CtlError> {
         Command::Status => status::status(&connect(cli).await?, format).await,
         Command::Health => health::health(&connect(cli).await?, format).await,
         Command::Explain { pop } => health::explain(&connect(cli).await?, format, pop).await,
-        Command::Events { pop, limit } => health::events(&connect(cli).await?, format, pop.as_deref(), *limit).await,
+        Command::Events { pop, limit, since } => {
+            health::events(&connect(cli).await?, format, pop.as_deref(), *limit, *since).await
+        }
         Command::Plan { region, version } => {
             plan::plan(&connect(cli).await?, format, region.as_deref(), *version).await
         }

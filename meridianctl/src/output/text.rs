@@ -152,16 +152,21 @@ pub fn explain(v: &ExplainView) -> String {
     out.0
 }
 
-/// `meridianctl events`: one line per event (id, Unix seconds, kind, message), its
-/// evidence indented below.
+/// `meridianctl events`: one line per event (id, RFC 3339 time, kind, actor when
+/// known, message), its evidence indented below.
 pub fn events(events: &[EventView]) -> String {
     if events.is_empty() {
         return "no events\n".into();
     }
     let mut out = Lines::default();
     for e in events {
-        let at = e.at_unix_ms.map(|ms| ms.div_euclid(1000)).unwrap_or(0);
-        out.line(format_args!("#{} t={} [{}] {}", e.id, at, e.kind, e.message));
+        let at = e.at.as_deref().unwrap_or("-");
+        let by = if e.actor.is_empty() {
+            String::new()
+        } else {
+            format!(" by {}", e.actor)
+        };
+        out.line(format_args!("#{} {at} [{}]{by} {}", e.id, e.kind, e.message));
         for line in &e.evidence {
             out.line(format_args!("    {line}"));
         }

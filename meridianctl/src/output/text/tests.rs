@@ -174,10 +174,10 @@ fn events_text_one_line_each_with_evidence_indented() {
     assert_eq!(
         events(&view),
         "\
-#3 t=1700000123 [verdict] fra1 UP -> DOWN
+#3 2023-11-14T22:15:23.456Z [verdict] fra1 UP -> DOWN
     eu: DOWN (3 failures)
     us: DOWN
-#4 t=0 [drain] fra1 drained: fibre cut
+#4 - [drain] by operator fra1 drained: fibre cut
 "
     );
 }
