@@ -2,6 +2,7 @@
 //! names and handles live in `meridian_dns_core::metrics`. The plan follower's
 //! counters (`meridian_dns_plans_received_total`, `meridian_dns_plan_nacks_total`,
 //! `meridian_dns_control_plane_reconnects_total`,
+//! `meridian_dns_plan_epoch_changes_total`,
 //! `meridian_dns_plan_cache_write_failures_total`) are emitted by
 //! `meridian-edge-agent` under the [`PREFIX`] given to it.
 
@@ -22,8 +23,12 @@ pub const CONTROL_PLANE_CONNECTED: &str = "meridian_dns_control_plane_connected"
 /// Plan stream ends, by `replica`.
 pub const RECONNECTS: &str = "meridian_dns_control_plane_reconnects_total";
 /// Plans received, by `outcome`: `applied`, `repeated` (same version, ACKed again),
-/// `stale` (older, NACKed), `rejected` (invalid, NACKed).
+/// `stale` (older, NACKed), `rejected` (invalid, NACKed), `content_differs` (the
+/// version in service with other content, NACKed).
 pub const PLANS_RECEIVED: &str = "meridian_dns_plans_received_total";
+/// Plans of another control-plane store epoch applied (the store was re-created and
+/// the agent followed its numbering).
+pub const PLAN_EPOCH_CHANGES: &str = "meridian_dns_plan_epoch_changes_total";
 /// Plans NACKed because they were invalid, by `reason` (a fixed label per rule).
 pub const PLAN_NACKS: &str = "meridian_dns_plan_nacks_total";
 /// Failures writing the plan cache to `state_dir`.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use meridian_dns_core::handler::{Responder, Served};
 use meridian_dns_core::plan::{self, PlanSnapshot};
-use meridian_edge_agent::{AgentEvent, PlanSink, Rejection};
+use meridian_edge_agent::{AgentEvent, Applied, PlanSink, Rejection};
 
 use crate::metrics as m;
 use crate::status::StatusBoard;
@@ -19,8 +19,12 @@ pub struct DnsPlans {
 }
 
 impl PlanSink for DnsPlans {
-    fn applied_version(&self) -> u64 {
-        self.responder.current().map_or(0, |p| p.version())
+    fn applied(&self) -> Applied {
+        self.responder.current().map_or_else(Applied::default, |p| Applied {
+            version: p.version(),
+            epoch: p.plan.epoch.clone(),
+            content_hash: p.plan.content_hash.clone(),
+        })
     }
 
     fn install(&self, snapshot: &PlanSnapshot) -> Result<(), Rejection> {
@@ -38,6 +42,8 @@ impl PlanSink for DnsPlans {
             AgentEvent::Confirmed { version, replica } => self.status.applied(version, replica),
             AgentEvent::LoadedFromCache { version } => self.status.loaded_from_cache(version),
             AgentEvent::CacheUnusable { reason } => self.status.cache_unusable(reason),
+            // Logged and counted by the follower; the next `Confirmed` updates /ready.
+            AgentEvent::EpochChanged { .. } => {}
         }
     }
 }
@@ -66,8 +72,18 @@ mod tests {
             status: Arc::new(StatusBoard::new(None)),
         };
         assert_eq!(sink.applied_version(), 0);
-        sink.install(&snapshot(3, 1.0)).unwrap();
-        assert_eq!(sink.applied_version(), 3);
+        let mut first = snapshot(3, 1.0);
+        first.epoch = "e1".into();
+        first.content_hash = "h3".into();
+        sink.install(&first).unwrap();
+        assert_eq!(
+            sink.applied(),
+            Applied {
+                version: 3,
+                epoch: "e1".into(),
+                content_hash: "h3".into()
+            }
+        );
         let refused = sink.install(&snapshot(4, f64::INFINITY)).unwrap_err();
         assert_eq!(refused.kind, "invalid_weight");
         assert_eq!(sink.applied_version(), 3, "the previous table stays");
@@ -95,6 +111,7 @@ mod tests {
         let names = MetricNames::new(m::PREFIX);
         assert_eq!(names.reconnects, m::RECONNECTS);
         assert_eq!(names.plans_received, m::PLANS_RECEIVED);
+        assert_eq!(names.plan_epoch_changes, m::PLAN_EPOCH_CHANGES);
         assert_eq!(names.plan_nacks, m::PLAN_NACKS);
         assert_eq!(names.cache_write_failures, m::CACHE_WRITE_FAILURES);
     }

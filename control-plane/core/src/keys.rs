@@ -86,6 +86,13 @@ impl Keys {
         format!("{}/intents/drain-set", self.root)
     }
 
+    /// The store's identity (JSON of `StoreEpoch`): created once, with the store, by
+    /// the first leader (fenced, only if absent), and carried by every plan, so an
+    /// agent can tell a wiped and restored store's numbering from its own.
+    pub fn epoch(&self) -> String {
+        format!("{}/cluster/epoch", self.root)
+    }
+
     /// Prefix of the durable event log: one key per event, by sequence number.
     pub fn events_prefix(&self) -> String {
         format!("{}/events/log/", self.root)
@@ -135,6 +142,7 @@ mod tests {
         assert_eq!(k.leader(), "/meridian/election/leader");
         assert_eq!(k.replica(&id), "/meridian/replicas/cp-1");
         assert!(k.replica(&id).starts_with(&k.replicas_prefix()));
+        assert_eq!(k.epoch(), "/meridian/cluster/epoch");
         assert!(
             !k.leader_heartbeat().starts_with(&k.leader()),
             "a prefix watch on the leader key must not see the heartbeat"

@@ -17,6 +17,7 @@ pub mod actor;
 pub mod backoff;
 pub mod ids;
 pub mod keys;
+pub mod plan_hash;
 pub mod probe;
 pub mod records;
 pub mod slow_start;

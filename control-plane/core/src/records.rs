@@ -69,6 +69,27 @@ pub struct StoredPlan {
     /// The region for clients no prefix matches.
     #[serde(default)]
     pub default_region: Option<String>,
+    /// The identity of the store it was published in ([`StoreEpoch::epoch`]); empty
+    /// in plans published before epochs existed. Set by the publisher.
+    #[serde(default)]
+    pub epoch: String,
+    /// [`crate::plan_hash::content_hash`] of what the plan steers; empty in plans
+    /// published before hashes existed. Set by the publisher.
+    #[serde(default)]
+    pub content_hash: String,
+}
+
+/// The store's identity (`cluster/epoch`): created once with the store, never
+/// rewritten. A store wiped and re-created gets a new one, so plan versions are only
+/// comparable within one epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreEpoch {
+    /// 128 random bits as 32 lowercase hex digits.
+    pub epoch: String,
+    pub created_at_unix_ms: u64,
+    /// The replica that created it, as its first leader.
+    pub created_by: String,
 }
 
 /// The weights one client region uses.

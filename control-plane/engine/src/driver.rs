@@ -472,6 +472,9 @@ pub fn to_stored(
             .default_region
             .clone()
             .or_else(|| doc.regions.first().map(|r| r.id.clone())),
+        // Set by the publisher, which knows the store's epoch.
+        epoch: String::new(),
+        content_hash: String::new(),
     }
 }
 

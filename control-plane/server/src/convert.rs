@@ -288,5 +288,7 @@ pub(crate) fn plan_to_pb(p: &meridian_core::records::StoredPlan) -> pb::Steering
         restored_from: p.restored_from.unwrap_or(0),
         topology_revision: p.topology_revision,
         default_region: p.default_region.clone().unwrap_or_default(),
+        epoch: p.epoch.clone(),
+        content_hash: p.content_hash.clone(),
     }
 }

@@ -5,11 +5,19 @@
 //! are never skipped or repeated, and a deposed leader cannot publish. History keeps
 //! every version (`plan/history/<version>`) until compaction of old versions, which
 //! is a later concern (plans are small).
+//!
+//! Every published plan carries the store's epoch (`cluster/epoch`, created once with
+//! the store by its first leader, fenced and only if absent) and the content hash
+//! of what it steers, so an agent can follow a wiped and restored store's numbering
+//! and can refuse different content under a version it already serves. The publish
+//! transaction also compares the epoch key's revision: a plan never lands carrying
+//! an epoch the store no longer has.
 
 use std::sync::Arc;
 
 use meridian_core::keys::Keys;
-use meridian_core::records::{PlanPointer, StoredPlan};
+use meridian_core::plan_hash::content_hash;
+use meridian_core::records::{PlanPointer, StoreEpoch, StoredPlan};
 use meridian_store::election::fenced_txn;
 use meridian_store::follow::{FollowEvent, Follower};
 use meridian_store::{Compare, CompareOp, Fence, Revision, Store, StoreError, Txn, TxnOp, WatchEvent};
@@ -43,6 +51,69 @@ pub async fn current_pointer(store: &dyn Store, keys: &Keys) -> Result<(u64, Rev
             Ok((p.version, kv.mod_revision))
         }
     }
+}
+
+/// The store's epoch and the epoch key's mod revision, if the store has one yet.
+pub async fn read_epoch(store: &dyn Store, keys: &Keys) -> Result<Option<(StoreEpoch, Revision)>, PlanError> {
+    let key = keys.epoch();
+    match store.get(&key).await? {
+        None => Ok(None),
+        Some(kv) => Ok(Some((decode(&key, &kv.value)?, kv.mod_revision))),
+    }
+}
+
+/// The store's epoch, created under `fence` (only if absent) when the store has none
+/// yet: the first leader of a new (or wiped) store creates it, every later leader and
+/// replica reads the same one. Returns the epoch and its key's mod revision.
+pub async fn ensure_epoch(
+    store: &dyn Store,
+    keys: &Keys,
+    fence: &Fence,
+    created_by: &str,
+    now_unix_ms: u64,
+) -> Result<(StoreEpoch, Revision), PlanError> {
+    if let Some(found) = read_epoch(store, keys).await? {
+        return Ok(found);
+    }
+    let epoch = StoreEpoch {
+        epoch: new_epoch_id(now_unix_ms),
+        created_at_unix_ms: now_unix_ms,
+        created_by: created_by.to_string(),
+    };
+    let key = keys.epoch();
+    let txn = Txn::new()
+        .when([Compare::absent(key.clone())])
+        .and_then([TxnOp::put(key.clone(), encode(&key, &epoch)?)]);
+    let resp = fenced_txn(store, fence, txn).await?;
+    if resp.succeeded {
+        tracing::info!(epoch = %epoch.epoch, "created the store's epoch: plan versions start again under it");
+        return Ok((epoch, resp.revision));
+    }
+    // Someone created it between our read and our write (only possible for the same
+    // fence, e.g. a publish racing the leader's start-up): theirs stands.
+    read_epoch(store, keys).await?.ok_or_else(|| PlanError::Corrupt {
+        key,
+        reason: "the epoch key vanished while it was being created".into(),
+    })
+}
+
+/// 128 bits for a new epoch: two hashers keyed from the OS's randomness (std's
+/// `RandomState`), over the time and the process id. An identity, not a secret: it
+/// only has to differ from every earlier store's, and it does without a new
+/// dependency.
+fn new_epoch_id(now_unix_ms: u64) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let half = |salt: u8| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u8(salt);
+        h.write_u64(now_unix_ms);
+        h.write_u32(std::process::id());
+        if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            h.write_u128(t.as_nanos());
+        }
+        h.finish()
+    };
+    format!("{:016x}{:016x}", half(1), half(2))
 }
 
 /// Loads one version.
@@ -88,11 +159,17 @@ async fn publish_with(
     mut plan: StoredPlan,
     require_unpinned: bool,
 ) -> Result<StoredPlan, PlanError> {
+    let (epoch, epoch_rev) = ensure_epoch(store, keys, fence, &plan.published_by, plan.created_at_unix_ms).await?;
     let (current, pointer_rev) = current_pointer(store, keys).await?;
     plan.version = current + 1;
+    plan.epoch = epoch.epoch;
+    plan.content_hash = content_hash(&plan);
     let pointer = encode(&keys.plan_current(), &PlanPointer { version: plan.version })?;
     let body = encode(&keys.plan_version(plan.version), &plan)?;
-    let mut compares = vec![Compare::modified_at(keys.plan_current(), pointer_rev)];
+    let mut compares = vec![
+        Compare::modified_at(keys.plan_current(), pointer_rev),
+        Compare::modified_at(keys.epoch(), epoch_rev),
+    ];
     if require_unpinned {
         compares.push(Compare::Version {
             key: keys.plan_pin(),
@@ -194,10 +271,14 @@ async fn adopt(store: &dyn Store, keys: &Keys, tx: &watch::Sender<Option<Arc<Sto
         tracing::error!("unreadable plan pointer; keeping the current plan");
         return;
     };
-    if tx.borrow().as_ref().is_some_and(|cur| cur.version >= p.version) {
-        return;
-    }
     match load(store, keys, p.version).await {
+        // Versions only go forward within one epoch; a store wiped and re-created
+        // under a running replica numbers again from 1 under a new epoch.
+        Ok(plan)
+            if tx
+                .borrow()
+                .as_ref()
+                .is_some_and(|cur| cur.epoch == plan.epoch && cur.version >= plan.version) => {}
         Ok(plan) => {
             metrics::gauge!("meridian_control_plane_plan_version").set(plan.version as f64);
             tx.send_replace(Some(Arc::new(plan)));

@@ -348,6 +348,7 @@ async fn leader_duties(ctx: ReplicaContext, ttl: Duration, shutdown: Cancellatio
     let mut leadership = ctx.leadership.clone();
     let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut epoch_checked = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -357,6 +358,20 @@ async fn leader_duties(ctx: ReplicaContext, ttl: Duration, shutdown: Cancellatio
         let view = leadership.borrow_and_update().clone();
         metrics::gauge!("meridian_control_plane_is_leader").set(if view.is_leader() { 1.0 } else { 0.0 });
         let Some(fence) = view.fence else { continue };
+        if epoch_checked != Some(fence.revision) {
+            // The first leader of a new (or wiped) store creates its epoch; later
+            // leaders find it. Publishing ensures it too, so a failure here only delays.
+            let now = unix_now().as_millis() as u64;
+            let ensure = crate::plans::ensure_epoch(ctx.store.as_ref(), &ctx.keys, &fence, ctx.me.id.as_str(), now);
+            match tokio::time::timeout(ctx.request_timeout, ensure).await {
+                Ok(Ok((epoch, _))) => {
+                    epoch_checked = Some(fence.revision);
+                    tracing::info!(epoch = %epoch.epoch, created_by = %epoch.created_by, "store epoch");
+                }
+                Ok(Err(err)) => tracing::warn!(error = %err, "cannot read or create the store's epoch; retrying"),
+                Err(_) => tracing::warn!("reading or creating the store's epoch timed out; retrying"),
+            }
+        }
         let beat = LeaderHeartbeat {
             leader: ctx.me.id.clone(),
             fence: fence.revision,

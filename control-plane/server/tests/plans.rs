@@ -25,6 +25,8 @@ fn plan(reason: &str) -> StoredPlan {
         guardrails: Vec::new(),
         restored_from: None,
         default_region: None,
+        epoch: String::new(),
+        content_hash: String::new(),
     }
 }
 
@@ -88,4 +90,68 @@ async fn versions_go_up_by_one_and_a_deposed_leader_cannot_publish() {
         .map(|p| p.version)
         .collect();
     assert_eq!(versions, vec![3, 2, 1]);
+}
+
+#[tokio::test]
+async fn plans_carry_the_store_epoch_created_once_and_their_content_hash() {
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+    let keys = Keys::new("/m");
+    assert!(plans::read_epoch(store.as_ref(), &keys).await.unwrap().is_none());
+    let a = elect(store.as_ref(), &keys, "a").await;
+    let (epoch, _) = plans::ensure_epoch(store.as_ref(), &keys, &a, "cp-a", 5).await.unwrap();
+    assert_eq!(epoch.epoch.len(), 32);
+    assert!(epoch.epoch.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(epoch.created_by, "cp-a");
+
+    let p1 = plans::publish(store.as_ref(), &keys, &a, plan("first")).await.unwrap();
+    let p2 = plans::publish(store.as_ref(), &keys, &a, plan("second")).await.unwrap();
+    assert_eq!(
+        (p1.epoch.as_str(), p2.epoch.as_str()),
+        (epoch.epoch.as_str(), epoch.epoch.as_str())
+    );
+    assert_eq!(p1.content_hash, meridian_core::plan_hash::content_hash(&p1));
+    assert_eq!(
+        p1.content_hash, p2.content_hash,
+        "same content, other reasons: same hash"
+    );
+    let stored = plans::load(store.as_ref(), &keys, 2).await.unwrap();
+    assert_eq!(
+        (stored.epoch, stored.content_hash),
+        (p2.epoch.clone(), p2.content_hash.clone())
+    );
+
+    // A later leader finds the same epoch; a deposed one cannot create or change it.
+    let b = elect(store.as_ref(), &keys, "b").await;
+    let (again, _) = plans::ensure_epoch(store.as_ref(), &keys, &b, "cp-b", 9).await.unwrap();
+    assert_eq!(again, epoch, "created once, with the store");
+    let mut ttl = plan("third");
+    ttl.dns_ttl_seconds = 30;
+    let p3 = plans::publish(store.as_ref(), &keys, &b, ttl).await.unwrap();
+    assert_eq!(p3.epoch, epoch.epoch);
+    assert_ne!(p3.content_hash, p2.content_hash, "other content: other hash");
+
+    // A fresh store (a wipe) gets another epoch, and numbering starts again at 1.
+    let fresh: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+    let c = elect(fresh.as_ref(), &keys, "c").await;
+    let q1 = plans::publish(fresh.as_ref(), &keys, &c, plan("first")).await.unwrap();
+    assert_eq!(q1.version, 1);
+    assert_ne!(q1.epoch, epoch.epoch);
+    assert_eq!(
+        plans::read_epoch(fresh.as_ref(), &keys).await.unwrap().unwrap().0.epoch,
+        q1.epoch,
+        "the first publish on a store without an epoch creates it"
+    );
+}
+
+#[tokio::test]
+async fn a_deposed_leader_cannot_create_the_epoch() {
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+    let keys = Keys::new("/m");
+    let old = elect(store.as_ref(), &keys, "a").await;
+    let _new = elect(store.as_ref(), &keys, "b").await;
+    match plans::ensure_epoch(store.as_ref(), &keys, &old, "cp-a", 1).await {
+        Err(PlanError::Store(StoreError::FenceLost { .. })) => {}
+        other => panic!("a deposed leader must not create the epoch: {other:?}"),
+    }
+    assert!(plans::read_epoch(store.as_ref(), &keys).await.unwrap().is_none());
 }

@@ -46,6 +46,8 @@ pub fn snapshot_from_pb(p: pb::SteeringPlan) -> Result<PlanSnapshot, PlanRejecti
         dns_ttl_seconds: p.dns_ttl_seconds,
         default_region: p.default_region,
         regions,
+        epoch: p.epoch,
+        content_hash: p.content_hash,
     })
 }
 
@@ -84,6 +86,12 @@ pub(crate) mod tests {
         assert_eq!(snapshot.regions[0].client_prefixes[0].to_string(), "10.0.0.0/8");
         assert_eq!(snapshot.regions[0].pops[0].ipv6[0].to_string(), "2001:db8::1");
         assert!(validate(&snapshot).is_ok());
+        assert_eq!((snapshot.epoch.as_str(), snapshot.content_hash.as_str()), ("", ""));
+        let mut p = wire_plan(4);
+        p.epoch = "e1".into();
+        p.content_hash = "h1".into();
+        let snapshot = snapshot_from_pb(p).unwrap();
+        assert_eq!((snapshot.epoch.as_str(), snapshot.content_hash.as_str()), ("e1", "h1"));
     }
 
     #[test]

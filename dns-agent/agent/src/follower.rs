@@ -4,6 +4,15 @@
 //! checked (versions only go forward; malformed or invalid plans are NACKed with the
 //! reason and the previous plan stays), handed to the agent's [`PlanSink`], cached on
 //! disk, and ACKed.
+//!
+//! Versions are compared only within one store epoch (the control plane's store
+//! identity, carried by every plan). A plan from another epoch means the store was
+//! wiped and re-created: it is validated and, if valid, applied whatever its version
+//! ("following its numbering"), reported as [`AgentEvent::EpochChanged`] and counted.
+//! Within one epoch, the version in service arriving with a different content hash
+//! is refused loudly (NACK, error log, counter): the control plane published other
+//! content under a number this agent already serves. An empty epoch on either side
+//! (an old control plane, an old cache) keeps the version-only rule.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,14 +33,27 @@ use crate::{cache, unix_ms};
 /// checks, ACK/NACK, cache). Implemented by the DNS agent (validate, swap the answer
 /// table) and, later, by the Anycast agent.
 pub trait PlanSink: Send + Sync + 'static {
+    /// The plan in service: version (0: none), epoch and content hash (empty when
+    /// unknown).
+    fn applied(&self) -> Applied;
     /// The version in service (0: none).
-    fn applied_version(&self) -> u64;
+    fn applied_version(&self) -> u64 {
+        self.applied().version
+    }
     /// Validates `snapshot` and puts it in service, or says why not (the NACK). Called
-    /// only with a version above the one in service. Must not block: queries may be
-    /// waiting on what it swaps.
+    /// only with a version above the one in service, or with a plan of another store
+    /// epoch. Must not block: queries may be waiting on what it swaps.
     fn install(&self, snapshot: &PlanSnapshot) -> Result<(), Rejection>;
     /// Connection and plan-source changes, for readiness and gauges.
     fn observe(&self, event: AgentEvent<'_>);
+}
+
+/// The identity of the plan in service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub version: u64,
+    pub epoch: String,
+    pub content_hash: String,
 }
 
 /// Why a sink refused a plan: `reason` goes back in the NACK, `kind` is a fixed
@@ -65,6 +87,14 @@ pub enum AgentEvent<'a> {
     LoadedFromCache { version: u64 },
     /// The cache could not be used; shown while nothing is served.
     CacheUnusable { reason: String },
+    /// A plan from another store epoch was applied: the control plane's store was
+    /// re-created, and versions follow its numbering from now on.
+    EpochChanged {
+        from: &'a str,
+        to: &'a str,
+        previous_version: u64,
+        version: u64,
+    },
 }
 
 /// Which agent this is, as the control plane lists it.
@@ -93,8 +123,11 @@ pub struct MetricNames {
     /// Plan stream ends, by `replica`.
     pub reconnects: String,
     /// Plans received, by `outcome`: `applied`, `repeated` (same version, ACKed
-    /// again), `stale` (older, NACKed), `rejected` (invalid, NACKed).
+    /// again), `stale` (older, NACKed), `rejected` (invalid, NACKed),
+    /// `content_differs` (the version in service with other content, NACKed).
     pub plans_received: String,
+    /// Plans of another store epoch applied (the control plane's store was re-created).
+    pub plan_epoch_changes: String,
     /// Plans NACKed because they were invalid, by `reason` (a fixed label per rule).
     pub plan_nacks: String,
     /// Failures writing the plan cache to `state_dir`.
@@ -106,6 +139,7 @@ impl MetricNames {
         MetricNames {
             reconnects: format!("{prefix}_control_plane_reconnects_total"),
             plans_received: format!("{prefix}_plans_received_total"),
+            plan_epoch_changes: format!("{prefix}_plan_epoch_changes_total"),
             plan_nacks: format!("{prefix}_plan_nacks_total"),
             cache_write_failures: format!("{prefix}_plan_cache_write_failures_total"),
         }
@@ -254,12 +288,16 @@ async fn watch_once<S: PlanSink>(endpoint: &str, s: &Settings, sink: &S) -> (boo
 
 /// Converts a wire plan (parsing its text once) and applies it.
 pub async fn receive<S: PlanSink>(plan: pb::SteeringPlan, replica: &str, s: &Settings, sink: &S) -> Verdict {
-    let version = plan.version;
+    let incoming = Applied {
+        version: plan.version,
+        epoch: plan.epoch.clone(),
+        content_hash: plan.content_hash.clone(),
+    };
     match snapshot_from_pb(plan) {
         Ok(snapshot) => apply(snapshot, replica, s, sink).await,
-        Err(rejection) => match version_check(version, replica, s, sink) {
-            Some(verdict) => verdict,
-            None => reject(version, replica, s, sink, rejection.into()),
+        Err(rejection) => match version_check(&incoming, replica, s, sink) {
+            Check::Answer(verdict) => verdict,
+            Check::Install => reject(incoming.version, replica, s, sink, rejection.into()),
         },
     }
 }
@@ -267,16 +305,42 @@ pub async fn receive<S: PlanSink>(plan: pb::SteeringPlan, replica: &str, s: &Set
 /// Checks the version, hands the plan to the sink, caches it and says what to answer.
 pub async fn apply<S: PlanSink>(snapshot: PlanSnapshot, replica: &str, s: &Settings, sink: &S) -> Verdict {
     let version = snapshot.version;
-    if let Some(verdict) = version_check(version, replica, s, sink) {
+    let incoming = Applied {
+        version,
+        epoch: snapshot.epoch.clone(),
+        content_hash: snapshot.content_hash.clone(),
+    };
+    if let Check::Answer(verdict) = version_check(&incoming, replica, s, sink) {
         return verdict;
     }
-    let applied = sink.applied_version();
+    let before = sink.applied();
     if let Err(rejection) = sink.install(&snapshot) {
         return reject(version, replica, s, sink, rejection);
     }
     metrics::counter!(s.metrics.plans_received.clone(), "outcome" => "applied").increment(1);
+    if epoch_changed(&before, &incoming) {
+        metrics::counter!(s.metrics.plan_epoch_changes.clone()).increment(1);
+        tracing::warn!(
+            replica = %replica,
+            version,
+            previous = before.version,
+            from = %before.epoch,
+            to = %incoming.epoch,
+            "control plane store changed epoch {} → {}; following its numbering (v{} after v{})",
+            before.epoch,
+            incoming.epoch,
+            version,
+            before.version,
+        );
+        sink.observe(AgentEvent::EpochChanged {
+            from: &before.epoch,
+            to: &incoming.epoch,
+            previous_version: before.version,
+            version,
+        });
+    }
     sink.observe(AgentEvent::Confirmed { version, replica });
-    tracing::info!(replica = %replica, version, previous = applied, regions = snapshot.regions.len(), "plan applied");
+    tracing::info!(replica = %replica, version, previous = before.version, epoch = %incoming.epoch, regions = snapshot.regions.len(), "plan applied");
     if let Some(dir) = s.state_dir.clone() {
         let now = unix_ms(SystemTime::now());
         let saved = tokio::task::spawn_blocking(move || cache::save(&dir, &snapshot, now)).await;
@@ -293,14 +357,45 @@ pub async fn apply<S: PlanSink>(snapshot: PlanSnapshot, replica: &str, s: &Setti
     Verdict::Ack { version, new: true }
 }
 
-/// Versions only go forward: the version in service is confirmed again, an older one
-/// (or 0) is NACKed; `None` lets a newer one through.
-fn version_check<S: PlanSink>(version: u64, replica: &str, s: &Settings, sink: &S) -> Option<Verdict> {
-    let applied = sink.applied_version();
+/// What [`version_check`] decided.
+enum Check {
+    /// Answer this without installing anything.
+    Answer(Verdict),
+    /// Validate and install the plan.
+    Install,
+}
+
+/// Whether `incoming` comes from another store epoch than `applied` (both known).
+fn epoch_changed(applied: &Applied, incoming: &Applied) -> bool {
+    !applied.epoch.is_empty() && !incoming.epoch.is_empty() && applied.epoch != incoming.epoch
+}
+
+/// Versions only go forward within one epoch: the version in service is confirmed
+/// again (or refused when its content differs), an older one (or 0) is NACKed; a
+/// newer one, or one of another epoch, is to be installed.
+fn version_check<S: PlanSink>(incoming: &Applied, replica: &str, s: &Settings, sink: &S) -> Check {
+    let version = incoming.version;
+    let current = sink.applied();
+    let applied = current.version;
+    if version != 0 && epoch_changed(&current, incoming) {
+        return Check::Install;
+    }
     if version != 0 && version == applied {
+        let same_epoch = !current.epoch.is_empty() && current.epoch == incoming.epoch;
+        let both_hashed = !current.content_hash.is_empty() && !incoming.content_hash.is_empty();
+        if same_epoch && both_hashed && current.content_hash != incoming.content_hash {
+            metrics::counter!(s.metrics.plans_received.clone(), "outcome" => "content_differs").increment(1);
+            metrics::counter!(s.metrics.plan_nacks.clone(), "reason" => "content_differs").increment(1);
+            let reason = format!(
+                "plan v{version} content differs from the applied v{applied} (hash {} ≠ {}): refusing",
+                incoming.content_hash, current.content_hash
+            );
+            tracing::error!(replica = %replica, version, epoch = %current.epoch, reason = %reason, "the control plane published other content under a version in service; keeping ours");
+            return Check::Answer(Verdict::Nack { version, reason });
+        }
         metrics::counter!(s.metrics.plans_received.clone(), "outcome" => "repeated").increment(1);
         sink.observe(AgentEvent::Confirmed { version, replica });
-        return Some(Verdict::Ack { version, new: false });
+        return Check::Answer(Verdict::Ack { version, new: false });
     }
     if version < applied || version == 0 {
         metrics::counter!(s.metrics.plans_received.clone(), "outcome" => "stale").increment(1);
@@ -310,9 +405,9 @@ fn version_check<S: PlanSink>(version: u64, replica: &str, s: &Settings, sink: &
             format!("plan v{version} is older than the applied v{applied}; versions only go forward")
         };
         tracing::warn!(replica = %replica, version, applied, "ignoring an older plan");
-        return Some(Verdict::Nack { version, reason });
+        return Check::Answer(Verdict::Nack { version, reason });
     }
-    None
+    Check::Install
 }
 
 fn reject<S: PlanSink>(version: u64, replica: &str, s: &Settings, sink: &S, rejection: Rejection) -> Verdict {
@@ -336,17 +431,21 @@ mod tests {
     /// A sink that validates like the DNS agent and records what it was told.
     #[derive(Default)]
     struct Recorder {
-        version: Mutex<u64>,
+        applied: Mutex<Applied>,
         events: Mutex<Vec<String>>,
     }
 
     impl PlanSink for Recorder {
-        fn applied_version(&self) -> u64 {
-            *self.version.lock().unwrap()
+        fn applied(&self) -> Applied {
+            self.applied.lock().unwrap().clone()
         }
         fn install(&self, snapshot: &PlanSnapshot) -> Result<(), Rejection> {
             let plan = validate(snapshot)?;
-            *self.version.lock().unwrap() = plan.version;
+            *self.applied.lock().unwrap() = Applied {
+                version: plan.version,
+                epoch: plan.epoch,
+                content_hash: plan.content_hash,
+            };
             Ok(())
         }
         fn observe(&self, event: AgentEvent<'_>) {
@@ -432,6 +531,199 @@ mod tests {
             Verdict::Nack { version: 4, reason } => assert!(reason.contains("older than the applied v6"), "{reason}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn in_epoch(version: u64, epoch: &str, hash: &str) -> PlanSnapshot {
+        let mut p = sample(version);
+        p.epoch = epoch.into();
+        p.content_hash = hash.into();
+        p
+    }
+
+    /// Counters by name and sorted labels: enough of a metrics recorder to check what
+    /// the follower counts.
+    #[derive(Default, Clone)]
+    struct Counters(Arc<Mutex<std::collections::HashMap<String, Arc<std::sync::atomic::AtomicU64>>>>);
+
+    impl Counters {
+        fn id(key: &metrics::Key) -> String {
+            let mut labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+            labels.sort();
+            format!("{}{{{}}}", key.name(), labels.join(","))
+        }
+        fn get(&self, id: &str) -> u64 {
+            self.0
+                .lock()
+                .unwrap()
+                .get(id)
+                .map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed))
+        }
+    }
+
+    struct CounterCell(Arc<std::sync::atomic::AtomicU64>);
+
+    impl metrics::CounterFn for CounterCell {
+        fn increment(&self, value: u64) {
+            self.0.fetch_add(value, std::sync::atomic::Ordering::Relaxed);
+        }
+        fn absolute(&self, value: u64) {
+            self.0.store(value, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    impl metrics::Recorder for Counters {
+        fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+        fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+        fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+        fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+            let cell = self.0.lock().unwrap().entry(Self::id(key)).or_default().clone();
+            metrics::Counter::from_arc(Arc::new(CounterCell(cell)))
+        }
+        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::noop()
+        }
+        fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_epoch_is_followed_even_with_a_lower_version_and_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(Some(dir.path().to_path_buf()));
+        let r = Recorder::default();
+        let counters = Counters::default();
+        let _guard = metrics::set_default_local_recorder(&counters);
+        assert_eq!(
+            apply(in_epoch(99, "old", "h99"), "cp", &s, &r).await,
+            Verdict::Ack { version: 99, new: true }
+        );
+        // The store was wiped: v5 of a new epoch replaces v99.
+        assert_eq!(
+            apply(in_epoch(5, "new", "h5"), "cp", &s, &r).await,
+            Verdict::Ack { version: 5, new: true }
+        );
+        assert_eq!(
+            r.applied(),
+            Applied {
+                version: 5,
+                epoch: "new".into(),
+                content_hash: "h5".into()
+            }
+        );
+        let cached = cache::load(dir.path()).unwrap().unwrap();
+        assert_eq!(
+            (cached.version, cached.epoch.as_str()),
+            (5, "new"),
+            "the new epoch is cached"
+        );
+        // From then on the new numbering applies: older versions of the new epoch
+        // are stale, and newer ones go through.
+        match apply(in_epoch(4, "new", "h4"), "cp", &s, &r).await {
+            Verdict::Nack { version: 4, reason } => assert!(reason.contains("older than the applied v5"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            apply(in_epoch(6, "new", "h6"), "cp", &s, &r).await,
+            Verdict::Ack { version: 6, new: true }
+        );
+        let events = r.events.lock().unwrap().clone();
+        assert_eq!(
+            events,
+            [
+                "Confirmed { version: 99, replica: \"cp\" }",
+                "EpochChanged { from: \"old\", to: \"new\", previous_version: 99, version: 5 }",
+                "Confirmed { version: 5, replica: \"cp\" }",
+                "Confirmed { version: 6, replica: \"cp\" }",
+            ]
+        );
+        assert_eq!(counters.get("meridian_test_plan_epoch_changes_total{}"), 1);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_plan_of_a_new_epoch_is_nacked_and_the_old_one_stays() {
+        let s = settings(None);
+        let r = Recorder::default();
+        apply(in_epoch(99, "old", "h99"), "cp", &s, &r).await;
+        let mut bad = in_epoch(5, "new", "h5");
+        bad.regions.clear();
+        match apply(bad, "cp", &s, &r).await {
+            Verdict::Nack { version: 5, reason } => assert!(reason.contains("serves nothing"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((r.applied().version, r.applied().epoch), (99, "old".to_string()));
+        assert!(!r.events.lock().unwrap().iter().any(|e| e.contains("EpochChanged")));
+    }
+
+    #[tokio::test]
+    async fn the_same_version_with_other_content_is_refused_loudly() {
+        let s = settings(None);
+        let r = Recorder::default();
+        let counters = Counters::default();
+        let _guard = metrics::set_default_local_recorder(&counters);
+        apply(in_epoch(7, "e", "aaaa"), "cp", &s, &r).await;
+        let mut other = in_epoch(7, "e", "bbbb");
+        other.regions[0].pops[0].weight = 0.5;
+        match apply(other, "cp", &s, &r).await {
+            Verdict::Nack { version: 7, reason } => assert_eq!(
+                reason,
+                "plan v7 content differs from the applied v7 (hash bbbb ≠ aaaa): refusing"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.applied().content_hash, "aaaa", "ours stays in service");
+        assert_eq!(
+            counters.get("meridian_test_plans_received_total{outcome=content_differs}"),
+            1
+        );
+        assert_eq!(
+            counters.get("meridian_test_plan_nacks_total{reason=content_differs}"),
+            1
+        );
+        // The same content again is a repeat, as before.
+        assert_eq!(
+            apply(in_epoch(7, "e", "aaaa"), "cp", &s, &r).await,
+            Verdict::Ack { version: 7, new: false }
+        );
+        // So is the wire path: the unparsed plan is checked before its text.
+        let mut wire = crate::convert::tests::wire_plan(7);
+        wire.epoch = "e".into();
+        wire.content_hash = "cccc".into();
+        wire.regions[0].pops[0].ipv4 = vec!["not an address".into()];
+        match receive(wire, "cp", &s, &r).await {
+            Verdict::Nack { version: 7, reason } => assert!(reason.contains("hash cccc ≠ aaaa"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_empty_epoch_on_either_side_keeps_the_version_rule() {
+        let s = settings(None);
+        // An old cache (no epoch) in service; a new control plane's lower version is stale.
+        let r = Recorder::default();
+        apply(in_epoch(99, "", ""), "cp", &s, &r).await;
+        match apply(in_epoch(5, "new", "h5"), "cp", &s, &r).await {
+            Verdict::Nack { version: 5, reason } => assert!(reason.contains("older than the applied v99"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        // An old control plane (no epoch, no hash): same version is a repeat whatever
+        // its content, lower is stale.
+        let r = Recorder::default();
+        apply(in_epoch(9, "e", "aaaa"), "cp", &s, &r).await;
+        assert_eq!(
+            apply(in_epoch(9, "", ""), "cp", &s, &r).await,
+            Verdict::Ack { version: 9, new: false }
+        );
+        match apply(in_epoch(3, "", ""), "cp", &s, &r).await {
+            Verdict::Nack { version: 3, reason } => assert!(reason.contains("older than the applied v9"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        // Version 0 stays invalid in a new epoch too.
+        match apply(in_epoch(0, "other", "h0"), "cp", &s, &r).await {
+            Verdict::Nack { version: 0, reason } => assert!(reason.contains("versions start at 1"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!r.events.lock().unwrap().iter().any(|e| e.contains("EpochChanged")));
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! plane, written once for the DNS agent and the Anycast agent to come.
 //!
 //! * [`follower`]: `WatchPlan` on any replica through the shared endpoint rotation,
-//!   the hello with the applied version, versions that only go forward, ACK/NACK with
-//!   the reason, and the hand-off to the agent's [`PlanSink`].
+//!   the hello with the applied version, versions that only go forward within one
+//!   store epoch (a new epoch is followed, other content under a version in service
+//!   is refused), ACK/NACK with the reason, and the hand-off to the agent's
+//!   [`PlanSink`].
 //! * [`convert`]: the wire plan as a [`meridian_dns_core::plan::PlanSnapshot`]; the
 //!   only module that sees `meridian.v1` types.
 //! * [`cache`]: the last good plan on disk, written atomically, loaded at start-up
@@ -25,7 +27,9 @@ pub mod follower;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use follower::{load_cached, run, AgentEvent, AgentKind, MetricNames, PlanSink, Rejection, Settings, Verdict};
+pub use follower::{
+    load_cached, run, AgentEvent, AgentKind, Applied, MetricNames, PlanSink, Rejection, Settings, Verdict,
+};
 
 /// Milliseconds since the Unix epoch (0 before it, saturating far after).
 pub fn unix_ms(t: SystemTime) -> i64 {
@@ -63,6 +67,8 @@ pub(crate) mod tests {
                     pops: vec![pop("iad1", 1.0, "192.0.2.3")],
                 },
             ],
+            epoch: String::new(),
+            content_hash: String::new(),
         }
     }
 

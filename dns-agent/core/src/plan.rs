@@ -29,6 +29,13 @@ pub struct PlanSnapshot {
     #[serde(default)]
     pub default_region: String,
     pub regions: Vec<RegionSnapshot>,
+    /// The control plane's store identity; versions are comparable only within one
+    /// epoch. Empty from control planes (and caches) that predate epochs.
+    #[serde(default)]
+    pub epoch: String,
+    /// The control plane's hash of what the plan steers (empty when unknown).
+    #[serde(default)]
+    pub content_hash: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +64,10 @@ pub struct PopSnapshot {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub version: u64,
+    /// As in [`PlanSnapshot::epoch`].
+    pub epoch: String,
+    /// As in [`PlanSnapshot::content_hash`].
+    pub content_hash: String,
     pub created_at_unix_ms: Option<i64>,
     /// The answer TTL for steered names (the plan's, or [`DEFAULT_TTL`] when unset).
     pub ttl: u32,
@@ -264,6 +275,8 @@ pub fn validate(snapshot: &PlanSnapshot) -> Result<Plan, PlanRejection> {
     };
     Ok(Plan {
         version,
+        epoch: snapshot.epoch.clone(),
+        content_hash: snapshot.content_hash.clone(),
         created_at_unix_ms: snapshot.created_at_unix_ms,
         ttl: if snapshot.dns_ttl_seconds == 0 {
             DEFAULT_TTL
@@ -320,6 +333,8 @@ pub(crate) mod tests {
                 ),
                 region("us", &["10.2.0.0/16"], vec![pop("iad1", 1.0, &["192.0.2.3"], &[])]),
             ],
+            epoch: "e1".into(),
+            content_hash: "h1".into(),
         }
     }
 
@@ -442,5 +457,9 @@ pub(crate) mod tests {
             validate(&back).unwrap().regions[0].prefixes[0].to_string(),
             "10.1.0.0/16"
         );
+        // A cache written before epochs loads with neither; a new one keeps both.
+        assert_eq!((back.epoch.as_str(), back.content_hash.as_str()), ("", ""));
+        let served = validate(&snapshot).unwrap();
+        assert_eq!((served.epoch.as_str(), served.content_hash.as_str()), ("e1", "h1"));
     }
 }

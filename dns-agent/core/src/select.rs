@@ -391,6 +391,8 @@ mod tests {
             dns_ttl_seconds: 20,
             default_region: default.into(),
             regions,
+            epoch: String::new(),
+            content_hash: String::new(),
         }
     }
 

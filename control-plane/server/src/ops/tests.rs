@@ -249,6 +249,8 @@ fn plan(reason: &str) -> StoredPlan {
         guardrails: Vec::new(),
         restored_from: None,
         default_region: None,
+        epoch: String::new(),
+        content_hash: String::new(),
     }
 }
 
