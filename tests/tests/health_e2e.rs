@@ -354,6 +354,10 @@ url = "{c}"
     // Restart the control plane. While it is down, probers buffer its results.
     let replica_label = format!("meridian_prober_buffered_results{{replica=\"{ep}\"}}");
     cp.kill();
+    let killed_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     for p in &probers {
         wait_for(
             &format!("{} to buffer results for the dead replica", p.id),
@@ -396,14 +400,38 @@ url = "{c}"
     for pop in ["pop-a", "pop-b", "pop-c"] {
         wait_verdict(&ep, pop, "UP").await;
     }
-    let events = ctl_json(&ep, &["events", "--limit", "500"]).await;
-    for pop in ["pop-a", "pop-b", "pop-c"] {
-        let first = events
-            .as_array()
-            .unwrap()
+    // The restarted replica stores what it saw once it leads again (the old
+    // incarnation's leader key lives until its lease expires), so wait for it.
+    let events = wait_for(
+        "the restarted replica's verdicts in the event log",
+        DEADLINE,
+        || async {
+            let events = ctl_json(&ep, &["events", "--limit", "2000"]).await;
+            let after = |pop: &str| {
+                events.as_array().unwrap().iter().any(|e| {
+                    e["kind"] == "verdict" && e["pop"] == pop && e["at_unix_ms"].as_i64().unwrap() >= killed_at_ms
+                })
+            };
+            ["pop-a", "pop-b", "pop-c"].iter().all(|p| after(p)).then_some(events)
+        },
+    )
+    .await;
+    let events_list = events.as_array().unwrap();
+    // The event log is in the store: what happened before the restart is still there,
+    // and ids keep going up across it.
+    assert!(
+        events_list
             .iter()
-            .find(|e| e["kind"] == "verdict" && e["pop"] == pop)
-            .unwrap_or_else(|| panic!("no event for {pop}: {events}"));
+            .any(|e| e["kind"] == "verdict" && e["at_unix_ms"].as_i64().unwrap() < killed_at_ms),
+        "{events}"
+    );
+    let ids: Vec<u64> = events_list.iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    for pop in ["pop-a", "pop-b", "pop-c"] {
+        let first = events_list
+            .iter()
+            .find(|e| e["kind"] == "verdict" && e["pop"] == pop && e["at_unix_ms"].as_i64().unwrap() >= killed_at_ms)
+            .unwrap_or_else(|| panic!("no event for {pop} after the restart: {events}"));
         assert!(first["at_unix_ms"].as_i64().unwrap() >= restarted_at_ms - 1000);
         assert!(
             first["message"]

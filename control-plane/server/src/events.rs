@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use meridian_core::keys::{Keys, EVENT_BLOCK};
 use meridian_engine::Event;
-use meridian_store::election::{fenced_txn, Leadership};
+use meridian_store::election::{fenced_txn, Leadership, Role};
 use meridian_store::{Compare, Fence, Revision, Store, StoreError, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
@@ -421,65 +421,113 @@ impl EventStore {
 }
 
 /// The background writer: drains the queue in batches and appends them while this
-/// replica leads; as a follower it stores nothing (the leader's view is the stored
-/// one). A failed append is retried twice, then its events are dropped from the
-/// store (counted by reason, logged with the error chain); they stay in memory.
+/// replica leads. As a follower of a live leader it stores nothing (the leader's view
+/// is the stored one; counted as `local_only`). While nobody leads — the election is
+/// unsettled, the leader key is gone, or it still names this replica's previous
+/// incarnation after a restart — events are held (at most [`MAX_HELD`], oldest
+/// dropped first) and appended first if this replica wins, so the verdicts that
+/// decided a failover are not lost in the gap. A failed append is retried twice, then
+/// its events are dropped from the store (counted by reason, logged with the error
+/// chain); they stay in this replica's memory.
 pub async fn write_events(
     events: EventStore,
     mut queue: EventQueue,
-    leadership: watch::Receiver<Leadership>,
+    mut leadership: watch::Receiver<Leadership>,
     timeout: Duration,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    loop {
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => break,
+    let mut held: VecDeque<Event> = VecDeque::new();
+    let mut election_gone = false;
+    let mut stopping = false;
+    while !stopping {
+        let mut incoming = Vec::new();
+        tokio::select! {
+            _ = shutdown.cancelled() => stopping = true,
             e = queue.0.recv() => match e {
-                Some(e) => e,
-                None => return Ok(()),
+                Some(e) => incoming.push(e),
+                None => stopping = true,
             },
-        };
-        let mut batch = vec![first];
-        while batch.len() < MAX_TXN_EVENTS * 10 {
+            changed = leadership.changed(), if !election_gone => election_gone = changed.is_err(),
+        }
+        while incoming.len() < MAX_TXN_EVENTS * 10 {
             match queue.0.try_recv() {
-                Ok(e) => batch.push(e),
+                Ok(e) => incoming.push(e),
                 Err(_) => break,
             }
         }
-        write_batch(&events, &leadership, &batch, timeout, &shutdown).await;
-    }
-    // Whatever was recorded before shutdown still goes out, once, bounded.
-    let mut rest = Vec::new();
-    while let Ok(e) = queue.0.try_recv() {
-        rest.push(e);
-    }
-    if !rest.is_empty() {
-        write_batch(&events, &leadership, &rest, timeout, &CancellationToken::new()).await;
+        let view = leadership.borrow_and_update().clone();
+        held.extend(incoming);
+        match standing(&view, &events.replica) {
+            Standing::Leader(fence) => {
+                if !held.is_empty() {
+                    let batch: Vec<Event> = held.drain(..).collect();
+                    // On the way out nothing waits for a retry: the shutdown is bounded.
+                    let attempts = if stopping { 1 } else { 3 };
+                    write_batch(&events, &fence, &batch, timeout, attempts, &shutdown).await;
+                }
+            }
+            Standing::NobodyLeads => {
+                let excess = held.len().saturating_sub(MAX_HELD);
+                if excess > 0 {
+                    held.drain(..excess);
+                    metrics::counter!("meridian_control_plane_events_local_only_total").increment(excess as u64);
+                }
+            }
+            Standing::Follower => {
+                metrics::counter!("meridian_control_plane_events_local_only_total").increment(held.len() as u64);
+                held.clear();
+            }
+        }
     }
     Ok(())
 }
 
+/// How many events a replica holds while nobody leads.
+pub const MAX_HELD: usize = 1000;
+
+/// Where this replica stands for the event log.
+enum Standing {
+    Leader(Fence),
+    /// Nobody (else) leads: hold events in case this replica wins.
+    NobodyLeads,
+    /// Another replica leads: its events are the stored ones.
+    Follower,
+}
+
+fn standing(view: &Leadership, me: &str) -> Standing {
+    if let Some(fence) = &view.fence {
+        return Standing::Leader(fence.clone());
+    }
+    let leader = view
+        .leader_value
+        .as_deref()
+        .and_then(|v| serde_json::from_slice::<meridian_core::records::LeaderRecord>(v).ok());
+    match (&view.role, leader) {
+        (Role::Unknown, _) | (_, None) => Standing::NobodyLeads,
+        // The key still names this replica: a previous incarnation's, until its lease expires.
+        (_, Some(l)) if l.id.as_str() == me => Standing::NobodyLeads,
+        _ => Standing::Follower,
+    }
+}
+
 async fn write_batch(
     events: &EventStore,
-    leadership: &watch::Receiver<Leadership>,
+    fence: &Fence,
     batch: &[Event],
     timeout: Duration,
+    attempts: u32,
     shutdown: &CancellationToken,
 ) {
     let n = batch.len() as u64;
     let mut last_error = String::new();
-    for attempt in 0..3u32 {
+    for attempt in 0..attempts {
         if attempt > 0 {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 _ = tokio::time::sleep(Duration::from_millis(200) * 5u32.pow(attempt - 1)) => {}
             }
         }
-        let Some(fence) = leadership.borrow().fence.clone() else {
-            metrics::counter!("meridian_control_plane_events_local_only_total").increment(n);
-            return;
-        };
-        match tokio::time::timeout(timeout, events.append(&fence, batch)).await {
+        match tokio::time::timeout(timeout, events.append(fence, batch)).await {
             Ok(Ok(_ids)) => {
                 metrics::counter!("meridian_control_plane_events_stored_total").increment(n);
                 return;
@@ -494,7 +542,12 @@ async fn write_batch(
         }
     }
     metrics::counter!("meridian_control_plane_events_dropped_total", "reason" => "store_error").increment(n);
-    tracing::error!(events = n, error = %last_error, "events not stored after 3 attempts; they stay in this replica's memory only");
+    tracing::error!(
+        events = n,
+        attempts,
+        error = %last_error,
+        "events not stored; they stay in this replica's memory only"
+    );
 }
 
 /// The leader's pruner: every `every`, [`EventStore::prune`] under its fence.
@@ -581,7 +634,6 @@ mod tests {
     mod stored {
         #![allow(clippy::unwrap_used)]
         use super::*;
-        use meridian_store::election::Role;
         use meridian_store::embedded::EmbeddedStore;
 
         const DAY_MS: u64 = 24 * 3600 * 1000;
@@ -779,19 +831,40 @@ mod tests {
             assert_eq!(left[0].id, 151);
         }
 
-        fn leadership(fence: Option<Fence>) -> Leadership {
+        /// This replica ("cp-1") leading under `fence`, or following `leader`
+        /// (`None`: no leader key).
+        fn leadership(fence: Option<Fence>, leader: Option<&str>) -> Leadership {
+            let leader_value = leader.map(|id| {
+                serde_json::to_vec(&meridian_core::records::LeaderRecord {
+                    id: meridian_core::ReplicaId::new(id).unwrap(),
+                    grpc_address: "127.0.0.1:1".into(),
+                })
+                .unwrap()
+            });
             Leadership {
                 role: if fence.is_some() { Role::Leader } else { Role::Follower },
-                leader_value: None,
+                leader_value,
                 leader_revision: fence.as_ref().map(|f| f.revision).unwrap_or(0),
                 fence,
             }
         }
 
+        async fn wait_stored(f: &Fixture, n: usize) -> Vec<StoredEvent> {
+            let mut stored = Vec::new();
+            for _ in 0..200 {
+                stored = f.events.list(&all()).await.unwrap();
+                if stored.len() >= n {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            stored
+        }
+
         #[tokio::test]
         async fn the_writer_stores_what_the_leader_records_and_nothing_a_follower_records() {
             let f = fixture().await;
-            let (lead_tx, lead_rx) = watch::channel(leadership(None));
+            let (lead_tx, lead_rx) = watch::channel(leadership(None, Some("cp-2")));
             let (log, queue) = EventLog::durable(100);
             let shutdown = CancellationToken::new();
             let task = tokio::spawn(write_events(
@@ -801,26 +874,50 @@ mod tests {
                 Duration::from_secs(3),
                 shutdown.clone(),
             ));
-            // As a follower: kept in memory, not stored.
+            // As a follower of cp-2: kept in memory, not stored.
             log.record(drained("follower", 1));
             tokio::time::sleep(Duration::from_millis(100)).await;
+            // cp-2 is gone and nobody leads: held...
+            lead_tx.send_replace(leadership(None, None));
+            log.record(drained("gap", 2));
+            tokio::time::sleep(Duration::from_millis(100)).await;
             assert!(f.events.list(&all()).await.unwrap().is_empty());
-            assert_eq!(log.list(10, None).len(), 1);
-            lead_tx.send_replace(leadership(Some(f.fence.clone())));
-            log.record_all([drained("a", 2), drained("b", 3)]);
-            let mut stored = Vec::new();
-            for _ in 0..100 {
-                stored = f.events.list(&all()).await.unwrap();
-                if stored.len() == 2 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            assert_eq!(log.list(10, None).len(), 2, "memory keeps both");
+            // ...and stored first once this replica leads.
+            lead_tx.send_replace(leadership(Some(f.fence.clone()), Some("cp-1")));
+            log.record_all([drained("a", 3), drained("b", 4)]);
+            let stored = wait_stored(&f, 3).await;
             assert_eq!(
                 stored.iter().map(|e| e.event.pop()).collect::<Vec<_>>(),
-                [Some("a"), Some("b")]
+                [Some("gap"), Some("a"), Some("b")]
             );
-            assert_eq!(ids(&stored), [1, 2]);
+            assert_eq!(ids(&stored), [1, 2, 3]);
+            assert!(stored.iter().all(|e| e.replica == "cp-1"));
+            shutdown.cancel();
+            task.await.unwrap().unwrap();
+        }
+
+        #[tokio::test]
+        async fn after_a_restart_events_are_held_while_the_old_incarnation_s_key_lives() {
+            let f = fixture().await;
+            // The leader key still names cp-1 (this replica, before its restart).
+            let (lead_tx, lead_rx) = watch::channel(leadership(None, Some("cp-1")));
+            let (log, queue) = EventLog::durable(100);
+            let shutdown = CancellationToken::new();
+            let task = tokio::spawn(write_events(
+                f.events.clone(),
+                queue,
+                lead_rx,
+                Duration::from_secs(3),
+                shutdown.clone(),
+            ));
+            log.record(drained("first-verdict", 1));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(f.events.list(&all()).await.unwrap().is_empty());
+            lead_tx.send_replace(leadership(Some(f.fence.clone()), Some("cp-1")));
+            let stored = wait_stored(&f, 1).await;
+            assert_eq!(stored.len(), 1, "flushed on winning, with no new event needed");
+            assert_eq!(stored[0].event.pop(), Some("first-verdict"));
             shutdown.cancel();
             task.await.unwrap().unwrap();
         }
