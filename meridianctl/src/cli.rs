@@ -37,6 +37,28 @@ pub struct Cli {
     #[arg(long = "as", value_name = "IDENTITY", env = "MERIDIAN_IDENTITY", global = true)]
     pub identity: Option<String>,
 
+    /// Bearer token for a control plane that enforces roles (`[auth] mode =
+    /// "enforce"`): viewer, operator or admin. Prefer MERIDIAN_TOKEN or --token-file
+    /// to keep it out of shell history.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "MERIDIAN_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// A file holding the bearer token (trailing whitespace ignored).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "MERIDIAN_TOKEN_FILE",
+        global = true,
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<std::path::PathBuf>,
+
     /// Per-call timeout (connect and each RPC), e.g. 5s or 500ms.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, global = true)]
     pub timeout: Duration,

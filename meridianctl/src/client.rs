@@ -25,15 +25,22 @@ pub struct Connected {
 /// The metadata key the control plane reads the caller's identity from.
 pub const IDENTITY_HEADER: &str = "x-meridian-identity";
 
-/// Adds the caller's identity to every operator call, so the control plane records
-/// who drained, restored or applied (until mTLS, issue [7], it is a claim).
+/// Adds the caller's claimed identity (operator calls) and bearer token (every call)
+/// to requests, so the control plane records who drained, restored or applied and
+/// can check the caller's role.
 #[derive(Debug, Clone, Default)]
-pub struct Identify(Option<MetadataValue<Ascii>>);
+pub struct Identify {
+    identity: Option<MetadataValue<Ascii>>,
+    authorization: Option<MetadataValue<Ascii>>,
+}
 
 impl tonic::service::Interceptor for Identify {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(v) = &self.0 {
+        if let Some(v) = &self.identity {
             req.metadata_mut().insert(IDENTITY_HEADER, v.clone());
+        }
+        if let Some(v) = &self.authorization {
+            req.metadata_mut().insert("authorization", v.clone());
         }
         Ok(req)
     }
@@ -61,9 +68,13 @@ pub fn default_identity() -> String {
 }
 
 impl Connected {
-    /// A `QueryService` client on this connection.
-    pub fn query(&self) -> pb::query_service_client::QueryServiceClient<Channel> {
-        pb::query_service_client::QueryServiceClient::new(self.channel.clone())
+    /// A `QueryService` client on this connection (with the bearer token, if any).
+    pub fn query(&self) -> pb::query_service_client::QueryServiceClient<InterceptedService<Channel, Identify>> {
+        let bearer = Identify {
+            identity: None,
+            authorization: self.identity.authorization.clone(),
+        };
+        pb::query_service_client::QueryServiceClient::with_interceptor(self.channel.clone(), bearer)
     }
 
     /// An `OperatorService` client on this connection; every call carries the
@@ -83,7 +94,16 @@ impl Connected {
         let value = MetadataValue::try_from(identity).map_err(|_| CtlError::Identity {
             identity: identity.to_string(),
         })?;
-        self.identity = Identify(Some(value));
+        self.identity.identity = Some(value);
+        Ok(self)
+    }
+
+    /// Sends `token` as `authorization: Bearer <token>` with every call.
+    pub fn with_token(mut self, token: &str) -> Result<Self, CtlError> {
+        let value = MetadataValue::try_from(format!("Bearer {}", token.trim())).map_err(|_| CtlError::Identity {
+            identity: "the token (from --token, MERIDIAN_TOKEN or --token-file)".to_string(),
+        })?;
+        self.identity.authorization = Some(value);
         Ok(self)
     }
 
@@ -174,11 +194,19 @@ mod tests {
     #[test]
     fn the_interceptor_adds_the_identity_header() {
         use tonic::service::Interceptor;
-        let mut with = Identify(Some(MetadataValue::try_from("alice@ops").unwrap()));
+        let mut with = Identify {
+            identity: Some(MetadataValue::try_from("alice@ops").unwrap()),
+            authorization: Some(MetadataValue::try_from("Bearer t0k3n-0123456789abcdef").unwrap()),
+        };
         let req = with.call(tonic::Request::new(())).unwrap();
         assert_eq!(req.metadata().get(IDENTITY_HEADER).unwrap(), "alice@ops");
+        assert_eq!(
+            req.metadata().get("authorization").unwrap(),
+            "Bearer t0k3n-0123456789abcdef"
+        );
         let req = Identify::default().call(tonic::Request::new(())).unwrap();
         assert!(req.metadata().get(IDENTITY_HEADER).is_none());
+        assert!(req.metadata().get("authorization").is_none());
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub struct ControlPlaneConfig {
     pub election: ElectionSettings,
     /// The durable event log's retention and queue.
     pub events: EventLogSettings,
+    /// Who may call what: `[auth]` with `mode`, `[[auth.operators]]` and
+    /// `[[auth.agents]]` (probers authenticate with their `[[probers]]` tokens).
+    pub auth: crate::authz::AuthSettings,
     /// How long shutdown may take before remaining tasks are abandoned.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -65,6 +68,7 @@ impl Default for ControlPlaneConfig {
             store: StoreConfig::default(),
             election: ElectionSettings::default(),
             events: EventLogSettings::default(),
+            auth: crate::authz::AuthSettings::default(),
             shutdown_grace: Duration::from_secs(10),
             probers: Vec::new(),
         }
@@ -188,6 +192,9 @@ pub struct ControlPlaneFlags {
 #[derive(Debug, Clone)]
 pub struct Validated {
     pub replica_id: ReplicaId,
+    /// Bearer token → principal (operators, agents, probers), for the authorization
+    /// layer.
+    pub credentials: std::sync::Arc<crate::authz::Credentials>,
     /// Bearer token → prober identity; empty when prober auth is off.
     pub prober_tokens: std::collections::HashMap<String, ProberIdentity>,
     pub advertise_addr: String,
@@ -352,8 +359,13 @@ impl ControlPlaneConfig {
             .advertise_addr
             .clone()
             .unwrap_or_else(|| format!("http://{}", self.grpc_addr));
+        let credentials = self
+            .auth
+            .credentials(prober_tokens.iter())
+            .map_err(|(key, message)| ConfigError::invalid(origin, &key, message))?;
         Ok(Validated {
             replica_id,
+            credentials: std::sync::Arc::new(credentials),
             prober_tokens,
             advertise_addr,
             config: self,

@@ -36,6 +36,7 @@ fn unimplemented(what: &str, area: &str) -> Status {
 /// Serves the Meridian API, reflection and the health service until `shutdown`.
 pub(crate) async fn serve(
     ctx: ReplicaContext,
+    authz: crate::authz::AuthzLayer,
     health_service: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
     listener: TcpListener,
     shutdown: CancellationToken,
@@ -51,6 +52,8 @@ pub(crate) async fn serve(
         .build_v1alpha()
         .map_err(|e| format!("cannot build the reflection service: {e}"))?;
     tonic::transport::Server::builder()
+        // Every RPC is checked against `authz::RPC_ACCESS` before any handler runs.
+        .layer(authz)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

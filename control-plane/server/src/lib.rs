@@ -26,6 +26,7 @@
 //! Architecture invariant: every leader-only write goes through
 //! [`meridian_store::election::fenced_txn`].
 
+pub mod authz;
 pub mod config;
 mod convert;
 pub mod events;

@@ -262,7 +262,7 @@ pub async fn run_with_store(
     );
     tasks.spawn(
         "grpc",
-        grpc::serve(ctx, health_service, grpc_listener, shutdown.clone()),
+        grpc::serve(ctx, authz_layer(&cfg), health_service, grpc_listener, shutdown.clone()),
     );
 
     let result = tasks.run_until(shutdown, cfg.config.shutdown_grace).await;
@@ -275,6 +275,18 @@ pub async fn run_with_store(
     }
     tracing::info!("control-plane replica stopped");
     result.map_err(RunError::Task)
+}
+
+/// The authorization layer the configuration asks for; with `mode = "off"` every
+/// RPC stays open, which is said loudly once.
+fn authz_layer(cfg: &Validated) -> crate::authz::AuthzLayer {
+    let mode = cfg.config.auth.mode;
+    if mode == crate::authz::AuthMode::Off {
+        tracing::warn!(
+            "authorization is off ([auth] mode = \"off\"): anyone who reaches the gRPC port can drain, apply topology and restore plans; configure [[auth.operators]] and set mode = \"enforce\""
+        );
+    }
+    crate::authz::AuthzLayer::new(mode, cfg.credentials.clone())
 }
 
 /// Checks store health every second; readiness is "store healthy and the election

@@ -43,7 +43,24 @@ pub async fn run(cli: &Cli) -> Result<Report, CtlError> {
 /// `$USER@hostname`).
 async fn connect(cli: &Cli) -> Result<Connected, CtlError> {
     let identity = cli.identity.clone().unwrap_or_else(client::default_identity);
-    client::connect(&cli.endpoint, cli.timeout)
+    let connected = client::connect(&cli.endpoint, cli.timeout)
         .await?
-        .with_identity(&identity)
+        .with_identity(&identity)?;
+    let token = match (&cli.token, &cli.token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|source| CtlError::ReadFile {
+                    path: path.clone(),
+                    source,
+                })?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    match token {
+        Some(t) => connected.with_token(&t),
+        None => Ok(connected),
+    }
 }

@@ -1,0 +1,454 @@
+//! Authorization: one table of RPC → who may call it, and one layer in front of every
+//! gRPC service that enforces it.
+//!
+//! Roles nest for people: a viewer reads (queries), an operator also drains,
+//! undrains and drives changes, an admin also applies topology, restores plans,
+//! resumes steering and lifts freezes. Probers and edge agents have their own
+//! identities and may call only their own service. The standard health service and
+//! reflection are open (load balancers and `grpcurl list` need them).
+//!
+//! Decision: the table is data ([`RPC_ACCESS`]) keyed by the gRPC path, checked by a
+//! tower layer before any handler runs, and a test walks the proto's descriptor so an
+//! RPC added without a rule fails the build's tests; an RPC missing from the table is
+//! refused at run time, never allowed. Rejected: checks inside each handler, where one
+//! forgotten line opens an RPC.
+//!
+//! Credentials are bearer tokens (`authorization: Bearer …`) until mTLS identities
+//! arrive (issue [7] item 1); they are configured per operator with a role and per
+//! prober with its region. `mode = "off"` (today's default, with a loud warning)
+//! keeps the previous open behaviour while deployments move to credentials.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use meridian_core::Identity;
+use serde::{Deserialize, Serialize};
+
+/// An operator's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+/// Who may call an RPC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, authenticated or not.
+    Open,
+    /// An operator with at least this role.
+    AtLeast(Role),
+    /// A prober (for its own region; the probe API checks the region).
+    Prober,
+    /// An edge agent.
+    Agent,
+}
+
+/// Every RPC the control plane serves and who may call it. An RPC not listed here is
+/// refused.
+pub const RPC_ACCESS: &[(&str, Access)] = &[
+    // Queries.
+    ("/meridian.v1.QueryService/GetStatus", Access::AtLeast(Role::Viewer)),
+    ("/meridian.v1.QueryService/GetPlan", Access::AtLeast(Role::Viewer)),
+    ("/meridian.v1.QueryService/GetHealth", Access::AtLeast(Role::Viewer)),
+    ("/meridian.v1.QueryService/ExplainPop", Access::AtLeast(Role::Viewer)),
+    ("/meridian.v1.QueryService/ListChanges", Access::AtLeast(Role::Viewer)),
+    ("/meridian.v1.QueryService/ListEvents", Access::AtLeast(Role::Viewer)),
+    ("/meridian.v1.QueryService/GetSlo", Access::AtLeast(Role::Viewer)),
+    ("/meridian.v1.QueryService/WhatIf", Access::AtLeast(Role::Viewer)),
+    ("/meridian.v1.QueryService/ListAgents", Access::AtLeast(Role::Viewer)),
+    // Operator actions: drains and staged changes.
+    ("/meridian.v1.OperatorService/Drain", Access::AtLeast(Role::Operator)),
+    ("/meridian.v1.OperatorService/Undrain", Access::AtLeast(Role::Operator)),
+    (
+        "/meridian.v1.OperatorService/SetCapacity",
+        Access::AtLeast(Role::Operator),
+    ),
+    (
+        "/meridian.v1.OperatorService/PauseChange",
+        Access::AtLeast(Role::Operator),
+    ),
+    (
+        "/meridian.v1.OperatorService/ResumeChange",
+        Access::AtLeast(Role::Operator),
+    ),
+    (
+        "/meridian.v1.OperatorService/RollbackChange",
+        Access::AtLeast(Role::Operator),
+    ),
+    // Stopping the line is for operators; lifting it, for admins.
+    ("/meridian.v1.OperatorService/Freeze", Access::AtLeast(Role::Operator)),
+    ("/meridian.v1.OperatorService/Unfreeze", Access::AtLeast(Role::Admin)),
+    // What changes the edge for everyone: admins.
+    (
+        "/meridian.v1.OperatorService/ApplyTopology",
+        Access::AtLeast(Role::Admin),
+    ),
+    ("/meridian.v1.OperatorService/RestorePlan", Access::AtLeast(Role::Admin)),
+    (
+        "/meridian.v1.OperatorService/ResumeSteering",
+        Access::AtLeast(Role::Admin),
+    ),
+    // The fleet.
+    ("/meridian.v1.ProbeService/WatchAssignments", Access::Prober),
+    ("/meridian.v1.ProbeService/ReportResults", Access::Prober),
+    ("/meridian.v1.PlanService/WatchPlan", Access::Agent),
+    // Infrastructure.
+    ("/grpc.health.v1.Health/Check", Access::Open),
+    ("/grpc.health.v1.Health/Watch", Access::Open),
+    (
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        Access::Open,
+    ),
+    (
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        Access::Open,
+    ),
+];
+
+/// Who a credential belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    Operator { identity: Identity, role: Role },
+    Prober { identity: Identity, region: String },
+    Agent { identity: Identity },
+}
+
+impl Principal {
+    pub fn identity(&self) -> &Identity {
+        match self {
+            Principal::Operator { identity, .. }
+            | Principal::Prober { identity, .. }
+            | Principal::Agent { identity } => identity,
+        }
+    }
+}
+
+/// Why a call was refused; each maps to its gRPC status and says what to do.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    #[error("{rpc} needs a credential: pass `authorization: Bearer <token>` (meridianctl --token or MERIDIAN_TOKEN)")]
+    Unauthenticated { rpc: String },
+    #[error("the credential presented for {rpc} is not known to this control plane")]
+    UnknownCredential { rpc: String },
+    #[error("{who} may not call {rpc}: it needs {needs}")]
+    PermissionDenied { rpc: String, who: String, needs: String },
+    #[error("{rpc} has no access rule, so it is refused (a new RPC needs a line in authz::RPC_ACCESS)")]
+    NoRule { rpc: String },
+}
+
+impl Denied {
+    pub fn status(&self) -> tonic::Status {
+        match self {
+            Denied::Unauthenticated { .. } | Denied::UnknownCredential { .. } => {
+                tonic::Status::unauthenticated(self.to_string())
+            }
+            Denied::PermissionDenied { .. } | Denied::NoRule { .. } => {
+                tonic::Status::permission_denied(self.to_string())
+            }
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            Denied::Unauthenticated { .. } => "unauthenticated",
+            Denied::UnknownCredential { .. } => "unknown_credential",
+            Denied::PermissionDenied { .. } => "permission_denied",
+            Denied::NoRule { .. } => "no_rule",
+        }
+    }
+}
+
+/// The access rule of an RPC path.
+pub fn access(rpc: &str) -> Option<Access> {
+    RPC_ACCESS.iter().find(|(path, _)| *path == rpc).map(|(_, a)| *a)
+}
+
+/// Whether `principal` (`None`: no credential presented) may call `rpc`.
+pub fn decide(rpc: &str, principal: Option<&Principal>) -> Result<(), Denied> {
+    let Some(rule) = access(rpc) else {
+        return Err(Denied::NoRule { rpc: rpc.to_string() });
+    };
+    if rule == Access::Open {
+        return Ok(());
+    }
+    let Some(principal) = principal else {
+        return Err(Denied::Unauthenticated { rpc: rpc.to_string() });
+    };
+    let allowed = match (rule, principal) {
+        (Access::AtLeast(needed), Principal::Operator { role, .. }) => *role >= needed,
+        (Access::Prober, Principal::Prober { .. }) | (Access::Agent, Principal::Agent { .. }) => true,
+        _ => false,
+    };
+    if allowed {
+        return Ok(());
+    }
+    let who = match principal {
+        Principal::Operator { identity, role } => format!("{identity} (role {role})"),
+        Principal::Prober { identity, .. } => format!("prober {identity}"),
+        Principal::Agent { identity } => format!("agent {identity}"),
+    };
+    let needs = match rule {
+        Access::AtLeast(role) => format!("role {role} or higher"),
+        Access::Prober => "a prober credential".into(),
+        Access::Agent => "an agent credential".into(),
+        Access::Open => "nothing".into(),
+    };
+    Err(Denied::PermissionDenied {
+        rpc: rpc.to_string(),
+        who,
+        needs,
+    })
+}
+
+/// Enforcing or not.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Every RPC open (the behaviour before authorization existed); warned about at
+    /// start-up.
+    #[default]
+    Off,
+    /// Every RPC checked against [`RPC_ACCESS`].
+    Enforce,
+}
+
+/// The `[auth]` section of the control plane's configuration.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// `off` (every RPC open, warned about) or `enforce`.
+    pub mode: AuthMode,
+    /// People and tools: an identity, a role and a bearer token.
+    pub operators: Vec<OperatorCredential>,
+    /// Edge agents (DNS, Anycast): an identity and a bearer token.
+    pub agents: Vec<AgentCredential>,
+}
+
+/// One operator credential.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorCredential {
+    pub id: String,
+    pub role: Role,
+    /// The bearer token, inline.
+    pub token: Option<String>,
+    /// Or a file holding it (trailing whitespace ignored; keep it mode 0600).
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+/// One edge agent credential.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentCredential {
+    pub id: String,
+    pub token: Option<String>,
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+/// The shortest token accepted.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Reads `token` or `token_file` (exactly one); the error names the field.
+pub fn read_token(
+    token: &Option<String>,
+    token_file: &Option<std::path::PathBuf>,
+) -> Result<String, (&'static str, String)> {
+    let token = match (token, token_file) {
+        (Some(t), None) => t.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| ("token_file", format!("cannot read {}: {e}", path.display())))?
+            .trim()
+            .to_string(),
+        _ => return Err(("token", "set exactly one of `token` and `token_file`".into())),
+    };
+    if token.len() < MIN_TOKEN_LEN {
+        return Err(("token", format!("must be at least {MIN_TOKEN_LEN} characters")));
+    }
+    Ok(token)
+}
+
+impl AuthSettings {
+    /// The credentials table: operators and agents from this section, probers from
+    /// the `[[probers]]` tokens. Errors name the field (`auth.operators[1].token`).
+    pub fn credentials<'a>(
+        &self,
+        probers: impl IntoIterator<Item = (&'a String, &'a crate::config::ProberIdentity)>,
+    ) -> Result<Credentials, (String, String)> {
+        let mut credentials = Credentials::default();
+        for (i, op) in self.operators.iter().enumerate() {
+            let at = |field: &str| format!("auth.operators[{i}].{field}");
+            let identity = Identity::new(op.id.clone()).map_err(|e| (at("id"), e.to_string()))?;
+            let token = read_token(&op.token, &op.token_file).map_err(|(f, m)| (at(f), m))?;
+            credentials
+                .insert(
+                    token,
+                    Principal::Operator {
+                        identity,
+                        role: op.role,
+                    },
+                )
+                .map_err(|m| (at("token"), m))?;
+        }
+        for (i, a) in self.agents.iter().enumerate() {
+            let at = |field: &str| format!("auth.agents[{i}].{field}");
+            let identity = Identity::new(a.id.clone()).map_err(|e| (at("id"), e.to_string()))?;
+            let token = read_token(&a.token, &a.token_file).map_err(|(f, m)| (at(f), m))?;
+            credentials
+                .insert(token, Principal::Agent { identity })
+                .map_err(|m| (at("token"), m))?;
+        }
+        for (token, p) in probers {
+            let identity = Identity::new(p.id.clone()).map_err(|e| ("probers.id".to_string(), e.to_string()))?;
+            credentials
+                .insert(
+                    token.clone(),
+                    Principal::Prober {
+                        identity,
+                        region: p.region.clone(),
+                    },
+                )
+                .map_err(|m| ("probers.token".to_string(), m))?;
+        }
+        if self.mode == AuthMode::Enforce && self.operators.is_empty() {
+            return Err((
+                "auth.operators".into(),
+                "mode = \"enforce\" needs at least one operator credential (an admin), or nobody can operate".into(),
+            ));
+        }
+        Ok(credentials)
+    }
+}
+
+/// An `authorization` header that is not a known bearer token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownCredential;
+
+/// Bearer token → principal.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    by_token: HashMap<String, Principal>,
+}
+
+impl Credentials {
+    /// Adds a credential; a token already given to someone is refused (and the
+    /// first holder keeps it).
+    pub fn insert(&mut self, token: String, principal: Principal) -> Result<(), String> {
+        if self.by_token.contains_key(&token) {
+            return Err("the same token is given to two identities".into());
+        }
+        self.by_token.insert(token, principal);
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_token.is_empty()
+    }
+
+    /// The principal behind an `authorization` header value: `Ok(None)` when there
+    /// is no header, an error when it is not a known bearer token.
+    pub fn lookup(&self, header: Option<&str>) -> Result<Option<&Principal>, UnknownCredential> {
+        let Some(value) = header else { return Ok(None) };
+        let token = value.strip_prefix("Bearer ").ok_or(UnknownCredential)?;
+        self.by_token.get(token.trim()).map(Some).ok_or(UnknownCredential)
+    }
+}
+
+/// The tower layer that puts [`decide`] in front of every service.
+#[derive(Clone, Debug)]
+pub struct AuthzLayer {
+    mode: AuthMode,
+    credentials: Arc<Credentials>,
+}
+
+impl AuthzLayer {
+    pub fn new(mode: AuthMode, credentials: Arc<Credentials>) -> Self {
+        Self { mode, credentials }
+    }
+
+    /// The decision for one request (path and `authorization` header).
+    pub fn check(&self, rpc: &str, authorization: Option<&str>) -> Result<(), Denied> {
+        if self.mode == AuthMode::Off {
+            return Ok(());
+        }
+        let principal = match self.credentials.lookup(authorization) {
+            Ok(p) => p,
+            Err(UnknownCredential) => {
+                // A rule-less RPC is refused as such, even with a bad credential.
+                if access(rpc).is_none() {
+                    return Err(Denied::NoRule { rpc: rpc.to_string() });
+                }
+                return Err(Denied::UnknownCredential { rpc: rpc.to_string() });
+            }
+        };
+        decide(rpc, principal)
+    }
+}
+
+impl<S> tower::Layer<S> for AuthzLayer {
+    type Service = Authz<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Authz {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// [`AuthzLayer`]'s service.
+#[derive(Clone, Debug)]
+pub struct Authz<S> {
+    inner: S,
+    layer: AuthzLayer,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Authz<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        futures::future::Either<S::Future, futures::future::Ready<Result<http::Response<tonic::body::Body>, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let authorization = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match self.layer.check(req.uri().path(), authorization) {
+            Ok(()) => futures::future::Either::Left(self.inner.call(req)),
+            Err(denied) => {
+                metrics::counter!("meridian_control_plane_rpc_denied_total", "reason" => denied.reason()).increment(1);
+                tracing::warn!(
+                    rpc = req.uri().path(),
+                    reason = denied.reason(),
+                    "RPC refused: {denied}"
+                );
+                futures::future::Either::Right(futures::future::ready(Ok(denied.status().into_http())))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
