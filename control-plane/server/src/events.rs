@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use meridian_core::keys::{Keys, EVENT_BLOCK};
 use meridian_engine::Event;
-use meridian_store::election::{fenced_txn, Leadership, Role};
+use meridian_store::election::{fenced_txn, Leadership};
 use meridian_store::{Compare, Fence, Revision, Store, StoreError, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
@@ -421,18 +421,22 @@ impl EventStore {
 }
 
 /// The background writer: drains the queue in batches and appends them while this
-/// replica leads. As a follower of a live leader it stores nothing (the leader's view
-/// is the stored one; counted as `local_only`). While nobody leads — the election is
-/// unsettled, the leader key is gone, or it still names this replica's previous
-/// incarnation after a restart — events are held (at most [`MAX_HELD`], oldest
-/// dropped first) and appended first if this replica wins, so the verdicts that
-/// decided a failover are not lost in the gap. A failed append is retried twice, then
-/// its events are dropped from the store (counted by reason, logged with the error
-/// chain); they stay in this replica's memory.
+/// replica leads.
+///
+/// While it does not lead, the leader's view is the stored one, so its own events
+/// are only held: at most [`MAX_HELD`], none older than `hold_window`. When it wins
+/// the election (after a leader died, or after its own restart) it stores first
+/// the held events that are newer than the newest stored event and not already
+/// stored (same kind, PoP, region and message), so the verdicts seen in the gap
+/// between two leaders are not lost and the stored log stays in time order; the rest
+/// are counted as `local_only`. A failed append is retried twice, then its events
+/// are dropped from the store (counted by reason, logged with the error chain); they
+/// stay in this replica's memory.
 pub async fn write_events(
     events: EventStore,
     mut queue: EventQueue,
     mut leadership: watch::Receiver<Leadership>,
+    hold_window: Duration,
     timeout: Duration,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
@@ -455,59 +459,91 @@ pub async fn write_events(
                 Err(_) => break,
             }
         }
-        let view = leadership.borrow_and_update().clone();
-        held.extend(incoming);
-        match standing(&view, &events.replica) {
-            Standing::Leader(fence) => {
-                if !held.is_empty() {
-                    let batch: Vec<Event> = held.drain(..).collect();
-                    // On the way out nothing waits for a retry: the shutdown is bounded.
-                    let attempts = if stopping { 1 } else { 3 };
-                    write_batch(&events, &fence, &batch, timeout, attempts, &shutdown).await;
-                }
-            }
-            Standing::NobodyLeads => {
-                let excess = held.len().saturating_sub(MAX_HELD);
-                if excess > 0 {
-                    held.drain(..excess);
-                    metrics::counter!("meridian_control_plane_events_local_only_total").increment(excess as u64);
-                }
-            }
-            Standing::Follower => {
-                metrics::counter!("meridian_control_plane_events_local_only_total").increment(held.len() as u64);
-                held.clear();
-            }
+        let now = crate::replica::unix_now().as_millis() as u64;
+        let oldest = now.saturating_sub(u64::try_from(hold_window.as_millis()).unwrap_or(u64::MAX));
+        let fence = leadership.borrow_and_update().fence.clone();
+        let Some(fence) = fence else {
+            held.extend(incoming);
+            let before = held.len();
+            held.retain(|e| e.at_unix_ms >= oldest);
+            let excess = held.len().saturating_sub(MAX_HELD);
+            held.drain(..excess);
+            local_only((before - held.len()) as u64);
+            continue;
+        };
+        let mut batch = Vec::new();
+        if !held.is_empty() {
+            let candidates: Vec<Event> = held.drain(..).filter(|e| e.at_unix_ms >= oldest).collect();
+            let gap = events.not_yet_stored(candidates, oldest, timeout).await;
+            local_only(gap.dropped);
+            batch = gap.keep;
+        }
+        batch.extend(incoming);
+        if !batch.is_empty() {
+            // On the way out nothing waits for a retry: the shutdown is bounded.
+            let attempts = if stopping { 1 } else { 3 };
+            write_batch(&events, &fence, &batch, timeout, attempts, &shutdown).await;
         }
     }
     Ok(())
 }
 
-/// How many events a replica holds while nobody leads.
+/// How many events a replica holds while it does not lead.
 pub const MAX_HELD: usize = 1000;
 
-/// Where this replica stands for the event log.
-enum Standing {
-    Leader(Fence),
-    /// Nobody (else) leads: hold events in case this replica wins.
-    NobodyLeads,
-    /// Another replica leads: its events are the stored ones.
-    Follower,
+fn local_only(n: u64) {
+    if n > 0 {
+        metrics::counter!("meridian_control_plane_events_local_only_total").increment(n);
+    }
 }
 
-fn standing(view: &Leadership, me: &str) -> Standing {
-    if let Some(fence) = &view.fence {
-        return Standing::Leader(fence.clone());
+/// Held events split into those to store and how many were not.
+struct Gap {
+    keep: Vec<Event>,
+    dropped: u64,
+}
+
+impl EventStore {
+    /// Of `held` (events this replica saw while another replica led or nobody did),
+    /// those newer than the newest stored event and not stored already. When the
+    /// log cannot be read, all of them (a duplicate is better than a gap).
+    async fn not_yet_stored(&self, held: Vec<Event>, since_unix_ms: u64, timeout: Duration) -> Gap {
+        let filter = EventFilter {
+            limit: 2000,
+            pop: None,
+            since_unix_ms: Some(since_unix_ms),
+        };
+        let stored = match tokio::time::timeout(timeout, self.list(&filter)).await {
+            Ok(Ok(stored)) => stored,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %chain(&err), "cannot read the event log; storing every held event");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        };
+        let newest = stored.iter().map(|e| e.event.at_unix_ms).max();
+        let seen: std::collections::HashSet<(&'static str, Option<String>, Option<String>, String)> =
+            stored.iter().map(|e| identity(&e.event)).collect();
+        let total = held.len() as u64;
+        let keep: Vec<Event> = held
+            .into_iter()
+            .filter(|e| newest.is_none_or(|t| e.at_unix_ms > t) && !seen.contains(&identity(e)))
+            .collect();
+        Gap {
+            dropped: total - keep.len() as u64,
+            keep,
+        }
     }
-    let leader = view
-        .leader_value
-        .as_deref()
-        .and_then(|v| serde_json::from_slice::<meridian_core::records::LeaderRecord>(v).ok());
-    match (&view.role, leader) {
-        (Role::Unknown, _) | (_, None) => Standing::NobodyLeads,
-        // The key still names this replica: a previous incarnation's, until its lease expires.
-        (_, Some(l)) if l.id.as_str() == me => Standing::NobodyLeads,
-        _ => Standing::Follower,
-    }
+}
+
+/// What makes two replicas' records of one happening the same.
+fn identity(e: &Event) -> (&'static str, Option<String>, Option<String>, String) {
+    (
+        e.kind_name(),
+        e.pop().map(str::to_string),
+        e.region().map(str::to_string),
+        e.message(),
+    )
 }
 
 async fn write_batch(
@@ -634,6 +670,7 @@ mod tests {
     mod stored {
         #![allow(clippy::unwrap_used)]
         use super::*;
+        use meridian_store::election::Role;
         use meridian_store::embedded::EmbeddedStore;
 
         const DAY_MS: u64 = 24 * 3600 * 1000;
@@ -861,57 +898,83 @@ mod tests {
             stored
         }
 
-        #[tokio::test]
-        async fn the_writer_stores_what_the_leader_records_and_nothing_a_follower_records() {
-            let f = fixture().await;
-            let (lead_tx, lead_rx) = watch::channel(leadership(None, Some("cp-2")));
-            let (log, queue) = EventLog::durable(100);
-            let shutdown = CancellationToken::new();
-            let task = tokio::spawn(write_events(
+        fn now_ms() -> u64 {
+            crate::replica::unix_now().as_millis() as u64
+        }
+
+        fn spawn_writer(
+            f: &Fixture,
+            queue: EventQueue,
+            lead_rx: watch::Receiver<Leadership>,
+            shutdown: &CancellationToken,
+        ) -> tokio::task::JoinHandle<Result<(), String>> {
+            tokio::spawn(write_events(
                 f.events.clone(),
                 queue,
                 lead_rx,
+                Duration::from_secs(10),
                 Duration::from_secs(3),
                 shutdown.clone(),
-            ));
-            // As a follower of cp-2: kept in memory, not stored.
-            log.record(drained("follower", 1));
+            ))
+        }
+
+        #[tokio::test]
+        async fn the_writer_stores_the_leader_s_events_and_on_winning_only_the_gap_it_saw() {
+            let f = fixture().await;
+            let now = now_ms();
+            // cp-2 led and stored these before it died.
+            let cp2 = EventStore::new(f.store.clone(), f.keys.clone(), "cp-2");
+            cp2.append(&f.fence, &[drained("old", now - 5000), drained("dup", now - 4000)])
+                .await
+                .unwrap();
+            let (lead_tx, lead_rx) = watch::channel(leadership(None, Some("cp-2")));
+            let (log, queue) = EventLog::durable(100);
+            let shutdown = CancellationToken::new();
+            let task = spawn_writer(&f, queue, lead_rx, &shutdown);
+            // As a follower of cp-2: held, not stored.
+            log.record_all([
+                drained("ancient", now - 60_000), // older than the hold window
+                drained("before", now - 6000),    // before cp-2's last stored event
+                drained("dup", now - 3900),       // what cp-2 stored already
+                drained("gap", now - 1000),       // after cp-2 stopped storing
+            ]);
             tokio::time::sleep(Duration::from_millis(100)).await;
-            // cp-2 is gone and nobody leads: held...
+            // cp-2 is gone and nobody leads: still held.
             lead_tx.send_replace(leadership(None, None));
-            log.record(drained("gap", 2));
             tokio::time::sleep(Duration::from_millis(100)).await;
-            assert!(f.events.list(&all()).await.unwrap().is_empty());
-            assert_eq!(log.list(10, None).len(), 2, "memory keeps both");
-            // ...and stored first once this replica leads.
+            assert_eq!(f.events.list(&all()).await.unwrap().len(), 2, "nothing stored yet");
+            assert_eq!(log.list(10, None).len(), 4, "memory keeps all");
+            // Winning: the gap first, then what it records as leader.
             lead_tx.send_replace(leadership(Some(f.fence.clone()), Some("cp-1")));
-            log.record_all([drained("a", 3), drained("b", 4)]);
-            let stored = wait_stored(&f, 3).await;
+            log.record_all([drained("a", now), drained("b", now)]);
+            let stored = wait_stored(&f, 5).await;
             assert_eq!(
-                stored.iter().map(|e| e.event.pop()).collect::<Vec<_>>(),
-                [Some("gap"), Some("a"), Some("b")]
+                stored
+                    .iter()
+                    .map(|e| (e.id, e.event.pop().unwrap(), e.replica.as_str()))
+                    .collect::<Vec<_>>(),
+                [
+                    (1, "old", "cp-2"),
+                    (2, "dup", "cp-2"),
+                    (3, "gap", "cp-1"),
+                    (4, "a", "cp-1"),
+                    (5, "b", "cp-1")
+                ]
             );
-            assert_eq!(ids(&stored), [1, 2, 3]);
-            assert!(stored.iter().all(|e| e.replica == "cp-1"));
             shutdown.cancel();
             task.await.unwrap().unwrap();
         }
 
         #[tokio::test]
-        async fn after_a_restart_events_are_held_while_the_old_incarnation_s_key_lives() {
+        async fn after_a_restart_what_was_seen_before_winning_is_stored_on_winning() {
             let f = fixture().await;
+            let now = now_ms();
             // The leader key still names cp-1 (this replica, before its restart).
             let (lead_tx, lead_rx) = watch::channel(leadership(None, Some("cp-1")));
             let (log, queue) = EventLog::durable(100);
             let shutdown = CancellationToken::new();
-            let task = tokio::spawn(write_events(
-                f.events.clone(),
-                queue,
-                lead_rx,
-                Duration::from_secs(3),
-                shutdown.clone(),
-            ));
-            log.record(drained("first-verdict", 1));
+            let task = spawn_writer(&f, queue, lead_rx, &shutdown);
+            log.record(drained("first-verdict", now));
             tokio::time::sleep(Duration::from_millis(100)).await;
             assert!(f.events.list(&all()).await.unwrap().is_empty());
             lead_tx.send_replace(leadership(Some(f.fence.clone()), Some("cp-1")));

@@ -229,6 +229,8 @@ pub async fn run_with_store(
             event_store.clone(),
             event_queue,
             leadership.clone(),
+            // A leader's death is noticed within a lease TTL; hold a few of them.
+            cfg.config.election.lease_ttl * 5,
             cfg.config.store.request_timeout,
             shutdown.clone(),
         ),
