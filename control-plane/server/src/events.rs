@@ -322,7 +322,7 @@ impl EventStore {
             if events.is_empty() {
                 break;
             }
-            events.sort_by(|a, b| b.id.cmp(&a.id));
+            events.sort_by_key(|e| std::cmp::Reverse(e.id));
             let mut all_older = true;
             for e in events {
                 let recent = filter.since_unix_ms.is_none_or(|since| e.event.at_unix_ms >= since);
