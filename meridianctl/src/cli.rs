@@ -296,4 +296,21 @@ mod tests {
         assert!(Cli::try_parse_from(["meridianctl", "what-if", "explode", "ams1"]).is_err());
         assert!(Cli::try_parse_from(["meridianctl", "what-if", "down", "ams1"]).is_ok());
     }
+
+    #[test]
+    fn events_since_takes_a_human_duration() {
+        let cli = Cli::try_parse_from(["meridianctl", "events", "--since", "1h", "--pop", "fra1"]).unwrap();
+        match cli.command {
+            Command::Events { pop, limit, since } => {
+                assert_eq!(
+                    (pop.as_deref(), limit, since),
+                    (Some("fra1"), 50, Some(std::time::Duration::from_secs(3600)))
+                );
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["meridianctl", "events"]).unwrap();
+        assert!(matches!(cli.command, Command::Events { since: None, .. }));
+        assert!(Cli::try_parse_from(["meridianctl", "events", "--since", "an hour"]).is_err());
+    }
 }

@@ -147,6 +147,13 @@ async fn a_drain_on_the_leader_is_in_every_replica_s_events_and_survives_the_lea
         "{text}"
     );
 
+    // `--since` is measured back from now: a second later, a window of one second
+    // no longer holds the drain, and one of an hour still does.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let recent = ctl_json(&follower_ep, &["events", "--pop", "fra1", "--since", "1s"]).await;
+    assert_eq!(recent, Value::Array(Vec::new()), "{recent}");
+    assert!(pop_events(&follower_ep, "fra1").await.contains(&drain));
+
     // The leader stored it (and the follower stored nothing of its own).
     let (_, page) = http_get(cps[lead].admin_addr, "/metrics").await.unwrap();
     assert!(metric_value(&page, "meridian_control_plane_events_stored_total").unwrap_or(0.0) >= 1.0);
