@@ -986,6 +986,62 @@ mod tests {
         }
 
         #[tokio::test]
+        async fn the_pruner_runs_on_the_leader_only_and_a_new_leader_continues_from_the_floor() {
+            let f = fixture().await;
+            let now = now_ms();
+            let events: Vec<Event> = (0..250).map(|i| drained("a", now - 1000 + i)).collect();
+            f.events.append(&f.fence, &events).await.unwrap();
+            let retention = Retention {
+                max_age: Duration::from_secs(3600),
+                max_count: 200,
+            };
+            let shutdown = CancellationToken::new();
+            // A follower's pruner deletes nothing.
+            let (_follower_tx, follower_rx) = watch::channel(leadership(None, Some("cp-2")));
+            let follower = tokio::spawn(prune_events(
+                f.events.clone(),
+                follower_rx,
+                retention,
+                Duration::from_secs(1),
+                Duration::from_secs(3),
+                shutdown.clone(),
+            ));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(f.events.list(&all()).await.unwrap().len(), 250);
+            // A new leader (another fence) prunes at once, and keeps the floor in the store.
+            f.store.delete(&f.keys.leader()).await.unwrap();
+            f.store.put(&f.keys.leader(), b"{}".to_vec(), None).await.unwrap();
+            let kv = f.store.get(&f.keys.leader()).await.unwrap().unwrap();
+            let fence = Fence {
+                key: f.keys.leader(),
+                revision: kv.create_revision,
+            };
+            let (_leader_tx, leader_rx) = watch::channel(leadership(Some(fence.clone()), Some("cp-1")));
+            let leader = tokio::spawn(prune_events(
+                f.events.clone(),
+                leader_rx,
+                retention,
+                Duration::from_secs(1),
+                Duration::from_secs(3),
+                shutdown.clone(),
+            ));
+            let mut left = Vec::new();
+            for _ in 0..100 {
+                left = f.events.list(&all()).await.unwrap();
+                if left.len() == 200 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(ids(&left), (51..251).collect::<Vec<_>>());
+            let floor = f.store.get(&f.keys.events_floor()).await.unwrap().unwrap();
+            assert_eq!(floor.value, b"51");
+            shutdown.cancel();
+            follower.await.unwrap().unwrap();
+            leader.await.unwrap().unwrap();
+        }
+
+        #[tokio::test]
         async fn a_full_queue_drops_from_the_store_but_never_blocks_or_loses_memory() {
             let (log, _queue) = EventLog::durable(2);
             for i in 0..10 {
