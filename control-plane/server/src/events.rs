@@ -488,6 +488,10 @@ pub async fn write_events(
     Ok(())
 }
 
+/// How much later than the stored one a held event with the same identity still
+/// counts as the same happening (see [`EventStore::not_yet_stored`]).
+const DUPLICATE_SKEW_MS: u64 = 3000;
+
 /// How many events a replica holds while it does not lead.
 pub const MAX_HELD: usize = 1000;
 
@@ -522,12 +526,23 @@ impl EventStore {
             Err(_) => Vec::new(),
         };
         let newest = stored.iter().map(|e| e.event.at_unix_ms).max();
-        let seen: std::collections::HashSet<(&'static str, Option<String>, Option<String>, String)> =
-            stored.iter().map(|e| identity(&e.event)).collect();
+        let mut seen: std::collections::HashMap<_, Vec<u64>> = std::collections::HashMap::new();
+        for e in &stored {
+            seen.entry(identity(&e.event)).or_default().push(e.event.at_unix_ms);
+        }
+        // The same happening as the previous leader stored it: same identity, seen a
+        // little later here (replicas get the same probe results within moments).
+        // The same words much later are a new happening.
+        let duplicate = |e: &Event| {
+            seen.get(&identity(e)).is_some_and(|ats| {
+                ats.iter()
+                    .any(|at| e.at_unix_ms >= *at && e.at_unix_ms - at <= DUPLICATE_SKEW_MS)
+            })
+        };
         let total = held.len() as u64;
         let keep: Vec<Event> = held
             .into_iter()
-            .filter(|e| newest.is_none_or(|t| e.at_unix_ms > t) && !seen.contains(&identity(e)))
+            .filter(|e| newest.is_none_or(|t| e.at_unix_ms > t) && !duplicate(e))
             .collect();
         Gap {
             dropped: total - keep.len() as u64,
@@ -936,6 +951,7 @@ mod tests {
                 drained("ancient", now - 60_000), // older than the hold window
                 drained("before", now - 6000),    // before cp-2's last stored event
                 drained("dup", now - 3900),       // what cp-2 stored already
+                drained("old", now - 1500),       // as cp-2 stored, but 3.5 s later: new
                 drained("gap", now - 1000),       // after cp-2 stopped storing
             ]);
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -943,11 +959,11 @@ mod tests {
             lead_tx.send_replace(leadership(None, None));
             tokio::time::sleep(Duration::from_millis(100)).await;
             assert_eq!(f.events.list(&all()).await.unwrap().len(), 2, "nothing stored yet");
-            assert_eq!(log.list(10, None).len(), 4, "memory keeps all");
+            assert_eq!(log.list(10, None).len(), 5, "memory keeps all");
             // Winning: the gap first, then what it records as leader.
             lead_tx.send_replace(leadership(Some(f.fence.clone()), Some("cp-1")));
             log.record_all([drained("a", now), drained("b", now)]);
-            let stored = wait_stored(&f, 5).await;
+            let stored = wait_stored(&f, 6).await;
             assert_eq!(
                 stored
                     .iter()
@@ -956,9 +972,10 @@ mod tests {
                 [
                     (1, "old", "cp-2"),
                     (2, "dup", "cp-2"),
-                    (3, "gap", "cp-1"),
-                    (4, "a", "cp-1"),
-                    (5, "b", "cp-1")
+                    (3, "old", "cp-1"),
+                    (4, "gap", "cp-1"),
+                    (5, "a", "cp-1"),
+                    (6, "b", "cp-1")
                 ]
             );
             shutdown.cancel();
