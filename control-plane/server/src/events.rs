@@ -12,8 +12,11 @@
 //!
 //! Who appends: **only the leader**, through fenced transactions. Health verdicts
 //! are computed by every replica; the leader's view is the one that steers, so it is
-//! the one stored, and a follower's own health events stay in its memory only
-//! (counted as `local_only`). Steering and plan events happen only on the leader, and
+//! the one stored; a follower only holds its own events for a few lease TTLs, and
+//! if it wins the election it stores those the dead leader had not (newer than the
+//! newest stored event, not a duplicate of one), so the gap between two leaders is
+//! kept; the rest are counted as `local_only`. Steering and plan events happen only
+//! on the leader, and
 //! operator mutations are carried out by the leader (a follower forwards them), so
 //! every decision that changed traffic is in the stored log. Ids are sequence
 //! numbers: an append reads `<root>/events/next`, writes the events at `next..` and
