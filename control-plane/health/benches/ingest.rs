@@ -31,7 +31,7 @@ fn results(rounds: u64) -> Vec<ProbeReport> {
             for pop in 0..POPS {
                 for endpoint in 0..ENDPOINTS {
                     n += 1;
-                    let success = n % 50 != 0;
+                    let success = !n.is_multiple_of(50);
                     let latency = Duration::from_micros(5_000 + n % 3_000);
                     out.push(ProbeReport {
                         prober: format!("prober-{prober:02}"),
