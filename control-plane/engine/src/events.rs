@@ -51,6 +51,16 @@ pub enum EventKind {
     SlowStart(SlowStartEvent),
     /// An operator mutation (the actor says who).
     Operator(OperatorAction),
+    /// A call that was refused: by authorization, validation or a guardrail. The
+    /// actor says who asked.
+    Refused {
+        /// The RPC or operation, e.g. `/meridian.v1.OperatorService/Drain` or `drain`.
+        rpc: String,
+        /// What it was aimed at (a PoP, a plan version), when known.
+        target: Option<String>,
+        /// Why, as the caller was told.
+        reason: String,
+    },
 }
 
 /// An operator mutation as recorded.
@@ -124,6 +134,7 @@ impl Event {
             EventKind::PlanPublished { .. } => "plan_published",
             EventKind::GuardrailFired { .. } => "guardrail",
             EventKind::SlowStart(_) => "slow_start",
+            EventKind::Refused { .. } => "refused",
             EventKind::Operator(a) => match a {
                 OperatorAction::Drained { .. } => "drain",
                 OperatorAction::Undrained { .. } => "undrain",
@@ -147,6 +158,9 @@ impl Event {
             EventKind::Operator(OperatorAction::Drained { pop, .. } | OperatorAction::Undrained { pop, .. }) => {
                 Some(pop)
             }
+            EventKind::Refused {
+                target: Some(t), rpc, ..
+            } if rpc == "drain" || rpc == "undrain" => Some(t),
             _ => None,
         }
     }
@@ -183,6 +197,10 @@ impl Event {
                 SlowStartEvent::Aborted { pop, stage } => {
                     format!("{pop} failed again during slow start (stage {stage}); removed")
                 }
+            },
+            EventKind::Refused { rpc, target, reason } => match target {
+                Some(t) => format!("refused {rpc} of {t}: {reason}"),
+                None => format!("refused {rpc}: {reason}"),
             },
             EventKind::Operator(a) => match a {
                 OperatorAction::Drained { pop, reason, .. } => format!("PoP {pop} drained: {reason}"),

@@ -373,11 +373,47 @@ impl Credentials {
 pub struct AuthzLayer {
     mode: AuthMode,
     credentials: Arc<Credentials>,
+    /// Where refusals are recorded (who, RPC, why), when set.
+    audit: Option<Arc<crate::events::EventLog>>,
 }
 
 impl AuthzLayer {
     pub fn new(mode: AuthMode, credentials: Arc<Credentials>) -> Self {
-        Self { mode, credentials }
+        Self {
+            mode,
+            credentials,
+            audit: None,
+        }
+    }
+
+    /// Records every refusal in `log` (it never blocks: the log queues).
+    pub fn with_audit(mut self, log: Arc<crate::events::EventLog>) -> Self {
+        self.audit = Some(log);
+        self
+    }
+
+    fn record_refusal(&self, rpc: &str, authorization: Option<&str>, denied: &Denied) {
+        let Some(log) = &self.audit else { return };
+        let identity = self
+            .credentials
+            .lookup(authorization)
+            .ok()
+            .flatten()
+            .map(|p| p.identity().clone())
+            .unwrap_or_else(Identity::anonymous);
+        let at_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        log.record(meridian_engine::Event {
+            at_unix_ms,
+            actor: meridian_core::Actor::Operator(identity),
+            kind: meridian_engine::EventKind::Refused {
+                rpc: rpc.to_string(),
+                target: None,
+                reason: denied.to_string(),
+            },
+        });
     }
 
     /// The decision for one request (path and `authorization` header).
@@ -439,6 +475,7 @@ where
             Ok(()) => futures::future::Either::Left(self.inner.call(req)),
             Err(denied) => {
                 metrics::counter!("meridian_control_plane_rpc_denied_total", "reason" => denied.reason()).increment(1);
+                self.layer.record_refusal(req.uri().path(), authorization, &denied);
                 tracing::warn!(
                     rpc = req.uri().path(),
                     reason = denied.reason(),

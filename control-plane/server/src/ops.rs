@@ -208,6 +208,81 @@ fn non_empty_reason(reason: &str, what: &str) -> Result<(), OpError> {
 }
 
 impl Operations {
+    /// Drains a PoP (see [`Self::drain_unaudited`]); a refusal is recorded in the
+    /// event log with who asked and why.
+    pub async fn drain(&self, caller: &Caller, fence: &Fence, cmd: DrainCommand) -> Result<ChangeOutcome, OpError> {
+        let target = cmd.pop.clone();
+        let result = self.drain_unaudited(caller, fence, cmd).await;
+        self.audit_refusal(caller, "drain", Some(target), &result);
+        result
+    }
+
+    /// Undrains a PoP; a refusal is recorded.
+    pub async fn undrain(&self, caller: &Caller, fence: &Fence, cmd: UndrainCommand) -> Result<ChangeOutcome, OpError> {
+        let target = cmd.pop.clone();
+        let result = self.undrain_unaudited(caller, fence, cmd).await;
+        self.audit_refusal(caller, "undrain", Some(target), &result);
+        result
+    }
+
+    /// Validates and (unless a dry run) stores a topology; a refusal is recorded
+    /// (an invalid document is an answer, not a refusal).
+    pub async fn apply_topology(
+        &self,
+        caller: &Caller,
+        fence: Option<&Fence>,
+        cmd: ApplyTopologyCommand,
+    ) -> Result<TopologyOutcome, OpError> {
+        let result = self.apply_topology_unaudited(caller, fence, cmd).await;
+        self.audit_refusal(caller, "apply-topology", None, &result);
+        result
+    }
+
+    /// Restores a plan version and pins steering; a refusal is recorded.
+    pub async fn restore_plan(
+        &self,
+        caller: &Caller,
+        fence: &Fence,
+        cmd: RestorePlanCommand,
+    ) -> Result<StoredPlan, OpError> {
+        let target = format!("plan v{}", cmd.version);
+        let result = self.restore_plan_unaudited(caller, fence, cmd).await;
+        self.audit_refusal(caller, "restore-plan", Some(target), &result);
+        result
+    }
+
+    /// Lifts the plan pin; a refusal is recorded.
+    pub async fn resume_steering(
+        &self,
+        caller: &Caller,
+        fence: &Fence,
+        cmd: ResumeSteeringCommand,
+    ) -> Result<bool, OpError> {
+        let result = self.resume_steering_unaudited(caller, fence, cmd).await;
+        self.audit_refusal(caller, "resume-steering", None, &result);
+        result
+    }
+
+    /// Records a refused operation: who, what, at what, and the reason as the caller
+    /// was told. Store failures are not refusals (nothing was decided) and are not
+    /// recorded here.
+    fn audit_refusal<T>(&self, caller: &Caller, operation: &str, target: Option<String>, result: &Result<T, OpError>) {
+        let Err(err) = result else { return };
+        if matches!(err, OpError::Store(_) | OpError::Corrupt { .. }) {
+            return;
+        }
+        metrics::counter!("meridian_control_plane_operations_refused_total", "operation" => operation.to_string())
+            .increment(1);
+        self.log.record(Event {
+            at_unix_ms: self.clock.now_ms(),
+            actor: caller.actor(),
+            kind: EventKind::Refused {
+                rpc: operation.to_string(),
+                target,
+                reason: err.to_string(),
+            },
+        });
+    }
     /// Drains a PoP: refused (naming the rule) when a guardrail fires, unless forced.
     ///
     /// The guardrails are decided on the drain set read from the store, and the
@@ -215,7 +290,12 @@ impl Operations {
     /// transaction: two concurrent drains that each pass alone cannot both land, and
     /// a new leader still loading intents cannot drain past a rule. When the set
     /// moved under us, the drain is decided again on the new set.
-    pub async fn drain(&self, caller: &Caller, fence: &Fence, cmd: DrainCommand) -> Result<ChangeOutcome, OpError> {
+    async fn drain_unaudited(
+        &self,
+        caller: &Caller,
+        fence: &Fence,
+        cmd: DrainCommand,
+    ) -> Result<ChangeOutcome, OpError> {
         non_empty_reason(&cmd.reason, "a drain")?;
         if !cmd.regions.is_empty() {
             return Err(OpError::Unimplemented {
@@ -351,7 +431,12 @@ impl Operations {
     }
 
     /// Undrains a PoP; not found when it is not drained.
-    pub async fn undrain(&self, caller: &Caller, fence: &Fence, cmd: UndrainCommand) -> Result<ChangeOutcome, OpError> {
+    async fn undrain_unaudited(
+        &self,
+        caller: &Caller,
+        fence: &Fence,
+        cmd: UndrainCommand,
+    ) -> Result<ChangeOutcome, OpError> {
         // Rewrites the drain set's version too, so a drain decided on the set before
         // this undrain decides again (it can only get easier, but the version means
         // "the drain set changed", whichever way).
@@ -392,7 +477,7 @@ impl Operations {
 
     /// Validates a topology and, unless a dry run (then `fence` may be `None`: any
     /// replica answers), stores it with a compare-and-swap on the stored revision.
-    pub async fn apply_topology(
+    async fn apply_topology_unaudited(
         &self,
         caller: &Caller,
         fence: Option<&Fence>,
@@ -437,7 +522,7 @@ impl Operations {
     }
 
     /// Pins steering, then republishes `version` as the newest plan.
-    pub async fn restore_plan(
+    async fn restore_plan_unaudited(
         &self,
         caller: &Caller,
         fence: &Fence,
@@ -483,7 +568,7 @@ impl Operations {
     }
 
     /// Lifts the plan pin; returns whether steering was pinned.
-    pub async fn resume_steering(
+    async fn resume_steering_unaudited(
         &self,
         caller: &Caller,
         fence: &Fence,

@@ -264,7 +264,13 @@ pub async fn run_with_store(
     );
     tasks.spawn(
         "grpc",
-        grpc::serve(ctx, authz_layer(&cfg), health_service, grpc_listener, shutdown.clone()),
+        grpc::serve(
+            ctx,
+            authz_layer(&cfg, event_log.clone()),
+            health_service,
+            grpc_listener,
+            shutdown.clone(),
+        ),
     );
 
     let result = tasks.run_until(shutdown, cfg.config.shutdown_grace).await;
@@ -281,14 +287,14 @@ pub async fn run_with_store(
 
 /// The authorization layer the configuration asks for; with `mode = "off"` every
 /// RPC stays open, which is said loudly once.
-fn authz_layer(cfg: &Validated) -> crate::authz::AuthzLayer {
+fn authz_layer(cfg: &Validated, log: Arc<crate::events::EventLog>) -> crate::authz::AuthzLayer {
     let mode = cfg.config.auth.mode;
     if mode == crate::authz::AuthMode::Off {
         tracing::warn!(
             "authorization is off ([auth] mode = \"off\"): anyone who reaches the gRPC port can drain, apply topology and restore plans; configure [[auth.operators]] and set mode = \"enforce\""
         );
     }
-    crate::authz::AuthzLayer::new(mode, cfg.credentials.clone())
+    crate::authz::AuthzLayer::new(mode, cfg.credentials.clone()).with_audit(log)
 }
 
 /// Checks store health every second; readiness is "store healthy and the election

@@ -171,6 +171,38 @@ async fn every_role_boundary_holds_over_real_grpc() {
         .await;
     assert!(accepted.is_ok(), "an agent subscribes: {accepted:?}");
 
+    // Every refusal is in the event log: who, which RPC, why.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let events = q
+            .list_events(with_token(
+                pb::ListEventsRequest {
+                    limit: 500,
+                    ..Default::default()
+                },
+                Some(VIEWER),
+            ))
+            .await
+            .map(|r| r.into_inner().events)
+            .unwrap_or_default();
+        let refused_drain = events.iter().any(|e| {
+            e.kind == "refused"
+                && e.actor == "operator:vera"
+                && e.message.contains("/meridian.v1.OperatorService/Drain")
+        });
+        let refused_anonymous = events
+            .iter()
+            .any(|e| e.kind == "refused" && e.actor == "operator:anonymous" && e.message.contains("GetStatus"));
+        if refused_drain && refused_anonymous {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "refusals never reached the event log: {events:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     shutdown.cancel();
     task.await.unwrap();
 }

@@ -160,7 +160,17 @@ async fn a_drain_past_capacity_is_refused_naming_the_rule_unless_forced() {
     }
     assert!(err.to_string().contains("drain-over-capacity"), "{err}");
     assert!(stored_drain(&f, "fra1").await.is_none(), "a refusal writes nothing");
-    assert!(f.ops.log.list(10, None).is_empty(), "and records nothing");
+    // The refusal itself is recorded: who asked, what, and the rule, as they were told.
+    let refusals = f.ops.log.list(10, None);
+    assert_eq!(refusals.len(), 1);
+    let refusal = &refusals[0].event;
+    assert_eq!((refusal.kind_name(), refusal.pop()), ("refused", Some("fra1")));
+    assert_eq!(refusal.actor.to_string(), "operator:alice@ops-1");
+    assert!(
+        refusal.message().contains("drain-over-capacity"),
+        "{}",
+        refusal.message()
+    );
     let forced = f.ops.drain(&f.alice, &f.fence, drain("fra1", true)).await.unwrap();
     assert_eq!(forced.forced_past, vec![GuardrailRule::DrainOverCapacity]);
     assert!(forced.summary.contains("forced past guardrail drain-over-capacity"));
@@ -170,7 +180,7 @@ async fn a_drain_past_capacity_is_refused_naming_the_rule_unless_forced() {
     );
     let events = f.ops.log.list(10, None);
     assert_eq!(
-        events[0].event.evidence(),
+        events[1].event.evidence(),
         vec!["forced past guardrail drain-over-capacity".to_string()]
     );
 }
@@ -232,7 +242,11 @@ async fn undrain_needs_a_drain() {
     assert_eq!((out.kind, out.at_unix_ms), ("undrain", 1_700_000_000_500));
     assert!(stored_drain(&f, "ams1").await.is_none());
     let kinds: Vec<&str> = f.ops.log.list(10, None).iter().map(|e| e.event.kind_name()).collect();
-    assert_eq!(kinds, ["drain", "undrain"]);
+    assert_eq!(
+        kinds,
+        ["refused", "drain", "undrain"],
+        "undraining what is not drained is refused and recorded"
+    );
 }
 
 fn plan(reason: &str) -> StoredPlan {
@@ -304,8 +318,8 @@ async fn restore_pins_and_republishes_then_resume_lifts_the_pin() {
     let kinds: Vec<&str> = f.ops.log.list(10, None).iter().map(|e| e.event.kind_name()).collect();
     assert_eq!(
         kinds,
-        ["plan_restored", "steering_resumed"],
-        "a no-op resume records nothing"
+        ["refused", "plan_restored", "steering_resumed"],
+        "the missing version is a recorded refusal; a no-op resume records nothing"
     );
 }
 
@@ -340,9 +354,13 @@ async fn apply_lists_every_error_dry_runs_anywhere_and_writes_only_as_leader() {
         .unwrap();
     assert!(done.applied && done.revision > 0);
     let events = f.ops.log.list(10, None);
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0].event.kind_name(), "topology_applied");
-    assert_eq!(events[0].event.evidence(), done.diff);
+    let kinds: Vec<&str> = events.iter().map(|e| e.event.kind_name()).collect();
+    assert_eq!(
+        kinds,
+        ["refused", "topology_applied"],
+        "a follower's write is refused and recorded; a dry run is not"
+    );
+    assert_eq!(events[1].event.evidence(), done.diff);
 }
 
 #[tokio::test]
