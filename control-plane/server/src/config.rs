@@ -99,6 +99,10 @@ pub struct StoreConfig {
     /// How many revisions of history compaction keeps (watchers that fall further
     /// behind re-list).
     pub compaction_retain_revisions: i64,
+    /// How many published plan versions the leader keeps (older ones are deleted at
+    /// each compaction tick, so etcd's quota or the embedded snapshot stays bounded;
+    /// `restore-plan` reaches back this far).
+    pub plan_history: u64,
 }
 
 impl Default for StoreConfig {
@@ -112,6 +116,7 @@ impl Default for StoreConfig {
             key_prefix: "/meridian".to_string(),
             compaction_interval: Duration::from_secs(300),
             compaction_retain_revisions: 10_000,
+            plan_history: 1_000,
         }
     }
 }
@@ -272,6 +277,13 @@ impl ControlPlaneConfig {
                 origin,
                 "store.request_timeout",
                 "timeouts must be greater than zero",
+            ));
+        }
+        if self.store.plan_history < 10 {
+            return Err(ConfigError::invalid(
+                origin,
+                "store.plan_history",
+                format!("keep at least 10 plan versions, got {}", self.store.plan_history),
             ));
         }
         if self.store.compaction_retain_revisions < 100 || self.store.compaction_interval < Duration::from_secs(1) {
@@ -469,5 +481,14 @@ mod tests {
         let v = cfg.with_flags(&flags, None).validate("x").unwrap();
         assert_eq!(v.replica_id.as_str(), "b");
         assert_eq!(v.config.store.etcd_endpoints, vec!["http://c:3".to_string()]);
+    }
+
+    #[test]
+    fn plan_history_keeps_a_thousand_by_default_and_at_least_ten() {
+        let cfg = parse("").unwrap();
+        assert_eq!(cfg.store.plan_history, 1_000);
+        let cfg = parse("[store]\nplan_history = 3\n").unwrap();
+        let err = cfg.validate("cp.toml").unwrap_err().to_string();
+        assert!(err.contains("store.plan_history"), "{err}");
     }
 }

@@ -205,6 +205,28 @@ async fn publish_with(
     Ok(plan)
 }
 
+/// Deletes all but the newest `keep` plan versions, under `fence` (a deposed leader
+/// deletes nothing). Returns how many were deleted. The plan in force is the newest,
+/// so it is always kept.
+pub async fn prune_history(store: &dyn Store, keys: &Keys, fence: &Fence, keep: u64) -> Result<usize, PlanError> {
+    let listed = store.range(&keys.plan_history_prefix()).await?;
+    let keep = usize::try_from(keep.max(1)).unwrap_or(usize::MAX);
+    let excess = listed.kvs.len().saturating_sub(keep);
+    if excess == 0 {
+        return Ok(0);
+    }
+    // Keys sort by zero-padded version, so the first `excess` are the oldest. Delete
+    // in bounded transactions (etcd allows 128 operations per transaction).
+    let mut deleted = 0;
+    for chunk in listed.kvs[..excess].chunks(100) {
+        let txn = Txn::new().and_then(chunk.iter().map(|kv| TxnOp::delete(kv.key.clone())));
+        fenced_txn(store, fence, txn).await?;
+        deleted += chunk.len();
+    }
+    metrics::counter!("meridian_control_plane_plan_versions_pruned_total").increment(deleted as u64);
+    Ok(deleted)
+}
+
 /// The newest `limit` versions (newest first).
 pub async fn history(store: &dyn Store, keys: &Keys, limit: usize) -> Result<Vec<StoredPlan>, PlanError> {
     let listed = store.range(&keys.plan_history_prefix()).await?;

@@ -255,6 +255,7 @@ pub async fn run_with_store(
             ctx.clone(),
             cfg.config.store.compaction_interval,
             cfg.config.store.compaction_retain_revisions,
+            cfg.config.store.plan_history,
             shutdown.clone(),
         ),
     );
@@ -422,6 +423,7 @@ async fn compact_history(
     ctx: ReplicaContext,
     every: Duration,
     retain: i64,
+    plan_history: u64,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let mut tick = tokio::time::interval(every);
@@ -432,8 +434,13 @@ async fn compact_history(
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        if !ctx.leadership.borrow().is_leader() {
+        let Some(fence) = ctx.leadership.borrow().fence.clone() else {
             continue;
+        };
+        match crate::plans::prune_history(ctx.store.as_ref(), &ctx.keys, &fence, plan_history).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, keep = plan_history, "pruned old plan versions"),
+            Err(err) => tracing::warn!(error = %err, "pruning plan history failed; retrying at the next tick"),
         }
         let Some(current) = ctx.store_health.borrow().revision else {
             continue;

@@ -155,3 +155,51 @@ async fn a_deposed_leader_cannot_create_the_epoch() {
     }
     assert!(plans::read_epoch(store.as_ref(), &keys).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn plan_history_is_pruned_to_the_newest_versions_by_the_leader_only() {
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+    let keys = Keys::new("/m");
+    let old = elect(store.as_ref(), &keys, "a").await;
+    for i in 0..130 {
+        plans::publish(store.as_ref(), &keys, &old, plan(&format!("p{i}")))
+            .await
+            .unwrap();
+    }
+    // A deposed leader prunes nothing.
+    let new = elect(store.as_ref(), &keys, "b").await;
+    assert!(matches!(
+        plans::prune_history(store.as_ref(), &keys, &old, 10).await,
+        Err(PlanError::Store(StoreError::FenceLost { .. }))
+    ));
+    assert_eq!(store.range(&keys.plan_history_prefix()).await.unwrap().kvs.len(), 130);
+    // The leader keeps the newest 10 (more than one bounded transaction of deletes).
+    assert_eq!(
+        plans::prune_history(store.as_ref(), &keys, &new, 10).await.unwrap(),
+        120
+    );
+    let left = store.range(&keys.plan_history_prefix()).await.unwrap().kvs;
+    assert_eq!(left.len(), 10);
+    assert!(matches!(
+        plans::load(store.as_ref(), &keys, 120).await,
+        Err(PlanError::NoSuchVersion(120))
+    ));
+    assert_eq!(
+        plans::load(store.as_ref(), &keys, 121).await.unwrap().reasons,
+        vec!["p120".to_string()]
+    );
+    assert_eq!(
+        plans::load_current(store.as_ref(), &keys)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        130
+    );
+    // Nothing more to do, and publishing continues at the next version.
+    assert_eq!(plans::prune_history(store.as_ref(), &keys, &new, 10).await.unwrap(), 0);
+    let next = plans::publish(store.as_ref(), &keys, &new, plan("after"))
+        .await
+        .unwrap();
+    assert_eq!(next.version, 131);
+}
