@@ -164,14 +164,17 @@ impl pb::plan_service_server::PlanService for PlanApi {
                     msg = inbound.next() => match msg {
                         Some(Ok(pb::AgentMessage { msg: Some(pb::agent_message::Msg::Ack(ack)) })) => {
                             metrics::counter!("meridian_control_plane_plan_acks_total").increment(1);
-                            registry.update(&agent_id, |r| r.applied_version = r.applied_version.max(ack.version));
+                            // The version the agent now serves: after a store epoch change
+                            // it can be lower than before, so it is taken as acked.
+                            registry.update(&agent_id, |r| r.applied_version = ack.version);
                         }
                         Some(Ok(pb::AgentMessage { msg: Some(pb::agent_message::Msg::Nack(nack)) })) => {
                             metrics::counter!("meridian_control_plane_plan_nacks_total").increment(1);
-                            tracing::warn!(agent = %agent_id, version = nack.version, reason = %nack.reason, "agent rejected a plan");
+                            let reason = cap_reason(&nack.reason);
+                            tracing::warn!(agent = %agent_id, version = nack.version, reason = %reason, "agent rejected a plan");
                             registry.update(&agent_id, |r| {
                                 r.nacked_version = nack.version;
-                                r.nack_reason = nack.reason.clone();
+                                r.nack_reason = reason.clone();
                             });
                         }
                         Some(Ok(_)) => tracing::debug!(agent = %agent_id, "ignoring an unexpected message on WatchPlan"),
@@ -253,4 +256,40 @@ pub async fn list_agents(
     }
     out.sort_by(|a, b| (&a.1.agent_id, &a.0).cmp(&(&b.1.agent_id, &b.0)));
     Ok(out)
+}
+
+/// The longest NACK reason kept (it is logged and mirrored to the store, so a peer
+/// must not be able to grow it without bound).
+pub(crate) const MAX_NACK_REASON: usize = 512;
+
+/// `reason` cut to [`MAX_NACK_REASON`] bytes on a character boundary, marked with `…`.
+pub(crate) fn cap_reason(reason: &str) -> String {
+    if reason.len() <= MAX_NACK_REASON {
+        return reason.to_string();
+    }
+    let mut cut = MAX_NACK_REASON;
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &reason[..cut])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nack_reasons_are_capped_on_a_character_boundary() {
+        assert_eq!(cap_reason("bad plan"), "bad plan");
+        let long = "é".repeat(1_000); // 2,000 bytes
+        let capped = cap_reason(&long);
+        assert!(capped.len() <= MAX_NACK_REASON + '…'.len_utf8(), "{}", capped.len());
+        assert!(capped.ends_with('…'));
+        assert!(
+            capped.trim_end_matches('…').chars().all(|c| c == 'é'),
+            "cut on a boundary"
+        );
+        let exact = "x".repeat(MAX_NACK_REASON);
+        assert_eq!(cap_reason(&exact), exact);
+    }
 }
