@@ -45,9 +45,14 @@ async fn embedded_replica_serves_status_admin_reflection_and_health() {
     let (code, body) = http_get(cp.admin_addr, "/ready").await.unwrap();
     assert_eq!((code, body.trim()), (200, "ready"));
     assert_eq!(http_get(cp.admin_addr, "/live").await.unwrap().0, 200);
-    let (code, metrics) = http_get(cp.admin_addr, "/metrics").await.unwrap();
+    let (code, _) = http_get(cp.admin_addr, "/metrics").await.unwrap();
     assert_eq!(code, 200);
-    assert!(metrics.contains("meridian_control_plane_is_leader 1"), "{metrics}");
+    // Readiness and the leader's first tick are separate tasks: wait, never race.
+    wait_for("the leader gauge", GENEROUS, || async {
+        let (_, m) = http_get(cp.admin_addr, "/metrics").await?;
+        m.contains("meridian_control_plane_is_leader 1").then_some(())
+    })
+    .await;
     wait_for("a leader heartbeat to be counted", GENEROUS, || async {
         let (_, m) = http_get(cp.admin_addr, "/metrics").await?;
         m.contains("meridian_control_plane_leader_heartbeats_total")

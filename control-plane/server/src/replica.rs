@@ -99,6 +99,10 @@ pub async fn run_with_store(
     admin_listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    // The metrics recorder first: a gauge or counter touched before it exists is lost
+    // (the first leader tick's `is_leader`, early store metrics), and `/metrics` would
+    // then miss them until they next change.
+    meridian_daemon::admin::metrics_handle().map_err(RunError::Task)?;
     let keys = Keys::new(&cfg.config.store.key_prefix);
     let admin_address = admin_listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let me = ReplicaRecord {
