@@ -29,6 +29,8 @@ pub enum BootstrapError {
     Render(#[source] toml::ser::Error),
     #[error("{0}")]
     Logging(String),
+    #[error("{0}")]
+    Metrics(String),
     #[error("cannot bind the {what} `{key}` {addr}")]
     Bind {
         what: &'static str,
@@ -65,7 +67,8 @@ where
 
 /// After the config validated: with `--check-config`, prints `<origin>: ok` and the
 /// effective configuration and returns `None` (the daemon exits 0); otherwise installs
-/// the log subscriber and returns the token SIGTERM/SIGINT cancels. Must run inside
+/// the log subscriber and the metrics recorder and returns the token SIGTERM/SIGINT
+/// cancels. Must run inside
 /// the runtime.
 pub fn start(
     common: &CommonArgs,
@@ -77,6 +80,8 @@ pub fn start(
         return Ok(None);
     }
     telemetry::init(common.log_format, &common.log).map_err(BootstrapError::Logging)?;
+    // The metrics recorder before any task: what is recorded before it exists is lost.
+    crate::admin::metrics_handle().map_err(BootstrapError::Metrics)?;
     Ok(Some(shutdown::on_signal()))
 }
 
