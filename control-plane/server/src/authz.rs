@@ -401,12 +401,8 @@ impl AuthzLayer {
             .flatten()
             .map(|p| p.identity().clone())
             .unwrap_or_else(Identity::anonymous);
-        let at_unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
         log.record(meridian_engine::Event {
-            at_unix_ms,
+            at_unix_ms: crate::convert::now_ms(),
             actor: meridian_core::Actor::Operator(identity),
             kind: meridian_engine::EventKind::Refused {
                 rpc: rpc.to_string(),

@@ -523,7 +523,7 @@ impl EventStore {
         let stored = match tokio::time::timeout(timeout, self.list(&filter)).await {
             Ok(Ok(stored)) => stored,
             Ok(Err(err)) => {
-                tracing::warn!(error = %chain(&err), "cannot read the event log; storing every held event");
+                tracing::warn!(error = %crate::error_chain(&err), "cannot read the event log; storing every held event");
                 Vec::new()
             }
             Err(_) => Vec::new(),
@@ -574,11 +574,13 @@ async fn write_batch(
 ) {
     let n = batch.len() as u64;
     let mut last_error = String::new();
+    // The one backoff (no jitter needed: one writer per replica).
+    let mut backoff = meridian_core::Backoff::new(Duration::from_millis(200), Duration::from_secs(1));
     for attempt in 0..attempts {
         if attempt > 0 {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = tokio::time::sleep(Duration::from_millis(200) * 5u32.pow(attempt - 1)) => {}
+                _ = tokio::time::sleep(backoff.next_delay(1.0)) => {}
             }
         }
         match tokio::time::timeout(timeout, events.append(fence, batch)).await {
@@ -588,10 +590,10 @@ async fn write_batch(
             }
             Ok(Err(err)) if err.is_fence_lost() => {
                 metrics::counter!("meridian_control_plane_events_dropped_total", "reason" => "fence_lost").increment(n);
-                tracing::warn!(events = n, error = %chain(&err), "events not stored: this replica is no longer the leader");
+                tracing::warn!(events = n, error = %crate::error_chain(&err), "events not stored: this replica is no longer the leader");
                 return;
             }
-            Ok(Err(err)) => last_error = chain(&err),
+            Ok(Err(err)) => last_error = crate::error_chain(&err),
             Err(_) => last_error = format!("the store did not answer within {timeout:?}"),
         }
     }
@@ -633,21 +635,10 @@ pub async fn prune_events(
                 metrics::counter!("meridian_control_plane_events_pruned_total").increment(n);
                 tracing::info!(events = n, "pruned the event log");
             }
-            Ok(Err(err)) => tracing::warn!(error = %chain(&err), "pruning the event log failed"),
+            Ok(Err(err)) => tracing::warn!(error = %crate::error_chain(&err), "pruning the event log failed"),
             Err(_) => tracing::warn!("pruning the event log timed out"),
         }
     }
-}
-
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
+use crate::error_chain;
 use crate::ops::{
     ApplyTopologyCommand, Caller, ChangeOutcome, DrainCommand, OpError, RestorePlanCommand, ResumeSteeringCommand,
     UndrainCommand,
@@ -598,16 +599,4 @@ fn store_health_to_pb(h: &StoreHealth) -> pb::StoreHealth {
         revision: h.revision.unwrap_or(0),
         endpoints: h.endpoints.clone(),
     }
-}
-
-/// The error and its sources, joined, for one-line reports.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

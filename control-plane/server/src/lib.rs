@@ -40,4 +40,16 @@ mod replica;
 pub mod steering;
 pub mod topology;
 
+/// The error and its sources, joined, for one-line reports and status messages.
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 pub use replica::{open_store, run, run_with_store, RunError};
