@@ -285,3 +285,19 @@ pub async fn ctl_json(endpoint: &str, args: &[&str]) -> serde_json::Value {
         )
     })
 }
+
+/// The weight of `pop` for `region` in a `meridianctl plan -o json` document; 0 when
+/// the plan does not list the pair.
+pub fn plan_weight(plan: &serde_json::Value, region: &str, pop: &str) -> f64 {
+    plan["regions"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["region"] == region))
+        .and_then(|r| {
+            r["pops"]
+                .as_array()?
+                .iter()
+                .find(|w| w["pop"] == pop)
+                .and_then(|w| w["weight"].as_f64())
+        })
+        .unwrap_or(0.0)
+}

@@ -9,10 +9,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use meridian_tests::dns::{dig, DnsAgent};
-use meridian_tests::meridian::{ctl_json, meridianctl, ControlPlane, Prober};
+use meridian_tests::meridian::{ctl_json, meridianctl, plan_weight as weight, ControlPlane, Prober};
 use meridian_tests::targets::HttpTarget;
 use meridian_tests::util::wait_for;
-use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(90);
 const ZONES: &str = "[[zones]]\norigin = \"example.net.\"\nns = [\"ns1.example.net.\"]\n[[zones.records]]\nname = \"ns1\"\ntype = \"A\"\nvalue = \"127.0.0.1\"\n[[zones.steered]]\nname = \"www\"\nanswers = 1\n";
@@ -27,20 +26,6 @@ async fn eu_answers(agents: &[SocketAddr]) -> Vec<Vec<String>> {
         );
     }
     out
-}
-
-fn weight(plan: &Value, region: &str, pop: &str) -> f64 {
-    plan["regions"]
-        .as_array()
-        .and_then(|rs| rs.iter().find(|r| r["region"] == region))
-        .and_then(|r| {
-            r["pops"]
-                .as_array()?
-                .iter()
-                .find(|w| w["pop"] == pop)
-                .map(|w| w["weight"].as_f64().unwrap())
-        })
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
