@@ -60,9 +60,10 @@ fn read_pem(what: &'static str, path: &Path, expected: &'static str) -> Result<S
         path: path.to_path_buf(),
         source,
     })?;
-    if !text.contains(&format!("-----BEGIN {expected}"))
-        && !(expected == "PRIVATE KEY" && text.contains(" PRIVATE KEY-----"))
-    {
+    let found = text.contains(&format!("-----BEGIN {expected}"))
+        // Keys may be PKCS#8 ("PRIVATE KEY"), SEC1 ("EC PRIVATE KEY") or PKCS#1.
+        || (expected == "PRIVATE KEY" && text.contains(" PRIVATE KEY-----"));
+    if !found {
         return Err(TlsError::NotPem {
             what,
             path: path.to_path_buf(),
