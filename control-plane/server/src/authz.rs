@@ -13,10 +13,16 @@
 //! refused at run time, never allowed. Rejected: checks inside each handler, where one
 //! forgotten line opens an RPC.
 //!
-//! Credentials are bearer tokens (`authorization: Bearer …`) until mTLS identities
-//! arrive (issue [7] item 1); they are configured per operator with a role and per
-//! prober with its region. `mode = "off"` (today's default, with a loud warning)
-//! keeps the previous open behaviour while deployments move to credentials.
+//! Credentials are bearer tokens (`authorization: Bearer …`, configured per
+//! operator with a role, per agent, and per prober with its region) or mTLS client
+//! certificates, whose subject names the identity (CN), the role or kind (O:
+//! `viewer`, `operator`, `admin`, `prober`, `agent`, `replica`) and a prober's
+//! region (OU): the CA that signs them decides who may do what, as in Kubernetes.
+//! A token, when present, wins over the certificate. The resolved [`Principal`] is
+//! put on the request's extensions, so handlers know who calls without re-reading
+//! credentials. A replica forwarding a mutation to the leader authenticates as
+//! itself (O = `replica`) and names the caller and role it forwards for; only a
+//! replica may do that. `mode = "off"` keeps every RPC open, with a loud warning.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -33,6 +39,18 @@ pub enum Role {
     Viewer,
     Operator,
     Admin,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!("`{other}` is not a role (viewer, operator, admin)")),
+        }
+    }
 }
 
 impl fmt::Display for Role {
@@ -123,17 +141,82 @@ pub const RPC_ACCESS: &[(&str, Access)] = &[
 /// Who a credential belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
-    Operator { identity: Identity, role: Role },
-    Prober { identity: Identity, region: String },
-    Agent { identity: Identity },
+    Operator {
+        identity: Identity,
+        role: Role,
+    },
+    Prober {
+        identity: Identity,
+        region: String,
+    },
+    Agent {
+        identity: Identity,
+    },
+    /// Another control-plane replica (it may forward operators' calls).
+    Replica {
+        identity: Identity,
+    },
 }
+
+/// Metadata a forwarding replica sets: the role of the caller it forwards for (the
+/// caller's identity travels in `x-meridian-identity`). Honoured only from a
+/// [`Principal::Replica`].
+pub const FORWARDED_ROLE: &str = "x-meridian-forwarded-role";
 
 impl Principal {
     pub fn identity(&self) -> &Identity {
         match self {
             Principal::Operator { identity, .. }
             | Principal::Prober { identity, .. }
-            | Principal::Agent { identity } => identity,
+            | Principal::Agent { identity }
+            | Principal::Replica { identity } => identity,
+        }
+    }
+
+    /// The role an operator acts with (`None` for the fleet and replicas).
+    pub fn role(&self) -> Option<Role> {
+        match self {
+            Principal::Operator { role, .. } => Some(*role),
+            _ => None,
+        }
+    }
+
+    /// Who an mTLS client certificate says its holder is: CN the identity, O the
+    /// role or kind, OU a prober's region.
+    pub fn from_certificate(peer: &meridian_tls::PeerIdentity) -> Result<Principal, String> {
+        let identity = Identity::new(peer.name.clone()).map_err(|e| format!("certificate CN: {e}"))?;
+        let kind = peer
+            .organization
+            .as_deref()
+            .ok_or("the certificate's subject has no organization (O) naming a role or kind")?;
+        match kind {
+            "prober" => {
+                let region = peer
+                    .unit
+                    .clone()
+                    .ok_or("a prober certificate names its region in the organizational unit (OU)")?;
+                meridian_core::ids::validate_id("region", &region).map_err(|e| format!("certificate OU: {e}"))?;
+                Ok(Principal::Prober { identity, region })
+            }
+            "agent" => Ok(Principal::Agent { identity }),
+            "replica" => Ok(Principal::Replica { identity }),
+            role => role
+                .parse::<Role>()
+                .map(|role| Principal::Operator { identity, role })
+                .map_err(|_| {
+                    format!("the certificate's organization (O) `{role}` is not a role or kind (viewer, operator, admin, prober, agent, replica)")
+                }),
+        }
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Principal::Operator { identity, role } => write!(f, "{identity} (role {role})"),
+            Principal::Prober { identity, region } => write!(f, "prober {identity} (region {region})"),
+            Principal::Agent { identity } => write!(f, "agent {identity}"),
+            Principal::Replica { identity } => write!(f, "replica {identity}"),
         }
     }
 }
@@ -141,10 +224,12 @@ impl Principal {
 /// Why a call was refused; each maps to its gRPC status and says what to do.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Denied {
-    #[error("{rpc} needs a credential: pass `authorization: Bearer <token>` (meridianctl --token or MERIDIAN_TOKEN)")]
+    #[error("{rpc} needs a credential: a client certificate from the cluster's CA (meridianctl --cert/--key), or `authorization: Bearer <token>` (meridianctl --token or MERIDIAN_TOKEN)")]
     Unauthenticated { rpc: String },
     #[error("the credential presented for {rpc} is not known to this control plane")]
     UnknownCredential { rpc: String },
+    #[error("the client certificate presented for {rpc} cannot be used: {reason}")]
+    BadCertificate { rpc: String, reason: String },
     #[error("{who} may not call {rpc}: it needs {needs}")]
     PermissionDenied { rpc: String, who: String, needs: String },
     #[error("{rpc} has no access rule, so it is refused (a new RPC needs a line in authz::RPC_ACCESS)")]
@@ -154,7 +239,7 @@ pub enum Denied {
 impl Denied {
     pub fn status(&self) -> tonic::Status {
         match self {
-            Denied::Unauthenticated { .. } | Denied::UnknownCredential { .. } => {
+            Denied::Unauthenticated { .. } | Denied::UnknownCredential { .. } | Denied::BadCertificate { .. } => {
                 tonic::Status::unauthenticated(self.to_string())
             }
             Denied::PermissionDenied { .. } | Denied::NoRule { .. } => {
@@ -167,6 +252,7 @@ impl Denied {
         match self {
             Denied::Unauthenticated { .. } => "unauthenticated",
             Denied::UnknownCredential { .. } => "unknown_credential",
+            Denied::BadCertificate { .. } => "bad_certificate",
             Denied::PermissionDenied { .. } => "permission_denied",
             Denied::NoRule { .. } => "no_rule",
         }
@@ -197,11 +283,7 @@ pub fn decide(rpc: &str, principal: Option<&Principal>) -> Result<(), Denied> {
     if allowed {
         return Ok(());
     }
-    let who = match principal {
-        Principal::Operator { identity, role } => format!("{identity} (role {role})"),
-        Principal::Prober { identity, .. } => format!("prober {identity}"),
-        Principal::Agent { identity } => format!("agent {identity}"),
-    };
+    let who = principal.to_string();
     let needs = match rule {
         Access::AtLeast(role) => format!("role {role} or higher"),
         Access::Prober => "a prober credential".into(),
@@ -392,15 +474,9 @@ impl AuthzLayer {
         self
     }
 
-    fn record_refusal(&self, rpc: &str, authorization: Option<&str>, denied: &Denied) {
+    fn record_refusal(&self, rpc: &str, who: Option<&Principal>, denied: &Denied) {
         let Some(log) = &self.audit else { return };
-        let identity = self
-            .credentials
-            .lookup(authorization)
-            .ok()
-            .flatten()
-            .map(|p| p.identity().clone())
-            .unwrap_or_else(Identity::anonymous);
+        let identity = who.map(|p| p.identity().clone()).unwrap_or_else(Identity::anonymous);
         log.record(meridian_engine::Event {
             at_unix_ms: crate::convert::now_ms(),
             actor: meridian_core::Actor::Operator(identity),
@@ -412,13 +488,14 @@ impl AuthzLayer {
         });
     }
 
-    /// The decision for one request (path and `authorization` header).
-    pub fn check(&self, rpc: &str, authorization: Option<&str>) -> Result<(), Denied> {
-        if self.mode == AuthMode::Off {
-            return Ok(());
-        }
-        let principal = match self.credentials.lookup(authorization) {
-            Ok(p) => p,
+    /// Who presents this request: the bearer token's holder, else the client
+    /// certificate's; a replica forwarding for an operator stands for that operator.
+    /// With `mode = "off"`, a credential that does not resolve is ignored.
+    pub fn resolve(&self, rpc: &str, presented: &Presented<'_>) -> Result<Option<Principal>, Denied> {
+        let off = self.mode == AuthMode::Off;
+        let principal = match self.credentials.lookup(presented.authorization) {
+            Ok(Some(p)) => Some(p.clone()),
+            Err(UnknownCredential) if off => None,
             Err(UnknownCredential) => {
                 // A rule-less RPC is refused as such, even with a bad credential.
                 if access(rpc).is_none() {
@@ -426,9 +503,73 @@ impl AuthzLayer {
                 }
                 return Err(Denied::UnknownCredential { rpc: rpc.to_string() });
             }
+            Ok(None) => match presented.certificate {
+                None => None,
+                Some(der) => {
+                    let parsed = meridian_tls::peer_identity(der)
+                        .map_err(|e| e.to_string())
+                        .and_then(|peer| Principal::from_certificate(&peer));
+                    match parsed {
+                        Ok(p) => Some(p),
+                        Err(_) if off => None,
+                        Err(reason) => {
+                            return Err(Denied::BadCertificate {
+                                rpc: rpc.to_string(),
+                                reason,
+                            })
+                        }
+                    }
+                }
+            },
         };
-        decide(rpc, principal)
+        match (principal, presented.forwarded) {
+            (Some(Principal::Replica { identity: replica }), Some((caller, role))) => {
+                let role = role.parse::<Role>().map_err(|reason| Denied::BadCertificate {
+                    rpc: rpc.to_string(),
+                    reason: format!("replica {replica} forwarded an invalid role: {reason}"),
+                })?;
+                let identity = Identity::new(caller).map_err(|e| Denied::BadCertificate {
+                    rpc: rpc.to_string(),
+                    reason: format!("replica {replica} forwarded an invalid identity: {e}"),
+                })?;
+                Ok(Some(Principal::Operator { identity, role }))
+            }
+            (p, _) => Ok(p),
+        }
     }
+
+    /// The decision for one request: who it is (`Ok(None)`: nobody, allowed because
+    /// the RPC is open or authorization is off) or why it is refused.
+    pub fn authorize(&self, rpc: &str, presented: &Presented<'_>) -> Result<Option<Principal>, Denied> {
+        let principal = self.resolve(rpc, presented)?;
+        if self.mode == AuthMode::Enforce {
+            decide(rpc, principal.as_ref())?;
+        }
+        Ok(principal)
+    }
+
+    /// The decision for a request with only an `authorization` header.
+    pub fn check(&self, rpc: &str, authorization: Option<&str>) -> Result<(), Denied> {
+        self.authorize(
+            rpc,
+            &Presented {
+                authorization,
+                ..Presented::default()
+            },
+        )
+        .map(|_| ())
+    }
+}
+
+/// The credentials one request presents.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Presented<'a> {
+    /// The `authorization` header.
+    pub authorization: Option<&'a str>,
+    /// The verified mTLS client certificate (DER), if any.
+    pub certificate: Option<&'a [u8]>,
+    /// `(identity, role)` a forwarding replica names.
+    pub forwarded: Option<(&'a str, &'a str)>,
 }
 
 impl<S> tower::Layer<S> for AuthzLayer {
@@ -462,16 +603,30 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let authorization = req
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        match self.layer.check(req.uri().path(), authorization) {
-            Ok(()) => futures::future::Either::Left(self.inner.call(req)),
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let certificate = meridian_tls::peer_certificate(req.extensions());
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let forwarded = match (header(crate::grpc::IDENTITY), header(FORWARDED_ROLE)) {
+            (Some(identity), Some(role)) => Some((identity, role)),
+            _ => None,
+        };
+        let presented = Presented {
+            authorization: header(http::header::AUTHORIZATION.as_str()),
+            certificate: certificate.as_deref(),
+            forwarded,
+        };
+        let decision = self.layer.authorize(req.uri().path(), &presented);
+        match decision {
+            Ok(principal) => {
+                if let Some(p) = principal {
+                    req.extensions_mut().insert(p);
+                }
+                futures::future::Either::Left(self.inner.call(req))
+            }
             Err(denied) => {
                 metrics::counter!("meridian_control_plane_rpc_denied_total", "reason" => denied.reason()).increment(1);
-                self.layer.record_refusal(req.uri().path(), authorization, &denied);
+                let who = self.layer.resolve(req.uri().path(), &presented).ok().flatten();
+                self.layer.record_refusal(req.uri().path(), who.as_ref(), &denied);
                 tracing::warn!(
                     rpc = req.uri().path(),
                     reason = denied.reason(),

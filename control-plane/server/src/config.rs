@@ -23,6 +23,14 @@ pub struct ControlPlaneConfig {
     pub advertise_addr: Option<String>,
     /// Admin HTTP listener (/metrics, /live, /ready).
     pub admin_addr: SocketAddr,
+    /// TLS for the gRPC API: `cert` and `key` this replica presents and, for mutual
+    /// TLS, `client_ca` that client certificates (operators, probers, agents, other
+    /// replicas) chain to. Replicas also verify each other against `client_ca` when a
+    /// follower forwards a mutation to the leader, presenting their own `cert`.
+    pub tls: meridian_tls::ServerTls,
+    /// Serve plaintext gRPC on a non-loopback address. Without TLS the control plane
+    /// refuses to listen beyond loopback unless this is set.
+    pub insecure_plaintext: bool,
     pub store: StoreConfig,
     pub election: ElectionSettings,
     /// The durable event log's retention and queue.
@@ -65,6 +73,8 @@ impl Default for ControlPlaneConfig {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 7400)),
             advertise_addr: None,
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 7401)),
+            tls: meridian_tls::ServerTls::default(),
+            insecure_plaintext: false,
             store: StoreConfig::default(),
             election: ElectionSettings::default(),
             events: EventLogSettings::default(),
@@ -191,6 +201,18 @@ pub struct ControlPlaneFlags {
     /// Leader lease time to live, e.g. `3s`.
     #[arg(long, env = "MERIDIAN_LEASE_TTL", value_parser = humantime::parse_duration)]
     pub lease_ttl: Option<Duration>,
+    /// PEM certificate the gRPC API presents (with --tls-key); overrides [tls] cert.
+    #[arg(long, env = "MERIDIAN_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "MERIDIAN_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA that client certificates chain to (mutual TLS).
+    #[arg(long, env = "MERIDIAN_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Serve plaintext gRPC on a non-loopback address (refused without this).
+    #[arg(long, env = "MERIDIAN_INSECURE_PLAINTEXT")]
+    pub insecure_plaintext: bool,
 }
 
 /// The validated configuration the daemon runs with.
@@ -203,6 +225,11 @@ pub struct Validated {
     /// Bearer token → prober identity; empty when prober auth is off.
     pub prober_tokens: std::collections::HashMap<String, ProberIdentity>,
     pub advertise_addr: String,
+    /// The gRPC server's TLS, loaded (`None`: plaintext).
+    pub server_tls: Option<tonic::transport::ServerTlsConfig>,
+    /// How a follower reaches the leader when it forwards a mutation: the cluster CA
+    /// and this replica's own certificate (`None`: plaintext).
+    pub forward_tls: Option<tonic::transport::ClientTlsConfig>,
     pub config: ControlPlaneConfig,
 }
 
@@ -236,6 +263,18 @@ impl ControlPlaneConfig {
         }
         if let Some(v) = admin_addr {
             self.admin_addr = v;
+        }
+        if let Some(v) = &flags.tls_cert {
+            self.tls.cert = Some(v.clone());
+        }
+        if let Some(v) = &flags.tls_key {
+            self.tls.key = Some(v.clone());
+        }
+        if let Some(v) = &flags.tls_client_ca {
+            self.tls.client_ca = Some(v.clone());
+        }
+        if flags.insecure_plaintext {
+            self.insecure_plaintext = true;
         }
         self
     }
@@ -367,10 +406,37 @@ impl ControlPlaneConfig {
                 ));
             }
         }
+        let tls_error = |e: meridian_tls::TlsError| match e {
+            meridian_tls::TlsError::Setting { field, message } => ConfigError::invalid(origin, &field, message),
+            other => ConfigError::invalid(origin, "tls", other.to_string()),
+        };
+        let server_tls = self.tls.load().map_err(tls_error)?;
+        if server_tls.is_none() && !self.grpc_addr.ip().is_loopback() && !self.insecure_plaintext {
+            return Err(ConfigError::invalid(
+                origin,
+                "tls",
+                format!(
+                    "refusing to serve plaintext gRPC on {}, beyond loopback: set [tls] cert and key (and client_ca for mutual TLS), or pass --insecure-plaintext (insecure_plaintext = true) to accept that anyone on the network can read tokens and results",
+                    self.grpc_addr
+                ),
+            ));
+        }
+        let forward_tls = match (&server_tls, &self.tls.client_ca) {
+            (Some(_), Some(ca)) => meridian_tls::ClientTls {
+                ca: Some(ca.clone()),
+                cert: self.tls.cert.clone(),
+                key: self.tls.key.clone(),
+                server_name: None,
+            }
+            .load()
+            .map_err(tls_error)?,
+            _ => None,
+        };
+        let scheme = if server_tls.is_some() { "https" } else { "http" };
         let advertise_addr = self
             .advertise_addr
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.grpc_addr));
+            .unwrap_or_else(|| format!("{scheme}://{}", self.grpc_addr));
         let credentials = self
             .auth
             .credentials(prober_tokens.iter())
@@ -380,6 +446,8 @@ impl ControlPlaneConfig {
             credentials: std::sync::Arc::new(credentials),
             prober_tokens,
             advertise_addr,
+            server_tls,
+            forward_tls,
             config: self,
         })
     }

@@ -38,6 +38,7 @@ fn unimplemented(what: &str, area: &str) -> Status {
 pub(crate) async fn serve(
     ctx: ReplicaContext,
     authz: crate::authz::AuthzLayer,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     health_service: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
     listener: TcpListener,
     shutdown: CancellationToken,
@@ -52,7 +53,13 @@ pub(crate) async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| format!("cannot build the reflection service: {e}"))?;
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server
+            .tls_config(tls)
+            .map_err(|e| format!("cannot configure TLS on the gRPC server: {e}"))?;
+    }
+    server
         // Every RPC is checked against `authz::RPC_ACCESS` before any handler runs.
         .layer(authz)
         .add_service(health_service)
@@ -67,7 +74,7 @@ pub(crate) async fn serve(
         }))
         .add_service(pb::probe_service_server::ProbeServiceServer::new(ProbeApi {
             health: ctx.health.clone(),
-            tokens: ctx.prober_tokens.clone(),
+            open: ctx.open_ingest,
             topology: ctx.topology.clone(),
         }))
         .add_service(pb::plan_service_server::PlanServiceServer::new(PlanApi {
@@ -336,8 +343,14 @@ enum Route {
     Forward(OperatorClient),
 }
 
-/// The caller of a request, from its metadata.
+/// The caller of a request: the principal the authorization layer resolved from its
+/// credentials, else (authorization off, no credential) who it says it is.
 fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
+    if let Some(p) = req.extensions().get::<crate::authz::Principal>() {
+        return Ok(Caller {
+            identity: p.identity().clone(),
+        });
+    }
     match req.metadata().get(IDENTITY) {
         None => Ok(Caller {
             identity: Identity::anonymous(),
@@ -377,10 +390,10 @@ impl OperatorApi {
                 return Ok(Route::Forward(OperatorClient::new(channel.clone())));
             }
         }
-        let channel = tonic::transport::Endpoint::from_shared(leader.grpc_address.clone())
+        let channel = meridian_tls::endpoint(&leader.grpc_address, self.ctx.forward_tls.as_ref())
             .map_err(|e| {
                 Status::internal(format!(
-                    "leader {} advertises an invalid address {}: {e}",
+                    "cannot forward to leader {} at {}: {e}",
                     leader.id, leader.grpc_address
                 ))
             })?
@@ -392,15 +405,37 @@ impl OperatorApi {
     }
 
     /// The request to send to the leader: the same message, marked as forwarded, with
-    /// the original caller's identity.
+    /// the original caller's credentials: its bearer token when it sent one, and
+    /// always its identity and role (which the leader honours only from a replica's
+    /// certificate — this replica's own, on the forwarding channel).
     fn forwarded<T>(&self, req: Request<T>) -> Request<T> {
+        let principal = req.extensions().get::<crate::authz::Principal>().cloned();
         let identity = req.metadata().get(IDENTITY).cloned();
+        let authorization = req.metadata().get("authorization").cloned();
         let mut out = Request::new(req.into_inner());
+        let md = out.metadata_mut();
         if let Ok(v) = self.ctx.me.id.as_str().parse() {
-            out.metadata_mut().insert(FORWARDED, v);
+            md.insert(FORWARDED, v);
         }
-        if let Some(identity) = identity {
-            out.metadata_mut().insert(IDENTITY, identity);
+        if let Some(token) = authorization {
+            md.insert("authorization", token);
+        }
+        match principal {
+            Some(p) => {
+                if let Ok(v) = p.identity().as_str().parse() {
+                    md.insert(IDENTITY, v);
+                }
+                if let Some(role) = p.role() {
+                    if let Ok(v) = role.to_string().parse() {
+                        md.insert(crate::authz::FORWARDED_ROLE, v);
+                    }
+                }
+            }
+            None => {
+                if let Some(identity) = identity {
+                    md.insert(IDENTITY, identity);
+                }
+            }
         }
         out
     }

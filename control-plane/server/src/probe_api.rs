@@ -1,11 +1,12 @@
 //! `ProbeService`: probe assignments out, probe results in.
 //!
-//! Authentication: with prober credentials configured, every call carries
-//! `authorization: Bearer <token>`; the token names the prober and the one region it
-//! may report for. A result claiming another prober or region is rejected and
-//! counted, and never drops the rest of its batch.
+//! Authentication is the authorization layer's (`crate::authz`): a prober's bearer
+//! token or client certificate names the prober and the one region it may report
+//! for, and the layer puts that [`Principal`] on the request. A result claiming
+//! another prober or region is rejected and counted, and never drops the rest of
+//! its batch. Only with authorization off and no prober credentials configured is
+//! ingest open (each prober trusted for the region it claims, loudly warned about).
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use meridian_proto::probe::outcome_from_wire;
 use meridian_proto::v1 as pb;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::authz::Principal;
 use crate::config::ProberIdentity;
 use crate::convert::{assignments, from_timestamp_ms};
 use crate::health::HealthView;
@@ -24,8 +26,9 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 
 pub(crate) struct ProbeApi {
     pub health: Arc<HealthView>,
-    /// Bearer token → identity; empty: authentication off.
-    pub tokens: Arc<HashMap<String, ProberIdentity>>,
+    /// Ingest without a prober credential is accepted (authorization off and no
+    /// prober credentials configured).
+    pub open: bool,
     pub topology: tokio::sync::watch::Receiver<AppliedTopology>,
 }
 
@@ -37,23 +40,20 @@ enum Caller {
 
 impl ProbeApi {
     fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
-        if self.tokens.is_empty() {
-            return Ok(Caller::Unauthenticated);
-        }
-        let header = req
-            .metadata()
-            .get("authorization")
-            .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <token>` metadata"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("the authorization metadata must be `Bearer <token>`"))?;
-        match self.tokens.get(token.trim()) {
-            Some(identity) => Ok(Caller::Authenticated(identity.clone())),
-            None => {
+        match req.extensions().get::<Principal>() {
+            Some(Principal::Prober { identity, region }) => Ok(Caller::Authenticated(ProberIdentity {
+                id: identity.to_string(),
+                region: region.clone(),
+            })),
+            _ if self.open => Ok(Caller::Unauthenticated),
+            other => {
                 metrics::counter!("meridian_control_plane_prober_auth_failures_total").increment(1);
-                Err(Status::unauthenticated("unknown prober token"))
+                Err(match other {
+                    Some(p) => Status::permission_denied(format!("{p} is not a prober")),
+                    None => Status::unauthenticated(
+                        "probe ingest needs a prober credential: a client certificate with O=prober and OU=<region>, or a [[probers]] bearer token",
+                    ),
+                })
             }
         }
     }

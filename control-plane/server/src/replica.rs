@@ -52,7 +52,11 @@ pub(crate) struct ReplicaContext {
     pub plan: watch::Receiver<Option<Arc<meridian_core::records::StoredPlan>>>,
     pub agents: Arc<crate::plan_api::AgentRegistry>,
     pub ops: crate::ops::Operations,
-    pub prober_tokens: Arc<std::collections::HashMap<String, crate::config::ProberIdentity>>,
+    /// Probe ingest without a prober credential is accepted (authorization off and
+    /// no prober credentials configured).
+    pub open_ingest: bool,
+    /// TLS for forwarding mutations to the leader (`None`: plaintext).
+    pub forward_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// Opens the store named by the configuration.
@@ -149,9 +153,10 @@ pub async fn run_with_store(
     let event_log = Arc::new(event_log);
     let event_store = crate::events::EventStore::new(store.clone(), keys.clone(), me.id.to_string());
     let agents = Arc::new(crate::plan_api::AgentRegistry::default());
-    if cfg.prober_tokens.is_empty() {
+    let open_ingest = cfg.prober_tokens.is_empty() && cfg.config.auth.mode == crate::authz::AuthMode::Off;
+    if open_ingest {
         tracing::warn!(
-            "no prober credentials configured: probers are not authenticated and are trusted for the region they claim"
+            "authorization is off and no prober credentials are configured: probers are not authenticated and are trusted for the region they claim"
         );
     }
     let ops = crate::ops::Operations {
@@ -177,7 +182,8 @@ pub async fn run_with_store(
         plan: plan_rx,
         agents: agents.clone(),
         ops,
-        prober_tokens: Arc::new(cfg.prober_tokens.clone()),
+        open_ingest,
+        forward_tls: cfg.forward_tls.clone(),
     };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -272,6 +278,7 @@ pub async fn run_with_store(
         grpc::serve(
             ctx,
             authz_layer(&cfg, event_log.clone()),
+            cfg.server_tls.clone(),
             health_service,
             grpc_listener,
             shutdown.clone(),
