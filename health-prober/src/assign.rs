@@ -13,7 +13,7 @@ use meridian_daemon::failover::{follow, EndpointRotation, Session, SessionEnd};
 use meridian_proto::v1 as pb;
 use tokio_util::sync::CancellationToken;
 
-use crate::grpc::{self, AuthInterceptor};
+use crate::grpc;
 use crate::metrics as m;
 use crate::runner::ProbeRunner;
 use crate::Shared;
@@ -23,7 +23,7 @@ pub(crate) struct AssignmentSettings {
     pub(crate) endpoints: Vec<String>,
     pub(crate) prober_id: String,
     pub(crate) region: String,
-    pub(crate) auth: AuthInterceptor,
+    pub(crate) link: crate::grpc::Link,
     pub(crate) connect_timeout: Duration,
     pub(crate) reconnect_initial: Duration,
     pub(crate) reconnect_max: Duration,
@@ -71,7 +71,7 @@ async fn watch_once(
     runner: &mut ProbeRunner,
     shared: &Shared,
 ) -> (bool, String) {
-    let mut client = match grpc::connect(endpoint, s.connect_timeout, s.auth.clone()).await {
+    let mut client = match grpc::connect(endpoint, s.connect_timeout, &s.link).await {
         Ok(c) => c,
         Err(e) => return (false, e),
     };

@@ -25,6 +25,10 @@ pub struct ProberConfig {
     pub token: Option<String>,
     /// A file holding the bearer token (surrounding whitespace is ignored).
     pub token_file: Option<PathBuf>,
+    /// TLS to the control plane (`https://` endpoints): `ca` verifies the replicas;
+    /// `cert` and `key` are this prober's client certificate (mutual TLS; its
+    /// subject says O=prober, OU=<region>).
+    pub tls: meridian_tls::ClientTls,
     /// Admin HTTP listener (/metrics, /live, /ready).
     pub admin_addr: SocketAddr,
     /// Results buffered per replica while it is slow or unreachable; beyond this the
@@ -62,6 +66,7 @@ impl Default for ProberConfig {
             control_plane: vec!["http://127.0.0.1:7400".into()],
             token: None,
             token_file: None,
+            tls: meridian_tls::ClientTls::default(),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 7410)),
             buffer_limit: 100_000,
             max_concurrency: 256,
@@ -94,6 +99,8 @@ pub struct ProberFlags {
     /// The bearer token itself (environment only, so it stays out of `ps`).
     #[arg(skip)]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub tls: meridian_tls::ClientTlsFlags,
     /// Results buffered per replica.
     #[arg(long, env = "MERIDIAN_PROBER_BUFFER_LIMIT")]
     pub buffer_limit: Option<usize>,
@@ -120,6 +127,8 @@ pub struct Validated {
     pub config: ProberConfig,
     /// The bearer token, read from `token` or `token_file`.
     pub token: Option<String>,
+    /// TLS to the control plane, loaded (`None`: plaintext).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl ProberConfig {
@@ -142,6 +151,7 @@ impl ProberConfig {
             self.token = Some(v.clone());
             self.token_file = None;
         }
+        flags.tls.apply(&mut self.tls);
         if let Some(v) = flags.buffer_limit {
             self.buffer_limit = v;
         }
@@ -195,6 +205,14 @@ impl ProberConfig {
                 return Err(bad(key, "the token must be printable ASCII without spaces".into()));
             }
         }
+        let tls = self.tls.load().map_err(|e| match e {
+            meridian_tls::TlsError::Setting { field, message } => bad(&field, message),
+            other => bad("tls", other.to_string()),
+        })?;
+        for endpoint in &self.control_plane {
+            meridian_tls::check_endpoint(endpoint, tls.as_ref(), token.is_some())
+                .map_err(|e| bad("control_plane", e.to_string()))?;
+        }
         in_range(origin, "buffer_limit", self.buffer_limit, 1, 10_000_000)?;
         in_range(origin, "max_concurrency", self.max_concurrency, 1, 65_536)?;
         in_range(origin, "batch_size", self.batch_size, 1, 100_000)?;
@@ -240,7 +258,11 @@ impl ProberConfig {
             Duration::from_millis(100),
             Duration::from_secs(600),
         )?;
-        Ok(Validated { config: self, token })
+        Ok(Validated {
+            config: self,
+            token,
+            tls,
+        })
     }
 
     /// The configuration as `--check-config` prints it: the token is never shown.
@@ -256,9 +278,8 @@ impl ProberConfig {
 fn check_endpoint(endpoint: &str) -> Result<(), String> {
     let uri: tonic::codegen::http::Uri = endpoint.parse().map_err(|e| format!("not a URI: {e}"))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err("TLS to the control plane is not supported by this build yet; use http://".into()),
-        _ => return Err("expected http://host:port".into()),
+        Some("http" | "https") => {}
+        _ => return Err("expected http://host:port or https://host:port".into()),
     }
     if uri.host().is_none_or(str::is_empty) {
         return Err("no host".into());

@@ -12,7 +12,7 @@ use meridian_proto::probe::failure_class_to_wire;
 use meridian_proto::v1 as pb;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::report::ProbeRecord;
 use crate::scheduler::{self, ScheduleParams};
@@ -48,11 +48,19 @@ impl tonic::service::Interceptor for AuthInterceptor {
     }
 }
 
+/// How the prober reaches a replica: its credentials (a bearer token, and the
+/// client certificate inside `tls`) and TLS for `https://` endpoints.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub auth: AuthInterceptor,
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
+}
+
 /// Connects to one replica. HTTP/2 keepalives detect a replica that vanished
 /// without closing the connection.
-pub async fn connect(endpoint: &str, connect_timeout: Duration, auth: AuthInterceptor) -> Result<ProbeClient, String> {
-    let ep = Endpoint::from_shared(endpoint.to_string())
-        .map_err(|e| format!("invalid endpoint {endpoint}: {e}"))?
+pub async fn connect(endpoint: &str, connect_timeout: Duration, link: &Link) -> Result<ProbeClient, String> {
+    let ep = meridian_tls::endpoint(endpoint, link.tls.as_ref())
+        .map_err(|e| format!("endpoint {endpoint}: {e}"))?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
@@ -73,7 +81,8 @@ pub async fn connect(endpoint: &str, connect_timeout: Duration, auth: AuthInterc
         }
     };
     Ok(pb::probe_service_client::ProbeServiceClient::with_interceptor(
-        channel, auth,
+        channel,
+        link.auth.clone(),
     ))
 }
 

@@ -102,6 +102,10 @@ impl Prober {
         let cfg = validated.config;
         let auth = grpc::AuthInterceptor::new(validated.token.as_deref())
             .ok_or("the token cannot be sent as gRPC metadata")?;
+        let link = grpc::Link {
+            auth,
+            tls: validated.tls.clone(),
+        };
         metrics::describe();
         let queues: Vec<Arc<ReplicaQueue>> = cfg
             .control_plane
@@ -134,7 +138,7 @@ impl Prober {
         let reporter = Arc::new(ReporterSettings {
             prober_id: cfg.prober_id.clone(),
             region: cfg.region.clone(),
-            auth: auth.clone(),
+            link: link.clone(),
             connect_timeout: cfg.connect_timeout,
             ack_timeout: cfg.ack_timeout,
             reconnect_initial: cfg.reconnect_initial,
@@ -145,7 +149,7 @@ impl Prober {
             endpoints: cfg.control_plane.clone(),
             prober_id: cfg.prober_id.clone(),
             region: cfg.region.clone(),
-            auth,
+            link,
             connect_timeout: cfg.connect_timeout,
             reconnect_initial: cfg.reconnect_initial,
             reconnect_max: cfg.reconnect_max,

@@ -24,7 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::ReplicaBuffer;
-use crate::grpc::{self, AuthInterceptor};
+use crate::grpc;
 use crate::metrics as m;
 use crate::probe::ProbeOutcome;
 use crate::target::TargetKey;
@@ -158,7 +158,7 @@ impl ResultSink {
 pub(crate) struct ReporterSettings {
     pub(crate) prober_id: String,
     pub(crate) region: String,
-    pub(crate) auth: AuthInterceptor,
+    pub(crate) link: crate::grpc::Link,
     pub(crate) connect_timeout: Duration,
     pub(crate) ack_timeout: Duration,
     pub(crate) reconnect_initial: Duration,
@@ -251,7 +251,7 @@ async fn reporter_loop(q: &ReplicaQueue, s: &ReporterSettings, shared: &Shared, 
 
 async fn session(q: &ReplicaQueue, s: &ReporterSettings, shared: &Shared, shutdown: &CancellationToken) -> SessionEnd {
     let broken = |reason: String, healthy: bool| SessionEnd::Broken { reason, healthy };
-    let mut client = match grpc::connect(&q.endpoint, s.connect_timeout, s.auth.clone()).await {
+    let mut client = match grpc::connect(&q.endpoint, s.connect_timeout, &s.link).await {
         Ok(c) => c,
         Err(e) => return broken(e, false),
     };

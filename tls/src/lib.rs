@@ -256,6 +256,56 @@ pub fn endpoint(url: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, Tl
     }
 }
 
+/// Checks that an endpoint and the client's TLS fit together, and that a bearer
+/// token never travels in plaintext beyond loopback.
+pub fn check_endpoint(url: &str, tls: Option<&ClientTlsConfig>, sends_token: bool) -> Result<(), TlsError> {
+    endpoint(url, tls)?;
+    if sends_token && !is_https(url) && !is_loopback_url(url) {
+        return Err(TlsError::setting(
+            "endpoint",
+            format!("refusing to send a bearer token in plaintext to `{url}`: use https:// with the TLS `ca` (or a client certificate instead of the token)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Command-line flags for a client's TLS (`--tls-ca`, `--tls-cert`, `--tls-key`,
+/// `--tls-server-name`, each with a `MERIDIAN_TLS_*` environment variable), laid
+/// over the configuration file's `[tls]`.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ClientTlsFlags {
+    /// PEM CA that the control plane's certificate chains to (enables TLS).
+    #[arg(long = "tls-ca", env = "MERIDIAN_TLS_CA")]
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate (mutual TLS).
+    #[arg(long = "tls-cert", env = "MERIDIAN_TLS_CERT")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long = "tls-key", env = "MERIDIAN_TLS_KEY")]
+    pub key: Option<PathBuf>,
+    /// The name to check in the server's certificate, if not the endpoint's host.
+    #[arg(long = "tls-server-name", env = "MERIDIAN_TLS_SERVER_NAME")]
+    pub server_name: Option<String>,
+}
+
+impl ClientTlsFlags {
+    /// Lays the flags over `tls` (flags win, field by field).
+    pub fn apply(&self, tls: &mut ClientTls) {
+        if let Some(v) = &self.ca {
+            tls.ca = Some(v.clone());
+        }
+        if let Some(v) = &self.cert {
+            tls.cert = Some(v.clone());
+        }
+        if let Some(v) = &self.key {
+            tls.key = Some(v.clone());
+        }
+        if let Some(v) = &self.server_name {
+            tls.server_name = Some(v.clone());
+        }
+    }
+}
+
 /// Who an mTLS peer certificate says it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerIdentity {
