@@ -24,7 +24,6 @@ use meridian_dns_core::plan::{PlanRejection, PlanSnapshot};
 use meridian_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 
 use crate::convert::snapshot_from_pb;
 use crate::{cache, unix_ms};
@@ -115,6 +114,16 @@ pub struct Settings {
     pub reconnect_max: Duration,
     pub state_dir: Option<PathBuf>,
     pub metrics: MetricNames,
+    /// Who this agent is to the control plane, and TLS for `https://` endpoints.
+    pub credentials: Credentials,
+}
+
+/// An agent's credentials: a bearer token and/or (inside `tls`) a client
+/// certificate whose subject says CN=<agent id>, O=agent.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    pub token: Option<String>,
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// The follower's metric names, built on the agent's prefix (`meridian_dns`).
@@ -221,8 +230,8 @@ impl<S: PlanSink> Session for PlanSession<S> {
 
 /// One plan stream. Returns whether any plan arrived, and why it ended.
 async fn watch_once<S: PlanSink>(endpoint: &str, s: &Settings, sink: &S) -> (bool, String) {
-    let channel = match Endpoint::from_shared(endpoint.to_string()) {
-        Err(e) => return (false, format!("invalid endpoint: {e}")),
+    let channel = match meridian_tls::endpoint(endpoint, s.credentials.tls.as_ref()) {
+        Err(e) => return (false, e.to_string()),
         Ok(ep) => {
             let ep = ep
                 .connect_timeout(s.connect_timeout)
@@ -256,8 +265,16 @@ async fn watch_once<S: PlanSink>(endpoint: &str, s: &Settings, sink: &S) -> (boo
     {
         return (false, "the outgoing stream closed before the hello".into());
     }
-    let outgoing = tokio_stream::wrappers::ReceiverStream::new(rx);
-    let mut stream = match tokio::time::timeout(s.connect_timeout, client.watch_plan(outgoing)).await {
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    if let Some(token) = &s.credentials.token {
+        match format!("Bearer {token}").parse() {
+            Ok(v) => {
+                request.metadata_mut().insert("authorization", v);
+            }
+            Err(_) => return (false, "the agent token cannot be sent as gRPC metadata".into()),
+        }
+    }
+    let mut stream = match tokio::time::timeout(s.connect_timeout, client.watch_plan(request)).await {
         Ok(Ok(r)) => r.into_inner(),
         Ok(Err(status)) => return (false, format!("WatchPlan refused: {status}")),
         Err(_) => return (false, format!("WatchPlan not answered within {:?}", s.connect_timeout)),
@@ -463,6 +480,7 @@ mod tests {
             reconnect_max: Duration::from_millis(100),
             state_dir: dir,
             metrics: MetricNames::new("meridian_test"),
+            credentials: Credentials::default(),
         }
     }
 

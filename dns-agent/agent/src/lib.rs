@@ -28,7 +28,7 @@ pub mod follower;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use follower::{
-    load_cached, run, AgentEvent, AgentKind, Applied, MetricNames, PlanSink, Rejection, Settings, Verdict,
+    load_cached, run, AgentEvent, AgentKind, Applied, Credentials, MetricNames, PlanSink, Rejection, Settings, Verdict,
 };
 
 /// Milliseconds since the Unix epoch (0 before it, saturating far after).
