@@ -16,16 +16,29 @@ use crate::output::Format;
 #[derive(Debug, Parser)]
 #[command(name = "meridianctl", version, after_help = AFTER_HELP)]
 pub struct Cli {
-    /// Control-plane gRPC endpoints, comma-separated; tried in order until one answers.
-    #[arg(
-        long,
-        short = 'e',
-        env = "MERIDIAN_ENDPOINT",
-        value_delimiter = ',',
-        default_value = "http://127.0.0.1:7400",
-        global = true
-    )]
+    /// Control-plane gRPC endpoints, comma-separated; tried in order until one
+    /// answers (default: the context file's, else http://127.0.0.1:7400).
+    #[arg(long, short = 'e', env = "MERIDIAN_ENDPOINT", value_delimiter = ',', global = true)]
     pub endpoint: Vec<String>,
+
+    /// A context file (TOML: `endpoint`, `ca`, `cert`, `key`, `token_file`) giving
+    /// defaults for the flags; `scripts/run-local.sh` writes one. Default:
+    /// ~/.config/meridian/context.toml when it exists.
+    #[arg(long, value_name = "PATH", env = "MERIDIAN_CONTEXT", global = true)]
+    pub context: Option<PathBuf>,
+
+    /// PEM CA the control plane's certificate chains to (for https:// endpoints).
+    #[arg(long, value_name = "PATH", env = "MERIDIAN_CA", global = true)]
+    pub ca: Option<PathBuf>,
+
+    /// PEM client certificate: your identity (CN) and role (O) for a control plane
+    /// with mutual TLS.
+    #[arg(long, value_name = "PATH", env = "MERIDIAN_CERT", global = true)]
+    pub cert: Option<PathBuf>,
+
+    /// PEM private key of --cert.
+    #[arg(long, value_name = "PATH", env = "MERIDIAN_KEY", global = true)]
+    pub key: Option<PathBuf>,
 
     /// Output format: `table` for people, `json` for scripts (one JSON document on
     /// stdout per command).
@@ -33,7 +46,8 @@ pub struct Cli {
     pub output: Format,
 
     /// Who you are, recorded with every drain, restore and apply (default:
-    /// `$USER@hostname`). Until mTLS arrives it is a claim, not a proof.
+    /// `$USER@hostname`). Only a claim: a control plane that enforces roles records
+    /// the identity of your credential (certificate or token) instead.
     #[arg(long = "as", value_name = "IDENTITY", env = "MERIDIAN_IDENTITY", global = true)]
     pub identity: Option<String>,
 
@@ -163,6 +177,10 @@ pub enum Command {
     /// Show the agents connected to any replica and the plan version each applied
     /// (or rejected, with the reason).
     Agents,
+    /// Issue certificates for a Meridian cluster: a CA, then server and client
+    /// certificates signed by it (no control plane is contacted).
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Apply a topology file (PoPs, client regions, policy). Every error is listed
     /// with its path and nothing is stored unless the whole file is valid.
     /// `--dry-run` prints the validated diff against what is stored.
@@ -176,6 +194,51 @@ pub enum Command {
         /// Why (recorded with the change).
         #[arg(long, default_value = "")]
         reason: String,
+    },
+}
+
+/// `meridianctl certs …`.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create a CA in DIR (`ca.pem`, and `ca.key` with mode 0600). Refuses to
+    /// overwrite an existing CA.
+    Init {
+        /// Where the CA's files go.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The CA's common name.
+        #[arg(long, default_value = "Meridian CA")]
+        name: String,
+    },
+    /// Issue a certificate signed by the CA in DIR, written as `<out>/<name>.pem`
+    /// and `<out>/<name>.key`. The subject carries who and what: CN = NAME, O = ROLE,
+    /// OU = REGION (probers).
+    Issue {
+        /// Where the CA (`ca.pem`, `ca.key`) is.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The identity: a person, or a replica, prober or agent id.
+        #[arg(long)]
+        name: String,
+        /// What it may do: viewer, operator, admin (people); prober, agent, replica.
+        #[arg(long, value_parser = ["viewer", "operator", "admin", "prober", "agent", "replica"])]
+        role: String,
+        /// A prober's region (required for `--role prober`).
+        #[arg(long)]
+        region: Option<String>,
+        /// DNS names this certificate serves (makes it a server certificate too;
+        /// replicas need it).
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: Vec<String>,
+        /// IP addresses this certificate serves (makes it a server certificate too).
+        #[arg(long = "ip", value_name = "ADDR")]
+        ip: Vec<std::net::IpAddr>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+        /// Output directory (default: DIR).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -225,6 +288,7 @@ mod tests {
             "resume-steering",
             "agents",
             "apply",
+            "certs",
         ] {
             assert!(
                 names.iter().any(|n| n == expected),

@@ -116,13 +116,21 @@ impl Connected {
 /// Connects to the first of `endpoints` that answers, each attempt bounded by
 /// `timeout` (which also bounds every later call). When none answers, the error
 /// lists every endpoint with its own failure, in the order tried.
-pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<Connected, CtlError> {
+pub async fn connect(
+    endpoints: &[String],
+    timeout: Duration,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> Result<Connected, CtlError> {
     let mut attempts = Vec::new();
     for ep in endpoints {
-        let endpoint = match Endpoint::from_shared(ep.clone()) {
+        if let Err(e) = Endpoint::from_shared(ep.clone()) {
+            attempts.push(format!("{ep}: invalid endpoint URL: {e}"));
+            continue;
+        }
+        let endpoint = match meridian_tls::endpoint(ep, tls) {
             Ok(e) => e.connect_timeout(timeout).timeout(timeout),
             Err(e) => {
-                attempts.push(format!("{ep}: invalid endpoint URL: {e}"));
+                attempts.push(format!("{ep}: {e}"));
                 continue;
             }
         };
@@ -154,7 +162,7 @@ mod tests {
     async fn lists_every_endpoint_in_order_when_none_answers() {
         let dead = format!("http://127.0.0.1:{}", closed_port());
         let endpoints = vec!["not a url".to_string(), dead.clone()];
-        let err = connect(&endpoints, Duration::from_secs(2)).await.unwrap_err();
+        let err = connect(&endpoints, Duration::from_secs(2), None).await.unwrap_err();
         match &err {
             CtlError::NoReplica { attempts } => {
                 assert_eq!(attempts.len(), 2, "{attempts:?}");
@@ -179,7 +187,9 @@ mod tests {
         let live = format!("http://{}", listener.local_addr().unwrap());
         // Accepting is the kernel's job (the backlog); connecting needs no gRPC server.
         let dead = format!("http://127.0.0.1:{}", closed_port());
-        let connected = connect(&[dead, live.clone()], Duration::from_secs(2)).await.unwrap();
+        let connected = connect(&[dead, live.clone()], Duration::from_secs(2), None)
+            .await
+            .unwrap();
         assert_eq!(connected.endpoint, live);
     }
 

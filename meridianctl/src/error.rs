@@ -35,6 +35,12 @@ pub enum CtlError {
     /// `--as` (or MERIDIAN_IDENTITY) cannot be sent as a header value.
     #[error("identity `{identity}` (from --as or MERIDIAN_IDENTITY) must be printable ASCII")]
     Identity { identity: String },
+    /// TLS or credentials could not be set up (a file, a setting, a scheme).
+    #[error("{0}")]
+    Tls(String),
+    /// The context file is not valid.
+    #[error("context file {}: {message}", path.display())]
+    Context { path: PathBuf, message: String },
     /// A view could not be encoded as JSON (not expected: views are plain data).
     #[error("cannot encode the JSON output")]
     Json(#[from] serde_json::Error),

@@ -21,6 +21,7 @@
 pub mod cli;
 pub mod client;
 pub mod commands;
+pub mod context;
 pub mod error;
 #[cfg(test)]
 mod fixtures;

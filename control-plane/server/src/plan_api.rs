@@ -87,6 +87,7 @@ impl pb::plan_service_server::PlanService for PlanApi {
         &self,
         req: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::WatchPlanStream>, Status> {
+        let principal = req.extensions().get::<crate::authz::Principal>().cloned();
         let mut inbound = req.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
             Err(_) => {
@@ -107,6 +108,17 @@ impl pb::plan_service_server::PlanService for PlanApi {
         };
         meridian_core::ids::validate_id("agent", &hello.agent_id)
             .map_err(|e| Status::invalid_argument(format!("agent_id: {e}")))?;
+        // An authenticated agent registers under its own identity only.
+        if let Some(crate::authz::Principal::Agent { identity }) = &principal {
+            if identity.as_str() != hello.agent_id {
+                metrics::counter!("meridian_control_plane_rpc_denied_total", "reason" => "agent_id_mismatch")
+                    .increment(1);
+                return Err(Status::permission_denied(format!(
+                    "agent {identity} may not register as `{}`: an agent's id is the identity in its credential",
+                    hello.agent_id
+                )));
+            }
+        }
         let kind = match pb::AgentKind::try_from(hello.kind) {
             Ok(pb::AgentKind::Dns) => AgentKind::Dns,
             Ok(pb::AgentKind::Anycast) => AgentKind::Anycast,

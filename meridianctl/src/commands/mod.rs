@@ -6,6 +6,7 @@ use crate::client::{self, Connected};
 use crate::error::CtlError;
 use crate::output::Report;
 
+mod certs;
 mod health;
 mod operate;
 mod plan;
@@ -36,17 +37,30 @@ pub async fn run(cli: &Cli) -> Result<Report, CtlError> {
         }
         Command::ResumeSteering { reason } => operate::resume_steering(&connect(cli).await?, format, reason).await,
         Command::Apply { file, dry_run, reason } => topology::apply(cli, format, file, *dry_run, reason).await,
+        Command::Certs(cmd) => certs::run(cmd, format),
     }
 }
 
 /// Connects to the first replica that answers, identified as `--as` (default
-/// `$USER@hostname`).
+/// `$USER@hostname`), with the credentials from the flags, the environment or the
+/// context file (in that order).
 async fn connect(cli: &Cli) -> Result<Connected, CtlError> {
+    let ctx = crate::context::Context::resolve(cli)?;
     let identity = cli.identity.clone().unwrap_or_else(client::default_identity);
-    let connected = client::connect(&cli.endpoint, cli.timeout)
-        .await?
-        .with_identity(&identity)?;
-    let token = match (&cli.token, &cli.token_file) {
+    let tls = meridian_tls::ClientTls {
+        ca: ctx.ca.clone(),
+        cert: ctx.cert.clone(),
+        key: ctx.key.clone(),
+        server_name: None,
+    }
+    .load()
+    .map_err(|e| {
+        CtlError::Tls(format!(
+            "{e} (from --ca/--cert/--key, MERIDIAN_CA/CERT/KEY or the context file)"
+        ))
+    })?;
+    let token_file = cli.token_file.clone().or(ctx.token_file.clone());
+    let token = match (&cli.token, &token_file) {
         (Some(t), _) => Some(t.clone()),
         (None, Some(path)) => Some(
             std::fs::read_to_string(path)
@@ -59,6 +73,20 @@ async fn connect(cli: &Cli) -> Result<Connected, CtlError> {
         ),
         (None, None) => None,
     };
+    if token.is_some() {
+        if let Some(ep) = ctx
+            .endpoints
+            .iter()
+            .find(|ep| !meridian_tls::is_https(ep) && !meridian_tls::is_loopback_url(ep))
+        {
+            return Err(CtlError::Tls(format!(
+                "refusing to send a bearer token in plaintext to {ep}: use an https:// endpoint with --ca (or a client certificate instead of the token)"
+            )));
+        }
+    }
+    let connected = client::connect(&ctx.endpoints, cli.timeout, tls.as_ref())
+        .await?
+        .with_identity(&identity)?;
     match token {
         Some(t) => connected.with_token(&t),
         None => Ok(connected),
