@@ -49,11 +49,19 @@ pub enum CtlError {
 impl CtlError {
     /// The error for an RPC that `endpoint` answered with `status`.
     pub fn rpc(rpc: &'static str, endpoint: &str, status: tonic::Status) -> Self {
+        let mut message = status.message().to_string();
+        // Plaintext HTTP/2 against a TLS listener fails as a protocol error.
+        if status.code() == tonic::Code::Internal
+            && message.contains("h2 protocol error")
+            && !meridian_tls::is_https(endpoint)
+        {
+            message.push_str(" (the control plane may require TLS: use an https:// endpoint and --ca)");
+        }
         CtlError::Rpc {
             rpc,
             endpoint: endpoint.to_string(),
             code: status.code(),
-            message: status.message().to_string(),
+            message,
         }
     }
 }

@@ -302,11 +302,46 @@ pub fn decide(rpc: &str, principal: Option<&Principal>) -> Result<(), Denied> {
 #[serde(rename_all = "snake_case")]
 pub enum AuthMode {
     /// Every RPC open (the behaviour before authorization existed); warned about at
-    /// start-up.
-    #[default]
+    /// start-up. For throwaway local experiments only.
     Off,
-    /// Every RPC checked against [`RPC_ACCESS`].
+    /// Every RPC checked against [`RPC_ACCESS`] (the default).
+    #[default]
     Enforce,
+}
+
+/// The identity of the bootstrap admin credential.
+pub const BOOTSTRAP_ADMIN: &str = "bootstrap-admin";
+
+/// The bootstrap admin token at `path`: read when the file exists, else created
+/// (random, mode 0600). A control plane that enforces roles with no operator
+/// credential and no client CA configured would otherwise admit nobody.
+pub fn bootstrap_admin_token(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().len() >= MIN_TOKEN_LEN => return Ok(text.trim().to_string()),
+        Ok(_) => {
+            return Err(format!(
+                "{} holds no usable token; delete it to have a new one written",
+                path.display()
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let token: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    file.write_all(format!("{token}\n").as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(token)
 }
 
 /// The `[auth]` section of the control plane's configuration.
@@ -405,12 +440,6 @@ impl AuthSettings {
                     },
                 )
                 .map_err(|m| ("probers.token".to_string(), m))?;
-        }
-        if self.mode == AuthMode::Enforce && self.operators.is_empty() {
-            return Err((
-                "auth.operators".into(),
-                "mode = \"enforce\" needs at least one operator credential (an admin), or nobody can operate".into(),
-            ));
         }
         Ok(credentials)
     }

@@ -225,6 +225,9 @@ pub struct Validated {
     /// Bearer token → prober identity; empty when prober auth is off.
     pub prober_tokens: std::collections::HashMap<String, ProberIdentity>,
     pub advertise_addr: String,
+    /// Where the bootstrap admin token lives, when roles are enforced and no
+    /// operator credential and no client CA are configured.
+    pub bootstrap_admin: Option<PathBuf>,
     /// The gRPC server's TLS, loaded (`None`: plaintext).
     pub server_tls: Option<tonic::transport::ServerTlsConfig>,
     /// How a follower reaches the leader when it forwards a mutation: the cluster CA
@@ -432,6 +435,10 @@ impl ControlPlaneConfig {
             .map_err(tls_error)?,
             _ => None,
         };
+        let bootstrap_admin = (self.auth.mode == crate::authz::AuthMode::Enforce
+            && self.auth.operators.is_empty()
+            && self.tls.client_ca.is_none())
+        .then(|| self.store.data_dir.join("bootstrap-admin.token"));
         let scheme = if server_tls.is_some() { "https" } else { "http" };
         let advertise_addr = self
             .advertise_addr
@@ -446,6 +453,7 @@ impl ControlPlaneConfig {
             credentials: std::sync::Arc::new(credentials),
             prober_tokens,
             advertise_addr,
+            bootstrap_admin,
             server_tls,
             forward_tls,
             config: self,

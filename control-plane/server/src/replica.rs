@@ -107,6 +107,29 @@ pub async fn run_with_store(
     // (the first leader tick's `is_leader`, early store metrics), and `/metrics` would
     // then miss them until they next change.
     meridian_daemon::admin::metrics_handle().map_err(RunError::Task)?;
+    let mut cfg = cfg;
+    if let Some(path) = &cfg.bootstrap_admin {
+        let token = crate::authz::bootstrap_admin_token(path).map_err(RunError::Task)?;
+        let mut credentials = (*cfg.credentials).clone();
+        let identity =
+            meridian_core::Identity::new(crate::authz::BOOTSTRAP_ADMIN).map_err(|e| RunError::Task(e.to_string()))?;
+        credentials
+            .insert(
+                token,
+                crate::authz::Principal::Operator {
+                    identity,
+                    role: crate::authz::Role::Admin,
+                },
+            )
+            .map_err(RunError::Task)?;
+        cfg.credentials = Arc::new(credentials);
+        tracing::warn!(
+            path = %path.display(),
+            "no operator credential and no client CA configured: a bootstrap admin token is in {} (mode 0600); use it with `meridianctl --token-file {}` to configure real credentials",
+            path.display(),
+            path.display()
+        );
+    }
     let keys = Keys::new(&cfg.config.store.key_prefix);
     let admin_address = admin_listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let me = ReplicaRecord {

@@ -208,12 +208,81 @@ async fn every_role_boundary_holds_over_real_grpc() {
 }
 
 #[test]
-fn enforcing_without_an_operator_is_a_config_error_naming_the_key() {
-    let cfg: ControlPlaneConfig = toml::from_str("[auth]\nmode = \"enforce\"\n").unwrap();
-    let err = cfg.validate("cp.toml").unwrap_err().to_string();
-    assert!(err.contains("auth.operators"), "{err}");
+fn a_bad_operator_token_is_a_config_error_naming_the_key() {
     let cfg: ControlPlaneConfig =
         toml::from_str("[[auth.operators]]\nid = \"a\"\nrole = \"admin\"\ntoken = \"short\"\n").unwrap();
     let err = cfg.validate("cp.toml").unwrap_err().to_string();
     assert!(err.contains("auth.operators[0].token"), "{err}");
+}
+
+/// Roles are enforced by default; with no operator credential and no client CA, the
+/// first start writes a bootstrap admin token (mode 0600) into the data directory,
+/// the next start reuses it, and it works as an admin over real gRPC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforcing_by_default_bootstraps_an_admin_token_in_the_data_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("[store]\ndata_dir = \"{}\"\n", dir.path().display());
+    let cfg: ControlPlaneConfig = toml::from_str(&text).unwrap();
+    assert_eq!(cfg.auth.mode, meridian_control_plane::authz::AuthMode::Enforce);
+    let validated = cfg.validate("test").unwrap();
+    let path = dir.path().join("bootstrap-admin.token");
+    assert_eq!(validated.bootstrap_admin.as_deref(), Some(path.as_path()));
+
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", grpc.local_addr().unwrap());
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shutdown = CancellationToken::new();
+    let s = shutdown.clone();
+    let task = tokio::spawn(async move {
+        meridian_control_plane::run_with_store(validated, store, grpc, admin, s)
+            .await
+            .unwrap();
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !path.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "no bootstrap token written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    let token = std::fs::read_to_string(&path).unwrap().trim().to_string();
+    assert!(token.len() >= 32, "{token}");
+    let channel = tonic::transport::Endpoint::from_shared(endpoint)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(20))
+        .connect_lazy();
+    loop {
+        match status_code(&channel, Some(&token)).await {
+            tonic::Code::Ok => break,
+            tonic::Code::Unavailable => {
+                assert!(tokio::time::Instant::now() < deadline, "the replica never answered");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("the bootstrap token must be accepted, got {other:?}"),
+        }
+    }
+    assert_eq!(status_code(&channel, None).await, tonic::Code::Unauthenticated);
+    // An admin RPC: a dry run of a topology.
+    let mut op = pb::operator_service_client::OperatorServiceClient::new(channel.clone());
+    let dry = op
+        .apply_topology(with_token(
+            pb::ApplyTopologyRequest {
+                topology_toml: "[[pops]]\nid = \"fra1\"\ncapacity = 10\n".into(),
+                dry_run: true,
+                reason: "check".into(),
+            },
+            Some(&token),
+        ))
+        .await;
+    assert!(dry.is_ok(), "{dry:?}");
+    shutdown.cancel();
+    task.await.unwrap();
+
+    // The next start reads the same token back.
+    assert_eq!(
+        meridian_control_plane::authz::bootstrap_admin_token(&path).unwrap(),
+        token
+    );
 }
