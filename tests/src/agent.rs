@@ -34,11 +34,11 @@ impl TestAgent {
             let mut applied = 0u64;
             loop {
                 for ep in &endpoints {
-                    let Ok(channel) = tonic::transport::Endpoint::from_shared(ep.clone())
-                        .unwrap()
-                        .connect()
-                        .await
-                    else {
+                    let tls = ep.starts_with("https://").then(|| {
+                        let pki = crate::pki::pki();
+                        pki.client_tls(&pki.agent(&agent_id))
+                    });
+                    let Ok(channel) = meridian_tls::endpoint(ep, tls.as_ref()).unwrap().connect().await else {
                         continue;
                     };
                     let mut client = pb::plan_service_client::PlanServiceClient::new(channel);

@@ -29,10 +29,23 @@ impl DnsAgent {
         let state_dir = dir.join(format!("{id}-state"));
         let config_path = dir.join(format!("{id}.toml"));
         let endpoints: Vec<String> = control_plane.iter().map(|e| format!("\"{e}\"")).collect();
+        // Mutual TLS to https:// control planes, with this agent's certificate.
+        let tls = if control_plane.iter().any(|e| e.starts_with("https://")) {
+            let pki = crate::pki::pki();
+            let me = pki.agent(id);
+            format!(
+                "[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                pki.ca_pem().display(),
+                me.cert.display(),
+                me.key.display()
+            )
+        } else {
+            String::new()
+        };
         let config = format!(
             "agent_id = \"{id}\"\ndns_addr = \"{dns_addr}\"\nadmin_addr = \"{admin_addr}\"\n\
              state_dir = \"{}\"\ncontrol_plane = [{}]\nudp_threads = 2\n\
-             reconnect_initial = \"100ms\"\nreconnect_max = \"1s\"\nconnect_timeout = \"1s\"\n\n{zones_toml}\n",
+             reconnect_initial = \"100ms\"\nreconnect_max = \"1s\"\nconnect_timeout = \"1s\"\n\n{tls}\n{zones_toml}\n",
             state_dir.display(),
             endpoints.join(", ")
         );

@@ -9,5 +9,6 @@ pub mod agent;
 pub mod dns;
 pub mod etcd;
 pub mod meridian;
+pub mod pki;
 pub mod targets;
 pub mod util;

@@ -50,7 +50,16 @@ impl ControlPlane {
             .append(true)
             .open(&self.log_path)
             .expect("open log");
+        // Mutual TLS with the process's test CA; roles enforced (the default).
+        let pki = crate::pki::pki();
+        let me = pki.replica(&self.id);
         let child = Command::new(bin("meridian-control-plane"))
+            .arg("--tls-cert")
+            .arg(&me.cert)
+            .arg("--tls-key")
+            .arg(&me.key)
+            .arg("--tls-client-ca")
+            .arg(pki.ca_pem())
             .arg("--replica-id")
             .arg(&self.id)
             .arg("--grpc-addr")
@@ -74,7 +83,7 @@ impl ControlPlane {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.grpc_addr)
+        format!("https://{}", self.grpc_addr)
     }
 
     pub fn pid(&self) -> u32 {
@@ -152,11 +161,21 @@ impl Drop for ControlPlane {
     }
 }
 
-/// Runs `meridianctl` with `args` (blocking, in a worker thread).
+/// Runs `meridianctl` with `args` (blocking, in a worker thread), as the harness's
+/// admin: the test CA and an admin client certificate come from the environment
+/// (MERIDIAN_CA, MERIDIAN_CERT, MERIDIAN_KEY), so `--ca`/`--cert`/`--key` in
+/// `args` still win.
 pub async fn meridianctl(args: &[&str]) -> Output {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let pki = crate::pki::pki();
+    let admin = pki.admin();
+    let ca = pki.ca_pem();
     tokio::task::spawn_blocking(move || {
         Command::new(bin("meridianctl"))
+            .env("MERIDIAN_CA", &ca)
+            .env("MERIDIAN_CERT", &admin.cert)
+            .env("MERIDIAN_KEY", &admin.key)
+            .env_remove("MERIDIAN_CONTEXT")
             .args(&args)
             .stdin(Stdio::null())
             .output()
@@ -164,6 +183,17 @@ pub async fn meridianctl(args: &[&str]) -> Output {
     })
     .await
     .expect("join meridianctl")
+}
+
+/// Runs `meridianctl` as operator `name` with `role`: a client certificate issued
+/// for them by the test CA (the control plane records that identity).
+pub async fn meridianctl_as(name: &str, role: &str, args: &[&str]) -> Output {
+    let me = crate::pki::pki().operator(name, role);
+    let cert = me.cert.display().to_string();
+    let key = me.key.display().to_string();
+    let mut full = vec!["--cert", cert.as_str(), "--key", key.as_str()];
+    full.extend_from_slice(args);
+    meridianctl(&full).await
 }
 
 /// `meridianctl -e ENDPOINT status -o json`, parsed; `None` if the CLI could not
@@ -218,8 +248,16 @@ impl Prober {
             .append(true)
             .open(&log_path)
             .expect("open log");
+        let pki = crate::pki::pki();
+        let me = pki.prober(id, region);
         let mut cmd = Command::new(bin("meridian-prober"));
         cmd.args(["--prober-id", id, "--region", region, "--control-plane", control_plane])
+            .arg("--tls-ca")
+            .arg(pki.ca_pem())
+            .arg("--tls-cert")
+            .arg(&me.cert)
+            .arg("--tls-key")
+            .arg(&me.key)
             .arg("--admin-addr")
             .arg(admin_addr.to_string())
             .env("MERIDIAN_LOG", "info")

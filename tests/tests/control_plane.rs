@@ -62,7 +62,9 @@ async fn embedded_replica_serves_status_admin_reflection_and_health() {
 
     // gRPC: reflection lists our services, health says SERVING, and an unfinished
     // handler says UNIMPLEMENTED naming the issue area rather than inventing data.
-    let channel = tonic::transport::Endpoint::from_shared(cp.endpoint())
+    let pki = meridian_tests::pki::pki();
+    let tls = pki.client_tls(&pki.admin());
+    let channel = meridian_tls::endpoint(&cp.endpoint(), Some(&tls))
         .unwrap()
         .connect()
         .await
@@ -188,11 +190,20 @@ async fn bad_config_fails_with_file_key_or_endpoint_named() {
 
     // The example configs shipped in deploy/ stay valid.
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config");
+    // Their TLS files are deployment paths; the test's certificates stand in.
+    let pki = meridian_tests::pki::pki();
+    let me = pki.replica("cp-1");
     for name in ["control-plane.toml", "control-plane-embedded.toml"] {
         let path = examples.join(name);
         let out = run(vec![
             "--config".into(),
             path.display().to_string(),
+            "--tls-cert".into(),
+            me.cert.display().to_string(),
+            "--tls-key".into(),
+            me.key.display().to_string(),
+            "--tls-client-ca".into(),
+            pki.ca_pem().display().to_string(),
             "--check-config".into(),
         ])
         .await;

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use meridian_tests::etcd::EtcdCluster;
-use meridian_tests::meridian::{ctl_json, http_get, meridianctl, metric_value, ControlPlane};
+use meridian_tests::meridian::{ctl_json, http_get, meridianctl, meridianctl_as, metric_value, ControlPlane};
 use meridian_tests::util::wait_for;
 use serde_json::Value;
 
@@ -87,16 +87,18 @@ async fn a_drain_on_the_leader_is_in_every_replica_s_events_and_survives_the_lea
     let (leader_ep, follower_ep) = (cps[lead].endpoint(), cps[follow].endpoint());
 
     // The drain is carried out on the leader.
-    let out = meridianctl(&[
-        "-e",
-        &leader_ep,
-        "--as",
+    let out = meridianctl_as(
         "dave@noc",
-        "drain",
-        "fra1",
-        "--reason",
-        "fibre cut on the Frankfurt ring",
-    ])
+        "operator",
+        &[
+            "-e",
+            &leader_ep,
+            "drain",
+            "fra1",
+            "--reason",
+            "fibre cut on the Frankfurt ring",
+        ],
+    )
     .await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
@@ -174,16 +176,11 @@ async fn a_drain_on_the_leader_is_in_every_replica_s_events_and_survives_the_lea
     assert!(after.contains(&drain), "{after:?}");
 
     // The new leader continues the sequence: its undrain comes after, under its name.
-    let out = meridianctl(&[
-        "-e",
-        &follower_ep,
-        "--as",
+    let out = meridianctl_as(
         "erin@noc",
-        "undrain",
-        "fra1",
-        "--reason",
-        "ring repaired",
-    ])
+        "operator",
+        &["-e", &follower_ep, "undrain", "fra1", "--reason", "ring repaired"],
+    )
     .await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let undrain = wait_event(&follower_ep, "fra1", "undrain").await;

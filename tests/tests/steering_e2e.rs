@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use meridian_tests::agent::TestAgent;
 use meridian_tests::etcd::EtcdCluster;
-use meridian_tests::meridian::{ctl_json, meridianctl, ControlPlane};
+use meridian_tests::meridian::{ctl_json, meridianctl, meridianctl_as, ControlPlane};
 use meridian_tests::util::wait_for;
 use serde_json::Value;
 
@@ -172,16 +172,11 @@ async fn agents_on_different_replicas_follow_the_same_versions_across_a_leader_k
 
     // Drain fra1 (ams1 takes eu) → v2, on every agent, through the follower, which
     // forwards the caller's identity to the leader.
-    let out = meridianctl(&[
-        "-e",
-        &ep_b,
-        "--as",
+    let out = meridianctl_as(
         "carol@noc",
-        "drain",
-        "fra1",
-        "--reason",
-        "fibre cut",
-    ])
+        "operator",
+        &["-e", &ep_b, "drain", "fra1", "--reason", "fibre cut"],
+    )
     .await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     all_received(&acking, 2).await;
