@@ -16,12 +16,24 @@ use tokio_util::sync::CancellationToken;
 /// may be empty, is shown in `/ready`, e.g. "serving cached plan v7"), else why not.
 pub type Readiness = Result<String, String>;
 
+/// Buckets (seconds) of every `*_duration_seconds` histogram: 100 µs to 30 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
 /// Installs the global Prometheus recorder once per process and returns its handle.
 pub fn metrics_handle() -> Result<PrometheusHandle, String> {
     static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
             PrometheusBuilder::new()
+                // Request latencies are histograms (aggregatable across replicas),
+                // not per-process summaries.
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("_duration_seconds".into()),
+                    LATENCY_BUCKETS,
+                )
+                .map_err(|e| format!("cannot configure the metrics recorder: {e}"))?
                 .install_recorder()
                 .map_err(|e| format!("cannot install the metrics recorder: {e}"))
         })

@@ -38,6 +38,9 @@ pub struct ControlPlaneConfig {
     /// Who may call what: `[auth]` with `mode`, `[[auth.operators]]` and
     /// `[[auth.agents]]` (probers authenticate with their `[[probers]]` tokens).
     pub auth: crate::authz::AuthSettings,
+    /// Bounds on the gRPC server: concurrent unary calls, their deadline, message
+    /// size, open agent and probe streams.
+    pub limits: crate::limits::LimitSettings,
     /// How long shutdown may take before remaining tasks are abandoned.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -79,6 +82,7 @@ impl Default for ControlPlaneConfig {
             election: ElectionSettings::default(),
             events: EventLogSettings::default(),
             auth: crate::authz::AuthSettings::default(),
+            limits: crate::limits::LimitSettings::default(),
             shutdown_grace: Duration::from_secs(10),
             probers: Vec::new(),
         }
@@ -363,6 +367,9 @@ impl ControlPlaneConfig {
                 format!("queue at least 100 events, got {}", self.events.queue),
             ));
         }
+        self.limits
+            .check()
+            .map_err(|(key, message)| ConfigError::invalid(origin, key, message))?;
         let mut prober_tokens = std::collections::HashMap::new();
         for (i, p) in self.probers.iter().enumerate() {
             let at = |field: &str| format!("probers[{i}].{field}");

@@ -59,28 +59,43 @@ pub(crate) async fn serve(
             .tls_config(tls)
             .map_err(|e| format!("cannot configure TLS on the gRPC server: {e}"))?;
     }
+    let max = ctx.limits.max_message_bytes;
     server
-        // Every RPC is checked against `authz::RPC_ACCESS` before any handler runs.
+        // Bounds first (unary pool and deadline, timing), then every RPC is checked
+        // against `authz::RPC_ACCESS` before any handler runs.
+        .layer(crate::limits::LimitsLayer::new(&ctx.limits))
         .layer(authz)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(pb::query_service_server::QueryServiceServer::new(QueryApi {
-            ctx: ctx.clone(),
-        }))
-        .add_service(pb::operator_service_server::OperatorServiceServer::new(OperatorApi {
-            ctx: ctx.clone(),
-            leader: Default::default(),
-        }))
-        .add_service(pb::probe_service_server::ProbeServiceServer::new(ProbeApi {
-            health: ctx.health.clone(),
-            open: ctx.open_ingest,
-            topology: ctx.topology.clone(),
-        }))
-        .add_service(pb::plan_service_server::PlanServiceServer::new(PlanApi {
-            plan: ctx.plan.clone(),
-            registry: ctx.agents.clone(),
-        }))
+        .add_service(
+            pb::query_service_server::QueryServiceServer::new(QueryApi { ctx: ctx.clone() })
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            pb::operator_service_server::OperatorServiceServer::new(OperatorApi {
+                ctx: ctx.clone(),
+                leader: Default::default(),
+            })
+            .max_decoding_message_size(max),
+        )
+        .add_service(
+            pb::probe_service_server::ProbeServiceServer::new(ProbeApi {
+                health: ctx.health.clone(),
+                open: ctx.open_ingest,
+                topology: ctx.topology.clone(),
+                streams: ctx.probe_streams.clone(),
+            })
+            .max_decoding_message_size(max),
+        )
+        .add_service(
+            pb::plan_service_server::PlanServiceServer::new(PlanApi {
+                plan: ctx.plan.clone(),
+                registry: ctx.agents.clone(),
+                streams: ctx.agent_streams.clone(),
+            })
+            .max_decoding_message_size(max),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await
         .map_err(|e| format!("gRPC server failed: {e}"))

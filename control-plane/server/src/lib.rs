@@ -32,6 +32,7 @@ mod convert;
 pub mod events;
 mod grpc;
 pub mod health;
+pub mod limits;
 pub mod ops;
 mod plan_api;
 pub mod plans;

@@ -77,6 +77,8 @@ impl AgentRegistry {
 pub(crate) struct PlanApi {
     pub plan: watch::Receiver<Option<Arc<StoredPlan>>>,
     pub registry: Arc<AgentRegistry>,
+    /// Plan watches open at once (`limits.max_agent_streams`).
+    pub streams: Arc<crate::limits::StreamCap>,
 }
 
 #[tonic::async_trait]
@@ -128,6 +130,7 @@ impl pb::plan_service_server::PlanService for PlanApi {
                 ))
             }
         };
+        let slot = self.streams.acquire()?;
         let connected_at = now_ms();
         let agent_id = hello.agent_id.clone();
         self.registry.insert(AgentRecord {
@@ -145,6 +148,7 @@ impl pb::plan_service_server::PlanService for PlanApi {
         let registry = self.registry.clone();
         let mut plan = self.plan.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let mut last_sent = 0u64;
             // The current plan at once (borrow_and_update marks it seen), then every
             // newer version.

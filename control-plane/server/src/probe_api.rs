@@ -30,6 +30,8 @@ pub(crate) struct ProbeApi {
     /// prober credentials configured).
     pub open: bool,
     pub topology: tokio::sync::watch::Receiver<AppliedTopology>,
+    /// Probe streams open at once (`limits.max_probe_streams`).
+    pub streams: Arc<crate::limits::StreamCap>,
 }
 
 /// Who is calling: authenticated, or (auth off) whoever they say they are.
@@ -88,8 +90,13 @@ impl pb::probe_service_server::ProbeService for ProbeApi {
         check_claim(&caller, &body.prober_id, &body.region).map_err(Status::permission_denied)?;
         tracing::info!(prober = %body.prober_id, region = %body.region, "prober subscribed to assignments");
         // The full desired set now, then again whenever the topology changes.
+        let slot = self.streams.acquire()?;
         let topology = tokio_stream::wrappers::WatchStream::new(self.topology.clone());
-        let stream = topology.map(|applied| Ok(assignments(&applied.doc, applied.revision.max(0) as u64)));
+        // The slot lives as long as the stream.
+        let stream = topology.map(move |applied| {
+            let _held = &slot;
+            Ok(assignments(&applied.doc, applied.revision.max(0) as u64))
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -98,10 +105,12 @@ impl pb::probe_service_server::ProbeService for ProbeApi {
         req: Request<Streaming<pb::ProbeResultBatch>>,
     ) -> Result<Response<Self::ReportResultsStream>, Status> {
         let caller = self.caller(&req)?;
+        let slot = self.streams.acquire()?;
         let health = self.health.clone();
         let mut inbound = req.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
+            let _slot = slot;
             while let Some(batch) = inbound.next().await {
                 let batch = match batch {
                     Ok(b) => b,

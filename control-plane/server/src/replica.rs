@@ -57,6 +57,10 @@ pub(crate) struct ReplicaContext {
     pub open_ingest: bool,
     /// TLS for forwarding mutations to the leader (`None`: plaintext).
     pub forward_tls: Option<tonic::transport::ClientTlsConfig>,
+    /// Bounds on the gRPC server.
+    pub limits: crate::limits::LimitSettings,
+    pub agent_streams: Arc<crate::limits::StreamCap>,
+    pub probe_streams: Arc<crate::limits::StreamCap>,
 }
 
 /// Opens the store named by the configuration.
@@ -207,6 +211,9 @@ pub async fn run_with_store(
         ops,
         open_ingest,
         forward_tls: cfg.forward_tls.clone(),
+        limits: cfg.config.limits.clone(),
+        agent_streams: crate::limits::StreamCap::new("agent_streams", cfg.config.limits.max_agent_streams),
+        probe_streams: crate::limits::StreamCap::new("probe_streams", cfg.config.limits.max_probe_streams),
     };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();

@@ -22,6 +22,8 @@ async fn the_leader_compacts_history_but_keeps_the_retained_window() {
     };
     cfg.store.compaction_interval = Duration::from_secs(1);
     cfg.store.compaction_retain_revisions = 100;
+    // Nothing here calls an RPC: roles off, so no bootstrap token is written.
+    cfg.auth.mode = meridian_control_plane::authz::AuthMode::Off;
     let validated = cfg.validate("test").unwrap();
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -61,7 +63,9 @@ async fn the_leader_compacts_history_but_keeps_the_retained_window() {
 /// Starts a replica on an in-memory store with the given prober credentials; returns
 /// its gRPC endpoint and the shutdown token.
 async fn start_replica(config: &str) -> (String, CancellationToken, tokio::task::JoinHandle<()>) {
-    let cfg: ControlPlaneConfig = toml::from_str(config).unwrap();
+    // Roles off: these tests are about ingest and replicas (tests/authz.rs and
+    // tests/mtls.rs cover roles); prober tokens still bind probers to regions.
+    let cfg: ControlPlaneConfig = toml::from_str(&format!("[auth]\nmode = \"off\"\n{config}")).unwrap();
     let validated = cfg.validate("test").unwrap();
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
