@@ -12,9 +12,10 @@
 //!   Requests are checked by [`crate::txn::validate`], the validator the etcd backend
 //!   runs too.
 //! * `disk`, `wal`, `snapshot`, `records`: durability. `Disk` appends each change to
-//!   a write-ahead log (`wal.jsonl`, `fsync`ed before the call returns) and folds the
-//!   log into an atomically replaced snapshot (`snapshot.json`) when it passes a bound
-//!   and on every compaction; opening loads the snapshot and replays the log after it.
+//!   a write-ahead log (`wal.jsonl`, one CRC-checked record per change, `fsync`ed
+//!   before the call returns) and folds the log into an atomically replaced snapshot
+//!   (`snapshot.json`) when it passes a bound and on every compaction; opening loads
+//!   the snapshot and replays the log after it.
 //! * `watch`: the fan-out of committed revisions to watchers, history replay, and
 //!   catching up from history after lagging behind the broadcast.
 //! * `lock`: the `LOCK` file that keeps a second process off the data directory.
@@ -23,6 +24,15 @@
 //!   blocking pool because they `fsync`), publishes committed events to watchers, and
 //!   runs a ticker that revokes expired leases. Expiry is also checked at the start of
 //!   every operation, so semantics never depend on the ticker's timing.
+//!
+//! A request's changes are applied in memory, logged, and only then published; if the
+//! log write fails (a full disk, a failing `fsync`) they are rolled back, the request
+//! fails and the revision does not move. Reads keep answering from that last durable
+//! state, every later write tries the disk again, and `health` reports the failure
+//! until a write succeeds. Rejected: refusing every request after one failed write
+//! until a restart (what a database does when it cannot trust its own log): here the
+//! log is cut back to its last good record before anything else is appended, so a
+//! failed write leaves nothing behind for replay to trip on.
 //!
 //! Rejected alternative: an embedded database (sled, redb, SQLite). The state is small
 //! (configuration-sized), the history is needed in memory anyway to serve watches,
@@ -42,7 +52,6 @@ mod wal;
 mod watch;
 
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -50,7 +59,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use self::disk::{persistence, Disk, SNAPSHOT_THRESHOLD_BYTES};
+use self::disk::{error_chain, persistence, Disk, SNAPSHOT_THRESHOLD_BYTES};
 use self::lock::DirLock;
 use self::state::{Change, State};
 use self::watch::Committed;
@@ -90,7 +99,7 @@ impl EmbeddedStore {
             Core {
                 state: State::new(),
                 disk: None,
-                failed: None,
+                write_failure: None,
             },
             BROADCAST_CAPACITY,
             None,
@@ -110,7 +119,7 @@ impl EmbeddedStore {
         let core = Core {
             state,
             disk: Some(disk),
-            failed: None,
+            write_failure: None,
         };
         Ok(Self::from_core(core, capacity, Some(dir.to_path_buf()), Some(lock)))
     }
@@ -249,11 +258,13 @@ impl Store for EmbeddedStore {
             None => "in-memory".to_owned(),
         };
         let core = self.inner.lock();
-        let (healthy, detail) = match &core.failed {
+        let (healthy, detail) = match &core.write_failure {
             None => (true, format!("embedded store at {endpoint}")),
             Some(reason) => (
                 false,
-                format!("embedded store at {endpoint} stopped after a failed write: {reason}"),
+                format!(
+                    "embedded store at {endpoint}: writes failing: {reason} (reads are served from the last durable state)"
+                ),
             ),
         };
         StoreHealth {
@@ -282,9 +293,8 @@ fn random_lease_id() -> LeaseId {
 struct Core {
     state: State,
     disk: Option<Disk>,
-    /// Set when a log write failed: memory may then be ahead of disk, so the store
-    /// refuses everything after that (as a database does on a failed fsync).
-    failed: Option<String>,
+    /// Why the last log write failed, until a write succeeds again (for `health`).
+    write_failure: Option<String>,
 }
 
 struct Inner {
@@ -299,8 +309,9 @@ struct Inner {
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, Core> {
-        // A panic under the lock leaves the core as consistent as the panicking
-        // operation left it; carrying on is better than poisoning every later call.
+        // A panic under the lock leaves the core as the panicking operation left it,
+        // and the next operation rolls back whatever it had half applied (see
+        // `State::begin`); carrying on is better than poisoning every later call.
         self.core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -309,40 +320,56 @@ impl Inner {
         f: impl FnOnce(&mut State, Instant) -> Result<(T, Vec<Change>), StoreError>,
     ) -> Result<T, StoreError> {
         let mut core = self.lock();
-        if let Some(reason) = &core.failed {
-            let path = self.dir.as_deref().unwrap_or(Path::new("in-memory"));
-            return Err(persistence(
-                path,
-                io::Error::other(format!("store stopped after a failed write: {reason}")),
-            ));
-        }
         let now = Instant::now();
-        let mut changes = core.state.expire_leases(now);
-        let result = f(&mut core.state, now);
-        let value = match result {
-            Ok((value, more)) => {
-                changes.extend(more);
-                Ok(value)
+        // Expired leases are revoked first, durably and on their own. If that cannot
+        // be logged it is undone: a read then still answers, from the last durable
+        // state, and a write fails with the log's error.
+        core.state.begin();
+        let expired = core.state.expire_leases(now);
+        let expiry = self.settle(&mut core, &expired);
+        core.state.begin();
+        let (value, changes) = match f(&mut core.state, now) {
+            Ok(done) => done,
+            Err(e) => {
+                core.state.rollback();
+                return Err(e);
             }
-            Err(e) => Err(e),
         };
-        self.publish(&mut core, &changes)?;
-        value
-    }
-
-    /// Makes changes durable, then visible to watchers. Called with the lock held.
-    fn publish(&self, core: &mut Core, changes: &[Change]) -> Result<(), StoreError> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let Core { state, disk, failed } = core;
-        if let Some(disk) = disk {
-            if let Err(e) = disk.append(state, changes) {
-                *failed = Some(e.to_string());
-                tracing::error!(error = %e, dir = %disk.dir.display(), "embedded store write-ahead log write failed; refusing further requests");
+        if let Err(e) = expiry {
+            if !changes.is_empty() {
+                core.state.rollback();
                 return Err(e);
             }
         }
+        self.settle(&mut core, &changes)?;
+        Ok(value)
+    }
+
+    /// Ends what `State::begin` started: makes the changes durable, then keeps them
+    /// and shows them to watchers; or, if the log write fails, rolls them back and
+    /// returns its error. Called with the lock held.
+    fn settle(&self, core: &mut Core, changes: &[Change]) -> Result<(), StoreError> {
+        let Core {
+            state,
+            disk,
+            write_failure,
+        } = core;
+        if let (false, Some(disk)) = (changes.is_empty(), disk) {
+            if let Err(e) = disk.append(state, changes) {
+                state.rollback();
+                metrics::counter!("meridian_store_embedded_write_failures_total").increment(1);
+                let reason = error_chain(&e);
+                if write_failure.is_none() {
+                    tracing::error!(error = %reason, dir = %disk.dir.display(), "embedded store write-ahead log write failed; writes fail until the disk takes them again, reads are served from the last durable state");
+                }
+                *write_failure = Some(reason);
+                return Err(e);
+            }
+            if let Some(reason) = write_failure.take() {
+                tracing::info!(dir = %disk.dir.display(), previous_error = %reason, "embedded store writes succeed again");
+            }
+        }
+        state.commit();
         for change in changes {
             if let Change::LeaseRevoke { expired: true, .. } = change {
                 metrics::counter!("meridian_store_lease_expired_total").increment(1);
@@ -387,8 +414,22 @@ async fn expiry_ticker(inner: Weak<Inner>, cancel: CancellationToken) {
             strong.exec(noop)
         };
         if let Err(e) = result {
-            tracing::warn!(error = %e, "embedded store could not expire leases");
+            tracing::warn!(error = %error_chain(&e), "embedded store could not expire leases");
         }
+    }
+}
+
+/// Makes the store's log writes fail on demand (tests of every module).
+#[cfg(test)]
+impl EmbeddedStore {
+    fn inject_wal_faults(&self) -> Arc<Mutex<disk::faults::Faults>> {
+        #[allow(clippy::expect_used)]
+        self.inner
+            .lock()
+            .disk
+            .as_mut()
+            .map(Disk::inject_faults)
+            .expect("faults are injected into a store on disk")
     }
 }
 

@@ -2,6 +2,14 @@
 //! history since the compaction revision and the leases, with etcd's semantics. Time
 //! comes in as an argument and every mutation returns the [`Change`]s it made, which
 //! the wrapper logs and fans out; nothing here does I/O.
+//!
+//! Mutations can be taken back: between [`State::begin`] and [`State::commit`] every
+//! mutation records what it overwrote, and [`State::rollback`] undoes them in reverse.
+//! The wrapper applies a request, logs its changes and rolls the request back if the
+//! log write fails, so memory never runs ahead of the disk. Rejected: cloning the
+//! state before each write (it holds the whole history, so every write would cost
+//! the size of the store) and computing changes without applying them (a transaction
+//! reads its own writes, and expiry comes before the request it runs with).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -50,7 +58,7 @@ impl Change {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct LeaseEntry {
     pub(super) ttl: Duration,
     pub(super) deadline: Instant,
@@ -58,7 +66,7 @@ pub(super) struct LeaseEntry {
 }
 
 /// The store's whole state, with etcd's semantics and no I/O.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct State {
     pub(super) kvs: BTreeMap<String, KeyValue>,
     pub(super) revision: Revision,
@@ -67,6 +75,8 @@ pub(super) struct State {
     /// Every event with revision >= `compact_revision`, in revision order.
     pub(super) history: VecDeque<WatchEvent>,
     pub(super) leases: HashMap<LeaseId, LeaseEntry>,
+    /// While recording (after `begin`): what each mutation overwrote, oldest first.
+    journal: Option<Vec<Undo>>,
 }
 
 impl State {
@@ -77,6 +87,65 @@ impl State {
             compact_revision: 0,
             history: VecDeque::new(),
             leases: HashMap::new(),
+            journal: None,
+        }
+    }
+
+    /// Starts recording mutations so they can be rolled back. A recording still open
+    /// here belongs to an operation that panicked half-way: it is rolled back first.
+    pub(super) fn begin(&mut self) {
+        self.rollback();
+        self.journal = Some(Vec::new());
+    }
+
+    /// Keeps every mutation since `begin` and stops recording.
+    pub(super) fn commit(&mut self) {
+        self.journal = None;
+    }
+
+    /// Undoes every mutation since `begin` and stops recording.
+    pub(super) fn rollback(&mut self) {
+        for undo in self.journal.take().unwrap_or_default().into_iter().rev() {
+            match undo {
+                Undo::Kv { key, old: Some(kv) } => {
+                    self.kvs.insert(key, kv);
+                }
+                Undo::Kv { key, old: None } => {
+                    self.kvs.remove(&key);
+                }
+                Undo::LeaseKeyAdded { id, key } => {
+                    if let Some(entry) = self.leases.get_mut(&id) {
+                        entry.keys.remove(&key);
+                    }
+                }
+                Undo::LeaseKeyRemoved { id, key } => {
+                    if let Some(entry) = self.leases.get_mut(&id) {
+                        entry.keys.insert(key);
+                    }
+                }
+                Undo::LeaseAdded(id) => {
+                    self.leases.remove(&id);
+                }
+                Undo::LeaseRemoved(id, entry) => {
+                    self.leases.insert(id, entry);
+                }
+                Undo::LeaseDeadline(id, deadline) => {
+                    if let Some(entry) = self.leases.get_mut(&id) {
+                        entry.deadline = deadline;
+                    }
+                }
+                Undo::Revision(revision) => self.revision = revision,
+                Undo::HistoryAppended(n) => self.history.truncate(self.history.len().saturating_sub(n)),
+                Undo::Compacted {
+                    compact_revision,
+                    drained,
+                } => {
+                    for event in drained.into_iter().rev() {
+                        self.history.push_front(event);
+                    }
+                    self.compact_revision = compact_revision;
+                }
+            }
         }
     }
 
@@ -147,8 +216,7 @@ impl State {
         }
         let mut changes = Vec::new();
         if !events.is_empty() {
-            self.revision = revision;
-            self.history.extend(events.iter().cloned());
+            self.advance(revision, &events);
             changes.push(Change::Commit { revision, events });
         }
         Ok((
@@ -177,28 +245,59 @@ impl State {
         deleted
     }
 
+    /// Moves the revision to `revision` and appends its events to the history.
+    fn advance(&mut self, revision: Revision, events: &[WatchEvent]) {
+        self.record(Undo::Revision(self.revision));
+        self.record(Undo::HistoryAppended(events.len()));
+        self.revision = revision;
+        self.history.extend(events.iter().cloned());
+    }
+
     /// Applies one event to the key space and the lease attachments (not to the
     /// revision or history): shared by live writes and log replay.
     pub(super) fn apply_event(&mut self, event: &WatchEvent) {
-        let old = match event {
+        let key = event.key();
+        let (old, new_lease) = match event {
             WatchEvent::Put(kv) => {
-                if let Some(entry) = kv.lease.and_then(|id| self.leases.get_mut(&id)) {
-                    entry.keys.insert(kv.key.clone());
+                if let Some(id) = kv.lease {
+                    let added = self
+                        .leases
+                        .get_mut(&id)
+                        .is_some_and(|entry| entry.keys.insert(key.to_owned()));
+                    if added {
+                        self.record(Undo::LeaseKeyAdded {
+                            id,
+                            key: key.to_owned(),
+                        });
+                    }
                 }
-                self.kvs.insert(kv.key.clone(), kv.clone())
+                (self.kvs.insert(key.to_owned(), kv.clone()), kv.lease)
             }
-            WatchEvent::Delete { key, .. } => self.kvs.remove(key),
+            WatchEvent::Delete { .. } => (self.kvs.remove(key), None),
         };
-        if let Some(old) = old {
-            let new_lease = match event {
-                WatchEvent::Put(kv) => kv.lease,
-                WatchEvent::Delete { .. } => None,
-            };
-            if old.lease != new_lease {
-                if let Some(entry) = old.lease.and_then(|id| self.leases.get_mut(&id)) {
-                    entry.keys.remove(&old.key);
-                }
+        if let Some(id) = old
+            .as_ref()
+            .and_then(|old| old.lease)
+            .filter(|id| Some(*id) != new_lease)
+        {
+            let removed = self.leases.get_mut(&id).is_some_and(|entry| entry.keys.remove(key));
+            if removed {
+                self.record(Undo::LeaseKeyRemoved {
+                    id,
+                    key: key.to_owned(),
+                });
             }
+        }
+        self.record(Undo::Kv {
+            key: key.to_owned(),
+            old,
+        });
+    }
+
+    /// Notes what a mutation overwrote, when recording.
+    fn record(&mut self, undo: Undo) {
+        if let Some(journal) = &mut self.journal {
+            journal.push(undo);
         }
     }
 
@@ -243,14 +342,17 @@ impl State {
                 keys: BTreeSet::new(),
             },
         );
+        self.record(Undo::LeaseAdded(id));
         Ok((Lease { id, ttl }, vec![Change::LeaseGrant { id, ttl }]))
     }
 
     pub(super) fn lease_keep_alive(&mut self, id: LeaseId, now: Instant) -> Result<Duration, StoreError> {
         match self.leases.get_mut(&id) {
             Some(entry) if entry.deadline > now => {
-                entry.deadline = now + entry.ttl;
-                Ok(entry.ttl)
+                let (old, ttl) = (entry.deadline, entry.ttl);
+                entry.deadline = now + ttl;
+                self.record(Undo::LeaseDeadline(id, old));
+                Ok(ttl)
             }
             _ => Err(StoreError::LeaseNotFound(id)),
         }
@@ -259,12 +361,13 @@ impl State {
     /// Removes a lease and deletes its keys, all in one revision.
     pub(super) fn lease_revoke(&mut self, id: LeaseId, expired: bool) -> Result<Change, StoreError> {
         let entry = self.leases.remove(&id).ok_or(StoreError::LeaseNotFound(id))?;
+        let keys = entry.keys.iter().cloned().collect();
+        self.record(Undo::LeaseRemoved(id, entry));
         let revision = self.revision + 1;
         let mut events = Vec::new();
-        self.delete_keys(entry.keys.into_iter().collect(), revision, &mut events);
+        self.delete_keys(keys, revision, &mut events);
         if !events.is_empty() {
-            self.revision = revision;
-            self.history.extend(events.iter().cloned());
+            self.advance(revision, &events);
         }
         Ok(Change::LeaseRevoke {
             id,
@@ -317,9 +420,15 @@ impl State {
     }
 
     fn compact_to(&mut self, revision: Revision) {
-        self.compact_revision = revision;
+        let compact_revision = std::mem::replace(&mut self.compact_revision, revision);
         let keep_from = self.history.partition_point(|event| event.revision() < revision);
-        self.history.drain(..keep_from);
+        let drained = self.history.drain(..keep_from);
+        if let Some(journal) = &mut self.journal {
+            journal.push(Undo::Compacted {
+                compact_revision,
+                drained: drained.collect(),
+            });
+        }
     }
 
     /// The retained events from `start` on under `prefix`.
@@ -384,10 +493,43 @@ impl State {
         for event in &events {
             self.apply_event(event);
         }
+        // Recovery records nothing (nobody rolls it back): no need to go through
+        // `advance` and clone the events.
+        debug_assert!(self.journal.is_none(), "replay while recording");
         self.revision = revision;
         self.history.extend(events);
         Ok(())
     }
+}
+
+/// What one mutation overwrote: applying it puts the state back as it was before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Undo {
+    /// A key was written or deleted; `old` is what it held (`None`: absent).
+    Kv {
+        key: String,
+        old: Option<KeyValue>,
+    },
+    LeaseKeyAdded {
+        id: LeaseId,
+        key: String,
+    },
+    LeaseKeyRemoved {
+        id: LeaseId,
+        key: String,
+    },
+    LeaseAdded(LeaseId),
+    LeaseRemoved(LeaseId, LeaseEntry),
+    LeaseDeadline(LeaseId, Instant),
+    Revision(Revision),
+    /// This many events were appended to the history.
+    HistoryAppended(usize),
+    /// Compaction moved the compaction revision from `compact_revision` and dropped
+    /// `drained` from the front of the history.
+    Compacted {
+        compact_revision: Revision,
+        drained: Vec<WatchEvent>,
+    },
 }
 
 fn cmp<T: Ord + ?Sized>(op: CompareOp, stored: &T, given: &T) -> bool {
@@ -650,5 +792,109 @@ mod tests {
         assert!(matches!(state.compact(7), Err(StoreError::InvalidRequest(_))));
         state.compact(6).unwrap();
         assert_eq!(state.history_from(0, "").len(), 1);
+    }
+
+    /// Every kind of mutation, alone and combined, rolls back to exactly the state
+    /// before `begin` (also when the next `begin` finds it unfinished); `commit`
+    /// keeps it.
+    #[test]
+    fn rollback_undoes_every_mutation() {
+        let t0 = Instant::now();
+        let mut base = State::new();
+        base.lease_grant(7, Duration::from_secs(2), t0).unwrap();
+        base.lease_grant(8, Duration::from_secs(60), t0).unwrap();
+        base.txn(
+            &Txn::new().and_then([
+                TxnOp::put_with_lease("a", "1", 7),
+                TxnOp::put_with_lease("b", "1", 7),
+                TxnOp::put("p/x", "1"),
+                TxnOp::put("p/y", "1"),
+            ]),
+            t0,
+        )
+        .unwrap();
+        put(&mut base, "c", "1", t0);
+        base.compact(2).unwrap();
+        let txn = |ops: Vec<TxnOp>| Txn::new().and_then(ops);
+        type Op = Box<dyn Fn(&mut State)>;
+        let ops: Vec<(&str, Op)> = vec![
+            (
+                "put new",
+                Box::new(move |s| drop(s.txn(&txn(vec![TxnOp::put("n", "1")]), t0))),
+            ),
+            (
+                "overwrite",
+                Box::new(move |s| drop(s.txn(&txn(vec![TxnOp::put("c", "2")]), t0))),
+            ),
+            (
+                "move to another lease",
+                Box::new(move |s| drop(s.txn(&txn(vec![TxnOp::put_with_lease("a", "2", 8)]), t0))),
+            ),
+            (
+                "detach from its lease",
+                Box::new(move |s| drop(s.txn(&txn(vec![TxnOp::put("b", "2")]), t0))),
+            ),
+            (
+                "attach to a lease",
+                Box::new(move |s| drop(s.txn(&txn(vec![TxnOp::put_with_lease("c", "2", 8)]), t0))),
+            ),
+            (
+                "delete",
+                Box::new(move |s| drop(s.txn(&txn(vec![TxnOp::delete("a")]), t0))),
+            ),
+            (
+                "delete prefix and put",
+                Box::new(move |s| {
+                    drop(s.txn(
+                        &txn(vec![TxnOp::DeletePrefix { prefix: "p/".into() }, TxnOp::put("q", "1")]),
+                        t0,
+                    ))
+                }),
+            ),
+            (
+                "grant",
+                Box::new(move |s| drop(s.lease_grant(9, Duration::from_secs(1), t0))),
+            ),
+            (
+                "keep alive",
+                Box::new(move |s| drop(s.lease_keep_alive(8, t0 + Duration::from_secs(1)))),
+            ),
+            ("revoke", Box::new(|s| drop(s.lease_revoke(7, false)))),
+            (
+                "expire",
+                Box::new(move |s| drop(s.expire_leases(t0 + Duration::from_secs(3)))),
+            ),
+            ("compact", Box::new(|s| drop(s.compact(4)))),
+            (
+                "expire, write, compact the lot",
+                Box::new(move |s| {
+                    let later = t0 + Duration::from_secs(3);
+                    s.expire_leases(later);
+                    s.txn(&txn(vec![TxnOp::put_with_lease("n", "1", 8)]), later).unwrap();
+                    let revision = s.revision;
+                    s.compact(revision).unwrap();
+                }),
+            ),
+        ];
+        for (name, op) in &ops {
+            let mut state = base.clone();
+            state.begin();
+            op(&mut state);
+            assert_ne!(state, base, "{name}: the operation changes something");
+            state.rollback();
+            assert_eq!(state, base, "{name}: rolled back");
+            state.begin();
+            op(&mut state);
+            // What the next operation finds after one panicked half-way.
+            state.begin();
+            state.commit();
+            assert_eq!(state, base, "{name}: an unfinished recording is rolled back");
+            state.begin();
+            op(&mut state);
+            state.commit();
+            let mut direct = base.clone();
+            op(&mut direct);
+            assert_eq!(state, direct, "{name}: committed, as if never recorded");
+        }
     }
 }

@@ -154,7 +154,7 @@ mod tests {
             Core {
                 state: State::new(),
                 disk: None,
-                failed: None,
+                write_failure: None,
             },
             4,
             None,
