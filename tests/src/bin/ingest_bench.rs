@@ -14,6 +14,10 @@
 //! shows how many cores the control plane, the generator and everything else used.
 //! This is a bench binary rather than a criterion bench because what it measures is a
 //! separate process over a socket, not a function (CONVENTIONS.md, "benchmarks").
+//!
+//! By default the streams run the production setup, mutual TLS with roles enforced
+//! (`--transport mtls`); `--transport plaintext` runs the same load with no TLS and
+//! roles off, so the two figures side by side give the cost of TLS and authorization.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -28,6 +32,7 @@ use clap::Parser;
 use meridian_proto::prost_types;
 use meridian_proto::v1 as pb;
 use meridian_tests::meridian::{http_get, metric_value};
+use meridian_tests::pki::{pki, CertFiles, TestPki};
 use meridian_tests::util::free_addr;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -54,6 +59,18 @@ const GOAL_RESULTS_PER_SEC: f64 = 100_000.0;
 /// the first rejection message. Each result is newer than the stream's previous one for
 /// the same target (at least 1 ms), so keep pops × endpoints well above one stream's
 /// results per millisecond, or results run into the future and are rightly rejected.
+///
+/// --transport says how the bench's clients reach the control plane it starts, so a
+/// figure always names what it measured:
+///   mtls       (default, the production setup) the control plane serves mutual TLS
+///              with a per-run test CA and enforces roles; each stream presents its
+///              own prober certificate (CN = bench-<i>, OU = its region), meridianctl
+///              runs as an admin certificate.
+///   plaintext  no TLS, and the control plane runs with `[auth] mode = "off"`: the
+///              cost of TLS and authorization is the difference between the two.
+/// With --endpoint (an external control plane) only `--transport plaintext` is
+/// supported, against a control plane started with `[auth] mode = "off"` on loopback:
+/// the bench's clients have no certificates that control plane would trust.
 /// Build with scripts/bench-ingest.sh (release).
 #[derive(Debug, Parser)]
 #[command(name = "ingest_bench", verbatim_doc_comment)]
@@ -103,15 +120,51 @@ struct Args {
     /// compare two builds under the same load, e.g. before and after a change).
     #[arg(long, value_name = "PATH", conflicts_with = "endpoint")]
     control_plane_bin: Option<PathBuf>,
+    /// How the clients reach the control plane: mtls (TLS with client certificates,
+    /// roles enforced) or plaintext (no TLS, `[auth] mode = "off"`).
+    #[arg(long, value_enum, default_value_t = Transport::Mtls)]
+    transport: Transport,
     /// Print one JSON object instead of the human summary.
     #[arg(long)]
     json: bool,
+}
+
+/// How the bench's clients reach the control plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Transport {
+    /// Mutual TLS with the per-run test CA; roles enforced (the default).
+    Mtls,
+    /// No TLS; the control plane runs with `[auth] mode = "off"`.
+    Plaintext,
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Mtls => "mtls",
+            Transport::Plaintext => "plaintext",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Transport::Mtls => "mtls: mutual TLS, a prober certificate per stream, roles enforced",
+            Transport::Plaintext => "plaintext: no TLS, auth off",
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     if !(0.0..=1.0).contains(&args.failure_rate) {
         eprintln!("ingest_bench: --failure-rate must be within 0..=1");
+        return ExitCode::from(64);
+    }
+    if args.endpoint.is_some() && args.transport == Transport::Mtls {
+        eprintln!(
+            "ingest_bench: --endpoint needs --transport plaintext (against a control plane with `[auth] mode = \"off\"` on loopback): \
+             the bench's certificates come from its own per-run CA, which an external control plane does not trust"
+        );
         return ExitCode::from(64);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -137,13 +190,17 @@ async fn real_main(args: Args) -> anyhow::Result<ExitCode> {
     let (endpoint, pid) = match &args.endpoint {
         Some(url) => (url.clone(), args.pid),
         None => {
-            let cp = OwnedControlPlane::start(dir.path(), args.control_plane_bin.as_deref())?;
+            let cp = OwnedControlPlane::start(dir.path(), args.control_plane_bin.as_deref(), args.transport)?;
             let (url, pid) = (cp.endpoint(), cp.child.id());
             own = Some(cp);
             (url, Some(pid))
         }
     };
-    let result = bench(&args, &endpoint, pid, own.as_ref(), dir.path()).await;
+    let access = Access {
+        endpoint,
+        transport: args.transport,
+    };
+    let result = bench(&args, &access, pid, own.as_ref(), dir.path()).await;
     if result.is_err() {
         if let Some(cp) = &own {
             eprintln!("ingest_bench: control plane log (last lines):\n{}", tail(&cp.log(), 30));
@@ -157,26 +214,29 @@ async fn real_main(args: Args) -> anyhow::Result<ExitCode> {
 /// result was rejected.
 async fn bench(
     args: &Args,
-    endpoint: &str,
+    access: &Access,
     pid: Option<u32>,
     own: Option<&OwnedControlPlane>,
     dir: &Path,
 ) -> anyhow::Result<ExitCode> {
-    if let Some(cp) = own {
-        cp.wait_ready().await?;
+    let endpoint = access.endpoint.as_str();
+    if own.is_some() {
+        access.wait_ready().await?;
     }
-    let targets = apply_topology(endpoint, args.pops, args.endpoints, args.client_regions, dir).await?;
-    wait_for_health_topology(endpoint, args.pops as usize).await?;
+    let targets = apply_topology(access, args.pops, args.endpoints, args.client_regions, dir).await?;
+    wait_for_health_topology(access, args.pops as usize).await?;
 
     let shared = Arc::new(Shared::default());
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..args.streams {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-            .with_context(|| format!("bad endpoint URL `{endpoint}`"))?
+        let generator = Generator::new(i, args, targets.clone());
+        // Each stream is its own prober: its certificate names the prober id and the
+        // region it reports for, as the probe API requires.
+        let channel = access
+            .grpc(|pki| pki.prober(&generator.prober, &generator.region))?
             .connect()
             .await
             .with_context(|| format!("connect to {endpoint}"))?;
-        let generator = Generator::new(i, args, targets.clone());
         let (shared, window) = (shared.clone(), args.window as usize);
         tasks.spawn(async move {
             let r = run_stream(channel, generator, window, &shared).await;
@@ -247,7 +307,7 @@ async fn bench(
         let sum = metric_value(body, "meridian_control_plane_steering_tick_seconds_sum")?;
         Some((n, if n > 0.0 { 1000.0 * sum / n } else { 0.0 }))
     });
-    let verdicts = verdict_counts(endpoint).await.unwrap_or_default();
+    let verdicts = verdict_counts(access).await.unwrap_or_default();
     let report = Report {
         accepted: end.accepted - start.accepted,
         batches: end.batches - start.batches,
@@ -283,10 +343,14 @@ struct OwnedControlPlane {
     admin_addr: SocketAddr,
     log_path: PathBuf,
     child: Child,
+    transport: Transport,
 }
 
 impl OwnedControlPlane {
-    fn start(dir: &Path, bin: Option<&Path>) -> anyhow::Result<Self> {
+    /// Starts the control plane serving `transport`: mutual TLS with a replica
+    /// certificate from the per-run CA (roles enforced, the default), or plaintext
+    /// with a generated config that turns roles off.
+    fn start(dir: &Path, bin: Option<&Path>, transport: Transport) -> anyhow::Result<Self> {
         let (grpc_addr, admin_addr) = (free_addr(), free_addr());
         let log_path = dir.join("control-plane.log");
         let log = std::fs::File::create(&log_path).with_context(|| format!("create {}", log_path.display()))?;
@@ -294,7 +358,25 @@ impl OwnedControlPlane {
             Some(path) => path.to_path_buf(),
             None => sibling_bin("meridian-control-plane")?,
         };
-        let child = Command::new(&exe)
+        let mut cmd = Command::new(&exe);
+        match transport {
+            Transport::Mtls => {
+                let pki = pki();
+                let me = pki.replica("bench");
+                cmd.arg("--tls-cert")
+                    .arg(&me.cert)
+                    .arg("--tls-key")
+                    .arg(&me.key)
+                    .arg("--tls-client-ca")
+                    .arg(pki.ca_pem());
+            }
+            Transport::Plaintext => {
+                let config = dir.join("control-plane.toml");
+                std::fs::write(&config, AUTH_OFF_CONFIG).with_context(|| format!("write {}", config.display()))?;
+                cmd.arg("--config").arg(config);
+            }
+        }
+        let child = cmd
             .args(["--replica-id", "bench", "--grpc-addr", &grpc_addr.to_string()])
             .args(["--admin-addr", &admin_addr.to_string()])
             .arg("--data-dir")
@@ -310,34 +392,95 @@ impl OwnedControlPlane {
             admin_addr,
             log_path,
             child,
+            transport,
         })
     }
 
     fn endpoint(&self) -> String {
-        format!("http://{}", self.grpc_addr)
+        match self.transport {
+            Transport::Mtls => format!("https://{}", self.grpc_addr),
+            Transport::Plaintext => format!("http://{}", self.grpc_addr),
+        }
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
+}
+
+/// The control-plane config for `--transport plaintext`: roles off, so clients
+/// without credentials are served (plaintext is allowed on loopback).
+const AUTH_OFF_CONFIG: &str = "# Generated by ingest_bench --transport plaintext.\n[auth]\nmode = \"off\"\n";
+
+/// Where the control plane is and how the bench's clients authenticate to it.
+struct Access {
+    endpoint: String,
+    transport: Transport,
+}
+
+impl Access {
+    /// A gRPC endpoint that presents the certificate `who` picks from the per-run CA
+    /// (mtls), or none (plaintext).
+    fn grpc(&self, who: impl FnOnce(&TestPki) -> CertFiles) -> anyhow::Result<tonic::transport::Endpoint> {
+        let tls = match self.transport {
+            Transport::Mtls => {
+                let pki = pki();
+                Some(pki.client_tls(&who(pki)))
+            }
+            Transport::Plaintext => None,
+        };
+        meridian_tls::endpoint(&self.endpoint, tls.as_ref()).with_context(|| format!("gRPC endpoint {}", self.endpoint))
+    }
+
+    /// `meridianctl -e <endpoint> <args>`: as an admin certificate (mtls, through
+    /// MERIDIAN_CA/CERT/KEY) or with no credentials at all (plaintext). A context
+    /// file or credentials in the caller's environment are ignored, so they cannot
+    /// change what is measured.
+    async fn meridianctl(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        let ctl = sibling_bin("meridianctl")?;
+        let mut cmd = tokio::process::Command::new(&ctl);
+        for var in [
+            "MERIDIAN_CONTEXT",
+            "MERIDIAN_ENDPOINT",
+            "MERIDIAN_CA",
+            "MERIDIAN_CERT",
+            "MERIDIAN_KEY",
+            "MERIDIAN_TOKEN",
+            "MERIDIAN_TOKEN_FILE",
+            "MERIDIAN_IDENTITY",
+        ] {
+            cmd.env_remove(var);
+        }
+        if self.transport == Transport::Mtls {
+            let pki = pki();
+            let admin = pki.admin();
+            cmd.env("MERIDIAN_CA", pki.ca_pem())
+                .env("MERIDIAN_CERT", &admin.cert)
+                .env("MERIDIAN_KEY", &admin.key);
+        }
+        cmd.args(["-e", &self.endpoint])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .with_context(|| format!("run {}", ctl.display()))
+    }
 
     /// Waits (60 s at most) until `meridianctl status` reports the replica ready.
     async fn wait_ready(&self) -> anyhow::Result<()> {
-        let ctl = sibling_bin("meridianctl")?;
-        let endpoint = self.endpoint();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let out = tokio::process::Command::new(&ctl)
-                .args(["-e", &endpoint, "--timeout", "3s", "status", "-o", "json"])
-                .output()
-                .await
-                .with_context(|| format!("run {}", ctl.display()))?;
+            let out = self.meridianctl(&["--timeout", "3s", "status", "-o", "json"]).await?;
             let status: Option<serde_json::Value> = serde_json::from_slice(&out.stdout).ok();
             if status.is_some_and(|s| s["ready"] == serde_json::Value::Bool(true)) {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("the control plane at {endpoint} did not become ready within 60 s");
+                bail!(
+                    "the control plane at {} did not become ready within 60 s (meridianctl said: {})",
+                    self.endpoint,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -612,6 +755,7 @@ impl Report {
     }
 
     fn print(&self, args: &Args, endpoint: &str) {
+        let transport = args.transport;
         let mib = |k: Option<u64>| k.map(|k| k as f64 / 1024.0);
         if args.json {
             let verdicts: serde_json::Map<String, serde_json::Value> = self
@@ -621,6 +765,7 @@ impl Report {
                 .collect();
             let json = serde_json::json!({
                 "endpoint": endpoint,
+                "transport": transport.name(),
                 "started_control_plane": args.endpoint.is_none(),
                 "config": {
                     "pops": args.pops,
@@ -663,7 +808,7 @@ impl Report {
         }
         let opt = |v: Option<f64>, digits: usize| v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.digits$}"));
         let cores = self.machine_cores;
-        println!("ingest_bench: {endpoint}");
+        println!("ingest_bench: {endpoint} (transport {})", transport.describe());
         println!(
             "  load        {} streams (probers) in {} regions, batches of {}, window {}, {} PoPs x {} endpoints, {:.0}% failures",
             args.streams,
@@ -741,7 +886,7 @@ impl Report {
 /// Applies a topology of `pops` PoPs with `endpoints` TCP endpoints each and returns
 /// every (PoP, endpoint) pair.
 async fn apply_topology(
-    endpoint: &str,
+    access: &Access,
     pops: u32,
     endpoints: u32,
     client_regions: u32,
@@ -791,12 +936,9 @@ async fn apply_topology(
     let path = dir.join("bench-topology.toml");
     std::fs::write(&path, toml).with_context(|| format!("write {}", path.display()))?;
     let path = path.display().to_string();
-    let ctl = sibling_bin("meridianctl")?;
-    let out = tokio::process::Command::new(&ctl)
-        .args(["-e", endpoint, "--timeout", "30s", "apply", "-f", &path, "-o", "json"])
-        .output()
-        .await
-        .with_context(|| format!("run {}", ctl.display()))?;
+    let out = access
+        .meridianctl(&["--timeout", "30s", "apply", "-f", &path, "-o", "json"])
+        .await?;
     let parsed: Option<serde_json::Value> = serde_json::from_slice(&out.stdout).ok();
     if parsed.as_ref().map(|v| v["applied"] == serde_json::Value::Bool(true)) != Some(true) {
         bail!(
@@ -811,10 +953,11 @@ async fn apply_topology(
 
 /// Waits until the replica's health view tracks the applied PoPs, so the first batch
 /// is not rejected for naming unknown PoPs.
-async fn wait_for_health_topology(endpoint: &str, pops: usize) -> anyhow::Result<()> {
+async fn wait_for_health_topology(access: &Access, pops: usize) -> anyhow::Result<()> {
+    let endpoint = &access.endpoint;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let seen = health(endpoint).await.map(|h| h.pops.len()).unwrap_or(0);
+        let seen = health(access).await.map(|h| h.pops.len()).unwrap_or(0);
         if seen == pops {
             return Ok(());
         }
@@ -825,8 +968,10 @@ async fn wait_for_health_topology(endpoint: &str, pops: usize) -> anyhow::Result
     }
 }
 
-async fn health(endpoint: &str) -> anyhow::Result<pb::GetHealthResponse> {
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())?
+/// The replica's health view, read as the admin (mtls).
+async fn health(access: &Access) -> anyhow::Result<pb::GetHealthResponse> {
+    let channel = access
+        .grpc(TestPki::admin)?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(10))
         .connect()
@@ -836,9 +981,9 @@ async fn health(endpoint: &str) -> anyhow::Result<pb::GetHealthResponse> {
 }
 
 /// How many PoPs are in each state, for a sanity line in the report.
-async fn verdict_counts(endpoint: &str) -> anyhow::Result<Vec<(String, usize)>> {
+async fn verdict_counts(access: &Access) -> anyhow::Result<Vec<(String, usize)>> {
     let mut counts = std::collections::BTreeMap::<String, usize>::new();
-    for pop in health(endpoint).await?.pops {
+    for pop in health(access).await?.pops {
         let state = pb::PopState::try_from(pop.state).map_or_else(
             |_| pop.state.to_string(),
             |s| s.as_str_name().trim_start_matches("POP_STATE_").to_string(),
