@@ -299,6 +299,8 @@ pub struct EventView {
     pub region: String,
     /// Which replica recorded it.
     pub replica: String,
+    /// The role the actor acted with (empty when none applies).
+    pub role: String,
 }
 
 impl From<pb::Event> for EventView {
@@ -315,6 +317,7 @@ impl From<pb::Event> for EventView {
             pop: e.pop,
             region: e.region,
             replica: e.replica,
+            role: e.role,
         }
     }
 }

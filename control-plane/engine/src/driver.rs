@@ -131,6 +131,7 @@ impl SteeringDriver {
                 events.push(Event {
                     at_unix_ms: now_ms,
                     actor: Actor::Steering,
+                    role: None,
                     kind: EventKind::SlowStart(event),
                 });
             }
@@ -166,6 +167,7 @@ pub fn published_events(plan: &StoredPlan, now_ms: u64) -> Vec<Event> {
     let mut events = vec![Event {
         at_unix_ms: now_ms,
         actor: Actor::Steering,
+        role: None,
         kind: EventKind::PlanPublished {
             version: plan.version,
             reasons: plan.reasons.clone(),
@@ -174,6 +176,7 @@ pub fn published_events(plan: &StoredPlan, now_ms: u64) -> Vec<Event> {
     events.extend(plan.guardrails.iter().map(|g| Event {
         at_unix_ms: now_ms,
         actor: Actor::Steering,
+        role: None,
         kind: EventKind::GuardrailFired {
             version: plan.version,
             firing: g.clone(),

@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 pub struct Event {
     pub at_unix_ms: u64,
     pub actor: Actor,
+    /// The role the actor acted with (operators whose credential carries one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
     pub kind: EventKind,
 }
 
@@ -121,6 +124,7 @@ impl Event {
         Event {
             at_unix_ms: at.0,
             actor: Actor::Health,
+            role: None,
             kind,
         }
     }
@@ -270,6 +274,7 @@ mod tests {
         let e = Event {
             at_unix_ms: 7,
             actor: alice.clone(),
+            role: None,
             kind: EventKind::Operator(OperatorAction::Drained {
                 pop: "fra1".into(),
                 reason: "fibre cut".into(),
@@ -289,6 +294,7 @@ mod tests {
         let slow = Event {
             at_unix_ms: 8,
             actor: Actor::Steering,
+            role: None,
             kind: EventKind::SlowStart(SlowStartEvent::Started {
                 pop: "ams1".into(),
                 factor: 0.1,

@@ -509,6 +509,7 @@ impl AuthzLayer {
         log.record(meridian_engine::Event {
             at_unix_ms: crate::convert::now_ms(),
             actor: meridian_core::Actor::Operator(identity),
+            role: who.and_then(Principal::role).map(|r| r.to_string()),
             kind: meridian_engine::EventKind::Refused {
                 rpc: rpc.to_string(),
                 target: None,

@@ -215,6 +215,7 @@ pub(crate) fn event(e: crate::events::LoggedEvent, replica: &str) -> pb::Event {
         pop: event.pop().unwrap_or_default().to_string(),
         message: event.message(),
         actor: event.actor.to_string(),
+        role: event.role.clone().unwrap_or_default(),
         evidence: event.evidence(),
         region: event.region().unwrap_or_default().to_string(),
         replica: replica.to_string(),

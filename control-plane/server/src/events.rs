@@ -651,6 +651,7 @@ mod tests {
         Event {
             at_unix_ms: at,
             actor: Actor::Steering,
+            role: None,
             kind: EventKind::Operator(OperatorAction::Undrained {
                 pop: pop.into(),
                 reason: "r".into(),

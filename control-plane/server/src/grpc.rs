@@ -364,18 +364,20 @@ fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
     if let Some(p) = req.extensions().get::<crate::authz::Principal>() {
         return Ok(Caller {
             identity: p.identity().clone(),
+            role: p.role().map(|r| r.to_string()),
         });
     }
     match req.metadata().get(IDENTITY) {
         None => Ok(Caller {
             identity: Identity::anonymous(),
+            role: None,
         }),
         Some(v) => {
             let text = v
                 .to_str()
                 .map_err(|_| Status::invalid_argument(format!("{IDENTITY}: not printable ASCII")))?;
             Identity::new(text)
-                .map(|identity| Caller { identity })
+                .map(|identity| Caller { identity, role: None })
                 .map_err(|e| Status::invalid_argument(format!("{IDENTITY}: {e}")))
         }
     }

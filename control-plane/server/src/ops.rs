@@ -57,6 +57,8 @@ impl HealthSource for crate::health::HealthView {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
     pub identity: Identity,
+    /// The role the caller's credential carries (`None` with roles off).
+    pub role: Option<String>,
 }
 
 impl Caller {
@@ -276,6 +278,7 @@ impl Operations {
         self.log.record(Event {
             at_unix_ms: self.clock.now_ms(),
             actor: caller.actor(),
+            role: caller.role.clone(),
             kind: EventKind::Refused {
                 rpc: operation.to_string(),
                 target,
@@ -408,6 +411,7 @@ impl Operations {
         self.log.record(Event {
             at_unix_ms: now,
             actor: caller.actor(),
+            role: caller.role.clone(),
             kind: EventKind::Operator(OperatorAction::Drained {
                 pop: cmd.pop.clone(),
                 reason: cmd.reason.clone(),
@@ -458,6 +462,7 @@ impl Operations {
         self.log.record(Event {
             at_unix_ms: now,
             actor: caller.actor(),
+            role: caller.role.clone(),
             kind: EventKind::Operator(OperatorAction::Undrained {
                 pop: cmd.pop.clone(),
                 reason: cmd.reason.clone(),
@@ -506,6 +511,7 @@ impl Operations {
             self.log.record(Event {
                 at_unix_ms: self.clock.now_ms(),
                 actor: caller.actor(),
+                role: caller.role.clone(),
                 kind: EventKind::Operator(OperatorAction::TopologyApplied {
                     revision: outcome.revision,
                     reason: cmd.reason,
@@ -558,6 +564,7 @@ impl Operations {
         self.log.record(Event {
             at_unix_ms: now,
             actor: caller.actor(),
+            role: caller.role.clone(),
             kind: EventKind::Operator(OperatorAction::PlanRestored {
                 from: cmd.version,
                 version: published.version,
@@ -581,6 +588,7 @@ impl Operations {
             self.log.record(Event {
                 at_unix_ms: self.clock.now_ms(),
                 actor: caller.actor(),
+                role: caller.role.clone(),
                 kind: EventKind::Operator(OperatorAction::SteeringResumed { reason: cmd.reason }),
             });
         }

@@ -308,10 +308,9 @@ async fn client_certificates_carry_identity_and_role_and_bad_ones_are_refused() 
             .await
             .map(|r| r.into_inner().events)
             .unwrap_or_default();
-        if events
-            .iter()
-            .any(|e| e.kind == "refused" && e.actor == "operator:vera" && e.message.contains("Drain"))
-        {
+        if events.iter().any(|e| {
+            e.kind == "refused" && e.actor == "operator:vera" && e.role == "viewer" && e.message.contains("Drain")
+        }) {
             break;
         }
         assert!(
@@ -396,6 +395,30 @@ client_prefixes = ["10.1.0.0/16"]
     }
     let change = drained.unwrap().change.unwrap();
     assert_eq!(change.started_by, "operator:otto", "the leader acted for the operator");
+    // The stored event names the operator and the role the replica carried for them.
+    let mut q = pb::query_service_client::QueryServiceClient::new(to_leader.clone());
+    loop {
+        let events = q
+            .list_events(pb::ListEventsRequest {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .events;
+        if events
+            .iter()
+            .any(|e| e.kind == "drain" && e.actor == "operator:otto" && e.role == "operator")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "drain not stored with its role: {events:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let mut op_v =
         pb::operator_service_client::OperatorServiceClient::new(channel(&follower.endpoint, &ca, Some(&viewer)));

@@ -161,10 +161,10 @@ pub fn events(events: &[EventView]) -> String {
     let mut out = Lines::default();
     for e in events {
         let at = e.at.as_deref().unwrap_or("-");
-        let by = if e.actor.is_empty() {
-            String::new()
-        } else {
-            format!(" by {}", e.actor)
+        let by = match (e.actor.is_empty(), e.role.is_empty()) {
+            (true, _) => String::new(),
+            (false, true) => format!(" by {}", e.actor),
+            (false, false) => format!(" by {} ({})", e.actor, e.role),
         };
         out.line(format_args!("#{} {at} [{}]{by} {}", e.id, e.kind, e.message));
         for line in &e.evidence {

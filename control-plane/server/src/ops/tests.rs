@@ -103,6 +103,7 @@ async fn fixture() -> Fixture {
         intents: intents_tx,
         alice: Caller {
             identity: Identity::new("alice@ops-1").unwrap(),
+            role: Some("operator".into()),
         },
     }
 }
@@ -427,6 +428,7 @@ async fn two_concurrent_drains_that_together_break_capacity_exactly_one_lands() 
     let f = three_pop_fixture().await;
     let bob = Caller {
         identity: Identity::new("bob@ops-2").unwrap(),
+        role: Some("operator".into()),
     };
     let (a, b) = tokio::join!(
         f.ops.drain(&f.alice, &f.fence, drain("fra1", false)),
