@@ -330,8 +330,14 @@ impl From<pb::Event> for EventView {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlanView {
     pub anycast: Vec<AnycastView>,
+    /// The plan's content hash: the same epoch and version with another hash is
+    /// other content.
+    pub content_hash: String,
     pub created_at_unix_ms: Option<i64>,
     pub dns_ttl_seconds: u32,
+    /// The store's epoch: versions compare only within one epoch (a restored store
+    /// starts a new one).
+    pub epoch: String,
     /// Guardrails that fired while computing it, each naming its rule.
     pub guardrails: Vec<String>,
     pub pops: Vec<PopPlanView>,
@@ -395,8 +401,10 @@ impl From<pb::SteeringPlan> for PlanView {
                     prepend_count: a.prepend_count,
                 })
                 .collect(),
+            content_hash: p.content_hash,
             created_at_unix_ms: unix_ms(&p.created_at),
             dns_ttl_seconds: p.dns_ttl_seconds,
+            epoch: p.epoch,
             guardrails: p.guardrails,
             pops: p
                 .pops

@@ -186,6 +186,10 @@ pub fn plan(p: &PlanView) -> String {
         "plan v{} by {} (topology revision {}, DNS TTL {}s{restored})",
         p.version, p.published_by, p.topology_revision, p.dns_ttl_seconds
     ));
+    if !p.epoch.is_empty() {
+        let hash: String = p.content_hash.chars().take(16).collect();
+        out.line(format_args!("store epoch {}, content hash {hash}", p.epoch));
+    }
     let mut regions = table(["REGION", "POPS (weight)"]);
     for r in &p.regions {
         let pops: Vec<String> = r

@@ -224,10 +224,12 @@ fn events_json_is_the_legacy_shape_byte_for_byte() {
     let resp = fixtures::events();
     let legacy: Vec<Value> = resp.events.iter().map(legacy_event).collect();
     let view: Vec<EventView> = resp.events.into_iter().map(EventView::from).collect();
-    // Every legacy key keeps its value; `at` (RFC 3339) was added beside them.
+    // Every legacy key keeps its value; `at` (RFC 3339) and `role` were added beside
+    // them.
     let mut current = value(&view);
     for e in current.as_array_mut().unwrap() {
         e.as_object_mut().unwrap().remove("at");
+        e.as_object_mut().unwrap().remove("role");
     }
     assert_eq!(json_pretty(&current).unwrap(), json_pretty(&legacy).unwrap());
 }
@@ -249,6 +251,7 @@ fn events_json_keys_and_values() {
             "pop": "fra1",
             "region": "",
             "replica": "cp-a",
+            "role": "",
         })
     );
     assert_eq!(v[1]["at_unix_ms"], Value::Null);
@@ -264,10 +267,12 @@ fn events_json_keys_and_values() {
 fn plan_json_is_the_legacy_shape_byte_for_byte() {
     let plan = fixtures::plan();
     let legacy = legacy_plan(&plan);
-    assert_eq!(
-        json_pretty(&PlanView::from(plan)).unwrap(),
-        json_pretty(&legacy).unwrap()
-    );
+    // Every legacy key keeps its value; `epoch` and `content_hash` were added beside
+    // them.
+    let mut current = value(&PlanView::from(plan));
+    current.as_object_mut().unwrap().remove("epoch");
+    current.as_object_mut().unwrap().remove("content_hash");
+    assert_eq!(json_pretty(&current).unwrap(), json_pretty(&legacy).unwrap());
 }
 
 #[test]
@@ -277,8 +282,10 @@ fn plan_json_keys_and_values() {
         keys(&v),
         [
             "anycast",
+            "content_hash",
             "created_at_unix_ms",
             "dns_ttl_seconds",
+            "epoch",
             "guardrails",
             "pops",
             "published_by",
@@ -329,7 +336,7 @@ fn empty_plan_is_still_a_complete_document() {
     assert_eq!(v["regions"], json!([]));
     assert_eq!(v["pops"], json!([]));
     assert_eq!(v["anycast"], json!([]));
-    assert_eq!(keys(&v).len(), 11);
+    assert_eq!(keys(&v).len(), 13);
 }
 
 #[test]
@@ -340,7 +347,12 @@ fn what_if_json_is_the_legacy_shape_byte_for_byte() {
     };
     let legacy = json!({"plan": legacy_plan(&fixtures::plan()), "guardrails_fired": resp.guardrails_fired});
     let view = WhatIfView::from(resp);
-    assert_eq!(json_pretty(&view).unwrap(), json_pretty(&legacy).unwrap());
+    // `epoch` and `content_hash` were added beside the legacy keys.
+    let mut current = value(&view);
+    let plan = current["plan"].as_object_mut().unwrap();
+    plan.remove("epoch");
+    plan.remove("content_hash");
+    assert_eq!(json_pretty(&current).unwrap(), json_pretty(&legacy).unwrap());
     let v = value(&view);
     assert_eq!(keys(&v), ["guardrails_fired", "plan"]);
     assert_eq!(v["plan"]["version"], 12);
