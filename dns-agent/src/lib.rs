@@ -6,7 +6,11 @@
 //! regions' client prefixes, then PoPs chosen by weight. Everything else in the
 //! configured zones (SOA, NS, glue, TXT, NXDOMAIN/NODATA) comes from configuration.
 //! The agent never talks to etcd: it subscribes to any control-plane replica, and
-//! keeps serving its last good plan, cached on disk, when none is reachable.
+//! keeps serving its last good plan, cached on disk (on by default, see
+//! [`config::default_state_dir`]), when none is reachable. Abuse is bounded where it
+//! is cheap to bound: TCP connections per address and per-query deadlines
+//! ([`server`]), response rate limiting per client prefix over UDP (off by default),
+//! and ANY answered with one RRset (RFC 8482, in the core).
 //!
 //! Crates: the answering core is `meridian-dns-core` (wire codec, zones, plan
 //! validation, selection, the responder: no I/O) and the control-plane subscription
@@ -30,17 +34,21 @@ pub mod plans;
 pub mod server;
 pub mod status;
 
+use std::hash::BuildHasher;
 use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use meridian_dns_core::handler::Responder;
+use meridian_dns_core::rrl::RateLimiter;
 use meridian_edge_agent::{AgentKind, MetricNames};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Validated;
 use crate::plans::DnsPlans;
+use crate::server::TcpLimits;
 use crate::status::StatusBoard;
 
 /// The sockets the agent serves on, bound by the caller.
@@ -55,9 +63,12 @@ pub struct Listeners {
 pub async fn run(validated: Validated, listeners: Listeners, shutdown: CancellationToken) -> Result<(), String> {
     // The recorder must exist before the query path registers its metric handles.
     meridian_daemon::admin::metrics_handle()?;
+    let cache_dir = validated.plan_cache_dir().and_then(prepare_cache_dir);
+    ::metrics::gauge!(metrics::PLAN_CACHE_ENABLED).set(if cache_dir.is_some() { 1.0 } else { 0.0 });
+    let validated_credentials = validated.credentials;
     let cfg = validated.config;
     let responder = Arc::new(Responder::new(validated.zones, cfg.max_udp_payload));
-    let status = Arc::new(StatusBoard::new(cfg.state_dir.as_ref()));
+    let status = Arc::new(StatusBoard::new(cache_dir.as_ref()));
     if responder.zones().is_empty() {
         tracing::warn!("no zones configured: every query will be REFUSED");
     }
@@ -68,8 +79,9 @@ pub async fn run(validated: Validated, listeners: Listeners, shutdown: Cancellat
         connect_timeout: cfg.connect_timeout,
         reconnect_initial: cfg.reconnect_initial,
         reconnect_max: cfg.reconnect_max,
-        state_dir: cfg.state_dir.clone(),
+        state_dir: cache_dir,
         metrics: MetricNames::new(metrics::PREFIX),
+        credentials: validated_credentials,
     });
     let sink = Arc::new(DnsPlans {
         responder: responder.clone(),
@@ -87,19 +99,33 @@ pub async fn run(validated: Validated, listeners: Listeners, shutdown: Cancellat
         "admin-http",
         meridian_daemon::admin::serve(listeners.admin, status.subscribe(), shutdown.clone()),
     );
+    let rrl = cfg.rrl.enabled().then(|| {
+        tracing::info!(
+            responses_per_second = cfg.rrl.responses_per_second,
+            slip = cfg.rrl.slip,
+            ipv4_prefix_length = cfg.rrl.ipv4_prefix_length,
+            ipv6_prefix_length = cfg.rrl.ipv6_prefix_length,
+            table_size = cfg.rrl.table_size,
+            "response rate limiting on (UDP)"
+        );
+        // A per-process secret for the limiter's table, so clients cannot aim
+        // their prefixes at one bucket.
+        let seed = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+        RateLimiter::new(&cfg.rrl, seed)
+    });
     tasks.spawn(
         "dns-udp",
-        server::serve_udp(listeners.udp, threads, responder.clone(), shutdown.clone()),
+        server::serve_udp(listeners.udp, threads, responder.clone(), rrl, shutdown.clone()),
     );
+    let limits = TcpLimits {
+        max_connections: cfg.max_tcp_connections,
+        max_per_client: cfg.max_tcp_connections_per_client,
+        idle_timeout: cfg.tcp_idle_timeout,
+        write_timeout: cfg.tcp_write_timeout,
+    };
     tasks.spawn(
         "dns-tcp",
-        server::serve_tcp(
-            listeners.tcp,
-            responder.clone(),
-            cfg.max_tcp_connections,
-            cfg.tcp_idle_timeout,
-            shutdown.clone(),
-        ),
+        server::serve_tcp(listeners.tcp, responder.clone(), limits, shutdown.clone()),
     );
     tasks.spawn(
         "plan-follower",
@@ -107,6 +133,28 @@ pub async fn run(validated: Validated, listeners: Listeners, shutdown: Cancellat
     );
     tasks.spawn("plan-gauges", plan_gauges(responder, shutdown.clone()));
     tasks.run_until(shutdown, Duration::from_secs(5)).await
+}
+
+/// Creates the plan cache directory. One that cannot be created is a warning, not
+/// a failure: the agent serves without the cache (and says so on `/ready` while it
+/// has no plan, and in `meridian_dns_plan_cache_enabled`).
+pub fn prepare_cache_dir(dir: &Path) -> Option<PathBuf> {
+    match std::fs::create_dir_all(dir) {
+        Ok(()) => {
+            tracing::info!(state_dir = %dir.display(), "caching the last good plan here");
+            Some(dir.to_path_buf())
+        }
+        Err(e) => {
+            tracing::warn!(
+                state_dir = %dir.display(),
+                error = %e,
+                "cannot create the plan cache directory {}; running WITHOUT the last-good-plan cache \
+                 (set state_dir to a writable directory, or plan_cache = false to silence this)",
+                dir.display()
+            );
+            None
+        }
+    }
 }
 
 /// Keeps `meridian_dns_plan_version` and `meridian_dns_plan_age_seconds` current.

@@ -27,9 +27,14 @@ struct Args {
     /// Control-plane gRPC endpoints, comma-separated.
     #[arg(long, env = "MERIDIAN_CONTROL_PLANE", value_delimiter = ',')]
     control_plane: Option<Vec<String>>,
-    /// Directory for the cached last good plan.
+    /// Directory for the cached last good plan (default: `dns-agent-<agent id>` under
+    /// $STATE_DIRECTORY, else $XDG_STATE_HOME/meridian, else
+    /// ~/.local/state/meridian, else ./meridian-state).
     #[arg(long, env = "MERIDIAN_STATE_DIR")]
     state_dir: Option<std::path::PathBuf>,
+    /// Do not cache the last good plan on disk (`plan_cache = false`).
+    #[arg(long, env = "MERIDIAN_NO_PLAN_CACHE")]
+    no_plan_cache: bool,
 }
 
 fn main() -> ExitCode {
@@ -54,6 +59,9 @@ async fn real_main(args: Args) -> anyhow::Result<()> {
     }
     if let Some(v) = args.state_dir {
         cfg.state_dir = Some(v);
+    }
+    if args.no_plan_cache {
+        cfg.plan_cache = false;
     }
     let validated = cfg.validate(&origin)?;
     let Some(shutdown) = bootstrap::start(&args.common, &origin, &validated.config)? else {

@@ -35,3 +35,17 @@ pub const PLAN_NACKS: &str = "meridian_dns_plan_nacks_total";
 pub const CACHE_WRITE_FAILURES: &str = "meridian_dns_plan_cache_write_failures_total";
 /// TCP connections open.
 pub const TCP_CONNECTIONS: &str = "meridian_dns_tcp_connections";
+/// TCP connections closed for taking too long, by `phase`: `idle` (no query began
+/// within `tcp_idle_timeout`), `read` (a query began but did not arrive in full
+/// within it), `write` (an answer could not be written within `tcp_write_timeout`:
+/// the client does not read).
+pub const TCP_TIMEOUTS: &str = "meridian_dns_tcp_timeouts_total";
+/// TCP connections closed as soon as they were accepted, by `reason`: `per_client`
+/// (the client address already had `max_tcp_connections_per_client` open).
+pub const TCP_CONN_REFUSED: &str = "meridian_dns_tcp_conn_refused_total";
+/// UDP responses held back by response rate limiting, by `action`: `drop` (not
+/// sent) or `slip` (sent truncated, TC=1, without records).
+pub const RRL: &str = "meridian_dns_rrl_total";
+/// 1 while the last good plan is cached on disk, 0 when the cache is off or its
+/// directory could not be created.
+pub const PLAN_CACHE_ENABLED: &str = "meridian_dns_plan_cache_enabled";

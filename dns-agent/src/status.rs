@@ -53,7 +53,7 @@ impl StatusBoard {
     pub fn new(state_dir: Option<&PathBuf>) -> Self {
         let cache_note = match state_dir {
             Some(dir) => format!("no cached plan in {}", dir.display()),
-            None => "no state_dir configured, so no cached plan".to_string(),
+            None => "the plan cache is off, so no cached plan".to_string(),
         };
         let inner = Inner {
             plan: None,

@@ -239,8 +239,15 @@ impl Responder {
                 if any && picks.is_empty() {
                     picks = served.table.pick(m.region, Family::V6, answers, &mut rng);
                 }
-                if picks.is_empty() {
+                if picks.is_empty() && !any {
                     let mut o = reply.negative(out, zone, apex_offset, Rcode::NoError);
+                    o.region = Some(m.region);
+                    return o;
+                }
+                if picks.is_empty() {
+                    // ANY with no address to hand out: one of the name's static
+                    // RRsets, as for an unsteered name.
+                    let mut o = Self::minimal_any(reply, out, f);
                     o.region = Some(m.region);
                     return o;
                 }
@@ -265,16 +272,19 @@ impl Responder {
                 return o;
             }
         }
+        if any {
+            return Self::minimal_any(reply, out, f);
+        }
         let apex = Owner::Pointer(12 + apex_offset as u16);
         let mut w = reply.begin(out, Rcode::NoError, true);
         let mut answered = false;
-        if is_apex && (qtype == wire::TYPE_SOA || any) {
+        if is_apex && qtype == wire::TYPE_SOA {
             w.record(Section::Answer, apex, wire::TYPE_SOA, zone.soa_ttl, |o| {
                 o.extend_from_slice(&zone.soa_rdata)
             });
             answered = true;
         }
-        if is_apex && (qtype == wire::TYPE_NS || any) {
+        if is_apex && qtype == wire::TYPE_NS {
             for ns in &zone.ns {
                 w.record(Section::Answer, apex, wire::TYPE_NS, zone.ns_ttl, |o| {
                     o.extend_from_slice(ns)
@@ -289,7 +299,7 @@ impl Responder {
             }
             answered = true;
         }
-        for r in data.records.iter().filter(|r| any || r.rtype == qtype) {
+        for r in data.records.iter().filter(|r| r.rtype == qtype) {
             w.record(Section::Answer, Owner::Pointer(12), r.rtype, r.ttl, |o| {
                 o.extend_from_slice(&r.rdata)
             });
@@ -297,6 +307,33 @@ impl Responder {
         }
         if !answered {
             // The name exists but has no data of this type: NODATA.
+            w.record(Section::Authority, apex, wire::TYPE_SOA, zone.negative_ttl, |o| {
+                o.extend_from_slice(&zone.soa_rdata)
+            });
+        }
+        reply.finish(w, Rcode::NoError)
+    }
+
+    /// RFC 8482: a QTYPE=ANY query gets one RRset, never everything the name holds
+    /// (the full set is what makes ANY an amplifier). At the apex the SOA (one
+    /// record, and the NS set would bring its glue); elsewhere the name's first
+    /// static RRset; a name with no data is NODATA, as for any other type. Steered
+    /// names answer ANY with their A (else AAAA) RRset before getting here.
+    fn minimal_any(reply: &mut Reply<'_>, out: &mut Vec<u8>, f: &Found<'_>) -> Outcome {
+        let (zone, data) = (f.zone, f.data);
+        let apex = Owner::Pointer(12 + f.apex_offset as u16);
+        let mut w = reply.begin(out, Rcode::NoError, true);
+        if f.is_apex {
+            w.record(Section::Answer, apex, wire::TYPE_SOA, zone.soa_ttl, |o| {
+                o.extend_from_slice(&zone.soa_rdata)
+            });
+        } else if let Some(rtype) = data.records.first().map(|r| r.rtype) {
+            for r in data.records.iter().filter(|r| r.rtype == rtype) {
+                w.record(Section::Answer, Owner::Pointer(12), r.rtype, r.ttl, |o| {
+                    o.extend_from_slice(&r.rdata)
+                });
+            }
+        } else {
             w.record(Section::Authority, apex, wire::TYPE_SOA, zone.negative_ttl, |o| {
                 o.extend_from_slice(&zone.soa_rdata)
             });

@@ -6,7 +6,8 @@
 //! [`zone_config`] (the authoritative data from configuration), [`plan`] (the plan
 //! as received, [`plan::PlanSnapshot`], and its validation), [`select`] (region by
 //! longest-prefix match, PoPs by weight), [`handler`] ([`handler::Responder`]: bytes
-//! in, bytes out, the plan behind `arc-swap`), [`metrics`] (the query path's
+//! in, bytes out, the plan behind `arc-swap`), [`rrl`] (response rate limiting per
+//! client prefix: the decision, with time passed in), [`metrics`] (the query path's
 //! pre-registered counters).
 //!
 //! Main decision: the whole request path is one pure function over an immutable plan
@@ -26,6 +27,7 @@
 pub mod handler;
 pub mod metrics;
 pub mod plan;
+pub mod rrl;
 pub mod select;
 pub mod wire;
 pub mod zone_config;

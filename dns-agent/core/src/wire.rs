@@ -449,6 +449,28 @@ impl<'o> ResponseWriter<'o> {
     }
 }
 
+/// Cuts a response we wrote down to what an RRL slip sends: the header (TC set, no
+/// records counted) and the question; the records and the OPT record go. A response
+/// without a readable question keeps only its header. Returns `false`, changing
+/// nothing, when `response` is shorter than a header.
+pub fn truncate_response(response: &mut Vec<u8>) -> bool {
+    if response.len() < 12 {
+        return false;
+    }
+    let question_end = match be16(response, 4) {
+        1 => name_end(response, 12, false)
+            .map(|end| end + 4)
+            .filter(|&end| end <= response.len()),
+        _ => None,
+    };
+    let keep = question_end.unwrap_or(12);
+    response.truncate(keep);
+    response[2] |= 0x02;
+    let qdcount = u8::from(question_end.is_some());
+    response[4..12].copy_from_slice(&[0, qdcount, 0, 0, 0, 0, 0, 0]);
+    true
+}
+
 /// Writes SOA RDATA: two names then five 32-bit values.
 pub fn soa_rdata(mname: &[u8], rname: &[u8], values: [u32; 5]) -> Vec<u8> {
     let mut out = Vec::with_capacity(mname.len() + rname.len() + 20);

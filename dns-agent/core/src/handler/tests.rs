@@ -39,6 +39,26 @@ value = "127.0.0.53"
 name = "txt.deep"
 type = "TXT"
 value = "hello"
+
+[[zones.records]]
+name = "multi"
+type = "TXT"
+value = "first"
+
+[[zones.records]]
+name = "multi"
+type = "A"
+value = "192.0.2.50"
+
+[[zones.records]]
+name = "multi"
+type = "TXT"
+value = "second"
+
+[[zones.records]]
+name = "multi"
+type = "AAAA"
+value = "2001:db8::50"
 "#;
 
 /// The agent's config file, of which the core reads the zones.
@@ -308,6 +328,83 @@ fn the_question_is_echoed_with_its_case() {
     let (raw, m) = ask_raw(&r, &q, "10.2.0.1", Transport::Udp).unwrap();
     assert_eq!(addrs(&m), vec![ip("192.0.2.3")]);
     assert!(raw.windows(3).any(|w| w == b"WwW"));
+}
+
+/// The record types in the answer section.
+fn answer_types(m: &Message) -> Vec<RecordType> {
+    let mut t: Vec<RecordType> = m.answers.iter().map(|r| r.record_type()).collect();
+    t.dedup();
+    t
+}
+
+#[test]
+fn any_is_answered_with_one_rrset_only() {
+    // RFC 8482: one RRset, never the whole name; over TCP too.
+    let r = responder(true);
+    for t in [Transport::Udp, Transport::Tcp] {
+        let ask_any = |name: &str, src: &str| {
+            let q = query(name, RecordType::ANY, None).to_vec().unwrap();
+            ask_raw(&r, &q, src, t).unwrap().1
+        };
+        // The apex holds SOA and NS (with glue): only the SOA.
+        let m = ask_any("example.net.", "127.0.0.1");
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(answer_types(&m), vec![RecordType::SOA], "{t:?}");
+        assert_eq!(m.answers.len(), 1);
+        assert!(
+            m.additionals.is_empty() && m.authorities.is_empty(),
+            "no NS glue: {m:?}"
+        );
+        // Two TXT, an A and an AAAA: the first RRset (both TXT records), nothing else.
+        let m = ask_any("multi.example.net.", "127.0.0.1");
+        assert_eq!(answer_types(&m), vec![RecordType::TXT], "{t:?}");
+        assert_eq!(m.answers.len(), 2);
+        // A steered name: its A RRset from the plan.
+        let m = ask_any("www.example.net.", "10.2.3.4");
+        assert_eq!(addrs(&m), vec![ip("192.0.2.3")]);
+        assert_eq!(answer_types(&m), vec![RecordType::A]);
+        // An empty non-terminal: NODATA.
+        let m = ask_any("deep.example.net.", "127.0.0.1");
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.answers.is_empty());
+        assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
+        // A name that does not exist: NXDOMAIN.
+        let m = ask_any("nope.example.net.", "127.0.0.1");
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    }
+    // Every other type still gets all of its RRset.
+    let m = ask(&r, &query("multi.example.net.", RecordType::TXT, None), "127.0.0.1");
+    assert_eq!(m.answers.len(), 2);
+    let m = ask(&r, &query("multi.example.net.", RecordType::AAAA, None), "127.0.0.1");
+    assert_eq!(answer_types(&m), vec![RecordType::AAAA]);
+}
+
+#[test]
+fn an_rrl_slip_keeps_the_question_and_sets_tc_without_records() {
+    let r = responder(true);
+    let q = query("www.example.net.", RecordType::A, Some(("10.1.2.0", 24)));
+    let (mut raw, full) = ask_raw(&r, &q.to_vec().unwrap(), "127.0.0.1", Transport::Udp).unwrap();
+    assert!(!full.answers.is_empty() && full.edns.is_some());
+    assert!(wire::truncate_response(&mut raw));
+    let m = Message::from_vec(&raw).unwrap();
+    assert!(m.metadata.truncation);
+    assert_eq!(m.metadata.id, 4242);
+    assert_eq!(m.metadata.message_type, MessageType::Response);
+    assert_eq!(m.queries, full.queries);
+    assert!(m.answers.is_empty() && m.authorities.is_empty() && m.additionals.is_empty());
+    assert!(m.edns.is_none());
+    // An answer without a question (FORMERR to two questions) keeps its header only.
+    let mut two = q.to_vec().unwrap();
+    two[5] = 2;
+    let (mut raw, _) = ask_raw(&r, &two, "127.0.0.1", Transport::Udp).unwrap();
+    assert!(wire::truncate_response(&mut raw));
+    assert_eq!(raw.len(), 12);
+    let m = Message::from_vec(&raw).unwrap();
+    assert!(m.metadata.truncation && m.queries.is_empty());
+    assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+    let mut short = vec![1, 2, 3];
+    assert!(!wire::truncate_response(&mut short));
+    assert_eq!(short, vec![1, 2, 3]);
 }
 
 /// Valid queries the fuzzer mutates.
