@@ -356,3 +356,65 @@ pub fn peer_certificate(extensions: &http::Extensions) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests;
+
+/// A rustls server configuration for a plain (non-gRPC) listener, such as the admin
+/// HTTP port, from the same files as [`ServerTls`]: client certificates are
+/// verified against `client_ca` when presented, and optional unless
+/// `require_client_cert`.
+pub fn rustls_server_config(tls: &ServerTls) -> Result<std::sync::Arc<rustls::ServerConfig>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    tls.check("tls")?;
+    let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
+        return Err(TlsError::setting("tls.cert", "TLS needs `cert` and `key`"));
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|_| TlsError::NotPem {
+            what: "certificate",
+            path: cert.clone(),
+            expected: "CERTIFICATE",
+        })?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|_| TlsError::NotPem {
+        what: "key",
+        path: key.clone(),
+        expected: "PRIVATE KEY",
+    })?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::setting("tls", e.to_string()))?;
+    let builder = match &tls.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let cas = CertificateDer::pem_file_iter(ca)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|_| TlsError::NotPem {
+                    what: "client CA",
+                    path: ca.clone(),
+                    expected: "CERTIFICATE",
+                })?;
+            for c in cas {
+                roots
+                    .add(c)
+                    .map_err(|e| TlsError::setting("tls.client_ca", e.to_string()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider);
+            let verifier = if tls.require_client_cert {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            let verifier = verifier
+                .build()
+                .map_err(|e| TlsError::setting("tls.client_ca", e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::setting("tls.key", format!("the key does not fit the certificate: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(std::sync::Arc::new(config))
+}

@@ -309,6 +309,33 @@ pub enum AuthMode {
     Enforce,
 }
 
+/// The admin port's check: a viewer credential (or better) — a bearer token from
+/// `credentials`, else an mTLS client certificate with an operator role — on every
+/// request; 401 without one, 403 for the fleet's identities.
+pub fn admin_check(credentials: Arc<Credentials>) -> Arc<meridian_daemon::admin::AdminCheck> {
+    Arc::new(move |authorization: Option<&str>, certificate: Option<&[u8]>| {
+        let principal = match credentials.lookup(authorization) {
+            Ok(Some(p)) => Some(p.clone()),
+            Ok(None) => certificate.and_then(|der| {
+                meridian_tls::peer_identity(der)
+                    .ok()
+                    .and_then(|peer| Principal::from_certificate(&peer).ok())
+            }),
+            Err(UnknownCredential) => {
+                return Err((401, "the bearer token is not known to this control plane".to_string()))
+            }
+        };
+        match principal {
+            Some(Principal::Operator { .. }) => Ok(()),
+            Some(other) => Err((403, format!("{other} may not read the admin port: it needs role viewer or higher"))),
+            None => Err((
+                401,
+                "the admin port needs a viewer credential: a client certificate from the cluster's CA (O = viewer or higher) or `Authorization: Bearer <token>`".to_string(),
+            )),
+        }
+    })
+}
+
 /// The identity of the bootstrap admin credential.
 pub const BOOTSTRAP_ADMIN: &str = "bootstrap-admin";
 

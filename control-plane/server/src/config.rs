@@ -23,6 +23,8 @@ pub struct ControlPlaneConfig {
     pub advertise_addr: Option<String>,
     /// Admin HTTP listener (/metrics, /live, /ready).
     pub admin_addr: SocketAddr,
+    /// Who may read the admin port: `[admin] open_on_loopback`.
+    pub admin: AdminSettings,
     /// TLS for the gRPC API: `cert` and `key` this replica presents and, for mutual
     /// TLS, `client_ca` that client certificates (operators, probers, agents, other
     /// replicas) chain to. Replicas also verify each other against `client_ca` when a
@@ -76,6 +78,7 @@ impl Default for ControlPlaneConfig {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 7400)),
             advertise_addr: None,
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 7401)),
+            admin: AdminSettings::default(),
             tls: meridian_tls::ServerTls::default(),
             insecure_plaintext: false,
             store: StoreConfig::default(),
@@ -86,6 +89,23 @@ impl Default for ControlPlaneConfig {
             shutdown_grace: Duration::from_secs(10),
             probers: Vec::new(),
         }
+    }
+}
+
+/// The admin port's access.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// On a loopback `admin_addr`, serve /metrics, /live and /ready in plaintext to
+    /// anyone on the machine (scrapers, health checks). Otherwise — beyond loopback,
+    /// or with this off — the port serves TLS with the gRPC API's `[tls]` files and
+    /// every request needs a viewer credential (client certificate or bearer token).
+    pub open_on_loopback: bool,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self { open_on_loopback: true }
     }
 }
 
@@ -237,6 +257,10 @@ pub struct Validated {
     /// How a follower reaches the leader when it forwards a mutation: the cluster CA
     /// and this replica's own certificate (`None`: plaintext).
     pub forward_tls: Option<tonic::transport::ClientTlsConfig>,
+    /// TLS for the admin port (`None`: plaintext).
+    pub admin_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// Whether every admin request needs a viewer credential.
+    pub admin_checked: bool,
     pub config: ControlPlaneConfig,
 }
 
@@ -446,6 +470,26 @@ impl ControlPlaneConfig {
             && self.auth.operators.is_empty()
             && self.tls.client_ca.is_none())
         .then(|| self.store.data_dir.join("bootstrap-admin.token"));
+        // The admin port: open plaintext on loopback (by default); otherwise TLS with
+        // the API's files and a viewer credential on every request.
+        let admin_open = self.admin.open_on_loopback && self.admin_addr.ip().is_loopback();
+        let (admin_tls, admin_checked) = if admin_open {
+            (None, false)
+        } else if server_tls.is_some() {
+            let config = meridian_tls::rustls_server_config(&self.tls).map_err(tls_error)?;
+            (Some(config), self.auth.mode == crate::authz::AuthMode::Enforce)
+        } else if self.insecure_plaintext {
+            (None, self.auth.mode == crate::authz::AuthMode::Enforce)
+        } else {
+            return Err(ConfigError::invalid(
+                origin,
+                "admin_addr",
+                format!(
+                    "refusing to serve the admin port on {} without TLS (it is beyond loopback, or admin.open_on_loopback = false): set [tls] cert and key, or pass --insecure-plaintext",
+                    self.admin_addr
+                ),
+            ));
+        };
         let scheme = if server_tls.is_some() { "https" } else { "http" };
         let advertise_addr = self
             .advertise_addr
@@ -463,6 +507,8 @@ impl ControlPlaneConfig {
             bootstrap_admin,
             server_tls,
             forward_tls,
+            admin_tls,
+            admin_checked,
             config: self,
         })
     }

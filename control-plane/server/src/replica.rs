@@ -301,7 +301,17 @@ pub async fn run_with_store(
     );
     tasks.spawn(
         "admin-http",
-        meridian_daemon::admin::serve(admin_listener, ready, shutdown.clone()),
+        meridian_daemon::admin::serve_with(
+            admin_listener,
+            ready,
+            shutdown.clone(),
+            meridian_daemon::admin::AdminAccess {
+                tls: cfg.admin_tls.clone(),
+                check: cfg
+                    .admin_checked
+                    .then(|| crate::authz::admin_check(cfg.credentials.clone())),
+            },
+        ),
     );
     tasks.spawn(
         "grpc",

@@ -449,7 +449,92 @@ fn plaintext_beyond_loopback_is_refused_unless_insecure_is_explicit() {
     assert!(insecure.validate("cp.toml").is_ok());
     let loopback: ControlPlaneConfig = toml::from_str("grpc_addr = \"127.0.0.1:7400\"\n").unwrap();
     assert!(loopback.validate("cp.toml").is_ok());
+    // The admin port beyond loopback needs TLS too.
+    let admin: ControlPlaneConfig = toml::from_str("admin_addr = \"0.0.0.0:7401\"\n").unwrap();
+    let err = admin.validate("cp.toml").unwrap_err().to_string();
+    assert!(
+        err.contains("admin_addr") && err.contains("--insecure-plaintext"),
+        "{err}"
+    );
     // Half a TLS configuration names the missing key.
     let half: ControlPlaneConfig = toml::from_str("[tls]\ncert = \"/x.pem\"\n").unwrap();
     assert!(half.validate("cp.toml").unwrap_err().to_string().contains("tls.key"));
+}
+
+/// With `[admin] open_on_loopback = false` the admin port serves TLS with the API's
+/// certificate and wants a viewer credential on every request: a viewer's
+/// certificate reads /metrics, no certificate is 401, a prober's is 403, and
+/// plaintext HTTP gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_admin_port_serves_tls_and_wants_a_viewer_credential() {
+    let pki = Pki::new();
+    let mut cfg = replica_config(&pki, "cp-1");
+    cfg.admin.open_on_loopback = false;
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    cfg.admin_addr = admin_addr;
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    cfg.grpc_addr = grpc.local_addr().unwrap();
+    let validated = cfg.validate("test").unwrap();
+    assert!(validated.admin_tls.is_some() && validated.admin_checked);
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+    let shutdown = CancellationToken::new();
+    let s = shutdown.clone();
+    let task = tokio::spawn(async move {
+        meridian_control_plane::run_with_store(validated, store, grpc, admin, s)
+            .await
+            .unwrap();
+    });
+
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.ca_pem()).unwrap()).unwrap();
+    let client = |who: Option<&(PathBuf, PathBuf)>| {
+        let mut b = reqwest::Client::builder()
+            .add_root_certificate(ca.clone())
+            .timeout(Duration::from_secs(10));
+        if let Some((cert, key)) = who {
+            let mut pem = std::fs::read(cert).unwrap();
+            pem.extend(std::fs::read(key).unwrap());
+            b = b.identity(reqwest::Identity::from_pem(&pem).unwrap());
+        }
+        b.build().unwrap()
+    };
+    let url = format!("https://127.0.0.1:{}/metrics", admin_addr.port());
+    let viewer = pki.client("vera", "vera", Some("viewer"), None);
+    let prober = pki.client("p-eu", "p-eu-1", Some("prober"), Some("eu-west"));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let page = loop {
+        match client(Some(&viewer)).get(&url).send().await {
+            Ok(r) => {
+                assert_eq!(r.status(), 200);
+                break r.text().await.unwrap();
+            }
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < deadline, "admin port never answered: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert!(page.contains("meridian_"), "{page}");
+
+    let anonymous = client(None).get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert!(anonymous.text().await.unwrap().contains("viewer credential"));
+    let fleet = client(Some(&prober)).get(&url).send().await.unwrap();
+    assert_eq!(fleet.status(), 403);
+
+    let plain = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{}/metrics", admin_addr.port()))
+        .send()
+        .await;
+    assert!(
+        plain.map(|r| !r.status().is_success()).unwrap_or(true),
+        "plaintext must not read the metrics"
+    );
+
+    shutdown.cancel();
+    task.await.unwrap();
 }
