@@ -306,6 +306,28 @@ impl ClientTlsFlags {
     }
 }
 
+/// Why a TLS handshake failed, as a short fixed label (for metrics), and whether it
+/// was about the client's certificate (worth an audit record) rather than noise.
+pub fn handshake_failure(err: &std::io::Error) -> (&'static str, bool) {
+    use rustls::{CertificateError, Error};
+    let Some(tls) = err.get_ref().and_then(|e| e.downcast_ref::<Error>()) else {
+        return ("io", false);
+    };
+    match tls {
+        Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
+            ("expired", true)
+        }
+        Error::InvalidCertificate(CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. }) => {
+            ("not_yet_valid", true)
+        }
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => ("unknown_ca", true),
+        Error::InvalidCertificate(CertificateError::Revoked) => ("revoked", true),
+        Error::InvalidCertificate(_) => ("bad_certificate", true),
+        Error::NoCertificatesPresented => ("no_certificate", true),
+        _ => ("handshake", false),
+    }
+}
+
 /// Who an mTLS peer certificate says it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerIdentity {
@@ -357,11 +379,12 @@ pub fn peer_certificate(extensions: &http::Extensions) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests;
 
-/// A rustls server configuration for a plain (non-gRPC) listener, such as the admin
-/// HTTP port, from the same files as [`ServerTls`]: client certificates are
-/// verified against `client_ca` when presented, and optional unless
-/// `require_client_cert`.
-pub fn rustls_server_config(tls: &ServerTls) -> Result<std::sync::Arc<rustls::ServerConfig>, TlsError> {
+/// A rustls server configuration from [`ServerTls`]'s files, offering `alpn`
+/// (`h2` for gRPC, `http/1.1` for the admin port): client certificates are verified
+/// against `client_ca` when presented, and optional unless `require_client_cert`.
+/// Servers that accept TLS themselves (rather than inside tonic) can count and
+/// explain failed handshakes.
+pub fn rustls_server_config(tls: &ServerTls, alpn: &[&[u8]]) -> Result<std::sync::Arc<rustls::ServerConfig>, TlsError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     tls.check("tls")?;
@@ -415,6 +438,6 @@ pub fn rustls_server_config(tls: &ServerTls) -> Result<std::sync::Arc<rustls::Se
     let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::setting("tls.key", format!("the key does not fit the certificate: {e}")))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(std::sync::Arc::new(config))
 }

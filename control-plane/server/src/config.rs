@@ -253,7 +253,7 @@ pub struct Validated {
     /// operator credential and no client CA are configured.
     pub bootstrap_admin: Option<PathBuf>,
     /// The gRPC server's TLS, loaded (`None`: plaintext).
-    pub server_tls: Option<tonic::transport::ServerTlsConfig>,
+    pub server_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// How a follower reaches the leader when it forwards a mutation: the cluster CA
     /// and this replica's own certificate (`None`: plaintext).
     pub forward_tls: Option<tonic::transport::ClientTlsConfig>,
@@ -444,7 +444,12 @@ impl ControlPlaneConfig {
             meridian_tls::TlsError::Setting { field, message } => ConfigError::invalid(origin, &field, message),
             other => ConfigError::invalid(origin, "tls", other.to_string()),
         };
-        let server_tls = self.tls.load().map_err(tls_error)?;
+        let server_tls = if self.tls.enabled() {
+            Some(meridian_tls::rustls_server_config(&self.tls, &[b"h2"]).map_err(tls_error)?)
+        } else {
+            self.tls.check("tls").map_err(tls_error)?;
+            None
+        };
         if server_tls.is_none() && !self.grpc_addr.ip().is_loopback() && !self.insecure_plaintext {
             return Err(ConfigError::invalid(
                 origin,
@@ -476,7 +481,7 @@ impl ControlPlaneConfig {
         let (admin_tls, admin_checked) = if admin_open {
             (None, false)
         } else if server_tls.is_some() {
-            let config = meridian_tls::rustls_server_config(&self.tls).map_err(tls_error)?;
+            let config = meridian_tls::rustls_server_config(&self.tls, &[b"http/1.1"]).map_err(tls_error)?;
             (Some(config), self.auth.mode == crate::authz::AuthMode::Enforce)
         } else if self.insecure_plaintext {
             (None, self.auth.mode == crate::authz::AuthMode::Enforce)

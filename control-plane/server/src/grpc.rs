@@ -38,7 +38,7 @@ fn unimplemented(what: &str, area: &str) -> Status {
 pub(crate) async fn serve(
     ctx: ReplicaContext,
     authz: crate::authz::AuthzLayer,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     health_service: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
     listener: TcpListener,
     shutdown: CancellationToken,
@@ -53,14 +53,10 @@ pub(crate) async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| format!("cannot build the reflection service: {e}"))?;
-    let mut server = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        server = server
-            .tls_config(tls)
-            .map_err(|e| format!("cannot configure TLS on the gRPC server: {e}"))?;
-    }
+    let server = tonic::transport::Server::builder();
     let max = ctx.limits.max_message_bytes;
-    server
+    let audit = ctx.ops.log.clone();
+    let router = server
         // Bounds first (unary pool and deadline, timing), then every RPC is checked
         // against `authz::RPC_ACCESS` before any handler runs.
         .layer(crate::limits::LimitsLayer::new(&ctx.limits))
@@ -95,10 +91,90 @@ pub(crate) async fn serve(
                 streams: ctx.agent_streams.clone(),
             })
             .max_decoding_message_size(max),
-        )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
-        .await
-        .map_err(|e| format!("gRPC server failed: {e}"))
+        );
+    let served = match tls {
+        None => {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+                .await
+        }
+        Some(config) => {
+            let incoming = tls_incoming(listener, config, audit, shutdown.clone());
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await
+        }
+    };
+    served.map_err(|e| format!("gRPC server failed: {e}"))
+}
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS connections accepted here rather than inside tonic, so that a failed
+/// handshake — an expired certificate, one from another CA, none where one is
+/// required — is counted by reason (`meridian_control_plane_tls_handshake_failures_total`)
+/// and, when it is about the client's certificate, recorded as a `refused` event;
+/// each handshake runs on its own task, so a slow client holds up nobody.
+fn tls_incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    audit: Arc<crate::events::EventLog>,
+    shutdown: CancellationToken,
+) -> impl futures::Stream<Item = Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "gRPC listener: accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, tx, audit) = (acceptor.clone(), tx.clone(), audit.clone());
+            tokio::spawn(async move {
+                let failure = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        let (reason, about_certificate) = meridian_tls::handshake_failure(&e);
+                        (reason, about_certificate, e.to_string())
+                    }
+                    Err(_) => (
+                        "timeout",
+                        false,
+                        format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}"),
+                    ),
+                };
+                let (reason, about_certificate, detail) = failure;
+                metrics::counter!("meridian_control_plane_tls_handshake_failures_total", "reason" => reason)
+                    .increment(1);
+                tracing::debug!(%peer, reason, error = %detail, "TLS handshake failed");
+                if about_certificate {
+                    audit.record(meridian_engine::Event {
+                        at_unix_ms: crate::convert::now_ms(),
+                        actor: meridian_core::Actor::Operator(Identity::anonymous()),
+                        role: None,
+                        kind: meridian_engine::EventKind::Refused {
+                            rpc: "TLS handshake".into(),
+                            target: None,
+                            reason: format!("client certificate from {peer} refused ({reason}): {detail}"),
+                        },
+                    });
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 struct QueryApi {
