@@ -94,8 +94,16 @@ pub(crate) async fn serve(
         );
     let served = match tls {
         None => {
+            // Small acks and results must not wait for Nagle (TLS connections set it
+            // in `tls_incoming`).
+            use futures::StreamExt;
+            let incoming = TcpListenerStream::new(listener).map(|conn| {
+                conn.inspect(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                })
+            });
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
                 .await
         }
         Some(config) => {
