@@ -9,6 +9,8 @@
 //! - [`publish`]: the one function that decides whether a new plan is worth
 //!   publishing over the one in force.
 //! - [`intents`]: operator intents (drains, the plan pin) decoded from the store.
+//! - [`change`]: staged, reversible changes (issue [8]): the change record and its
+//!   pure state machine (`advance`, `pause`, `resume`, `rollback`, `revert`).
 //! - [`events`]: the typed event vocabulary (verdicts, suspect regions, plans,
 //!   guardrails, slow start, operator actions with their actor).
 //!
@@ -18,6 +20,7 @@
 //! this logic in the server crate next to tokio, where it read the wall clock and ran
 //! under the health view's mutex.
 
+pub mod change;
 pub mod driver;
 pub mod events;
 pub mod intents;

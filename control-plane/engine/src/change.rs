@@ -1,0 +1,594 @@
+//! Staged, reversible changes (issue [8]): the change record and its state machine,
+//! pure. The leader's change driver loads each active record, calls [`advance`]
+//! with what it observed (the time, which plan the agents ACKed, the analysis of
+//! the step), performs the [`Effect`] it is given (write the step's intent,
+//! restore the intents from before the change) and stores the new record with a
+//! compare-and-set fenced by its leadership. Operator commands ([`pause`],
+//! [`resume`], [`rollback`], [`revert`]) are pure functions of the record too.
+//!
+//! States: `Pending → Progressing(step i: Apply → AwaitAcks → Bake → Analyse) ⇄
+//! Paused → Completed`; any active state `→ RollingBack → RolledBack`;
+//! `Completed → Reverted` within the revert window. Every transition is appended to
+//! the record's history with its time and why.
+//!
+//! Decision: the phase *and its deadline* are stored (`Bake { until_ms }`, not "bake
+//! started"), so a new leader resumes a step exactly where the old one was — a bake
+//! is neither restarted nor skipped — and applying a step is idempotent (it writes
+//! the step's target weight, not a delta), so a leader that died between writing
+//! the intent and storing the record makes its successor write the same value
+//! again. Missing data is never a pass: an analysis without a verdict, or agents
+//! that did not ACK in time, is *inconclusive*, which pauses.
+
+use serde::{Deserialize, Serialize};
+
+/// What a change does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Drain,
+    Undrain,
+    SetCapacity,
+    WeightOverride,
+    TopologyApply,
+    PlanRestore,
+    AutoFailover,
+    AutoFailback,
+}
+
+/// One rung of a ladder: the share of its normal weight the target keeps, held for
+/// `bake_ms` once every agent has the plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// 0–100: 100 is untouched, 0 fully drained.
+    pub weight_percent: u8,
+    pub bake_ms: u64,
+}
+
+/// Where a step is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    /// The step's intent is to be written.
+    Apply,
+    /// Written; waiting until every connected agent ACKs a plan at least this new.
+    AwaitAcks { since_ms: u64 },
+    /// Every agent has it; holding until `until_ms`.
+    Bake { until_ms: u64 },
+    /// Bake over: the analysis decides.
+    Analyse,
+}
+
+/// A change's state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ChangeState {
+    Pending,
+    Progressing {
+        step: usize,
+        #[serde(flatten)]
+        phase: Phase,
+    },
+    Paused {
+        step: usize,
+        reason: String,
+    },
+    Completed {
+        at_ms: u64,
+    },
+    RollingBack {
+        reason: String,
+    },
+    RolledBack {
+        at_ms: u64,
+    },
+    Reverted {
+        at_ms: u64,
+    },
+}
+
+impl ChangeState {
+    /// Not finished: the change still holds its target.
+    pub fn is_active(&self) -> bool {
+        matches!(
+            self,
+            ChangeState::Pending
+                | ChangeState::Progressing { .. }
+                | ChangeState::Paused { .. }
+                | ChangeState::RollingBack { .. }
+        )
+    }
+
+    /// The short name (`pending`, `progressing`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ChangeState::Pending => "pending",
+            ChangeState::Progressing { .. } => "progressing",
+            ChangeState::Paused { .. } => "paused",
+            ChangeState::Completed { .. } => "completed",
+            ChangeState::RollingBack { .. } => "rolling_back",
+            ChangeState::RolledBack { .. } => "rolled_back",
+            ChangeState::Reverted { .. } => "reverted",
+        }
+    }
+}
+
+/// One transition, kept in the record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    pub at_ms: u64,
+    pub from: String,
+    pub to: String,
+    pub why: String,
+}
+
+/// A change, as stored under `<root>/changes/<id>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeRecord {
+    pub id: String,
+    pub kind: ChangeKind,
+    /// The PoP (or `topology`) the change holds.
+    pub target: String,
+    /// Only this client region, when the change is per region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The authenticated identity, or the rule for automatic changes.
+    pub started_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    pub reason: String,
+    pub steps: Vec<Step>,
+    pub state: ChangeState,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    pub history: Vec<Transition>,
+}
+
+/// What the driver must do before storing the new record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// Write the step's intent: the target keeps `weight_percent` of its weight.
+    SetWeight { step: usize, weight_percent: u8 },
+    /// Put back the intents from before the change (steering then computes from
+    /// them with today's health: a PoP that died meanwhile stays out).
+    RestoreBefore,
+}
+
+/// One analysis check's verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Check {
+    Pass,
+    Fail(String),
+    /// Not enough data to say: never a pass.
+    Inconclusive(String),
+}
+
+/// Whether a failed analysis rolls back or pauses (per change kind, by policy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFail {
+    RollBack,
+    Pause,
+}
+
+/// The driver's policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChangePolicy {
+    pub on_fail: OnFail,
+    /// How long agents may take to ACK a step's plan before the step is paused.
+    pub ack_deadline_ms: u64,
+    /// How long after completion a change may still be reverted.
+    pub revert_window_ms: u64,
+}
+
+impl Default for ChangePolicy {
+    fn default() -> Self {
+        Self {
+            on_fail: OnFail::RollBack,
+            ack_deadline_ms: 30_000,
+            revert_window_ms: 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// What the driver observed this tick.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub now_ms: u64,
+    /// Every connected agent has ACKed a plan that includes the current step
+    /// (`None`: not known yet, e.g. the plan is not published).
+    pub acked: Option<bool>,
+    /// The agents that have not ACKed, to name them when the deadline passes.
+    pub missing_acks: Vec<String>,
+    /// The step's analysis, by check name (asked for only in `Analyse`).
+    pub analysis: Vec<(String, Check)>,
+}
+
+/// The outcome of [`advance`]: the record to store (when it changed) and the effect
+/// to carry out first.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Advance {
+    pub record: Option<ChangeRecord>,
+    pub effect: Option<Effect>,
+}
+
+/// Why an operator command was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    #[error("change {id} is {state}: {what}")]
+    WrongState {
+        id: String,
+        state: &'static str,
+        what: String,
+    },
+    #[error("change {id} completed {ago_s} s ago, past its revert window of {window_s} s: start a new change instead")]
+    RevertWindowPassed { id: String, ago_s: u64, window_s: u64 },
+    #[error("invalid ladder: {0}")]
+    InvalidSteps(String),
+}
+
+/// A drain ladder from `--steps` (percentages, each lower than the one before,
+/// ending at 0) and one bake for every rung; the default is 100 → 50 → 0, which
+/// the caller passes as `[50, 0]` (100 is where the PoP already is).
+pub fn ladder(percents: &[u8], bake_ms: u64) -> Result<Vec<Step>, ChangeError> {
+    if percents.is_empty() {
+        return Err(ChangeError::InvalidSteps("at least one step is needed".into()));
+    }
+    let mut prev = 101u16;
+    for p in percents {
+        if *p > 100 {
+            return Err(ChangeError::InvalidSteps(format!("{p} is not a percentage")));
+        }
+        if u16::from(*p) >= prev {
+            return Err(ChangeError::InvalidSteps(format!(
+                "steps must go down: {p} after {prev}"
+            )));
+        }
+        prev = u16::from(*p);
+    }
+    Ok(percents
+        .iter()
+        .filter(|p| **p < 100)
+        .map(|p| Step {
+            weight_percent: *p,
+            bake_ms,
+        })
+        .collect())
+}
+
+fn moved(record: &ChangeRecord, to: ChangeState, now_ms: u64, why: impl Into<String>) -> ChangeRecord {
+    let mut next = record.clone();
+    next.history.push(Transition {
+        at_ms: now_ms,
+        from: describe(&record.state),
+        to: describe(&to),
+        why: why.into(),
+    });
+    next.state = to;
+    next.updated_at_ms = now_ms;
+    next
+}
+
+/// A state in words, for the history.
+pub fn describe(state: &ChangeState) -> String {
+    match state {
+        ChangeState::Progressing { step, phase } => {
+            let phase = match phase {
+                Phase::Apply => "apply",
+                Phase::AwaitAcks { .. } => "await ACKs",
+                Phase::Bake { .. } => "bake",
+                Phase::Analyse => "analyse",
+            };
+            format!("progressing step {} ({phase})", step + 1)
+        }
+        ChangeState::Paused { step, .. } => format!("paused at step {}", step + 1),
+        other => other.name().to_string(),
+    }
+}
+
+/// One driver tick for an active change.
+pub fn advance(record: &ChangeRecord, obs: &Observed, policy: &ChangePolicy) -> Advance {
+    let now = obs.now_ms;
+    match &record.state {
+        ChangeState::Pending => {
+            if record.steps.is_empty() {
+                return Advance {
+                    record: Some(moved(
+                        record,
+                        ChangeState::Completed { at_ms: now },
+                        now,
+                        "nothing to do",
+                    )),
+                    effect: None,
+                };
+            }
+            Advance {
+                record: Some(moved(
+                    record,
+                    ChangeState::Progressing {
+                        step: 0,
+                        phase: Phase::Apply,
+                    },
+                    now,
+                    "started",
+                )),
+                effect: None,
+            }
+        }
+        ChangeState::Progressing { step, phase } => {
+            let step = *step;
+            let Some(rung) = record.steps.get(step) else {
+                return Advance {
+                    record: Some(moved(
+                        record,
+                        ChangeState::Paused {
+                            step,
+                            reason: format!("step {} does not exist in this change", step + 1),
+                        },
+                        now,
+                        "corrupt step index",
+                    )),
+                    effect: None,
+                };
+            };
+            match phase {
+                Phase::Apply => Advance {
+                    record: Some(moved(
+                        record,
+                        ChangeState::Progressing {
+                            step,
+                            phase: Phase::AwaitAcks { since_ms: now },
+                        },
+                        now,
+                        format!("weight {} % written", rung.weight_percent),
+                    )),
+                    effect: Some(Effect::SetWeight {
+                        step,
+                        weight_percent: rung.weight_percent,
+                    }),
+                },
+                Phase::AwaitAcks { since_ms } => match obs.acked {
+                    Some(true) => Advance {
+                        record: Some(moved(
+                            record,
+                            ChangeState::Progressing {
+                                step,
+                                phase: Phase::Bake {
+                                    until_ms: now.saturating_add(rung.bake_ms),
+                                },
+                            },
+                            now,
+                            "every agent ACKed the step's plan",
+                        )),
+                        effect: None,
+                    },
+                    _ if now.saturating_sub(*since_ms) >= policy.ack_deadline_ms => {
+                        let who = if obs.missing_acks.is_empty() {
+                            "the step's plan is not published yet".to_string()
+                        } else {
+                            format!("not ACKed by {}", obs.missing_acks.join(", "))
+                        };
+                        Advance {
+                            record: Some(moved(
+                                record,
+                                ChangeState::Paused {
+                                    step,
+                                    reason: format!("inconclusive: {who} within {} s", policy.ack_deadline_ms / 1000),
+                                },
+                                now,
+                                "ACK deadline passed",
+                            )),
+                            effect: None,
+                        }
+                    }
+                    _ => Advance::default(),
+                },
+                Phase::Bake { until_ms } if now >= *until_ms => Advance {
+                    record: Some(moved(
+                        record,
+                        ChangeState::Progressing {
+                            step,
+                            phase: Phase::Analyse,
+                        },
+                        now,
+                        "bake over",
+                    )),
+                    effect: None,
+                },
+                Phase::Bake { .. } => Advance::default(),
+                Phase::Analyse => analyse(record, step, obs, policy),
+            }
+        }
+        ChangeState::RollingBack { .. } => Advance {
+            record: Some(moved(
+                record,
+                ChangeState::RolledBack { at_ms: now },
+                now,
+                "intents from before the change restored",
+            )),
+            effect: Some(Effect::RestoreBefore),
+        },
+        ChangeState::Paused { .. }
+        | ChangeState::Completed { .. }
+        | ChangeState::RolledBack { .. }
+        | ChangeState::Reverted { .. } => Advance::default(),
+    }
+}
+
+fn analyse(record: &ChangeRecord, step: usize, obs: &Observed, policy: &ChangePolicy) -> Advance {
+    let now = obs.now_ms;
+    if obs.analysis.is_empty() {
+        return Advance {
+            record: Some(moved(
+                record,
+                ChangeState::Paused {
+                    step,
+                    reason: "inconclusive: no analysis results".into(),
+                },
+                now,
+                "analysis",
+            )),
+            effect: None,
+        };
+    }
+    let failed: Vec<String> = obs
+        .analysis
+        .iter()
+        .filter_map(|(name, c)| match c {
+            Check::Fail(why) => Some(format!("{name}: {why}")),
+            _ => None,
+        })
+        .collect();
+    if !failed.is_empty() {
+        let reason = format!("analysis failed: {}", failed.join("; "));
+        let to = match policy.on_fail {
+            OnFail::RollBack => ChangeState::RollingBack { reason: reason.clone() },
+            OnFail::Pause => ChangeState::Paused {
+                step,
+                reason: reason.clone(),
+            },
+        };
+        return Advance {
+            record: Some(moved(record, to, now, reason)),
+            effect: None,
+        };
+    }
+    let unsure: Vec<String> = obs
+        .analysis
+        .iter()
+        .filter_map(|(name, c)| match c {
+            Check::Inconclusive(why) => Some(format!("{name}: {why}")),
+            _ => None,
+        })
+        .collect();
+    if !unsure.is_empty() {
+        let reason = format!("inconclusive: {}", unsure.join("; "));
+        return Advance {
+            record: Some(moved(
+                record,
+                ChangeState::Paused {
+                    step,
+                    reason: reason.clone(),
+                },
+                now,
+                reason,
+            )),
+            effect: None,
+        };
+    }
+    let to = if step + 1 >= record.steps.len() {
+        ChangeState::Completed { at_ms: now }
+    } else {
+        ChangeState::Progressing {
+            step: step + 1,
+            phase: Phase::Apply,
+        }
+    };
+    Advance {
+        record: Some(moved(record, to, now, "analysis passed")),
+        effect: None,
+    }
+}
+
+/// An operator pauses an active change (it stays at its step's weight).
+pub fn pause(record: &ChangeRecord, now_ms: u64, reason: &str) -> Result<ChangeRecord, ChangeError> {
+    match &record.state {
+        ChangeState::Progressing { step, .. } => Ok(moved(
+            record,
+            ChangeState::Paused {
+                step: *step,
+                reason: format!("paused by operator: {reason}"),
+            },
+            now_ms,
+            reason,
+        )),
+        ChangeState::Pending => Ok(moved(
+            record,
+            ChangeState::Paused {
+                step: 0,
+                reason: format!("paused by operator: {reason}"),
+            },
+            now_ms,
+            reason,
+        )),
+        other => Err(ChangeError::WrongState {
+            id: record.id.clone(),
+            state: other.name(),
+            what: "only a pending or progressing change can be paused".into(),
+        }),
+    }
+}
+
+/// An operator resumes a paused change: its step is applied again (idempotent) and
+/// ACKs, bake and analysis run again, since what was inconclusive must be seen anew.
+pub fn resume(record: &ChangeRecord, now_ms: u64, reason: &str) -> Result<ChangeRecord, ChangeError> {
+    match &record.state {
+        ChangeState::Paused { step, .. } => Ok(moved(
+            record,
+            ChangeState::Progressing {
+                step: *step,
+                phase: Phase::Apply,
+            },
+            now_ms,
+            reason,
+        )),
+        other => Err(ChangeError::WrongState {
+            id: record.id.clone(),
+            state: other.name(),
+            what: "only a paused change can be resumed".into(),
+        }),
+    }
+}
+
+/// An operator rolls back an active change, from any step (also one stuck waiting
+/// for an agent that never ACKs).
+pub fn rollback(record: &ChangeRecord, now_ms: u64, reason: &str) -> Result<ChangeRecord, ChangeError> {
+    if record.state.is_active() && !matches!(record.state, ChangeState::RollingBack { .. }) {
+        return Ok(moved(
+            record,
+            ChangeState::RollingBack {
+                reason: format!("rolled back by operator: {reason}"),
+            },
+            now_ms,
+            reason,
+        ));
+    }
+    Err(ChangeError::WrongState {
+        id: record.id.clone(),
+        state: record.state.name(),
+        what: "only an active change can be rolled back (a completed one is reverted)".into(),
+    })
+}
+
+/// An operator reverts a completed change within the window: the intents from
+/// before it come back ([`Effect::RestoreBefore`]).
+pub fn revert(
+    record: &ChangeRecord,
+    now_ms: u64,
+    reason: &str,
+    policy: &ChangePolicy,
+) -> Result<(ChangeRecord, Effect), ChangeError> {
+    match &record.state {
+        ChangeState::Completed { at_ms } => {
+            let ago = now_ms.saturating_sub(*at_ms);
+            if ago > policy.revert_window_ms {
+                return Err(ChangeError::RevertWindowPassed {
+                    id: record.id.clone(),
+                    ago_s: ago / 1000,
+                    window_s: policy.revert_window_ms / 1000,
+                });
+            }
+            Ok((
+                moved(record, ChangeState::Reverted { at_ms: now_ms }, now_ms, reason),
+                Effect::RestoreBefore,
+            ))
+        }
+        other => Err(ChangeError::WrongState {
+            id: record.id.clone(),
+            state: other.name(),
+            what: "only a completed change can be reverted (an active one is rolled back)".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

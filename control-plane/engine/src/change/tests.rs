@@ -1,0 +1,361 @@
+use super::*;
+
+fn drain(steps: Vec<Step>) -> ChangeRecord {
+    ChangeRecord {
+        id: "c-1".into(),
+        kind: ChangeKind::Drain,
+        target: "fra1".into(),
+        region: None,
+        started_by: "operator:otto".into(),
+        role: Some("operator".into()),
+        reason: "maintenance".into(),
+        steps,
+        state: ChangeState::Pending,
+        created_at_ms: 0,
+        updated_at_ms: 0,
+        history: Vec::new(),
+    }
+}
+
+fn obs(now_ms: u64) -> Observed {
+    Observed {
+        now_ms,
+        acked: None,
+        missing_acks: Vec::new(),
+        analysis: Vec::new(),
+    }
+}
+
+fn acked(now_ms: u64) -> Observed {
+    Observed {
+        acked: Some(true),
+        ..obs(now_ms)
+    }
+}
+
+fn passing(now_ms: u64) -> Observed {
+    Observed {
+        analysis: vec![
+            ("receivers_healthy".into(), Check::Pass),
+            ("utilisation".into(), Check::Pass),
+        ],
+        ..obs(now_ms)
+    }
+}
+
+/// Advances and returns the stored record (panics when nothing changed).
+fn step(r: &ChangeRecord, o: &Observed) -> (ChangeRecord, Option<Effect>) {
+    let a = advance(r, o, &ChangePolicy::default());
+    (a.record.expect("a transition"), a.effect)
+}
+
+#[test]
+fn ladders_go_down_to_zero_and_bad_ones_are_named() {
+    let l = ladder(&[50, 0], 10_000).unwrap();
+    assert_eq!(
+        l,
+        vec![
+            Step {
+                weight_percent: 50,
+                bake_ms: 10_000
+            },
+            Step {
+                weight_percent: 0,
+                bake_ms: 10_000
+            }
+        ]
+    );
+    // A leading 100 is where the PoP already is: no rung for it.
+    assert_eq!(ladder(&[100, 75, 50, 0], 1).unwrap().len(), 3);
+    assert!(ladder(&[], 1).unwrap_err().to_string().contains("at least one"));
+    assert!(ladder(&[50, 75], 1).unwrap_err().to_string().contains("must go down"));
+    assert!(ladder(&[150], 1).unwrap_err().to_string().contains("percentage"));
+}
+
+#[test]
+fn a_ladder_walks_apply_acks_bake_analyse_for_each_rung_and_completes() {
+    let r = drain(ladder(&[50, 0], 10_000).unwrap());
+    let (r, e) = step(&r, &obs(1_000));
+    assert_eq!(
+        r.state,
+        ChangeState::Progressing {
+            step: 0,
+            phase: Phase::Apply
+        }
+    );
+    assert_eq!(e, None);
+    // Apply: the effect writes the rung's weight, then ACKs are awaited.
+    let (r, e) = step(&r, &obs(1_100));
+    assert_eq!(
+        e,
+        Some(Effect::SetWeight {
+            step: 0,
+            weight_percent: 50
+        })
+    );
+    assert_eq!(
+        r.state,
+        ChangeState::Progressing {
+            step: 0,
+            phase: Phase::AwaitAcks { since_ms: 1_100 }
+        }
+    );
+    // Not ACKed yet, deadline not reached: nothing changes.
+    assert_eq!(advance(&r, &obs(2_000), &ChangePolicy::default()), Advance::default());
+    let (r, _) = step(&r, &acked(2_500));
+    assert_eq!(
+        r.state,
+        ChangeState::Progressing {
+            step: 0,
+            phase: Phase::Bake { until_ms: 12_500 }
+        }
+    );
+    // Baking: nothing until the deadline, then analysis.
+    assert_eq!(
+        advance(&r, &passing(12_499), &ChangePolicy::default()),
+        Advance::default()
+    );
+    let (r, _) = step(&r, &obs(12_500));
+    assert_eq!(
+        r.state,
+        ChangeState::Progressing {
+            step: 0,
+            phase: Phase::Analyse
+        }
+    );
+    let (r, _) = step(&r, &passing(12_600));
+    assert_eq!(
+        r.state,
+        ChangeState::Progressing {
+            step: 1,
+            phase: Phase::Apply
+        }
+    );
+    let (r, e) = step(&r, &obs(12_700));
+    assert_eq!(
+        e,
+        Some(Effect::SetWeight {
+            step: 1,
+            weight_percent: 0
+        })
+    );
+    let (r, _) = step(&r, &acked(13_000));
+    let (r, _) = step(&r, &obs(23_000));
+    let (r, _) = step(&r, &passing(23_100));
+    assert_eq!(r.state, ChangeState::Completed { at_ms: 23_100 });
+    assert!(!r.state.is_active());
+    // Every transition is in the history, in order, with why.
+    let tos: Vec<&str> = r.history.iter().map(|t| t.to.as_str()).collect();
+    assert_eq!(
+        tos,
+        [
+            "progressing step 1 (apply)",
+            "progressing step 1 (await ACKs)",
+            "progressing step 1 (bake)",
+            "progressing step 1 (analyse)",
+            "progressing step 2 (apply)",
+            "progressing step 2 (await ACKs)",
+            "progressing step 2 (bake)",
+            "progressing step 2 (analyse)",
+            "completed"
+        ]
+    );
+    assert_eq!(r.updated_at_ms, 23_100);
+}
+
+fn at(r: ChangeRecord, state: ChangeState) -> ChangeRecord {
+    ChangeRecord { state, ..r }
+}
+
+#[test]
+fn agents_that_do_not_ack_in_time_pause_the_change_naming_them() {
+    let r = at(
+        drain(ladder(&[50, 0], 1_000).unwrap()),
+        ChangeState::Progressing {
+            step: 0,
+            phase: Phase::AwaitAcks { since_ms: 0 },
+        },
+    );
+    let late = Observed {
+        acked: Some(false),
+        missing_acks: vec!["dns-2".into(), "dns-7".into()],
+        ..obs(30_000)
+    };
+    let (r, e) = step(&r, &late);
+    assert_eq!(e, None);
+    match &r.state {
+        ChangeState::Paused { step, reason } => {
+            assert_eq!(*step, 0);
+            assert!(
+                reason.starts_with("inconclusive") && reason.contains("dns-2, dns-7"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected paused, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_failed_analysis_rolls_back_by_default_or_pauses_by_policy() {
+    let analysing = at(
+        drain(ladder(&[50, 0], 1_000).unwrap()),
+        ChangeState::Progressing {
+            step: 0,
+            phase: Phase::Analyse,
+        },
+    );
+    let failing = Observed {
+        analysis: vec![
+            ("receivers_healthy".into(), Check::Fail("ams1 is DOWN".into())),
+            ("utilisation".into(), Check::Pass),
+        ],
+        ..obs(5_000)
+    };
+    let (r, _) = step(&analysing, &failing);
+    assert!(
+        matches!(&r.state, ChangeState::RollingBack { reason } if reason.contains("ams1 is DOWN")),
+        "{:?}",
+        r.state
+    );
+    // Rolling back restores the intents from before the change, then it is over.
+    let (r, e) = step(&r, &obs(5_100));
+    assert_eq!(e, Some(Effect::RestoreBefore));
+    assert_eq!(r.state, ChangeState::RolledBack { at_ms: 5_100 });
+
+    let pause_policy = ChangePolicy {
+        on_fail: OnFail::Pause,
+        ..ChangePolicy::default()
+    };
+    let a = advance(&analysing, &failing, &pause_policy);
+    assert!(matches!(a.record.unwrap().state, ChangeState::Paused { step: 0, .. }));
+}
+
+#[test]
+fn missing_or_inconclusive_analysis_is_never_a_pass() {
+    let analysing = at(
+        drain(ladder(&[50, 0], 1_000).unwrap()),
+        ChangeState::Progressing {
+            step: 0,
+            phase: Phase::Analyse,
+        },
+    );
+    let (r, _) = step(&analysing, &obs(1));
+    assert!(matches!(&r.state, ChangeState::Paused { reason, .. } if reason.contains("no analysis")));
+    let unsure = Observed {
+        analysis: vec![
+            ("receivers_healthy".into(), Check::Pass),
+            ("agents".into(), Check::Inconclusive("no health data for ams1".into())),
+        ],
+        ..obs(2)
+    };
+    let (r, _) = step(&analysing, &unsure);
+    assert!(
+        matches!(&r.state, ChangeState::Paused { reason, .. } if reason.contains("no health data for ams1")),
+        "{:?}",
+        r.state
+    );
+}
+
+#[test]
+fn pause_resume_and_rollback_from_any_active_step() {
+    let r = at(
+        drain(ladder(&[50, 0], 1_000).unwrap()),
+        ChangeState::Progressing {
+            step: 1,
+            phase: Phase::Bake { until_ms: 9_000 },
+        },
+    );
+    let paused = pause(&r, 100, "customer event").unwrap();
+    assert!(matches!(paused.state, ChangeState::Paused { step: 1, .. }));
+    // A paused change does not move by itself.
+    assert_eq!(
+        advance(&paused, &passing(99_999), &ChangePolicy::default()),
+        Advance::default()
+    );
+    assert!(pause(&paused, 101, "again").is_err());
+    // Resuming applies the same rung again (idempotent) and re-observes it.
+    let resumed = resume(&paused, 200, "event over").unwrap();
+    assert_eq!(
+        resumed.state,
+        ChangeState::Progressing {
+            step: 1,
+            phase: Phase::Apply
+        }
+    );
+    assert!(resume(&resumed, 201, "twice").is_err());
+    // Rollback from a change stuck awaiting ACKs, and from a paused one.
+    let stuck = at(
+        r.clone(),
+        ChangeState::Progressing {
+            step: 0,
+            phase: Phase::AwaitAcks { since_ms: 0 },
+        },
+    );
+    assert!(matches!(
+        rollback(&stuck, 300, "agent dead").unwrap().state,
+        ChangeState::RollingBack { .. }
+    ));
+    assert!(matches!(
+        rollback(&paused, 300, "abandon").unwrap().state,
+        ChangeState::RollingBack { .. }
+    ));
+    let done = at(r, ChangeState::Completed { at_ms: 1 });
+    let err = rollback(&done, 400, "late").unwrap_err().to_string();
+    assert!(err.contains("completed") && err.contains("reverted"), "{err}");
+}
+
+#[test]
+fn a_completed_change_reverts_within_its_window_only() {
+    let done = at(drain(ladder(&[0], 1).unwrap()), ChangeState::Completed { at_ms: 1_000 });
+    let policy = ChangePolicy {
+        revert_window_ms: 60_000,
+        ..ChangePolicy::default()
+    };
+    let (r, e) = revert(&done, 30_000, "undo", &policy).unwrap();
+    assert_eq!(r.state, ChangeState::Reverted { at_ms: 30_000 });
+    assert_eq!(e, Effect::RestoreBefore);
+    let err = revert(&done, 200_000, "too late", &policy).unwrap_err();
+    assert!(matches!(
+        err,
+        ChangeError::RevertWindowPassed {
+            ago_s: 199,
+            window_s: 60,
+            ..
+        }
+    ));
+    let active = at(done, ChangeState::Pending);
+    assert!(revert(&active, 2_000, "x", &policy).is_err());
+}
+
+/// A leader dies mid-bake; the new leader loads the stored record and continues
+/// the same bake to the same deadline — neither restarting nor skipping the step.
+#[test]
+fn a_stored_record_resumes_the_same_step_after_a_leader_change() {
+    let r = at(
+        drain(ladder(&[50, 0], 10_000).unwrap()),
+        ChangeState::Progressing {
+            step: 0,
+            phase: Phase::Bake { until_ms: 20_000 },
+        },
+    );
+    let stored = serde_json::to_string(&r).unwrap();
+    assert!(
+        stored.contains("\"state\":\"progressing\"") && stored.contains("\"until_ms\":20000"),
+        "{stored}"
+    );
+    let loaded: ChangeRecord = serde_json::from_str(&stored).unwrap();
+    assert_eq!(loaded, r);
+    // Before the deadline the new leader waits; at it, the same step is analysed.
+    assert_eq!(
+        advance(&loaded, &passing(15_000), &ChangePolicy::default()),
+        Advance::default()
+    );
+    let (next, _) = step(&loaded, &obs(20_000));
+    assert_eq!(
+        next.state,
+        ChangeState::Progressing {
+            step: 0,
+            phase: Phase::Analyse
+        }
+    );
+}
