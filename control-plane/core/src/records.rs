@@ -145,6 +145,19 @@ pub struct DrainIntent {
     pub at_unix_ms: u64,
     /// The drain was forced past a guardrail; the rule it overrode.
     pub forced_past: Option<String>,
+    /// A rung of a drain ladder: the share of its weight the PoP keeps (1–99).
+    /// Absent (or 0): fully drained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_percent: Option<u8>,
+}
+
+impl DrainIntent {
+    /// The share of its weight the PoP keeps, when partly drained.
+    pub fn partial(&self) -> Option<f64> {
+        self.weight_percent
+            .filter(|w| (1..100).contains(w))
+            .map(|w| f64::from(w) / 100.0)
+    }
 }
 
 /// A pin: steering publishes nothing while it exists (set by a plan restore).

@@ -70,7 +70,7 @@ impl SteeringDriver {
         let doc = view.topology;
         let input = build_input(doc, view.health, &view.intents.drains, Some(&mut self.damper));
         ready.events = self.observe_slow_start(now_ms, &input, view.current, doc);
-        let (plan, notes) = match self.compute_with_slow_start(&input, doc) {
+        let (plan, notes) = match self.compute_with_slow_start(&input, doc, &view.intents.drains) {
             Ok(computed) => {
                 self.last_error = None;
                 computed
@@ -142,20 +142,41 @@ impl SteeringDriver {
     /// Computes the plan; while PoPs are slow-starting, blends the plan with them and
     /// the plan without them by the smallest stage factor. Returns the plan and notes
     /// for its reasons.
-    fn compute_with_slow_start(&self, input: &SteeringInput, doc: &TopologyDoc) -> Result<(Plan, Vec<String>), String> {
+    /// The plan, with PoPs that keep only part of their weight — recovering through
+    /// slow start, or on a rung of a drain ladder — blended between the plan with
+    /// them and the plan without them (the smallest share applies to all of them).
+    fn compute_with_slow_start(
+        &self,
+        input: &SteeringInput,
+        doc: &TopologyDoc,
+        drains: &BTreeMap<String, DrainIntent>,
+    ) -> Result<(Plan, Vec<String>), String> {
         let with = meridian_steering::compute(input).map_err(|e| e.to_string())?;
         let recovering = self.slow_start.recovering(&doc.policy.slow_start());
-        let Some(f) = recovering.values().copied().reduce(f64::min) else {
+        let laddered: BTreeMap<&str, f64> = drains
+            .values()
+            .filter_map(|d| d.partial().map(|f| (d.pop.as_str(), f)))
+            .collect();
+        let Some(f) = recovering.values().chain(laddered.values()).copied().reduce(f64::min) else {
             return Ok((with, Vec::new()));
         };
         let mut reduced = input.clone();
-        for pop in reduced.pops.iter_mut().filter(|p| recovering.contains_key(&p.id)) {
+        for pop in reduced
+            .pops
+            .iter_mut()
+            .filter(|p| recovering.contains_key(&p.id) || laddered.contains_key(p.id.as_str()))
+        {
             pop.state = PopUsability::Down;
         }
         let without = meridian_steering::compute(&reduced).map_err(|e| e.to_string())?;
         let notes = recovering
             .iter()
             .map(|(p, f)| format!("slow start: {p} at {:.0}% of its weight", f * 100.0))
+            .chain(
+                laddered
+                    .iter()
+                    .map(|(p, f)| format!("drain ladder: {p} at {:.0}% of its weight", f * 100.0)),
+            )
             .collect();
         Ok((meridian_steering::blend(&with, &without, f), notes))
     }
@@ -336,7 +357,10 @@ pub fn build_input(
         .pops
         .iter()
         .map(|p| {
-            let (state, unreachable_from) = match (drains.get(&p.id), health.verdict(&p.id)) {
+            // A PoP on a rung of a drain ladder still serves (its share is blended
+            // in `compute_with_slow_start`); only a full drain takes it out here.
+            let full_drain = drains.get(&p.id).filter(|d| d.partial().is_none());
+            let (state, unreachable_from) = match (full_drain, health.verdict(&p.id)) {
                 (Some(d), _) => (
                     PopUsability::Drained {
                         reason: d.reason.clone(),

@@ -65,6 +65,7 @@ mod tests {
             requested_by: "alice".into(),
             at_unix_ms: 5,
             forced_past: None,
+            weight_percent: None,
         };
         let pin = PlanPin {
             version: 7,

@@ -385,6 +385,7 @@ impl Operations {
             requested_by: caller.identity.to_string(),
             at_unix_ms: now,
             forced_past: forced_text.clone(),
+            weight_percent: None,
         };
         let key = self.keys.drain(&cmd.pop);
         let value = encode(&key, &intent)?;

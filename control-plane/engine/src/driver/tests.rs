@@ -208,6 +208,7 @@ fn a_drain_is_a_state_change_and_moves_the_weight() {
             requested_by: "alice".into(),
             at_unix_ms: 1,
             forced_past: None,
+            weight_percent: None,
         },
     );
     let plan = tick_publish(&mut driver, 1, &doc, &health, &intents, &mut current)
@@ -220,6 +221,59 @@ fn a_drain_is_a_state_change_and_moves_the_weight() {
         "{:?}",
         plan.reasons
     );
+}
+
+/// A rung of a drain ladder keeps the PoP serving with that share of its weight;
+/// the next rung lowers it; the last (a full drain) takes it out.
+#[test]
+fn a_drain_ladder_rung_keeps_that_share_of_the_weight() {
+    let (doc, health) = (doc(), all_up());
+    let mut driver = SteeringDriver::default();
+    let mut current = None;
+    let full = tick_publish(&mut driver, 0, &doc, &health, &Intents::default(), &mut current)
+        .publish
+        .unwrap();
+    let before = weight(&full, "eu-west", "fra1");
+    assert!(before > 0.99, "fra1 takes eu-west at first: {before}");
+    let rung = |w: Option<u8>| {
+        let mut intents = Intents::default();
+        intents.drains.insert(
+            "fra1".into(),
+            DrainIntent {
+                pop: "fra1".into(),
+                reason: "maintenance".into(),
+                requested_by: "otto".into(),
+                at_unix_ms: 1,
+                forced_past: None,
+                weight_percent: w,
+            },
+        );
+        intents
+    };
+    let half = tick_publish(&mut driver, 1, &doc, &health, &rung(Some(50)), &mut current)
+        .publish
+        .expect("a rung republishes");
+    assert!(
+        (weight(&half, "eu-west", "fra1") - before * 0.5).abs() < 0.01,
+        "{}",
+        weight(&half, "eu-west", "fra1")
+    );
+    assert!((weight(&half, "eu-west", "ams1") - 0.5).abs() < 0.01);
+    assert_eq!(state(&half, "fra1"), PopState::Up, "a PoP on a rung still serves");
+    assert!(
+        half.reasons.iter().any(|r| r.contains("drain ladder: fra1 at 50%")),
+        "{:?}",
+        half.reasons
+    );
+    let quarter = tick_publish(&mut driver, 2, &doc, &health, &rung(Some(25)), &mut current)
+        .publish
+        .expect("the next rung republishes");
+    assert!((weight(&quarter, "eu-west", "fra1") - 0.25).abs() < 0.01);
+    let drained = tick_publish(&mut driver, 3, &doc, &health, &rung(Some(0)), &mut current)
+        .publish
+        .expect("the last rung republishes");
+    assert_eq!(weight(&drained, "eu-west", "fra1"), 0.0);
+    assert_eq!(state(&drained, "fra1"), PopState::Drained);
 }
 
 #[test]
