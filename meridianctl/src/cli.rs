@@ -141,7 +141,26 @@ pub enum Command {
         /// Override a guardrail refusal (the overridden rule is recorded).
         #[arg(long)]
         force: bool,
+        /// A drain ladder: the share of its weight the PoP keeps at each rung,
+        /// going down to 0, e.g. `--steps 50,0` (100 → 50 % → drained). Each rung
+        /// waits for every agent's ACK, bakes, and is analysed before the next; watch
+        /// it with `meridianctl changes`. Without it the PoP is drained at once.
+        #[arg(long, value_delimiter = ',')]
+        steps: Vec<u8>,
+        /// How long each rung of --steps is held once every agent has it.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+        bake: Duration,
     },
+    /// List staged changes (drain ladders), newest first: state, rung, who.
+    Changes {
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Act on one staged change: pause it (it stays on its rung), resume it, or roll
+    /// it back (the PoP's intents from before the change come back).
+    #[command(subcommand)]
+    Change(ChangeCommand),
     /// Put a drained PoP back in service (it comes back through slow start).
     Undrain {
         /// The PoP id.
@@ -192,6 +211,36 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
         /// Why (recorded with the change).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+/// `meridianctl change …`.
+#[derive(Debug, Subcommand)]
+pub enum ChangeCommand {
+    /// Hold a change on its current rung.
+    Pause {
+        /// The change id (see `meridianctl changes`).
+        id: String,
+        /// Why (recorded).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Continue a paused change: its rung is applied, ACKed, baked and analysed again.
+    Resume {
+        /// The change id.
+        id: String,
+        /// Why (recorded).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Roll a change back from any rung: the intents from before it come back and
+    /// steering computes from today's health.
+    Rollback {
+        /// The change id.
+        id: String,
+        /// Why (recorded).
         #[arg(long, default_value = "")]
         reason: String,
     },
@@ -289,6 +338,8 @@ mod tests {
             "agents",
             "apply",
             "certs",
+            "changes",
+            "change",
         ] {
             assert!(
                 names.iter().any(|n| n == expected),
@@ -347,11 +398,41 @@ mod tests {
 
         let cli = Cli::try_parse_from(["meridianctl", "drain", "ams1", "--reason", "fibre cut"]).unwrap();
         match cli.command {
-            Command::Drain { pop, reason, force } => {
+            Command::Drain {
+                pop,
+                reason,
+                force,
+                steps,
+                ..
+            } => {
                 assert_eq!((pop.as_str(), reason.as_str(), force), ("ams1", "fibre cut", false));
+                assert!(steps.is_empty(), "without --steps the drain is immediate");
             }
             other => panic!("parsed as {other:?}"),
         }
+        let cli = Cli::try_parse_from([
+            "meridianctl",
+            "drain",
+            "ams1",
+            "--reason",
+            "maintenance",
+            "--steps",
+            "75,50,0",
+            "--bake",
+            "2m",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Drain { steps, bake, .. } => {
+                assert_eq!(steps, vec![75, 50, 0]);
+                assert_eq!(bake, Duration::from_secs(120));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["meridianctl", "drain", "ams1", "--reason", "x", "--steps", "300"]).is_err(),
+            "a step is a percentage"
+        );
     }
 
     #[test]

@@ -500,9 +500,27 @@ impl From<pb::AgentInfo> for AgentView {
 pub struct ChangeView {
     pub id: String,
     pub reason: String,
-    /// Always `completed`: drains and undrains take effect in one step today.
+    /// pending, progressing, paused, completed, rolling_back, rolled_back, reverted.
     pub state: &'static str,
     pub summary: String,
+    /// The rung (1-based) an active change is on; 0 before it starts.
+    pub step: u32,
+    pub total_steps: u32,
+    pub started_by: String,
+}
+
+/// A change state's name.
+pub fn change_state_name(state: i32) -> &'static str {
+    match pb::ChangeState::try_from(state) {
+        Ok(pb::ChangeState::Pending) => "pending",
+        Ok(pb::ChangeState::Progressing) => "progressing",
+        Ok(pb::ChangeState::Paused) => "paused",
+        Ok(pb::ChangeState::Completed) => "completed",
+        Ok(pb::ChangeState::RollingBack) => "rolling_back",
+        Ok(pb::ChangeState::RolledBack) => "rolled_back",
+        Ok(pb::ChangeState::Reverted) => "reverted",
+        _ => "unknown",
+    }
 }
 
 impl From<pb::ChangeRecord> for ChangeView {
@@ -510,8 +528,11 @@ impl From<pb::ChangeRecord> for ChangeView {
         ChangeView {
             id: c.id,
             reason: c.reason,
-            state: "completed",
+            state: change_state_name(c.state),
             summary: c.summary,
+            step: c.step,
+            total_steps: c.total_steps,
+            started_by: c.started_by,
         }
     }
 }

@@ -70,6 +70,21 @@ impl Keys {
         format!("{}/intents/plan-pin", self.root)
     }
 
+    /// Prefix of change records (issue [8]).
+    pub fn changes_prefix(&self) -> String {
+        format!("{}/changes/records/", self.root)
+    }
+
+    /// One change record.
+    pub fn change(&self, id: &str) -> String {
+        format!("{}{id}", self.changes_prefix())
+    }
+
+    /// Which change holds a target (a PoP): one active change per target.
+    pub fn change_hold(&self, target: &str) -> String {
+        format!("{}/changes/holds/{target}", self.root)
+    }
+
     /// Prefix of operator drains.
     pub fn drains_prefix(&self) -> String {
         format!("{}/intents/drains/", self.root)

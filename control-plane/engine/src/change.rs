@@ -121,8 +121,8 @@ pub struct Transition {
     pub why: String,
 }
 
-/// A change, as stored under `<root>/changes/<id>`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A change, as stored under `<root>/changes/records/<id>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChangeRecord {
     pub id: String,
     pub kind: ChangeKind,
@@ -141,6 +141,22 @@ pub struct ChangeRecord {
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
     pub history: Vec<Transition>,
+    /// The target's drain intent from before the change (restored on rollback or
+    /// revert); `None`: it was not drained.
+    #[serde(default)]
+    pub before: Option<meridian_core::records::DrainIntent>,
+}
+
+impl ChangeRecord {
+    /// The rung the change is on (for an active ladder), as a weight share.
+    pub fn current_weight(&self) -> Option<u8> {
+        match &self.state {
+            ChangeState::Progressing { step, .. } | ChangeState::Paused { step, .. } => {
+                self.steps.get(*step).map(|s| s.weight_percent)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// What the driver must do before storing the new record.
@@ -205,7 +221,7 @@ pub struct Observed {
 
 /// The outcome of [`advance`]: the record to store (when it changed) and the effect
 /// to carry out first.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct Advance {
     pub record: Option<ChangeRecord>,
     pub effect: Option<Effect>,

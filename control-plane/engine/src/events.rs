@@ -54,6 +54,15 @@ pub enum EventKind {
     SlowStart(SlowStartEvent),
     /// An operator mutation (the actor says who).
     Operator(OperatorAction),
+    /// A staged change moved (issue [8]): started, a rung applied, baked,
+    /// analysed, paused, resumed, rolled back, completed.
+    Change {
+        id: String,
+        pop: String,
+        from: String,
+        to: String,
+        why: String,
+    },
     /// A call that was refused: by authorization, validation or a guardrail. The
     /// actor says who asked.
     Refused {
@@ -139,6 +148,7 @@ impl Event {
             EventKind::GuardrailFired { .. } => "guardrail",
             EventKind::SlowStart(_) => "slow_start",
             EventKind::Refused { .. } => "refused",
+            EventKind::Change { .. } => "change",
             EventKind::Operator(a) => match a {
                 OperatorAction::Drained { .. } => "drain",
                 OperatorAction::Undrained { .. } => "undrain",
@@ -165,6 +175,7 @@ impl Event {
             EventKind::Refused {
                 target: Some(t), rpc, ..
             } if rpc == "drain" || rpc == "undrain" => Some(t),
+            EventKind::Change { pop, .. } => Some(pop),
             _ => None,
         }
     }
@@ -202,6 +213,7 @@ impl Event {
                     format!("{pop} failed again during slow start (stage {stage}); removed")
                 }
             },
+            EventKind::Change { id, from, to, why, .. } => format!("change {id}: {from} → {to} ({why})"),
             EventKind::Refused { rpc, target, reason } => match target {
                 Some(t) => format!("refused {rpc} of {t}: {reason}"),
                 None => format!("refused {rpc}: {reason}"),

@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status};
 
 use crate::convert;
 use crate::error_chain;
+use crate::ops::changes::ChangeCommand;
 use crate::ops::{
     ApplyTopologyCommand, Caller, ChangeOutcome, DrainCommand, OpError, RestorePlanCommand, ResumeSteeringCommand,
     UndrainCommand,
@@ -331,9 +332,20 @@ impl pb::query_service_server::QueryService for QueryApi {
     }
     async fn list_changes(
         &self,
-        _req: Request<pb::ListChangesRequest>,
+        req: Request<pb::ListChangesRequest>,
     ) -> Result<Response<pb::ListChangesResponse>, Status> {
-        Err(unimplemented("ListChanges", AREA_CHANGES))
+        let limit = match req.get_ref().limit {
+            0 => 100,
+            n => n.min(1000),
+        } as usize;
+        let changes = self.ctx.ops.list_changes().await.map_err(op_status)?;
+        Ok(Response::new(pb::ListChangesResponse {
+            changes: changes
+                .into_iter()
+                .take(limit)
+                .map(|c| change_record_to_pb(&c.record))
+                .collect(),
+        }))
     }
     async fn list_events(
         &self,
@@ -557,6 +569,73 @@ fn op_status(err: OpError) -> Status {
     }
 }
 
+impl OperatorApi {
+    /// Pause, resume or roll back a change (on the leader).
+    async fn command(
+        &self,
+        req: Request<pb::ChangeIdRequest>,
+        fence: &meridian_store::Fence,
+        command: ChangeCommand,
+    ) -> Result<Response<pb::ChangeResponse>, Status> {
+        let who = caller(&req)?;
+        let body = req.into_inner();
+        if body.change_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "change_id is required (see `meridianctl changes`)",
+            ));
+        }
+        let record = self
+            .ctx
+            .ops
+            .command_change(&who, fence, &body.change_id, command, &body.reason)
+            .await
+            .map_err(op_status)?;
+        Ok(Response::new(pb::ChangeResponse {
+            change: Some(change_record_to_pb(&record)),
+        }))
+    }
+}
+
+/// A stored change as the wire's `ChangeRecord`.
+fn change_record_to_pb(r: &meridian_engine::change::ChangeRecord) -> pb::ChangeRecord {
+    use meridian_engine::change::ChangeState as S;
+    let (state, step) = match &r.state {
+        S::Pending => (pb::ChangeState::Pending, 0),
+        S::Progressing { step, .. } => (pb::ChangeState::Progressing, step + 1),
+        S::Paused { step, .. } => (pb::ChangeState::Paused, step + 1),
+        S::Completed { .. } => (pb::ChangeState::Completed, r.steps.len()),
+        S::RollingBack { .. } => (pb::ChangeState::RollingBack, 0),
+        S::RolledBack { .. } => (pb::ChangeState::RolledBack, 0),
+        S::Reverted { .. } => (pb::ChangeState::Reverted, r.steps.len()),
+    };
+    let rungs: Vec<String> = r.steps.iter().map(|s| format!("{}%", s.weight_percent)).collect();
+    let mut summary = format!(
+        "{} {} by ladder {} — {}",
+        match r.kind {
+            meridian_engine::change::ChangeKind::Drain => "drain",
+            _ => "change",
+        },
+        r.target,
+        rungs.join(" → "),
+        meridian_engine::change::describe(&r.state)
+    );
+    match &r.state {
+        S::Paused { reason, .. } | S::RollingBack { reason } => summary.push_str(&format!(": {reason}")),
+        _ => {}
+    }
+    pb::ChangeRecord {
+        id: r.id.clone(),
+        started_by: r.started_by.clone(),
+        reason: r.reason.clone(),
+        state: state as i32,
+        step: step as u32,
+        total_steps: r.steps.len() as u32,
+        created_at: Some(convert::timestamp_ms(r.created_at_ms)),
+        updated_at: Some(convert::timestamp_ms(r.updated_at_ms)),
+        summary,
+    }
+}
+
 /// A one-step change as the wire's `ChangeRecord` (staged changes arrive with [8]).
 fn change_to_pb(c: ChangeOutcome) -> pb::ChangeResponse {
     let at = convert::timestamp_ms(c.at_unix_ms);
@@ -624,6 +703,26 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
             force: body.force,
             regions: body.regions,
         };
+        if !body.steps.is_empty() {
+            // A drain ladder: a staged change the leader's driver walks.
+            let percents = body
+                .steps
+                .iter()
+                .map(|p| {
+                    u8::try_from(*p).map_err(|_| Status::invalid_argument(format!("steps: {p} is not a percentage")))
+                })
+                .collect::<Result<Vec<u8>, Status>>()?;
+            let bake_ms = if body.bake_ms == 0 { 10_000 } else { body.bake_ms };
+            let record = self
+                .ctx
+                .ops
+                .start_drain_change(&who, &fence, cmd, &percents, bake_ms)
+                .await
+                .map_err(op_status)?;
+            return Ok(Response::new(pb::ChangeResponse {
+                change: Some(change_record_to_pb(&record)),
+            }));
+        }
         let out = self.ctx.ops.drain(&who, &fence, cmd).await.map_err(op_status)?;
         Ok(Response::new(change_to_pb(out)))
     }
@@ -690,17 +789,26 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
     ) -> Result<Response<pb::ChangeResponse>, Status> {
         Err(unimplemented("SetCapacity", AREA_CHANGES))
     }
-    async fn pause_change(&self, _req: Request<pb::ChangeIdRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
-        Err(unimplemented("PauseChange", AREA_CHANGES))
+    async fn pause_change(&self, req: Request<pb::ChangeIdRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+        let fence = match self.route(req.metadata()).await? {
+            Route::Local(fence) => fence,
+            Route::Forward(mut leader) => return leader.pause_change(self.forwarded(req)).await,
+        };
+        self.command(req, &fence, ChangeCommand::Pause).await
     }
-    async fn resume_change(&self, _req: Request<pb::ChangeIdRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
-        Err(unimplemented("ResumeChange", AREA_CHANGES))
+    async fn resume_change(&self, req: Request<pb::ChangeIdRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+        let fence = match self.route(req.metadata()).await? {
+            Route::Local(fence) => fence,
+            Route::Forward(mut leader) => return leader.resume_change(self.forwarded(req)).await,
+        };
+        self.command(req, &fence, ChangeCommand::Resume).await
     }
-    async fn rollback_change(
-        &self,
-        _req: Request<pb::ChangeIdRequest>,
-    ) -> Result<Response<pb::ChangeResponse>, Status> {
-        Err(unimplemented("RollbackChange", AREA_CHANGES))
+    async fn rollback_change(&self, req: Request<pb::ChangeIdRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+        let fence = match self.route(req.metadata()).await? {
+            Route::Local(fence) => fence,
+            Route::Forward(mut leader) => return leader.rollback_change(self.forwarded(req)).await,
+        };
+        self.command(req, &fence, ChangeCommand::Rollback).await
     }
     async fn freeze(&self, _req: Request<pb::FreezeRequest>) -> Result<Response<pb::FreezeResponse>, Status> {
         Err(unimplemented("Freeze", AREA_CHANGES))

@@ -27,6 +27,7 @@
 //! [`meridian_store::election::fenced_txn`].
 
 pub mod authz;
+mod changes;
 pub mod config;
 mod convert;
 pub mod events;

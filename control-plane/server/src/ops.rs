@@ -354,6 +354,12 @@ impl Operations {
                 cmd.pop
             )));
         }
+        if let Some(holder) = self.holder_of(&cmd.pop).await? {
+            return Err(OpError::Conflict(format!(
+                "PoP `{}` is held by change {holder}: pause, roll back or wait for it first",
+                cmd.pop
+            )));
+        }
         if set.drains.contains_key(&cmd.pop) {
             return Err(OpError::AlreadyExists(format!("PoP `{}` is already drained", cmd.pop)));
         }
@@ -445,6 +451,12 @@ impl Operations {
         // Rewrites the drain set's version too, so a drain decided on the set before
         // this undrain decides again (it can only get easier, but the version means
         // "the drain set changed", whichever way).
+        if let Some(holder) = self.holder_of(&cmd.pop).await? {
+            return Err(OpError::Conflict(format!(
+                "PoP `{}` is held by change {holder}: roll it back (`meridianctl change rollback {holder}`) instead",
+                cmd.pop
+            )));
+        }
         let set = self.read_drain_set().await?;
         let remaining: Vec<&str> = set
             .drains
@@ -642,6 +654,8 @@ fn encode<T: serde::Serialize>(key: &str, value: &T) -> Result<Vec<u8>, OpError>
         reason: e.to_string(),
     })
 }
+
+pub mod changes;
 
 #[cfg(test)]
 mod tests;

@@ -300,6 +300,14 @@ pub async fn run_with_store(
         ),
     );
     tasks.spawn(
+        "change-driver",
+        crate::changes::run(
+            ctx.clone(),
+            meridian_engine::change::ChangePolicy::default(),
+            shutdown.clone(),
+        ),
+    );
+    tasks.spawn(
         "admin-http",
         meridian_daemon::admin::serve_with(
             admin_listener,

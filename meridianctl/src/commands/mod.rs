@@ -28,9 +28,15 @@ pub async fn run(cli: &Cli) -> Result<Report, CtlError> {
         }
         Command::WhatIf { scenario, pop } => plan::what_if(&connect(cli).await?, format, scenario, pop).await,
         Command::Agents => plan::agents(&connect(cli).await?, format).await,
-        Command::Drain { pop, reason, force } => {
-            operate::drain(&connect(cli).await?, format, pop, reason, *force).await
-        }
+        Command::Drain {
+            pop,
+            reason,
+            force,
+            steps,
+            bake,
+        } => operate::drain(&connect(cli).await?, format, pop, reason, *force, steps, *bake).await,
+        Command::Changes { limit } => operate::changes(&connect(cli).await?, format, *limit).await,
+        Command::Change(cmd) => operate::change(&connect(cli).await?, format, cmd).await,
         Command::Undrain { pop, reason } => operate::undrain(&connect(cli).await?, format, pop, reason).await,
         Command::RestorePlan { version, reason } => {
             operate::restore_plan(&connect(cli).await?, format, *version, reason).await

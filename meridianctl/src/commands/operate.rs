@@ -14,18 +14,62 @@ pub(super) async fn drain(
     pop: &str,
     reason: &str,
     force: bool,
+    steps: &[u8],
+    bake: std::time::Duration,
 ) -> Result<Report, CtlError> {
     let req = pb::DrainRequest {
         pop: pop.to_string(),
         reason: reason.to_string(),
         force,
         regions: Vec::new(),
+        steps: steps.iter().map(|s| u32::from(*s)).collect(),
+        bake_ms: u64::try_from(bake.as_millis()).unwrap_or(u64::MAX),
     };
     let change = conn
         .operator()
         .drain(req)
         .await
         .map_err(|s| conn.rpc_error("Drain", s))?
+        .into_inner()
+        .change
+        .unwrap_or_default();
+    let view = ChangeView::from(change);
+    Ok(Report::success(render(format, &view, text::change)?))
+}
+
+pub(super) async fn changes(conn: &Connected, format: Format, limit: u32) -> Result<Report, CtlError> {
+    let list = conn
+        .query()
+        .list_changes(pb::ListChangesRequest { limit })
+        .await
+        .map_err(|s| conn.rpc_error("ListChanges", s))?
+        .into_inner()
+        .changes;
+    let views: Vec<ChangeView> = list.into_iter().map(ChangeView::from).collect();
+    Ok(Report::success(render(format, &views, |v| text::changes(v))?))
+}
+
+pub(super) async fn change(
+    conn: &Connected,
+    format: Format,
+    cmd: &crate::cli::ChangeCommand,
+) -> Result<Report, CtlError> {
+    use crate::cli::ChangeCommand as C;
+    let (id, reason) = match cmd {
+        C::Pause { id, reason } | C::Resume { id, reason } | C::Rollback { id, reason } => (id, reason),
+    };
+    let req = pb::ChangeIdRequest {
+        change_id: id.clone(),
+        reason: reason.clone(),
+    };
+    let mut op = conn.operator();
+    let (rpc, result) = match cmd {
+        C::Pause { .. } => ("PauseChange", op.pause_change(req).await),
+        C::Resume { .. } => ("ResumeChange", op.resume_change(req).await),
+        C::Rollback { .. } => ("RollbackChange", op.rollback_change(req).await),
+    };
+    let change = result
+        .map_err(|s| conn.rpc_error(rpc, s))?
         .into_inner()
         .change
         .unwrap_or_default();

@@ -284,6 +284,24 @@ pub fn change(c: &ChangeView) -> String {
     format!("{} ({})\n", c.summary, c.id)
 }
 
+/// `meridianctl changes`: one row per change, newest first.
+pub fn changes(list: &[ChangeView]) -> String {
+    if list.is_empty() {
+        return "no changes\n".into();
+    }
+    let mut t = table(["ID", "STATE", "STEP", "BY", "SUMMARY"]);
+    for c in list {
+        t.add_row(vec![
+            c.id.clone(),
+            c.state.to_string(),
+            format!("{}/{}", c.step, c.total_steps),
+            c.started_by.clone(),
+            c.summary.clone(),
+        ]);
+    }
+    format!("{t}\n")
+}
+
 /// `meridianctl resume-steering`.
 pub fn resumed(v: &ResumeView) -> String {
     if v.was_pinned {

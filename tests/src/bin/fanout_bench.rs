@@ -266,7 +266,7 @@ async fn main() {
                 pop: "pop-a".into(),
                 reason: "bench".into(),
                 force: false,
-                regions: Vec::new(),
+                ..Default::default()
             };
             ops.drain(req).await.map(drop)
         } else {

@@ -14,6 +14,7 @@ fn drain(steps: Vec<Step>) -> ChangeRecord {
         created_at_ms: 0,
         updated_at_ms: 0,
         history: Vec::new(),
+        before: None,
     }
 }
 

@@ -1,0 +1,173 @@
+//! The change driver (issue [8]): on the leader, every tick, each active change is
+//! observed (the time, whether every agent ACKed a plan that carries the change's
+//! current rung, the step's analysis), advanced by the pure state machine in
+//! `meridian_engine::change`, its effect carried out (a rung's drain intent, or the
+//! intents from before), and the new record stored with a compare-and-set fenced by
+//! this leadership. A new leader picks each record up where it was stored.
+//!
+//! Analysis, per step: every PoP receiving traffic in the plan is healthy (DOWN
+//! fails, UNKNOWN is inconclusive — missing data is never a pass) and none is above
+//! the policy's target utilisation.
+
+use std::time::Duration;
+
+use meridian_core::records::{PopState, StoredPlan};
+use meridian_engine::change::{self, ChangePolicy, ChangeRecord, ChangeState, Check, Effect, Observed, Phase};
+use meridian_health::PopVerdict;
+use tokio_util::sync::CancellationToken;
+
+use crate::ops::changes::StoredChange;
+use crate::replica::ReplicaContext;
+
+/// How often the driver looks at the active changes.
+const TICK: Duration = Duration::from_millis(200);
+
+/// Runs the driver until `shutdown`; it acts only while this replica leads.
+pub(crate) async fn run(ctx: ReplicaContext, policy: ChangePolicy, shutdown: CancellationToken) -> Result<(), String> {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let Some(fence) = ctx.leadership.borrow().fence.clone() else {
+            continue;
+        };
+        let changes = match ctx.ops.list_changes().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "change driver: cannot list changes");
+                continue;
+            }
+        };
+        for stored in changes.into_iter().filter(|c| c.record.state.is_active()) {
+            if let Err(e) = drive(&ctx, &fence, &policy, stored).await {
+                tracing::warn!(error = %e, "change driver: a step failed; retried next tick");
+            }
+        }
+    }
+}
+
+async fn drive(
+    ctx: &ReplicaContext,
+    fence: &meridian_store::Fence,
+    policy: &ChangePolicy,
+    stored: StoredChange,
+) -> Result<(), crate::ops::OpError> {
+    let record = &stored.record;
+    let obs = observe(ctx, record).await;
+    let advance = change::advance(record, &obs, policy);
+    if let Some(effect) = &advance.effect {
+        match effect {
+            Effect::SetWeight { weight_percent, .. } => ctx.ops.write_rung(fence, record, *weight_percent).await?,
+            Effect::RestoreBefore => ctx.ops.restore_before(fence, record).await?,
+        }
+    }
+    if let Some(next) = advance.record {
+        if ctx.ops.store_change(fence, &next, stored.mod_revision).await? {
+            metrics::counter!("meridian_control_plane_change_transitions_total", "to" => next.state.name())
+                .increment(1);
+            ctx.ops.record_transition(None, record, &next);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `plan` carries `weight` for `pop` (0: drained).
+fn reflects(plan: &StoredPlan, pop: &str, weight: u8) -> bool {
+    if weight == 0 {
+        plan.pops.iter().any(|p| p.pop == pop && p.state == PopState::Drained)
+    } else {
+        let note = format!("drain ladder: {pop} at {weight}%");
+        plan.reasons.iter().any(|r| r.contains(&note))
+    }
+}
+
+async fn observe(ctx: &ReplicaContext, record: &ChangeRecord) -> Observed {
+    let now_ms = ctx.ops.clock.now_ms();
+    let mut obs = Observed {
+        now_ms,
+        acked: None,
+        missing_acks: Vec::new(),
+        analysis: Vec::new(),
+    };
+    let ChangeState::Progressing { phase, .. } = &record.state else {
+        return obs;
+    };
+    let plan = ctx.plan.borrow().clone();
+    match phase {
+        Phase::AwaitAcks { .. } => {
+            let (Some(plan), Some(weight)) = (plan, record.current_weight()) else {
+                return obs;
+            };
+            if !reflects(&plan, &record.target, weight) {
+                obs.acked = Some(false);
+                return obs;
+            }
+            match crate::plan_api::list_agents(ctx.store.as_ref(), &ctx.keys).await {
+                Ok(agents) => {
+                    obs.missing_acks = agents
+                        .into_iter()
+                        .filter(|(_, a)| a.applied_version < plan.version)
+                        .map(|(_, a)| a.agent_id)
+                        .collect();
+                    obs.acked = Some(obs.missing_acks.is_empty());
+                }
+                Err(e) => tracing::debug!(error = %e, "change driver: cannot read the agents"),
+            }
+        }
+        Phase::Analyse => obs.analysis = analyse(ctx, record, plan.as_deref()),
+        Phase::Apply | Phase::Bake { .. } => {}
+    }
+    obs
+}
+
+fn analyse(ctx: &ReplicaContext, record: &ChangeRecord, plan: Option<&StoredPlan>) -> Vec<(String, Check)> {
+    let Some(plan) = plan else {
+        return vec![("plan".into(), Check::Inconclusive("no plan is published".into()))];
+    };
+    let health = ctx.ops.health.snapshot();
+    let receivers: std::collections::BTreeSet<&str> = plan
+        .regions
+        .iter()
+        .flat_map(|r| r.pops.iter().filter(|w| w.weight > 0.0).map(|w| w.pop.as_str()))
+        .filter(|p| *p != record.target)
+        .collect();
+    let mut down = Vec::new();
+    let mut unknown = Vec::new();
+    for pop in &receivers {
+        match health.verdict(pop) {
+            PopVerdict::Down => down.push(*pop),
+            PopVerdict::Unknown => unknown.push(*pop),
+            PopVerdict::Up | PopVerdict::Degraded { .. } => {}
+        }
+    }
+    let receivers_healthy = if !down.is_empty() {
+        Check::Fail(format!("receiving PoP(s) DOWN: {}", down.join(", ")))
+    } else if !unknown.is_empty() {
+        Check::Inconclusive(format!("no health data for receiving PoP(s) {}", unknown.join(", ")))
+    } else {
+        Check::Pass
+    };
+    let target = ctx.topology.borrow().doc.policy.target_utilisation;
+    let hot: Vec<String> = plan
+        .pops
+        .iter()
+        .filter(|p| p.utilisation > target + 1e-9)
+        .map(|p| format!("{} at {:.0}%", p.pop, p.utilisation * 100.0))
+        .collect();
+    let utilisation = if hot.is_empty() {
+        Check::Pass
+    } else {
+        Check::Fail(format!(
+            "above the target utilisation of {:.0}%: {}",
+            target * 100.0,
+            hot.join(", ")
+        ))
+    };
+    vec![
+        ("receivers_healthy".into(), receivers_healthy),
+        ("utilisation".into(), utilisation),
+    ]
+}

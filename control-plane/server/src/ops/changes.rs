@@ -1,0 +1,375 @@
+//! Staged changes in the store (issue [8]): starting a drain ladder, the effects the
+//! change driver carries out (a rung's drain intent, the intents from before), the
+//! operator commands (pause, resume, rollback) and the records themselves.
+//!
+//! A change record lives at `changes/records/<id>`; `changes/holds/<pop>` names the
+//! one active change holding a PoP, created with the record in one fenced
+//! transaction (so two changes never hold the same PoP) and deleted in the
+//! transaction that stores the record's end. Every record update compares the
+//! record's mod revision: two operators pausing and resuming at once, or an
+//! operator and the driver, never both land on the same version.
+
+use meridian_engine::change::{self, ChangeError, ChangeKind, ChangeRecord, ChangeState, Step};
+use meridian_store::{Compare, CompareOp, Fence, TxnOp};
+
+use super::*;
+
+/// An operator's command on a change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeCommand {
+    Pause,
+    Resume,
+    Rollback,
+}
+
+impl ChangeCommand {
+    fn name(self) -> &'static str {
+        match self {
+            ChangeCommand::Pause => "pause",
+            ChangeCommand::Resume => "resume",
+            ChangeCommand::Rollback => "rollback",
+        }
+    }
+}
+
+/// A stored change and the mod revision its next update compares.
+#[derive(Clone, Debug)]
+pub struct StoredChange {
+    pub record: ChangeRecord,
+    pub mod_revision: i64,
+}
+
+fn change_error(e: ChangeError) -> OpError {
+    match e {
+        ChangeError::InvalidSteps(problem) => OpError::Invalid {
+            field: "steps",
+            problem,
+        },
+        other => OpError::FailedPrecondition(other.to_string()),
+    }
+}
+
+impl Operations {
+    /// Starts a drain ladder on `cmd.pop`: the guardrails are decided now for the
+    /// last rung (a full drain), as for an immediate drain, and the change is stored
+    /// `Pending`, holding the PoP; the leader's change driver walks it.
+    pub async fn start_drain_change(
+        &self,
+        caller: &Caller,
+        fence: &Fence,
+        cmd: DrainCommand,
+        percents: &[u8],
+        bake_ms: u64,
+    ) -> Result<ChangeRecord, OpError> {
+        let target = cmd.pop.clone();
+        let result = self
+            .start_drain_change_unaudited(caller, fence, cmd, percents, bake_ms)
+            .await;
+        self.audit_refusal(caller, "drain", Some(target), &result);
+        result
+    }
+
+    async fn start_drain_change_unaudited(
+        &self,
+        caller: &Caller,
+        fence: &Fence,
+        cmd: DrainCommand,
+        percents: &[u8],
+        bake_ms: u64,
+    ) -> Result<ChangeRecord, OpError> {
+        if cmd.reason.trim().is_empty() {
+            return Err(OpError::Invalid {
+                field: "reason",
+                problem: "a drain needs a reason".into(),
+            });
+        }
+        let steps: Vec<Step> = change::ladder(percents, bake_ms).map_err(change_error)?;
+        if steps.last().map(|s| s.weight_percent) != Some(0) {
+            return Err(OpError::Invalid {
+                field: "steps",
+                problem: "a drain ladder ends at 0".into(),
+            });
+        }
+        let set = self.read_drain_set().await?;
+        // The same checks as an immediate drain, for where the ladder ends.
+        self.check_drain_allowed(&cmd, &set)?;
+        let now = self.clock.now_ms();
+        let id = format!("drain-{}-{now}", cmd.pop);
+        let record = ChangeRecord {
+            id: id.clone(),
+            kind: ChangeKind::Drain,
+            target: cmd.pop.clone(),
+            region: None,
+            started_by: caller.actor().to_string(),
+            role: caller.role.clone(),
+            reason: cmd.reason.clone(),
+            steps,
+            state: ChangeState::Pending,
+            created_at_ms: now,
+            updated_at_ms: now,
+            history: Vec::new(),
+            before: None,
+        };
+        let key = self.keys.change(&id);
+        let hold = self.keys.change_hold(&cmd.pop);
+        let txn = Txn::new()
+            .when([Compare::Version {
+                key: hold.clone(),
+                op: CompareOp::Equal,
+                version: 0,
+            }])
+            .and_then([
+                TxnOp::put(key.clone(), encode(&key, &record)?),
+                TxnOp::put(hold.clone(), id.clone().into_bytes()),
+            ])
+            .or_else([TxnOp::get(hold)]);
+        let resp = fenced_txn(self.store.as_ref(), fence, txn).await?;
+        if !resp.succeeded {
+            let holder = match resp.responses.first() {
+                Some(meridian_store::TxnOpResponse::Get(Some(kv))) => String::from_utf8_lossy(&kv.value).to_string(),
+                _ => "another change".into(),
+            };
+            return Err(OpError::Conflict(format!(
+                "PoP `{}` is held by change {holder}: pause, roll back or wait for it first",
+                cmd.pop
+            )));
+        }
+        tracing::warn!(change = %id, pop = %cmd.pop, by = %caller.identity, "drain ladder started");
+        metrics::counter!("meridian_control_plane_changes_started_total", "kind" => "drain").increment(1);
+        self.log.record(Event {
+            at_unix_ms: now,
+            actor: caller.actor(),
+            role: caller.role.clone(),
+            kind: EventKind::Change {
+                id: id.clone(),
+                pop: cmd.pop.clone(),
+                from: "new".into(),
+                to: "pending".into(),
+                why: cmd.reason.clone(),
+            },
+        });
+        Ok(record)
+    }
+
+    /// The checks an immediate drain makes (PoP known, not drained, guardrails).
+    fn check_drain_allowed(&self, cmd: &DrainCommand, set: &DrainSet) -> Result<(), OpError> {
+        let applied = self.topology.borrow().clone();
+        if applied.doc.pop(&cmd.pop).is_none() {
+            return Err(OpError::NotFound(format!(
+                "pop: unknown PoP `{}` (not in the applied topology)",
+                cmd.pop
+            )));
+        }
+        if set.drains.get(&cmd.pop).is_some_and(|d| d.partial().is_none()) {
+            return Err(OpError::AlreadyExists(format!("PoP `{}` is already drained", cmd.pop)));
+        }
+        let health = self.health.snapshot();
+        match meridian_engine::driver::check_drain(&applied.doc, &health, &set.drains, &cmd.pop, cmd.force) {
+            Ok(_) => Ok(()),
+            Err(DrainError::Refused(f)) => Err(OpError::Refused {
+                pop: cmd.pop.clone(),
+                rule: f.rule,
+                detail: f.detail,
+            }),
+            Err(DrainError::Input(e)) => Err(OpError::Invalid {
+                field: "pop",
+                problem: e.to_string(),
+            }),
+        }
+    }
+
+    /// Every stored change, newest first.
+    pub async fn list_changes(&self) -> Result<Vec<StoredChange>, OpError> {
+        let listed = self.store.range(&self.keys.changes_prefix()).await?;
+        let mut out = Vec::with_capacity(listed.kvs.len());
+        for kv in listed.kvs {
+            let record: ChangeRecord = serde_json::from_slice(&kv.value).map_err(|e| OpError::Corrupt {
+                key: kv.key.clone(),
+                reason: e.to_string(),
+            })?;
+            out.push(StoredChange {
+                record,
+                mod_revision: kv.mod_revision,
+            });
+        }
+        out.sort_by_key(|c| std::cmp::Reverse(c.record.created_at_ms));
+        Ok(out)
+    }
+
+    /// One stored change.
+    pub async fn get_change(&self, id: &str) -> Result<StoredChange, OpError> {
+        let key = self.keys.change(id);
+        let kv = self
+            .store
+            .get(&key)
+            .await?
+            .ok_or_else(|| OpError::NotFound(format!("no change `{id}` (see `meridianctl changes`)")))?;
+        let record = serde_json::from_slice(&kv.value).map_err(|e| OpError::Corrupt {
+            key,
+            reason: e.to_string(),
+        })?;
+        Ok(StoredChange {
+            record,
+            mod_revision: kv.mod_revision,
+        })
+    }
+
+    /// Stores `next` over the version read at `mod_revision` (fenced); a change that
+    /// ended releases its hold in the same transaction. `Ok(false)`: the record
+    /// moved meanwhile (look again).
+    pub async fn store_change(&self, fence: &Fence, next: &ChangeRecord, mod_revision: i64) -> Result<bool, OpError> {
+        let key = self.keys.change(&next.id);
+        let mut ops = vec![TxnOp::put(key.clone(), encode(&key, next)?)];
+        if !next.state.is_active() {
+            ops.push(TxnOp::delete(self.keys.change_hold(&next.target)));
+        }
+        let txn = Txn::new().when([Compare::modified_at(key, mod_revision)]).and_then(ops);
+        Ok(fenced_txn(self.store.as_ref(), fence, txn).await?.succeeded)
+    }
+
+    /// An operator pauses, resumes or rolls back a change; recorded as an event
+    /// (and, when refused, as a refusal).
+    pub async fn command_change(
+        &self,
+        caller: &Caller,
+        fence: &Fence,
+        id: &str,
+        command: ChangeCommand,
+        reason: &str,
+    ) -> Result<ChangeRecord, OpError> {
+        let result = self.command_change_unaudited(caller, fence, id, command, reason).await;
+        self.audit_refusal(caller, command.name(), Some(id.to_string()), &result);
+        result
+    }
+
+    async fn command_change_unaudited(
+        &self,
+        caller: &Caller,
+        fence: &Fence,
+        id: &str,
+        command: ChangeCommand,
+        reason: &str,
+    ) -> Result<ChangeRecord, OpError> {
+        let reason = if reason.trim().is_empty() {
+            format!("{} by {}", command.name(), caller.identity)
+        } else {
+            reason.to_string()
+        };
+        let stored = self.get_change(id).await?;
+        let now = self.clock.now_ms();
+        let next = match command {
+            ChangeCommand::Pause => change::pause(&stored.record, now, &reason),
+            ChangeCommand::Resume => change::resume(&stored.record, now, &reason),
+            ChangeCommand::Rollback => change::rollback(&stored.record, now, &reason),
+        }
+        .map_err(change_error)?;
+        if !self.store_change(fence, &next, stored.mod_revision).await? {
+            return Err(OpError::Conflict(format!(
+                "change {id} moved while you asked (another operator, or its next step); look again with `meridianctl change show {id}`"
+            )));
+        }
+        self.record_transition(Some(caller), &stored.record, &next);
+        Ok(next)
+    }
+
+    /// Records the last transition of `next` as a `change` event.
+    pub(crate) fn record_transition(&self, caller: Option<&Caller>, before: &ChangeRecord, next: &ChangeRecord) {
+        let Some(t) = next.history.last() else { return };
+        if before.history.len() == next.history.len() {
+            return;
+        }
+        self.log.record(Event {
+            at_unix_ms: t.at_ms,
+            actor: caller.map(Caller::actor).unwrap_or(Actor::Steering),
+            role: caller.and_then(|c| c.role.clone()),
+            kind: EventKind::Change {
+                id: next.id.clone(),
+                pop: next.target.clone(),
+                from: t.from.clone(),
+                to: t.to.clone(),
+                why: t.why.clone(),
+            },
+        });
+    }
+
+    /// The effect of a rung: the target keeps `weight_percent` of its weight (0: a
+    /// full drain). Idempotent; retried when the drain set moves under it.
+    pub async fn write_rung(&self, fence: &Fence, record: &ChangeRecord, weight_percent: u8) -> Result<(), OpError> {
+        for _ in 0..5 {
+            let set = self.read_drain_set().await?;
+            let intent = DrainIntent {
+                pop: record.target.clone(),
+                reason: format!("{} (change {})", record.reason, record.id),
+                requested_by: record.started_by.clone(),
+                at_unix_ms: self.clock.now_ms(),
+                forced_past: None,
+                weight_percent: (weight_percent > 0).then_some(weight_percent),
+            };
+            let mut after: Vec<&str> = set.drains.keys().map(String::as_str).collect();
+            if !after.contains(&record.target.as_str()) {
+                after.push(&record.target);
+            }
+            after.sort_unstable();
+            let key = self.keys.drain(&record.target);
+            let txn = Txn::new()
+                .when([Compare::modified_at(self.keys.drain_set(), set.version)])
+                .and_then([
+                    TxnOp::put(key.clone(), encode(&key, &intent)?),
+                    TxnOp::put(self.keys.drain_set(), encode(&self.keys.drain_set(), &after)?),
+                ]);
+            if fenced_txn(self.store.as_ref(), fence, txn).await?.succeeded {
+                return Ok(());
+            }
+            metrics::counter!("meridian_control_plane_drain_retries_total").increment(1);
+        }
+        Err(OpError::Conflict(
+            "the drain set kept changing while a rung was written; the driver retries".into(),
+        ))
+    }
+
+    /// The effect of a rollback or revert: the target's drain intent from before the
+    /// change comes back (or none, when it was not drained).
+    pub async fn restore_before(&self, fence: &Fence, record: &ChangeRecord) -> Result<(), OpError> {
+        for _ in 0..5 {
+            let set = self.read_drain_set().await?;
+            let key = self.keys.drain(&record.target);
+            let mut after: Vec<&str> = set
+                .drains
+                .keys()
+                .map(String::as_str)
+                .filter(|p| *p != record.target)
+                .collect();
+            let mut ops = Vec::new();
+            match &record.before {
+                Some(intent) => {
+                    after.push(&record.target);
+                    ops.push(TxnOp::put(key.clone(), encode(&key, intent)?));
+                }
+                None => ops.push(TxnOp::delete(key)),
+            }
+            after.sort_unstable();
+            ops.push(TxnOp::put(
+                self.keys.drain_set(),
+                encode(&self.keys.drain_set(), &after)?,
+            ));
+            let txn = Txn::new()
+                .when([Compare::modified_at(self.keys.drain_set(), set.version)])
+                .and_then(ops);
+            if fenced_txn(self.store.as_ref(), fence, txn).await?.succeeded {
+                return Ok(());
+            }
+        }
+        Err(OpError::Conflict(
+            "the drain set kept changing while a rollback was written; the driver retries".into(),
+        ))
+    }
+
+    /// The change holding a PoP, if any (an undrain is refused while one does).
+    pub async fn holder_of(&self, pop: &str) -> Result<Option<String>, OpError> {
+        Ok(self
+            .store
+            .get(&self.keys.change_hold(pop))
+            .await?
+            .map(|kv| String::from_utf8_lossy(&kv.value).to_string()))
+    }
+}

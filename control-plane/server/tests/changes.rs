@@ -1,0 +1,370 @@
+//! Staged changes over real gRPC on one replica (issue [8]): a drain ladder walks
+//! its rungs (the plan keeps 50 % of the PoP's weight, then drains it) and
+//! completes; a change is paused, resumed and rolled back mid-bake, after which the
+//! PoP is back in service; refusals name what to do instead.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_control_plane::config::ControlPlaneConfig;
+use meridian_proto::v1 as pb;
+use meridian_store::embedded::EmbeddedStore;
+use meridian_store::Store;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+const TOPOLOGY: &str = r#"
+[policy]
+rise = 1
+min_regions = 2
+[[pops]]
+id = "fra1"
+capacity = 1000
+ipv4 = ["192.0.2.1"]
+endpoints = [{ name = "tcp", kind = "tcp", address = "192.0.2.1:80" }]
+
+[[pops]]
+id = "ams1"
+capacity = 1000
+ipv4 = ["192.0.2.2"]
+endpoints = [{ name = "tcp", kind = "tcp", address = "192.0.2.2:80" }]
+
+[[regions]]
+id = "eu-west"
+demand = 100
+client_prefixes = ["10.1.0.0/16"]
+latency_hints = { fra1 = "10ms", ams1 = "15ms" }
+"#;
+
+async fn start() -> (Channel, CancellationToken, tokio::task::JoinHandle<()>) {
+    let cfg: ControlPlaneConfig = toml::from_str("[auth]\nmode = \"off\"\n").unwrap();
+    let validated = cfg.validate("test").unwrap();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", grpc.local_addr().unwrap());
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shutdown = CancellationToken::new();
+    let s = shutdown.clone();
+    let task = tokio::spawn(async move {
+        meridian_control_plane::run_with_store(validated, store, grpc, admin, s)
+            .await
+            .unwrap();
+    });
+    let channel = tonic::transport::Endpoint::from_shared(endpoint)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(20))
+        .connect_lazy();
+    (channel, shutdown, task)
+}
+
+/// Probers in two regions report both PoPs healthy every 200 ms until `stop`.
+fn feed_health(channel: Channel, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut seq = 0u64;
+        while !stop.is_cancelled() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            let at = meridian_proto::prost_types::Timestamp {
+                seconds: now.as_secs() as i64,
+                nanos: now.subsec_nanos() as i32,
+            };
+            for region in ["r1", "r2"] {
+                seq += 1;
+                let result = |pop: &str| pb::ProbeResult {
+                    prober_id: format!("p-{region}"),
+                    region: region.into(),
+                    pop: pop.into(),
+                    endpoint: "tcp".into(),
+                    observed_at: Some(at),
+                    success: true,
+                    latency: Some(meridian_proto::prost_types::Duration {
+                        seconds: 0,
+                        nanos: 2_000_000,
+                    }),
+                    failure_class: pb::FailureClass::None as i32,
+                    detail: String::new(),
+                };
+                let batch = pb::ProbeResultBatch {
+                    sequence: seq,
+                    prober_id: format!("p-{region}"),
+                    region: region.into(),
+                    results: vec![result("fra1"), result("ams1")],
+                };
+                let mut probes = pb::probe_service_client::ProbeServiceClient::new(channel.clone());
+                if let Ok(resp) = probes.report_results(tokio_stream::iter(vec![batch])).await {
+                    let _ = resp.into_inner().message().await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}
+
+async fn wait<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn change(channel: &Channel, id: &str) -> pb::ChangeRecord {
+    let mut q = pb::query_service_client::QueryServiceClient::new(channel.clone());
+    let list = q
+        .list_changes(pb::ListChangesRequest { limit: 100 })
+        .await
+        .unwrap()
+        .into_inner();
+    list.changes
+        .into_iter()
+        .find(|c| c.id == id)
+        .expect("the change is listed")
+}
+
+async fn plan(channel: &Channel, version: u64) -> Option<pb::SteeringPlan> {
+    let mut q = pb::query_service_client::QueryServiceClient::new(channel.clone());
+    q.get_plan(pb::GetPlanRequest {
+        version,
+        ..Default::default()
+    })
+    .await
+    .ok()
+    .and_then(|r| r.into_inner().plan)
+}
+
+fn weight(plan: &pb::SteeringPlan, pop: &str) -> f64 {
+    plan.regions
+        .iter()
+        .flat_map(|r| r.pops.iter())
+        .filter(|w| w.pop == pop)
+        .map(|w| w.weight)
+        .sum()
+}
+
+fn pop_state(plan: &pb::SteeringPlan, pop: &str) -> i32 {
+    plan.pops
+        .iter()
+        .find(|p| p.pop == pop)
+        .map(|p| p.state)
+        .unwrap_or_default()
+}
+
+fn ladder(steps: &[u32], bake_ms: u64) -> pb::DrainRequest {
+    pb::DrainRequest {
+        pop: "fra1".into(),
+        reason: "maintenance".into(),
+        steps: steps.to_vec(),
+        bake_ms,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_ladder_walks_its_rungs_and_can_be_paused_resumed_and_rolled_back() {
+    let (channel, shutdown, task) = start().await;
+    let mut op = pb::operator_service_client::OperatorServiceClient::new(channel.clone());
+    wait("the topology to apply", || {
+        let mut op = op.clone();
+        async move {
+            op.apply_topology(pb::ApplyTopologyRequest {
+                topology_toml: TOPOLOGY.into(),
+                dry_run: false,
+                reason: "test".into(),
+            })
+            .await
+            .ok()
+            .filter(|r| r.get_ref().applied)
+        }
+    })
+    .await;
+    let stop = CancellationToken::new();
+    feed_health(channel.clone(), stop.clone());
+    wait("both PoPs UP", || {
+        let channel = channel.clone();
+        async move {
+            let mut q = pb::query_service_client::QueryServiceClient::new(channel);
+            let h = q.get_health(pb::GetHealthRequest {}).await.ok()?.into_inner();
+            (h.pops.len() == 2 && h.pops.iter().all(|p| p.state == pb::PopState::Up as i32)).then_some(())
+        }
+    })
+    .await;
+    let first = wait("a plan with fra1 taking eu-west", || {
+        let channel = channel.clone();
+        async move { plan(&channel, 0).await.filter(|p| weight(p, "fra1") > 0.99) }
+    })
+    .await;
+
+    // A ladder 100 → 50 → 0 with short bakes: it walks both rungs and completes.
+    let started = op
+        .drain(ladder(&[50, 0], 300))
+        .await
+        .unwrap()
+        .into_inner()
+        .change
+        .unwrap();
+    assert_eq!(started.total_steps, 2);
+    let id = started.id.clone();
+    // While it is active, the PoP is held: an immediate drain names the change.
+    let held = op
+        .drain(pb::DrainRequest {
+            pop: "fra1".into(),
+            reason: "again".into(),
+            ..Default::default()
+        })
+        .await;
+    if let Err(s) = held {
+        assert!(
+            s.message().contains(&id) || s.message().contains("already drained"),
+            "{s:?}"
+        );
+    }
+    let done = wait("the ladder to complete", || {
+        let channel = channel.clone();
+        let id = id.clone();
+        async move { Some(change(&channel, &id).await).filter(|c| c.state == pb::ChangeState::Completed as i32) }
+    })
+    .await;
+    assert_eq!(done.step, 2);
+    // Some published plan kept fra1 at half its weight; the last drains it.
+    let last = plan(&channel, 0).await.unwrap();
+    assert_eq!(pop_state(&last, "fra1"), pb::PopState::Drained as i32);
+    assert_eq!(weight(&last, "fra1"), 0.0);
+    let mut saw_half = false;
+    for v in first.version..=last.version {
+        if let Some(p) = plan(&channel, v).await {
+            if p.reasons.iter().any(|r| r.contains("drain ladder: fra1 at 50%")) {
+                assert!((weight(&p, "fra1") - 0.5).abs() < 0.05, "v{v}: {}", weight(&p, "fra1"));
+                saw_half = true;
+            }
+        }
+    }
+    assert!(saw_half, "no plan kept fra1 at 50 %");
+    // A completed change is not rolled back (it would be reverted).
+    let err = op
+        .rollback_change(pb::ChangeIdRequest {
+            change_id: id.clone(),
+            reason: "late".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+
+    // Back in service, then a ladder with a long bake: pause, resume, roll back.
+    op.undrain(pb::UndrainRequest {
+        pop: "fra1".into(),
+        reason: "done".into(),
+    })
+    .await
+    .unwrap();
+    let id = op
+        .drain(ladder(&[50, 0], 60_000))
+        .await
+        .unwrap()
+        .into_inner()
+        .change
+        .unwrap()
+        .id;
+    wait("the first rung to bake", || {
+        let channel = channel.clone();
+        let id = id.clone();
+        async move { Some(change(&channel, &id).await).filter(|c| c.summary.contains("(bake)")) }
+    })
+    .await;
+    let paused = op
+        .pause_change(pb::ChangeIdRequest {
+            change_id: id.clone(),
+            reason: "customer event".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .change
+        .unwrap();
+    assert_eq!(paused.state, pb::ChangeState::Paused as i32);
+    assert_eq!(paused.step, 1);
+    let again = op
+        .pause_change(pb::ChangeIdRequest {
+            change_id: id.clone(),
+            reason: "twice".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition);
+    let resumed = op
+        .resume_change(pb::ChangeIdRequest {
+            change_id: id.clone(),
+            reason: "event over".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .change
+        .unwrap();
+    assert_eq!(resumed.state, pb::ChangeState::Progressing as i32);
+    op.rollback_change(pb::ChangeIdRequest {
+        change_id: id.clone(),
+        reason: "abandon".into(),
+    })
+    .await
+    .unwrap();
+    wait("the rollback", || {
+        let channel = channel.clone();
+        let id = id.clone();
+        async move { Some(change(&channel, &id).await).filter(|c| c.state == pb::ChangeState::RolledBack as i32) }
+    })
+    .await;
+    // Steering computes from the intents before the change: fra1 serves again.
+    wait("fra1 back at full weight", || {
+        let channel = channel.clone();
+        async move { plan(&channel, 0).await.filter(|p| weight(p, "fra1") > 0.99) }
+    })
+    .await;
+    let unknown = op
+        .pause_change(pb::ChangeIdRequest {
+            change_id: "no-such-change".into(),
+            reason: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+    // The change's transitions are in the event log.
+    let mut q = pb::query_service_client::QueryServiceClient::new(channel.clone());
+    let events = wait("change events", || {
+        let mut q = q.clone();
+        async move {
+            let e = q
+                .list_events(pb::ListEventsRequest {
+                    limit: 500,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .events;
+            e.iter()
+                .any(|e| e.kind == "change" && e.message.contains("rolled_back"))
+                .then_some(e)
+        }
+    })
+    .await;
+    assert!(events
+        .iter()
+        .any(|e| e.kind == "change" && e.message.contains("paused")));
+    let _ = &mut q;
+
+    stop.cancel();
+    shutdown.cancel();
+    task.await.unwrap();
+}
