@@ -52,10 +52,19 @@ pub enum Phase {
     Apply,
     /// Written; waiting until every connected agent ACKs a plan at least this new.
     AwaitAcks { since_ms: u64 },
-    /// Every agent has it; holding until `until_ms`.
-    Bake { until_ms: u64 },
+    /// Every agent has it (plan `plan_version`); holding until `until_ms`.
+    Bake {
+        until_ms: u64,
+        /// The plan every agent ACKed for this rung: its receiving PoPs are the
+        /// ones the analysis watches.
+        #[serde(default)]
+        plan_version: u64,
+    },
     /// Bake over: the analysis decides.
-    Analyse,
+    Analyse {
+        #[serde(default)]
+        plan_version: u64,
+    },
 }
 
 /// A change's state.
@@ -213,6 +222,8 @@ pub struct Observed {
     /// Every connected agent has ACKed a plan that includes the current step
     /// (`None`: not known yet, e.g. the plan is not published).
     pub acked: Option<bool>,
+    /// The version of that plan, when `acked`.
+    pub acked_version: u64,
     /// The agents that have not ACKed, to name them when the deadline passes.
     pub missing_acks: Vec<String>,
     /// The step's analysis, by check name (asked for only in `Analyse`).
@@ -292,7 +303,7 @@ pub fn describe(state: &ChangeState) -> String {
                 Phase::Apply => "apply",
                 Phase::AwaitAcks { .. } => "await ACKs",
                 Phase::Bake { .. } => "bake",
-                Phase::Analyse => "analyse",
+                Phase::Analyse { .. } => "analyse",
             };
             format!("progressing step {} ({phase})", step + 1)
         }
@@ -370,6 +381,7 @@ pub fn advance(record: &ChangeRecord, obs: &Observed, policy: &ChangePolicy) -> 
                                 step,
                                 phase: Phase::Bake {
                                     until_ms: now.saturating_add(rung.bake_ms),
+                                    plan_version: obs.acked_version,
                                 },
                             },
                             now,
@@ -398,12 +410,14 @@ pub fn advance(record: &ChangeRecord, obs: &Observed, policy: &ChangePolicy) -> 
                     }
                     _ => Advance::default(),
                 },
-                Phase::Bake { until_ms } if now >= *until_ms => Advance {
+                Phase::Bake { until_ms, plan_version } if now >= *until_ms => Advance {
                     record: Some(moved(
                         record,
                         ChangeState::Progressing {
                             step,
-                            phase: Phase::Analyse,
+                            phase: Phase::Analyse {
+                                plan_version: *plan_version,
+                            },
                         },
                         now,
                         "bake over",
@@ -411,7 +425,7 @@ pub fn advance(record: &ChangeRecord, obs: &Observed, policy: &ChangePolicy) -> 
                     effect: None,
                 },
                 Phase::Bake { .. } => Advance::default(),
-                Phase::Analyse => analyse(record, step, obs, policy),
+                Phase::Analyse { .. } => analyse(record, step, obs, policy),
             }
         }
         ChangeState::RollingBack { .. } => Advance {

@@ -5,9 +5,10 @@
 //! intents from before), and the new record stored with a compare-and-set fenced by
 //! this leadership. A new leader picks each record up where it was stored.
 //!
-//! Analysis, per step: every PoP receiving traffic in the plan is healthy (DOWN
-//! fails, UNKNOWN is inconclusive — missing data is never a pass) and none is above
-//! the policy's target utilisation.
+//! Analysis, per step: every PoP that received traffic in the plan the agents
+//! ACKed for the rung is still healthy now (DOWN fails — even when steering has
+//! since moved its traffic away —, UNKNOWN is inconclusive: missing data is never a
+//! pass) and no PoP of the current plan is above the target utilisation.
 
 use std::time::Duration;
 
@@ -89,6 +90,7 @@ async fn observe(ctx: &ReplicaContext, record: &ChangeRecord) -> Observed {
     let mut obs = Observed {
         now_ms,
         acked: None,
+        acked_version: 0,
         missing_acks: Vec::new(),
         analysis: Vec::new(),
     };
@@ -113,22 +115,36 @@ async fn observe(ctx: &ReplicaContext, record: &ChangeRecord) -> Observed {
                         .map(|(_, a)| a.agent_id)
                         .collect();
                     obs.acked = Some(obs.missing_acks.is_empty());
+                    obs.acked_version = plan.version;
                 }
                 Err(e) => tracing::debug!(error = %e, "change driver: cannot read the agents"),
             }
         }
-        Phase::Analyse => obs.analysis = analyse(ctx, record, plan.as_deref()),
+        Phase::Analyse { plan_version } => {
+            let acked = match *plan_version {
+                0 => None,
+                v => crate::plans::load(ctx.store.as_ref(), &ctx.keys, v).await.ok(),
+            };
+            obs.analysis = analyse(ctx, record, acked.as_ref().or(plan.as_deref()), plan.as_deref());
+        }
         Phase::Apply | Phase::Bake { .. } => {}
     }
     obs
 }
 
-fn analyse(ctx: &ReplicaContext, record: &ChangeRecord, plan: Option<&StoredPlan>) -> Vec<(String, Check)> {
-    let Some(plan) = plan else {
+/// `acked`: the plan the agents ACKed for the rung (whose receivers are watched);
+/// `current`: the plan in force (whose utilisation is checked).
+fn analyse(
+    ctx: &ReplicaContext,
+    record: &ChangeRecord,
+    acked: Option<&StoredPlan>,
+    current: Option<&StoredPlan>,
+) -> Vec<(String, Check)> {
+    let (Some(acked), Some(plan)) = (acked, current) else {
         return vec![("plan".into(), Check::Inconclusive("no plan is published".into()))];
     };
     let health = ctx.ops.health.snapshot();
-    let receivers: std::collections::BTreeSet<&str> = plan
+    let receivers: std::collections::BTreeSet<&str> = acked
         .regions
         .iter()
         .flat_map(|r| r.pops.iter().filter(|w| w.weight > 0.0).map(|w| w.pop.as_str()))

@@ -22,6 +22,7 @@ fn obs(now_ms: u64) -> Observed {
     Observed {
         now_ms,
         acked: None,
+        acked_version: 0,
         missing_acks: Vec::new(),
         analysis: Vec::new(),
     }
@@ -30,6 +31,7 @@ fn obs(now_ms: u64) -> Observed {
 fn acked(now_ms: u64) -> Observed {
     Observed {
         acked: Some(true),
+        acked_version: 7,
         ..obs(now_ms)
     }
 }
@@ -108,7 +110,10 @@ fn a_ladder_walks_apply_acks_bake_analyse_for_each_rung_and_completes() {
         r.state,
         ChangeState::Progressing {
             step: 0,
-            phase: Phase::Bake { until_ms: 12_500 }
+            phase: Phase::Bake {
+                until_ms: 12_500,
+                plan_version: 7
+            }
         }
     );
     // Baking: nothing until the deadline, then analysis.
@@ -121,7 +126,7 @@ fn a_ladder_walks_apply_acks_bake_analyse_for_each_rung_and_completes() {
         r.state,
         ChangeState::Progressing {
             step: 0,
-            phase: Phase::Analyse
+            phase: Phase::Analyse { plan_version: 7 }
         }
     );
     let (r, _) = step(&r, &passing(12_600));
@@ -202,7 +207,7 @@ fn a_failed_analysis_rolls_back_by_default_or_pauses_by_policy() {
         drain(ladder(&[50, 0], 1_000).unwrap()),
         ChangeState::Progressing {
             step: 0,
-            phase: Phase::Analyse,
+            phase: Phase::Analyse { plan_version: 7 },
         },
     );
     let failing = Observed {
@@ -237,7 +242,7 @@ fn missing_or_inconclusive_analysis_is_never_a_pass() {
         drain(ladder(&[50, 0], 1_000).unwrap()),
         ChangeState::Progressing {
             step: 0,
-            phase: Phase::Analyse,
+            phase: Phase::Analyse { plan_version: 7 },
         },
     );
     let (r, _) = step(&analysing, &obs(1));
@@ -263,7 +268,10 @@ fn pause_resume_and_rollback_from_any_active_step() {
         drain(ladder(&[50, 0], 1_000).unwrap()),
         ChangeState::Progressing {
             step: 1,
-            phase: Phase::Bake { until_ms: 9_000 },
+            phase: Phase::Bake {
+                until_ms: 9_000,
+                plan_version: 7,
+            },
         },
     );
     let paused = pause(&r, 100, "customer event").unwrap();
@@ -336,7 +344,10 @@ fn a_stored_record_resumes_the_same_step_after_a_leader_change() {
         drain(ladder(&[50, 0], 10_000).unwrap()),
         ChangeState::Progressing {
             step: 0,
-            phase: Phase::Bake { until_ms: 20_000 },
+            phase: Phase::Bake {
+                until_ms: 20_000,
+                plan_version: 7,
+            },
         },
     );
     let stored = serde_json::to_string(&r).unwrap();
@@ -356,7 +367,7 @@ fn a_stored_record_resumes_the_same_step_after_a_leader_change() {
         next.state,
         ChangeState::Progressing {
             step: 0,
-            phase: Phase::Analyse
+            phase: Phase::Analyse { plan_version: 7 }
         }
     );
 }

@@ -1,0 +1,215 @@
+//! Drain ladders end to end (issue [8]) with real processes over mutual TLS: a
+//! control plane, probers in three regions, two DNS agents and simulated PoPs. A
+//! ladder 100 → 50 → 0 % waits for both agents' ACKs at each rung (their answers
+//! split between fra1 and ams1 on the 50 % rung) and completes with fra1 out; a
+//! receiving PoP that dies during a bake rolls the next ladder back automatically,
+//! and fra1 is answered again.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use meridian_tests::dns::{dig, DnsAgent};
+use meridian_tests::meridian::{ctl_json, meridianctl, meridianctl_as, ControlPlane, Prober};
+use meridian_tests::targets::HttpTarget;
+use meridian_tests::util::wait_for;
+
+const DEADLINE: Duration = Duration::from_secs(90);
+const ZONES: &str = "[[zones]]\norigin = \"example.net.\"\nns = [\"ns1.example.net.\"]\n[[zones.records]]\nname = \"ns1\"\ntype = \"A\"\nvalue = \"127.0.0.1\"\n[[zones.steered]]\nname = \"www\"\nanswers = 1\n";
+
+/// The addresses both agents answered over `n` queries each.
+async fn answered(agents: &[SocketAddr], n: usize) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for a in agents {
+        for i in 0..n {
+            // Different ECS subnets inside the region so sampling spreads.
+            let subnet = format!("+subnet=127.0.{}.0/24", i % 250);
+            seen.extend(dig(*a, &["www.example.net", "A", &subnet]).await.addresses());
+        }
+    }
+    seen
+}
+
+async fn change(ep: &str, id: &str) -> serde_json::Value {
+    let list = ctl_json(ep, &["changes"]).await;
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("change {id} not listed: {list}"))
+}
+
+async fn start_ladder(ep: &str, bake: &str) -> String {
+    let out = meridianctl_as(
+        "otto",
+        "operator",
+        &[
+            "-e",
+            ep,
+            "drain",
+            "fra1",
+            "--reason",
+            "maintenance",
+            "--steps",
+            "50,0",
+            "--bake",
+            bake,
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["total_steps"], 2, "{v}");
+    assert_eq!(v["started_by"], "operator:otto", "{v}");
+    v["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_ladder_shifts_real_agents_rung_by_rung_and_a_dead_receiver_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let fra = HttpTarget::start(Ipv4Addr::new(127, 0, 0, 71)).await;
+    let mut ams = HttpTarget::start(Ipv4Addr::new(127, 0, 0, 72)).await;
+    let iad = HttpTarget::start(Ipv4Addr::new(127, 0, 0, 73)).await;
+    let data = dir.path().join("data");
+    let cp = ControlPlane::start("cp-1", dir.path(), &["--data-dir", data.to_str().unwrap()]);
+    cp.wait_ready().await;
+    let ep = cp.endpoint();
+    let topology = format!(
+        r#"
+[policy]
+latency_source = "hints"
+slow_start_stages = [1.0]
+
+[[pops]]
+id = "fra1"
+capacity = 100
+ipv4 = ["127.0.0.71"]
+[[pops.endpoints]]
+name = "http"
+kind = "http"
+url = "{fra}"
+
+[[pops]]
+id = "ams1"
+capacity = 100
+ipv4 = ["127.0.0.72"]
+[[pops.endpoints]]
+name = "http"
+kind = "http"
+url = "{ams}"
+
+[[pops]]
+id = "iad1"
+capacity = 100
+ipv4 = ["127.0.0.73"]
+[[pops.endpoints]]
+name = "http"
+kind = "http"
+url = "{iad}"
+
+[[regions]]
+id = "eu"
+demand = 50
+client_prefixes = ["127.0.0.0/8"]
+latency_hints = {{ fra1 = "10ms", ams1 = "12ms", iad1 = "80ms" }}
+"#,
+        fra = fra.url(),
+        ams = ams.url(),
+        iad = iad.url()
+    );
+    let topo = dir.path().join("topology.toml");
+    std::fs::write(&topo, topology).unwrap();
+    let out = meridianctl(&["-e", &ep, "apply", "-f", topo.to_str().unwrap()]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let _probers: Vec<Prober> = ["eu", "us", "ap"]
+        .iter()
+        .map(|r| Prober::start(&format!("p-{r}"), r, &ep, None, dir.path()))
+        .collect();
+    let agents: Vec<DnsAgent> = ["dns-1", "dns-2"]
+        .iter()
+        .map(|id| DnsAgent::start(id, dir.path(), std::slice::from_ref(&ep), ZONES))
+        .collect();
+    let addrs: Vec<SocketAddr> = agents.iter().map(|a| a.dns_addr).collect();
+    let (fra_ip, ams_ip) = ("127.0.0.71".to_string(), "127.0.0.72".to_string());
+    wait_for("every PoP UP and both agents answering fra1", DEADLINE, || async {
+        let health = ctl_json(&ep, &["health"]).await;
+        let all_up = health["pops"].as_array()?.iter().all(|p| p["state"] == "UP");
+        (all_up && answered(&addrs, 3).await == BTreeSet::from([fra_ip.clone()])).then_some(())
+    })
+    .await;
+
+    // The ladder: on the 50 % rung both agents have ACKed and answer both PoPs.
+    let id = start_ladder(&ep, "8s").await;
+    wait_for("the first rung to bake with both agents ACKed", DEADLINE, || async {
+        let c = change(&ep, &id).await;
+        (c["step"] == 1 && c["summary"].as_str()?.contains("(bake)")).then_some(())
+    })
+    .await;
+    let plan = ctl_json(&ep, &["plan"]).await;
+    let version = plan["version"].as_u64().unwrap();
+    let agents_now = ctl_json(&ep, &["agents"]).await;
+    for a in agents_now.as_array().unwrap() {
+        assert!(
+            a["applied_version"].as_u64().unwrap() >= version,
+            "an agent baking a rung has its plan: {agents_now}"
+        );
+    }
+    wait_for(
+        "answers split between fra1 and ams1 on the 50 % rung",
+        DEADLINE,
+        || async {
+            let seen = answered(&addrs, 20).await;
+            (seen.contains(&fra_ip) && seen.contains(&ams_ip)).then_some(())
+        },
+    )
+    .await;
+    let done = wait_for("the ladder to complete", DEADLINE, || async {
+        let c = change(&ep, &id).await;
+        (c["state"] == "completed").then_some(c)
+    })
+    .await;
+    assert_eq!(done["step"], 2, "{done}");
+    wait_for("fra1 out of both agents' answers", DEADLINE, || async {
+        let seen = answered(&addrs, 5).await;
+        (!seen.is_empty() && !seen.contains(&fra_ip)).then_some(())
+    })
+    .await;
+
+    // Back in service; a second ladder whose receiver dies during the bake rolls
+    // back by itself, and fra1 is answered again.
+    let out = meridianctl(&["-e", &ep, "undrain", "fra1", "--reason", "done"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("fra1 answered again", DEADLINE, || async {
+        (answered(&addrs, 3).await == BTreeSet::from([fra_ip.clone()])).then_some(())
+    })
+    .await;
+    let id = start_ladder(&ep, "20s").await;
+    wait_for("the first rung to bake", DEADLINE, || async {
+        let c = change(&ep, &id).await;
+        c["summary"].as_str()?.contains("(bake)").then_some(())
+    })
+    .await;
+    ams.kill();
+    let rolled = wait_for("an automatic rollback", DEADLINE, || async {
+        let c = change(&ep, &id).await;
+        (c["state"] == "rolled_back").then_some(c)
+    })
+    .await;
+    let events = ctl_json(&ep, &["events", "--limit", "200"]).await;
+    assert!(
+        events.as_array().unwrap().iter().any(|e| e["kind"] == "change"
+            && e["message"].as_str().unwrap().contains("DOWN: ams1")
+            && e["message"].as_str().unwrap().contains("rolling_back")),
+        "the rollback names the dead receiver: {rolled} {events}"
+    );
+    wait_for("fra1 answered again after the rollback", DEADLINE, || async {
+        (answered(&addrs, 3).await == BTreeSet::from([fra_ip.clone()])).then_some(())
+    })
+    .await;
+    drop(agents);
+}
