@@ -213,3 +213,137 @@ latency_hints = {{ fra1 = "10ms", ams1 = "12ms", iad1 = "80ms" }}
     .await;
     drop(agents);
 }
+
+/// The leader is killed while a rung bakes, on a 3-member etcd: the new leader
+/// resumes the same step — the rung is applied and ACKed once, analysed once after
+/// its bake deadline — and the ladder completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_mid_bake_is_succeeded_at_the_same_step() {
+    use meridian_tests::etcd::EtcdCluster;
+    let etcd = EtcdCluster::start(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let fra = HttpTarget::start(Ipv4Addr::new(127, 0, 0, 81)).await;
+    let ams = HttpTarget::start(Ipv4Addr::new(127, 0, 0, 82)).await;
+    let endpoints = etcd.endpoints_csv();
+    let args = ["--etcd-endpoints", endpoints.as_str(), "--lease-ttl", "2s"];
+    let mut cps: Vec<ControlPlane> = ["cp-a", "cp-b"]
+        .iter()
+        .map(|id| ControlPlane::start(id, dir.path(), &args))
+        .collect();
+    for cp in &cps {
+        cp.wait_ready().await;
+    }
+    let eps: Vec<String> = cps.iter().map(|c| c.endpoint()).collect();
+    let all = eps.join(",");
+    let topology = format!(
+        r#"
+[policy]
+latency_source = "hints"
+[[pops]]
+id = "fra1"
+capacity = 100
+ipv4 = ["127.0.0.81"]
+[[pops.endpoints]]
+name = "http"
+kind = "http"
+url = "{fra}"
+[[pops]]
+id = "ams1"
+capacity = 100
+ipv4 = ["127.0.0.82"]
+[[pops.endpoints]]
+name = "http"
+kind = "http"
+url = "{ams}"
+[[regions]]
+id = "eu"
+demand = 50
+client_prefixes = ["127.0.0.0/8"]
+latency_hints = {{ fra1 = "10ms", ams1 = "12ms" }}
+"#,
+        fra = fra.url(),
+        ams = ams.url()
+    );
+    let topo = dir.path().join("topology.toml");
+    std::fs::write(&topo, topology).unwrap();
+    let out = meridianctl(&["-e", &all, "apply", "-f", topo.to_str().unwrap()]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let _probers: Vec<Prober> = ["eu", "us", "ap"]
+        .iter()
+        .map(|r| Prober::start(&format!("p-{r}"), r, &all, None, dir.path()))
+        .collect();
+    wait_for("every PoP UP", DEADLINE, || async {
+        let health = ctl_json(&all, &["health"]).await;
+        let pops = health["pops"].as_array()?;
+        (pops.len() == 2 && pops.iter().all(|p| p["state"] == "UP")).then_some(())
+    })
+    .await;
+
+    let id = start_ladder(&all, "10s").await;
+    wait_for("the first rung to bake", DEADLINE, || async {
+        let c = change(&all, &id).await;
+        (c["step"] == 1 && c["summary"].as_str()?.contains("(bake)")).then_some(())
+    })
+    .await;
+    let leader = ctl_json(&all, &["status"]).await["leader"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let idx = cps.iter().position(|c| c.id == leader).unwrap();
+    cps[idx].kill();
+    let survivor = eps[1 - idx].clone();
+    let done = wait_for("the ladder to complete under the new leader", DEADLINE, || async {
+        let c = change(&survivor, &id).await;
+        (c["state"] == "completed").then_some(c)
+    })
+    .await;
+    assert_eq!(done["step"], 2, "{done}");
+
+    // Read the step's history from the event log: never repeated, not skipped.
+    let events = ctl_json(&survivor, &["events", "--limit", "500"]).await;
+    let moves: Vec<(u64, String)> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "change" && e["message"].as_str().unwrap().contains(&id))
+        .map(|e| {
+            (
+                e["at_unix_ms"].as_u64().unwrap(),
+                e["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    eprintln!("change {id} after the leader kill: {moves:#?}");
+    let count = |to: &str| moves.iter().filter(|(_, m)| m.contains(&format!("→ {to} ("))).count();
+    assert!(
+        count("progressing step 1 (await ACKs)") <= 1,
+        "rung 1 applied twice: {moves:#?}"
+    );
+    assert!(
+        count("progressing step 1 (bake)") <= 1,
+        "rung 1 baked twice: {moves:#?}"
+    );
+    assert_eq!(
+        count("progressing step 1 (analyse)"),
+        1,
+        "rung 1 analysed once: {moves:#?}"
+    );
+    assert_eq!(count("completed"), 1, "{moves:#?}");
+    // If the old leader's "bake" event was stored before it died, the analysis came
+    // at least the bake's length after it (the deadline was kept, not restarted
+    // short or skipped).
+    let at = |to: &str| {
+        moves
+            .iter()
+            .find(|(_, m)| m.contains(&format!("→ {to} (")))
+            .map(|(t, _)| *t)
+    };
+    if let (Some(bake), Some(analyse)) = (at("progressing step 1 (bake)"), at("progressing step 1 (analyse)")) {
+        assert!(
+            analyse >= bake + 10_000,
+            "analysed {} ms into a 10 s bake",
+            analyse - bake
+        );
+    }
+    drop(etcd);
+}
