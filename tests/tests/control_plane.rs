@@ -94,8 +94,8 @@ async fn embedded_replica_serves_status_admin_reflection_and_health() {
     );
     let mut ops = pb::operator_service_client::OperatorServiceClient::new(channel);
     let err = ops
-        .pause_change(pb::ChangeIdRequest {
-            change_id: "c1".into(),
+        .freeze(pb::FreezeRequest {
+            reason: "release window".into(),
             ..Default::default()
         })
         .await
