@@ -73,6 +73,11 @@ pub struct Cli {
     )]
     pub token_file: Option<std::path::PathBuf>,
 
+    /// Act during a change freeze (`apply`, `undrain`, `restore-plan`; admins only,
+    /// recorded with your reason).
+    #[arg(long, global = true)]
+    pub override_freeze: bool,
+
     /// Per-call timeout (connect and each RPC), e.g. 5s or 500ms.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, global = true)]
     pub timeout: Duration,
@@ -150,6 +155,24 @@ pub enum Command {
         /// How long each rung of --steps is held once every agent has it.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
         bake: Duration,
+    },
+    /// Freeze changes for a while (a release window): topology applies, undrains
+    /// and plan restores are refused until it ends or `unfreeze`; drains and
+    /// rollbacks stay allowed (they are the remedy). An admin may act anyway with
+    /// --override-freeze (recorded).
+    Freeze {
+        /// How long, e.g. `2h` or `30m` (1m to 14d).
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Why (required; recorded).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a freeze (admins).
+    Unfreeze {
+        /// Why (recorded).
+        #[arg(long, default_value = "")]
+        reason: String,
     },
     /// List staged changes (drain ladders), newest first: state, rung, who.
     Changes {
@@ -340,6 +363,8 @@ mod tests {
             "certs",
             "changes",
             "change",
+            "freeze",
+            "unfreeze",
         ] {
             assert!(
                 names.iter().any(|n| n == expected),

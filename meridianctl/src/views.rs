@@ -537,6 +537,23 @@ impl From<pb::ChangeRecord> for ChangeView {
     }
 }
 
+/// `meridianctl freeze` / `unfreeze`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FreezeView {
+    pub frozen: bool,
+    /// Until when, RFC 3339 (`null` when not frozen).
+    pub until: Option<String>,
+}
+
+impl From<pb::FreezeResponse> for FreezeView {
+    fn from(r: pb::FreezeResponse) -> Self {
+        FreezeView {
+            frozen: r.frozen,
+            until: unix_ms(&r.until).and_then(rfc3339_ms),
+        }
+    }
+}
+
 /// `meridianctl resume-steering`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ResumeView {

@@ -70,6 +70,11 @@ impl Keys {
         format!("{}/intents/plan-pin", self.root)
     }
 
+    /// The change freeze (a release window), when one is set.
+    pub fn freeze(&self) -> String {
+        format!("{}/intents/freeze", self.root)
+    }
+
     /// Prefix of change records (issue [8]).
     pub fn changes_prefix(&self) -> String {
         format!("{}/changes/records/", self.root)

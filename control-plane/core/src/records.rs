@@ -135,6 +135,17 @@ pub struct AnycastAnnouncement {
     pub prepend_count: u32,
 }
 
+/// A change freeze (`intents/freeze`): until `until_unix_ms`, changes other than
+/// remedies (drains, automatic failover, rollbacks) are refused unless an admin
+/// overrides it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FreezeRecord {
+    pub reason: String,
+    pub requested_by: String,
+    pub at_unix_ms: u64,
+    pub until_unix_ms: u64,
+}
+
 /// An operator's drain of a PoP (`intents/drains/<pop>`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

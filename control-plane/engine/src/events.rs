@@ -102,6 +102,19 @@ pub enum OperatorAction {
     SteeringResumed {
         reason: String,
     },
+    /// Changes frozen until a time (a release window).
+    Frozen {
+        until_unix_ms: u64,
+        reason: String,
+    },
+    Unfrozen {
+        reason: String,
+    },
+    /// An admin acted during a freeze.
+    FreezeOverridden {
+        operation: String,
+        reason: String,
+    },
 }
 
 impl Event {
@@ -155,6 +168,9 @@ impl Event {
                 OperatorAction::TopologyApplied { .. } => "topology_applied",
                 OperatorAction::PlanRestored { .. } => "plan_restored",
                 OperatorAction::SteeringResumed { .. } => "steering_resumed",
+                OperatorAction::Frozen { .. } => "freeze",
+                OperatorAction::Unfrozen { .. } => "unfreeze",
+                OperatorAction::FreezeOverridden { .. } => "freeze_override",
             },
         }
     }
@@ -228,6 +244,13 @@ impl Event {
                     format!("plan v{from} restored as v{version} and steering pinned: {reason}")
                 }
                 OperatorAction::SteeringResumed { reason } => format!("steering resumed: {reason}"),
+                OperatorAction::Frozen { until_unix_ms, reason } => {
+                    format!("changes frozen until {until_unix_ms} (unix ms): {reason}")
+                }
+                OperatorAction::Unfrozen { reason } => format!("changes unfrozen: {reason}"),
+                OperatorAction::FreezeOverridden { operation, reason } => {
+                    format!("{operation} during a freeze, overridden by an admin: {reason}")
+                }
             },
         }
     }

@@ -562,6 +562,7 @@ fn op_status(err: OpError) -> Status {
         OpError::AlreadyExists(_) => Status::already_exists(err.to_string()),
         OpError::Refused { .. } | OpError::FailedPrecondition(_) => Status::failed_precondition(err.to_string()),
         OpError::Unimplemented { .. } => Status::unimplemented(err.to_string()),
+        OpError::PermissionDenied(_) => Status::permission_denied(err.to_string()),
         OpError::Conflict(_) => Status::aborted(err.to_string()),
         OpError::Corrupt { .. } => Status::internal(err.to_string()),
         OpError::Store(e @ StoreError::FenceLost { .. }) => Status::unavailable(format!("{e}; retry")),
@@ -671,6 +672,13 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
             }
         };
         let body = req.into_inner();
+        if !body.dry_run {
+            self.ctx
+                .ops
+                .check_freeze(&who, "apply-topology", body.override_freeze, &body.reason)
+                .await
+                .map_err(op_status)?;
+        }
         let cmd = ApplyTopologyCommand {
             toml: body.topology_toml,
             reason: body.reason,
@@ -734,6 +742,11 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
             Route::Forward(mut leader) => return leader.undrain(self.forwarded(req)).await,
         };
         let body = req.into_inner();
+        self.ctx
+            .ops
+            .check_freeze(&who, "undrain", body.override_freeze, &body.reason)
+            .await
+            .map_err(op_status)?;
         let cmd = UndrainCommand {
             pop: body.pop,
             reason: body.reason,
@@ -752,6 +765,11 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
             Route::Forward(mut leader) => return leader.restore_plan(self.forwarded(req)).await,
         };
         let body = req.into_inner();
+        self.ctx
+            .ops
+            .check_freeze(&who, "restore-plan", body.override_freeze, &body.reason)
+            .await
+            .map_err(op_status)?;
         let cmd = RestorePlanCommand {
             version: body.version,
             reason: body.reason,
@@ -810,11 +828,49 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         };
         self.command(req, &fence, ChangeCommand::Rollback).await
     }
-    async fn freeze(&self, _req: Request<pb::FreezeRequest>) -> Result<Response<pb::FreezeResponse>, Status> {
-        Err(unimplemented("Freeze", AREA_CHANGES))
+    async fn freeze(&self, req: Request<pb::FreezeRequest>) -> Result<Response<pb::FreezeResponse>, Status> {
+        let who = caller(&req)?;
+        let fence = match self.route(req.metadata()).await? {
+            Route::Local(fence) => fence,
+            Route::Forward(mut leader) => return leader.freeze(self.forwarded(req)).await,
+        };
+        let body = req.into_inner();
+        let duration_ms = match body.duration {
+            Some(d) if d.seconds >= 0 && d.nanos >= 0 => (d.seconds as u64) * 1000 + (d.nanos as u64) / 1_000_000,
+            Some(_) => return Err(Status::invalid_argument("duration must not be negative")),
+            None => {
+                return Err(Status::invalid_argument(
+                    "duration is required (e.g. meridianctl freeze --for 2h)",
+                ))
+            }
+        };
+        let record = self
+            .ctx
+            .ops
+            .freeze(&who, &fence, &body.reason, duration_ms)
+            .await
+            .map_err(op_status)?;
+        Ok(Response::new(pb::FreezeResponse {
+            frozen: true,
+            until: Some(convert::timestamp_ms(record.until_unix_ms)),
+        }))
     }
-    async fn unfreeze(&self, _req: Request<pb::UnfreezeRequest>) -> Result<Response<pb::FreezeResponse>, Status> {
-        Err(unimplemented("Unfreeze", AREA_CHANGES))
+    async fn unfreeze(&self, req: Request<pb::UnfreezeRequest>) -> Result<Response<pb::FreezeResponse>, Status> {
+        let who = caller(&req)?;
+        let fence = match self.route(req.metadata()).await? {
+            Route::Local(fence) => fence,
+            Route::Forward(mut leader) => return leader.unfreeze(self.forwarded(req)).await,
+        };
+        let body = req.into_inner();
+        self.ctx
+            .ops
+            .unfreeze(&who, &fence, &body.reason)
+            .await
+            .map_err(op_status)?;
+        Ok(Response::new(pb::FreezeResponse {
+            frozen: false,
+            until: None,
+        }))
     }
 }
 

@@ -150,6 +150,9 @@ pub enum OpError {
     },
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller's role does not allow this (beyond the RPC's own rule).
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("{what} is not built yet: it arrives with {area}")]
     Unimplemented { what: &'static str, area: &'static str },
     /// Another write landed first; the caller should look again and retry.
@@ -656,6 +659,7 @@ fn encode<T: serde::Serialize>(key: &str, value: &T) -> Result<Vec<u8>, OpError>
 }
 
 pub mod changes;
+pub mod freeze;
 
 #[cfg(test)]
 mod tests;

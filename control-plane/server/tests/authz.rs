@@ -139,6 +139,7 @@ async fn every_role_boundary_holds_over_real_grpc() {
         topology_toml: "[[pops]]\nid = \"fra1\"\ncapacity = 10\n".into(),
         dry_run: true,
         reason: "check".into(),
+        override_freeze: false,
     };
     let denied = op
         .apply_topology(with_token(apply(), Some(OPERATOR)))
@@ -272,6 +273,7 @@ async fn enforcing_by_default_bootstraps_an_admin_token_in_the_data_dir() {
                 topology_toml: "[[pops]]\nid = \"fra1\"\ncapacity = 10\n".into(),
                 dry_run: true,
                 reason: "check".into(),
+                override_freeze: false,
             },
             Some(&token),
         ))

@@ -181,6 +181,7 @@ async fn a_drain_ladder_walks_its_rungs_and_can_be_paused_resumed_and_rolled_bac
                 topology_toml: TOPOLOGY.into(),
                 dry_run: false,
                 reason: "test".into(),
+                override_freeze: false,
             })
             .await
             .ok()
@@ -264,6 +265,7 @@ async fn a_drain_ladder_walks_its_rungs_and_can_be_paused_resumed_and_rolled_bac
     op.undrain(pb::UndrainRequest {
         pop: "fra1".into(),
         reason: "done".into(),
+        override_freeze: false,
     })
     .await
     .unwrap();

@@ -90,6 +90,7 @@ token = "{AGENT_B}"
                 topology_toml: huge,
                 dry_run: false,
                 reason: "too big".into(),
+                override_freeze: false,
             },
             ADMIN,
         ))

@@ -221,6 +221,7 @@ async fn client_certificates_carry_identity_and_role_and_bad_ones_are_refused() 
         topology_toml: "[[pops]]\nid = \"fra1\"\ncapacity = 10\n".into(),
         dry_run: true,
         reason: "check".into(),
+        override_freeze: false,
     };
     assert_eq!(
         op_o.apply_topology(topo()).await.unwrap_err().code(),
@@ -378,6 +379,7 @@ client_prefixes = ["10.1.0.0/16"]
             topology_toml: topology.into(),
             dry_run: false,
             reason: "test".into(),
+            override_freeze: false,
         })
         .await
         .unwrap()
@@ -437,6 +439,7 @@ client_prefixes = ["10.1.0.0/16"]
         op_v.undrain(pb::UndrainRequest {
             pop: "fra1".into(),
             reason: "no".into(),
+            override_freeze: false,
         })
         .await
         .unwrap_err()

@@ -102,6 +102,7 @@ async fn bad_probe_results_are_rejected_one_by_one_and_the_rest_of_the_batch_lan
             topology_toml: topology.into(),
             dry_run: false,
             reason: "test".into(),
+            override_freeze: false,
         };
         match ops.apply_topology(req).await {
             Ok(r) if r.get_ref().applied => break,

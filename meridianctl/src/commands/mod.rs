@@ -37,9 +37,13 @@ pub async fn run(cli: &Cli) -> Result<Report, CtlError> {
         } => operate::drain(&connect(cli).await?, format, pop, reason, *force, steps, *bake).await,
         Command::Changes { limit } => operate::changes(&connect(cli).await?, format, *limit).await,
         Command::Change(cmd) => operate::change(&connect(cli).await?, format, cmd).await,
-        Command::Undrain { pop, reason } => operate::undrain(&connect(cli).await?, format, pop, reason).await,
+        Command::Undrain { pop, reason } => {
+            operate::undrain(&connect(cli).await?, format, pop, reason, cli.override_freeze).await
+        }
+        Command::Freeze { duration, reason } => operate::freeze(&connect(cli).await?, format, *duration, reason).await,
+        Command::Unfreeze { reason } => operate::unfreeze(&connect(cli).await?, format, reason).await,
         Command::RestorePlan { version, reason } => {
-            operate::restore_plan(&connect(cli).await?, format, *version, reason).await
+            operate::restore_plan(&connect(cli).await?, format, *version, reason, cli.override_freeze).await
         }
         Command::ResumeSteering { reason } => operate::resume_steering(&connect(cli).await?, format, reason).await,
         Command::Apply { file, dry_run, reason } => topology::apply(cli, format, file, *dry_run, reason).await,

@@ -77,10 +77,53 @@ pub(super) async fn change(
     Ok(Report::success(render(format, &view, text::change)?))
 }
 
-pub(super) async fn undrain(conn: &Connected, format: Format, pop: &str, reason: &str) -> Result<Report, CtlError> {
+pub(super) async fn freeze(
+    conn: &Connected,
+    format: Format,
+    duration: std::time::Duration,
+    reason: &str,
+) -> Result<Report, CtlError> {
+    let req = pb::FreezeRequest {
+        reason: reason.to_string(),
+        duration: Some(meridian_proto::prost_types::Duration {
+            seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
+            nanos: duration.subsec_nanos() as i32,
+        }),
+    };
+    let resp = conn
+        .operator()
+        .freeze(req)
+        .await
+        .map_err(|s| conn.rpc_error("Freeze", s))?
+        .into_inner();
+    let view = crate::views::FreezeView::from(resp);
+    Ok(Report::success(render(format, &view, text::freeze)?))
+}
+
+pub(super) async fn unfreeze(conn: &Connected, format: Format, reason: &str) -> Result<Report, CtlError> {
+    let resp = conn
+        .operator()
+        .unfreeze(pb::UnfreezeRequest {
+            reason: reason.to_string(),
+        })
+        .await
+        .map_err(|s| conn.rpc_error("Unfreeze", s))?
+        .into_inner();
+    let view = crate::views::FreezeView::from(resp);
+    Ok(Report::success(render(format, &view, text::freeze)?))
+}
+
+pub(super) async fn undrain(
+    conn: &Connected,
+    format: Format,
+    pop: &str,
+    reason: &str,
+    override_freeze: bool,
+) -> Result<Report, CtlError> {
     let req = pb::UndrainRequest {
         pop: pop.to_string(),
         reason: reason.to_string(),
+        override_freeze,
     };
     let change = conn
         .operator()
@@ -99,10 +142,12 @@ pub(super) async fn restore_plan(
     format: Format,
     version: u64,
     reason: &str,
+    override_freeze: bool,
 ) -> Result<Report, CtlError> {
     let req = pb::RestorePlanRequest {
         version,
         reason: reason.to_string(),
+        override_freeze,
     };
     let plan = conn
         .operator()

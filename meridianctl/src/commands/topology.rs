@@ -28,6 +28,7 @@ pub(super) async fn apply(
         topology_toml,
         dry_run,
         reason: reason.to_string(),
+        override_freeze: cli.override_freeze,
     };
     let resp = conn
         .operator()

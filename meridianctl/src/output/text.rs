@@ -284,6 +284,16 @@ pub fn change(c: &ChangeView) -> String {
     format!("{} ({})\n", c.summary, c.id)
 }
 
+/// `meridianctl freeze` / `unfreeze`.
+pub fn freeze(v: &crate::views::FreezeView) -> String {
+    match (&v.frozen, &v.until) {
+        (true, Some(until)) => format!(
+            "changes frozen until {until}: applies, undrains and restores are refused; drains and rollbacks stay allowed\n"
+        ),
+        _ => "changes are not frozen\n".into(),
+    }
+}
+
 /// `meridianctl changes`: one row per change, newest first.
 pub fn changes(list: &[ChangeView]) -> String {
     if list.is_empty() {

@@ -273,6 +273,7 @@ async fn main() {
             ops.undrain(pb::UndrainRequest {
                 pop: "pop-a".into(),
                 reason: "bench".into(),
+                override_freeze: false,
             })
             .await
             .map(drop)
