@@ -94,9 +94,10 @@ async fn embedded_replica_serves_status_admin_reflection_and_health() {
     );
     let mut ops = pb::operator_service_client::OperatorServiceClient::new(channel);
     let err = ops
-        .freeze(pb::FreezeRequest {
-            reason: "release window".into(),
-            ..Default::default()
+        .set_capacity(pb::SetCapacityRequest {
+            pop: "fra1".into(),
+            capacity: 10.0,
+            reason: "test".into(),
         })
         .await
         .unwrap_err();
