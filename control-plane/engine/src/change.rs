@@ -620,5 +620,17 @@ pub fn revert(
     }
 }
 
+/// The ended changes to delete so that at most `keep` ended ones remain (the
+/// oldest go first); active changes are never pruned.
+pub fn to_prune<'a>(records: impl IntoIterator<Item = &'a ChangeRecord>, keep: usize) -> Vec<String> {
+    let mut ended: Vec<&ChangeRecord> = records.into_iter().filter(|r| !r.state.is_active()).collect();
+    if ended.len() <= keep {
+        return Vec::new();
+    }
+    ended.sort_by_key(|r| (r.created_at_ms, r.id.clone()));
+    let extra = ended.len() - keep;
+    ended.into_iter().take(extra).map(|r| r.id.clone()).collect()
+}
+
 #[cfg(test)]
 mod tests;

@@ -23,6 +23,9 @@ use crate::replica::ReplicaContext;
 /// How often the driver looks at the active changes.
 const TICK: Duration = Duration::from_millis(200);
 
+/// Ended changes kept in the store (the oldest beyond this are deleted).
+const KEEP_ENDED: usize = 1000;
+
 /// Runs the driver until `shutdown`; it acts only while this replica leads.
 pub(crate) async fn run(ctx: ReplicaContext, policy: ChangePolicy, shutdown: CancellationToken) -> Result<(), String> {
     let mut tick = tokio::time::interval(TICK);
@@ -42,6 +45,15 @@ pub(crate) async fn run(ctx: ReplicaContext, policy: ChangePolicy, shutdown: Can
                 continue;
             }
         };
+        let prune = change::to_prune(changes.iter().map(|c| &c.record), KEEP_ENDED);
+        if !prune.is_empty() {
+            match ctx.ops.delete_changes(&fence, &prune).await {
+                Ok(()) => {
+                    metrics::counter!("meridian_control_plane_changes_pruned_total").increment(prune.len() as u64)
+                }
+                Err(e) => tracing::warn!(error = %e, "change driver: cannot prune ended changes"),
+            }
+        }
         for stored in changes.into_iter().filter(|c| c.record.state.is_active()) {
             if let Err(e) = drive(&ctx, &fence, &policy, stored).await {
                 tracing::warn!(error = %e, "change driver: a step failed; retried next tick");

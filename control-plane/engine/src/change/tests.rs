@@ -371,3 +371,30 @@ fn a_stored_record_resumes_the_same_step_after_a_leader_change() {
         }
     );
 }
+
+#[test]
+fn only_the_oldest_ended_changes_are_pruned() {
+    let mut records = Vec::new();
+    for (i, state) in [
+        ChangeState::Completed { at_ms: 1 },
+        ChangeState::RolledBack { at_ms: 2 },
+        ChangeState::Pending,
+        ChangeState::Completed { at_ms: 4 },
+        ChangeState::Paused {
+            step: 0,
+            reason: "x".into(),
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = drain(ladder(&[0], 1).unwrap());
+        r.id = format!("c-{i}");
+        r.created_at_ms = i as u64;
+        r.state = state;
+        records.push(r);
+    }
+    assert_eq!(to_prune(&records, 3), Vec::<String>::new());
+    assert_eq!(to_prune(&records, 1), vec!["c-0".to_string(), "c-1".to_string()]);
+    assert_eq!(to_prune(&records, 0).len(), 3, "active changes are never pruned");
+}

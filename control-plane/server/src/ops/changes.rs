@@ -364,6 +364,15 @@ impl Operations {
         ))
     }
 
+    /// Deletes ended change records (pruning; fenced).
+    pub async fn delete_changes(&self, fence: &Fence, ids: &[String]) -> Result<(), OpError> {
+        for chunk in ids.chunks(64) {
+            let txn = Txn::new().and_then(chunk.iter().map(|id| TxnOp::delete(self.keys.change(id))));
+            fenced_txn(self.store.as_ref(), fence, txn).await?;
+        }
+        Ok(())
+    }
+
     /// The change holding a PoP, if any (an undrain is refused while one does).
     pub async fn holder_of(&self, pop: &str) -> Result<Option<String>, OpError> {
         Ok(self
