@@ -1,8 +1,10 @@
 //! TLS for every Meridian gRPC server and client.
 //!
 //! - [`ServerTls`] and [`ClientTls`] are the `[tls]` sections of the daemons'
-//!   configurations (and meridianctl's flags): file paths, checked and loaded into
-//!   tonic's rustls configurations with errors that name the file.
+//!   configurations (and meridianctl's flags): file paths, checked and loaded with
+//!   errors that name the file — servers into a rustls configuration
+//!   ([`rustls_server_config`]; they accept TLS themselves, to count and audit failed
+//!   handshakes), clients into tonic's.
 //! - [`PeerIdentity`] is who an mTLS peer certificate says it is: the subject's
 //!   common name is the identity, the organization its role (`viewer`, `operator`,
 //!   `admin`, `prober`, `agent`) and, for probers, the organizational unit its region.
@@ -17,7 +19,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 pub mod pki;
 
@@ -126,24 +128,6 @@ impl ServerTls {
             ));
         }
         Ok(())
-    }
-
-    /// tonic's server configuration; `None` when TLS is not configured.
-    pub fn load(&self) -> Result<Option<ServerTlsConfig>, TlsError> {
-        self.check("tls")?;
-        let (Some(cert), Some(key)) = (&self.cert, &self.key) else {
-            return Ok(None);
-        };
-        let cert = read_pem("certificate", cert, "CERTIFICATE")?;
-        let key = read_pem("key", key, "PRIVATE KEY")?;
-        let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
-        if let Some(ca) = &self.client_ca {
-            let ca = read_pem("client CA", ca, "CERTIFICATE")?;
-            config = config
-                .client_ca_root(Certificate::from_pem(ca))
-                .client_auth_optional(!self.require_client_cert);
-        }
-        Ok(Some(config))
     }
 }
 

@@ -79,7 +79,8 @@ fn settings_that_do_not_fit_together_name_the_field() {
     };
     assert!(client.check("tls").unwrap_err().to_string().contains("tls.ca"));
     assert!(ClientTls::default().load().unwrap().is_none());
-    assert!(ServerTls::default().load().unwrap().is_none());
+    assert!(!ServerTls::default().enabled());
+    assert!(rustls_server_config(&ServerTls::default(), &[b"h2"]).is_err());
 }
 
 #[test]
@@ -130,7 +131,7 @@ fn written_files_load_and_the_key_is_private() {
         client_ca: Some(ca_cert.clone()),
         require_client_cert: false,
     };
-    assert!(tls.load().unwrap().is_some());
+    assert!(rustls_server_config(&tls, &[b"h2"]).is_ok());
     // A CA loaded back from its files signs certificates that name it as issuer.
     let again = Ca::load(&ca_cert, &ca_key).unwrap();
     let issued = again.issue(&subject("bob", "viewer")).unwrap();
