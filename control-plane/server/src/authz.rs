@@ -596,11 +596,18 @@ impl AuthzLayer {
     }
 
     /// The decision for one request: who it is (`Ok(None)`: nobody, allowed because
-    /// the RPC is open or authorization is off) or why it is refused.
-    pub fn authorize(&self, rpc: &str, presented: &Presented<'_>) -> Result<Option<Principal>, Denied> {
-        let principal = self.resolve(rpc, presented)?;
+    /// the RPC is open or authorization is off) or why it is refused, with whoever
+    /// was resolved (for the audit record).
+    pub fn authorize(
+        &self,
+        rpc: &str,
+        presented: &Presented<'_>,
+    ) -> Result<Option<Principal>, (Denied, Option<Principal>)> {
+        let principal = self.resolve(rpc, presented).map_err(|denied| (denied, None))?;
         if self.mode == AuthMode::Enforce {
-            decide(rpc, principal.as_ref())?;
+            if let Err(denied) = decide(rpc, principal.as_ref()) {
+                return Err((denied, principal));
+            }
         }
         Ok(principal)
     }
@@ -615,6 +622,7 @@ impl AuthzLayer {
             },
         )
         .map(|_| ())
+        .map_err(|(denied, _)| denied)
     }
 }
 
@@ -672,17 +680,17 @@ where
             certificate: certificate.as_deref(),
             forwarded,
         };
-        let decision = self.layer.authorize(req.uri().path(), &presented);
-        match decision {
+        // Resolve once; the same principal is decided on, audited and handed on.
+        let rpc = req.uri().path();
+        match self.layer.authorize(rpc, &presented) {
             Ok(principal) => {
                 if let Some(p) = principal {
                     req.extensions_mut().insert(p);
                 }
                 futures::future::Either::Left(self.inner.call(req))
             }
-            Err(denied) => {
+            Err((denied, who)) => {
                 metrics::counter!("meridian_control_plane_rpc_denied_total", "reason" => denied.reason()).increment(1);
-                let who = self.layer.resolve(req.uri().path(), &presented).ok().flatten();
                 self.layer.record_refusal(req.uri().path(), who.as_ref(), &denied);
                 tracing::warn!(
                     rpc = req.uri().path(),
