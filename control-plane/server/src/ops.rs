@@ -341,15 +341,11 @@ impl Operations {
         })
     }
 
-    /// One attempt on the drain set `set`: `Ok(None)` when the set changed before the
-    /// write (decide again), else the outcome or why not.
-    pub(crate) async fn try_drain(
-        &self,
-        caller: &Caller,
-        fence: &Fence,
-        cmd: &DrainCommand,
-        set: &DrainSet,
-    ) -> Result<Option<ChangeOutcome>, OpError> {
+    /// Whether `cmd` may drain its PoP given the drain set `set` — the PoP is known,
+    /// not held by a change, not drained, and the guardrails allow it (or `force`
+    /// overrides them) — and which guardrails were overridden. Immediate drains and
+    /// drain ladders (for the rung that ends at 0) decide alike.
+    pub(crate) async fn decide_drain(&self, cmd: &DrainCommand, set: &DrainSet) -> Result<Vec<GuardrailRule>, OpError> {
         let applied = self.topology.borrow().clone();
         if applied.doc.pop(&cmd.pop).is_none() {
             return Err(OpError::NotFound(format!(
@@ -367,24 +363,30 @@ impl Operations {
             return Err(OpError::AlreadyExists(format!("PoP `{}` is already drained", cmd.pop)));
         }
         let health = self.health.snapshot();
-        let firings =
-            match meridian_engine::driver::check_drain(&applied.doc, &health, &set.drains, &cmd.pop, cmd.force) {
-                Ok(f) => f,
-                Err(DrainError::Refused(f)) => {
-                    return Err(OpError::Refused {
-                        pop: cmd.pop.clone(),
-                        rule: f.rule,
-                        detail: f.detail,
-                    })
-                }
-                Err(DrainError::Input(e)) => {
-                    return Err(OpError::Invalid {
-                        field: "pop",
-                        problem: e.to_string(),
-                    })
-                }
-            };
-        let forced_past: Vec<GuardrailRule> = firings.iter().map(|f| f.rule).collect();
+        match meridian_engine::driver::check_drain(&applied.doc, &health, &set.drains, &cmd.pop, cmd.force) {
+            Ok(firings) => Ok(firings.iter().map(|f| f.rule).collect()),
+            Err(DrainError::Refused(f)) => Err(OpError::Refused {
+                pop: cmd.pop.clone(),
+                rule: f.rule,
+                detail: f.detail,
+            }),
+            Err(DrainError::Input(e)) => Err(OpError::Invalid {
+                field: "pop",
+                problem: e.to_string(),
+            }),
+        }
+    }
+
+    /// One attempt on the drain set `set`: `Ok(None)` when the set changed before the
+    /// write (decide again), else the outcome or why not.
+    pub(crate) async fn try_drain(
+        &self,
+        caller: &Caller,
+        fence: &Fence,
+        cmd: &DrainCommand,
+        set: &DrainSet,
+    ) -> Result<Option<ChangeOutcome>, OpError> {
+        let forced_past = self.decide_drain(cmd, set).await?;
         let forced_text =
             (!forced_past.is_empty()).then(|| forced_past.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", "));
         let now = self.clock.now_ms();

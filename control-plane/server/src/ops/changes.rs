@@ -91,8 +91,8 @@ impl Operations {
             });
         }
         let set = self.read_drain_set().await?;
-        // The same checks as an immediate drain, for where the ladder ends.
-        self.check_drain_allowed(&cmd, &set)?;
+        // The same decision as an immediate drain, for where the ladder ends.
+        self.decide_drain(&cmd, &set).await?;
         let now = self.clock.now_ms();
         let id = format!("drain-{}-{now}", cmd.pop);
         let record = ChangeRecord {
@@ -149,33 +149,6 @@ impl Operations {
             },
         });
         Ok(record)
-    }
-
-    /// The checks an immediate drain makes (PoP known, not drained, guardrails).
-    fn check_drain_allowed(&self, cmd: &DrainCommand, set: &DrainSet) -> Result<(), OpError> {
-        let applied = self.topology.borrow().clone();
-        if applied.doc.pop(&cmd.pop).is_none() {
-            return Err(OpError::NotFound(format!(
-                "pop: unknown PoP `{}` (not in the applied topology)",
-                cmd.pop
-            )));
-        }
-        if set.drains.get(&cmd.pop).is_some_and(|d| d.partial().is_none()) {
-            return Err(OpError::AlreadyExists(format!("PoP `{}` is already drained", cmd.pop)));
-        }
-        let health = self.health.snapshot();
-        match meridian_engine::driver::check_drain(&applied.doc, &health, &set.drains, &cmd.pop, cmd.force) {
-            Ok(_) => Ok(()),
-            Err(DrainError::Refused(f)) => Err(OpError::Refused {
-                pop: cmd.pop.clone(),
-                rule: f.rule,
-                detail: f.detail,
-            }),
-            Err(DrainError::Input(e)) => Err(OpError::Invalid {
-                field: "pop",
-                problem: e.to_string(),
-            }),
-        }
     }
 
     /// Every stored change, newest first.
