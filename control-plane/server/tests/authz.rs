@@ -3,14 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use meridian_control_plane::config::ControlPlaneConfig;
 use meridian_proto::v1 as pb;
-use meridian_store::embedded::EmbeddedStore;
-use meridian_store::Store;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 const VIEWER: &str = "viewer-token-00000000001";
@@ -48,26 +46,9 @@ token = "{PROBER}"
     )
 }
 
-async fn start() -> (Channel, CancellationToken, tokio::task::JoinHandle<()>) {
-    let cfg: ControlPlaneConfig = toml::from_str(&config()).unwrap();
-    let validated = cfg.validate("test").unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", grpc.local_addr().unwrap());
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let shutdown = CancellationToken::new();
-    let s = shutdown.clone();
-    let task = tokio::spawn(async move {
-        meridian_control_plane::run_with_store(validated, store, grpc, admin, s)
-            .await
-            .unwrap();
-    });
-    let channel = tonic::transport::Endpoint::from_shared(endpoint)
-        .unwrap()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(20))
-        .connect_lazy();
-    (channel, shutdown, task)
+async fn start() -> (Channel, common::Replica) {
+    let replica = common::start(toml::from_str(&config()).unwrap()).await;
+    (replica.channel(), replica)
 }
 
 fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
@@ -89,7 +70,7 @@ async fn status_code(channel: &Channel, token: Option<&str>) -> tonic::Code {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_role_boundary_holds_over_real_grpc() {
-    let (channel, shutdown, task) = start().await;
+    let (channel, replica) = start().await;
     // Wait until the server answers at all (an open RPC).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
@@ -204,8 +185,7 @@ async fn every_role_boundary_holds_over_real_grpc() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    shutdown.cancel();
-    task.await.unwrap();
+    replica.stop().await;
 }
 
 #[test]
@@ -226,21 +206,10 @@ async fn enforcing_by_default_bootstraps_an_admin_token_in_the_data_dir() {
     let text = format!("[store]\ndata_dir = \"{}\"\n", dir.path().display());
     let cfg: ControlPlaneConfig = toml::from_str(&text).unwrap();
     assert_eq!(cfg.auth.mode, meridian_control_plane::authz::AuthMode::Enforce);
-    let validated = cfg.validate("test").unwrap();
+    let validated = cfg.clone().validate("test").unwrap();
     let path = dir.path().join("bootstrap-admin.token");
     assert_eq!(validated.bootstrap_admin.as_deref(), Some(path.as_path()));
-
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", grpc.local_addr().unwrap());
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let shutdown = CancellationToken::new();
-    let s = shutdown.clone();
-    let task = tokio::spawn(async move {
-        meridian_control_plane::run_with_store(validated, store, grpc, admin, s)
-            .await
-            .unwrap();
-    });
+    let replica = common::start(cfg).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !path.exists() {
         assert!(tokio::time::Instant::now() < deadline, "no bootstrap token written");
@@ -249,11 +218,7 @@ async fn enforcing_by_default_bootstraps_an_admin_token_in_the_data_dir() {
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     let token = std::fs::read_to_string(&path).unwrap().trim().to_string();
     assert!(token.len() >= 32, "{token}");
-    let channel = tonic::transport::Endpoint::from_shared(endpoint)
-        .unwrap()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(20))
-        .connect_lazy();
+    let channel = replica.channel();
     loop {
         match status_code(&channel, Some(&token)).await {
             tonic::Code::Ok => break,
@@ -279,8 +244,7 @@ async fn enforcing_by_default_bootstraps_an_admin_token_in_the_data_dir() {
         ))
         .await;
     assert!(dry.is_ok(), "{dry:?}");
-    shutdown.cancel();
-    task.await.unwrap();
+    replica.stop().await;
 
     // The next start reads the same token back.
     assert_eq!(

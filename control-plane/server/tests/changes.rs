@@ -5,13 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use meridian_control_plane::config::ControlPlaneConfig;
 use meridian_proto::v1 as pb;
-use meridian_store::embedded::EmbeddedStore;
-use meridian_store::Store;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -37,28 +35,6 @@ demand = 100
 client_prefixes = ["10.1.0.0/16"]
 latency_hints = { fra1 = "10ms", ams1 = "15ms" }
 "#;
-
-async fn start() -> (Channel, CancellationToken, tokio::task::JoinHandle<()>) {
-    let cfg: ControlPlaneConfig = toml::from_str("[auth]\nmode = \"off\"\n").unwrap();
-    let validated = cfg.validate("test").unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", grpc.local_addr().unwrap());
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let shutdown = CancellationToken::new();
-    let s = shutdown.clone();
-    let task = tokio::spawn(async move {
-        meridian_control_plane::run_with_store(validated, store, grpc, admin, s)
-            .await
-            .unwrap();
-    });
-    let channel = tonic::transport::Endpoint::from_shared(endpoint)
-        .unwrap()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(20))
-        .connect_lazy();
-    (channel, shutdown, task)
-}
 
 /// Probers in two regions report both PoPs healthy every 200 ms until `stop`.
 fn feed_health(channel: Channel, stop: CancellationToken) {
@@ -172,7 +148,8 @@ fn ladder(steps: &[u32], bake_ms: u64) -> pb::DrainRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_ladder_walks_its_rungs_and_can_be_paused_resumed_and_rolled_back() {
-    let (channel, shutdown, task) = start().await;
+    let replica = common::start(toml::from_str("[auth]\nmode = \"off\"\n").unwrap()).await;
+    let channel = replica.channel();
     let mut op = pb::operator_service_client::OperatorServiceClient::new(channel.clone());
     wait("the topology to apply", || {
         let mut op = op.clone();
@@ -367,6 +344,5 @@ async fn a_drain_ladder_walks_its_rungs_and_can_be_paused_resumed_and_rolled_bac
     let _ = &mut q;
 
     stop.cancel();
-    shutdown.cancel();
-    task.await.unwrap();
+    replica.stop().await;
 }

@@ -5,14 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use meridian_control_plane::config::ControlPlaneConfig;
 use meridian_proto::v1 as pb;
-use meridian_store::embedded::EmbeddedStore;
-use meridian_store::Store;
-use tokio_util::sync::CancellationToken;
 
 const OPERATOR: &str = "operator-token-000000002";
 const ADMIN: &str = "admin-token-000000000003";
@@ -51,22 +49,8 @@ async fn a_freeze_refuses_changes_but_not_drains_and_only_an_admin_overrides_it(
         "[[auth.operators]]\nid = \"otto\"\nrole = \"operator\"\ntoken = \"{OPERATOR}\"\n[[auth.operators]]\nid = \"ada\"\nrole = \"admin\"\ntoken = \"{ADMIN}\"\n"
     );
     let cfg: ControlPlaneConfig = toml::from_str(&text).unwrap();
-    let validated = cfg.validate("test").unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", grpc.local_addr().unwrap());
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let shutdown = CancellationToken::new();
-    let s = shutdown.clone();
-    let task = tokio::spawn(async move {
-        meridian_control_plane::run_with_store(validated, store, grpc, admin, s)
-            .await
-            .unwrap();
-    });
-    let channel = tonic::transport::Endpoint::from_shared(endpoint)
-        .unwrap()
-        .timeout(Duration::from_secs(20))
-        .connect_lazy();
+    let replica = common::start(cfg).await;
+    let channel = replica.channel();
     let mut op = pb::operator_service_client::OperatorServiceClient::new(channel.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -194,8 +178,7 @@ async fn a_freeze_refuses_changes_but_not_drains_and_only_an_admin_overrides_it(
     assert!(!unfrozen.frozen);
     assert!(op.apply_topology(with(apply(false), ADMIN)).await.is_ok());
 
-    shutdown.cancel();
-    task.await.unwrap();
+    replica.stop().await;
 }
 
 fn stored_in(events: &[pb::Event], kind: &str) -> bool {

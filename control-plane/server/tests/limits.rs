@@ -5,14 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use meridian_control_plane::config::ControlPlaneConfig;
 use meridian_proto::v1 as pb;
-use meridian_store::embedded::EmbeddedStore;
-use meridian_store::Store;
-use tokio_util::sync::CancellationToken;
 
 const ADMIN: &str = "admin-token-000000000003";
 const AGENT_A: &str = "agent-token-00000000000a";
@@ -55,24 +53,9 @@ token = "{AGENT_B}"
 "#
     );
     let cfg: ControlPlaneConfig = toml::from_str(&text).unwrap();
-    let validated = cfg.validate("test").unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::in_memory());
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", grpc.local_addr().unwrap());
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_addr = admin.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let s = shutdown.clone();
-    let task = tokio::spawn(async move {
-        meridian_control_plane::run_with_store(validated, store, grpc, admin, s)
-            .await
-            .unwrap();
-    });
-    let channel = tonic::transport::Endpoint::from_shared(endpoint)
-        .unwrap()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(20))
-        .connect_lazy();
+    let replica = common::start(cfg).await;
+    let admin_addr = replica.admin_addr;
+    let channel = replica.channel();
     let mut q = pb::query_service_client::QueryServiceClient::new(channel.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while q.get_status(with_token(pb::GetStatusRequest {}, ADMIN)).await.is_err() {
@@ -160,8 +143,7 @@ token = "{AGENT_B}"
     assert!(page.contains("reason=\"message_size\""));
     assert!(page.contains("reason=\"agent_streams\""));
 
-    shutdown.cancel();
-    task.await.unwrap();
+    replica.stop().await;
 }
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
