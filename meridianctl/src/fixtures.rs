@@ -281,6 +281,7 @@ pub fn agents() -> pb::ListAgentsResponse {
                 kind: pb::AgentKind::Dns as i32,
                 replica_id: "cp-a".into(),
                 applied_version: 12,
+                wave: "canary".into(),
                 ..Default::default()
             },
             pb::AgentInfo {
@@ -290,6 +291,8 @@ pub fn agents() -> pb::ListAgentsResponse {
                 applied_version: 11,
                 nacked_version: 12,
                 nack_reason: "prefix 198.51.100.0/24 not configured".into(),
+                wave: "fleet".into(),
+                held_on_version: 11,
                 ..Default::default()
             },
         ],

@@ -472,6 +472,10 @@ pub struct AgentView {
     pub nacked_version: Option<u64>,
     /// The replica it is connected to.
     pub replica: String,
+    /// `canary` or `fleet`; `null` when no canary wave is configured.
+    pub wave: Option<String>,
+    /// The plan version a canary wave holds it on; `null` when not held.
+    pub held_on_version: Option<u64>,
 }
 
 impl From<pb::AgentInfo> for AgentView {
@@ -487,6 +491,8 @@ impl From<pb::AgentInfo> for AgentView {
             nack_reason: (!a.nack_reason.is_empty()).then_some(a.nack_reason),
             nacked_version: (a.nacked_version != 0).then_some(a.nacked_version),
             replica: a.replica_id,
+            wave: (!a.wave.is_empty()).then_some(a.wave),
+            held_on_version: (a.held_on_version != 0).then_some(a.held_on_version),
         }
     }
 }

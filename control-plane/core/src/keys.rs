@@ -55,6 +55,14 @@ impl Keys {
         format!("{}/plan/current", self.root)
     }
 
+    /// The fleet hold of a canary wave (issue [8]), when one is in force: agents
+    /// outside the wave are served the plan it names. Under the plan pointer's key
+    /// on purpose: one follower of `plan_current()` as a prefix sees both, in
+    /// revision order.
+    pub fn plan_fleet_hold(&self) -> String {
+        format!("{}/plan/current/fleet-hold", self.root)
+    }
+
     /// Prefix of every published plan, by version.
     pub fn plan_history_prefix(&self) -> String {
         format!("{}/plan/history/", self.root)

@@ -181,6 +181,37 @@ pub struct PlanPin {
     pub at_unix_ms: u64,
 }
 
+/// A canary wave's hold on the fleet (`plan/current/fleet-hold`, issue [8]): while it
+/// exists, agents outside `canary` are served plan `fleet_version` (the plan before
+/// the change's step) instead of the newest. Written with the step's intent by the
+/// change driver, deleted when the wave passes, and released at once by an urgent
+/// plan (a PoP newly DOWN). A rollback keeps the fleet held until a plan newer than
+/// `release_after` (the one computed from the restored intents) exists, so the
+/// fleet never sees the rolled-back step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetHold {
+    /// The change whose step the canary wave is trying.
+    pub change: String,
+    pub fleet_version: u64,
+    pub canary: Vec<String>,
+    pub since_unix_ms: u64,
+    /// Set by a rollback: the hold ends once a version above this one is published
+    /// (or after a short grace, when the restored intents change nothing).
+    #[serde(default)]
+    pub release_after: Option<u64>,
+}
+
+impl FleetHold {
+    /// Whether `agent` must be served the held plan while the newest is `latest`.
+    pub fn holds(&self, agent: &str, latest: u64) -> bool {
+        if self.release_after.is_some_and(|v| latest > v) {
+            return false;
+        }
+        !self.canary.iter().any(|a| a == agent)
+    }
+}
+
 /// The agents one replica has connected (`agents/<replica>`), refreshed while it lives.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

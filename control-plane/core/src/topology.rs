@@ -177,6 +177,13 @@ pub struct Policy {
     /// How long each slow-start stage bakes before the next.
     #[serde(with = "humantime_serde")]
     pub slow_start_bake: Duration,
+    /// The canary wave (issue [8]): agents, by id, that receive a change's plan
+    /// first; the rest of the fleet is held on the plan before it until the canary
+    /// wave ACKed, baked `canary_bake` and passed its analysis. Empty: no waves.
+    /// Urgent plans (a PoP newly DOWN) and rollbacks skip the waves.
+    pub canary_agents: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub canary_bake: Duration,
 }
 
 impl Default for Policy {
@@ -204,6 +211,8 @@ impl Default for Policy {
             default_region: None,
             slow_start_stages: vec![0.1, 0.5, 1.0],
             slow_start_bake: Duration::from_secs(10),
+            canary_agents: Vec::new(),
+            canary_bake: Duration::from_secs(10),
         }
     }
 }
@@ -428,6 +437,20 @@ impl Policy {
         }
         if self.slow_start_bake < Duration::from_millis(100) {
             errs.add("policy.slow_start_bake", "must be at least 100ms");
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, agent) in self.canary_agents.iter().enumerate() {
+            if let Err(e) = crate::ids::validate_id("agent", agent) {
+                errs.add(format!("policy.canary_agents[{i}]"), e.to_string());
+            } else if !seen.insert(agent.as_str()) {
+                errs.add(
+                    format!("policy.canary_agents[{i}]"),
+                    format!("`{agent}` is listed twice"),
+                );
+            }
+        }
+        if self.canary_bake < Duration::from_millis(100) || self.canary_bake > Duration::from_secs(24 * 3600) {
+            errs.add("policy.canary_bake", "must be between 100ms and 24h");
         }
         if self.dns_ttl_seconds == 0 || self.dns_ttl_seconds > 86_400 {
             errs.add("policy.dns_ttl_seconds", "must be between 1 and 86400");

@@ -11,6 +11,14 @@
 //! `Completed → Reverted` within the revert window. Every transition is appended to
 //! the record's history with its time and why.
 //!
+//! Canary waves: a change started while the policy names canary agents carries its
+//! wave ([`CanaryWave`]); each step's apply then also holds the rest of the fleet on
+//! the plan before the step, and the step goes `Apply → AwaitCanary → CanaryBake →
+//! CanaryAnalyse →` (release the fleet) `→ AwaitAcks → Bake → Analyse`. A NACK from
+//! a canary agent or a failed canary analysis stops the step before the fleet sees
+//! it (rolled back or paused by policy); an urgent plan that released the fleet
+//! early moves the step on to the fleet's ACKs.
+//!
 //! Decision: the phase *and its deadline* are stored (`Bake { until_ms }`, not "bake
 //! started"), so a new leader resumes a step exactly where the old one was — a bake
 //! is neither restarted nor skipped — and applying a step is idempotent (it writes
@@ -44,12 +52,27 @@ pub struct Step {
     pub bake_ms: u64,
 }
 
+/// The canary wave of a change: fixed when the change starts, so every leader
+/// walks the same wave.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryWave {
+    pub agents: Vec<String>,
+    pub bake_ms: u64,
+}
+
 /// Where a step is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "snake_case")]
 pub enum Phase {
     /// The step's intent is to be written.
     Apply,
+    /// Written with the fleet held; waiting until every canary agent ACKs a plan
+    /// that carries the step.
+    AwaitCanary { since_ms: u64 },
+    /// The canary wave has it (plan `plan_version`); holding until `until_ms`.
+    CanaryBake { until_ms: u64, plan_version: u64 },
+    /// Canary bake over: the canary analysis decides whether the fleet gets it.
+    CanaryAnalyse { plan_version: u64 },
     /// Written; waiting until every connected agent ACKs a plan at least this new.
     AwaitAcks { since_ms: u64 },
     /// Every agent has it (plan `plan_version`); holding until `until_ms`.
@@ -154,6 +177,9 @@ pub struct ChangeRecord {
     /// revert); `None`: it was not drained.
     #[serde(default)]
     pub before: Option<meridian_core::records::DrainIntent>,
+    /// The canary wave each step goes to first; `None`: straight to the fleet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryWave>,
 }
 
 impl ChangeRecord {
@@ -176,6 +202,8 @@ pub enum Effect {
     /// Put back the intents from before the change (steering then computes from
     /// them with today's health: a PoP that died meanwhile stays out).
     RestoreBefore,
+    /// The canary wave passed: the rest of the fleet gets the step's plan.
+    ReleaseFleet,
 }
 
 /// One analysis check's verdict.
@@ -226,8 +254,14 @@ pub struct Observed {
     pub acked_version: u64,
     /// The agents that have not ACKed, to name them when the deadline passes.
     pub missing_acks: Vec<String>,
-    /// The step's analysis, by check name (asked for only in `Analyse`).
+    /// The step's analysis, by check name (asked for only in `Analyse` and
+    /// `CanaryAnalyse`).
     pub analysis: Vec<(String, Check)>,
+    /// Canary agents that NACKed a plan carrying the step (`agent: reason`).
+    pub canary_nacks: Vec<String>,
+    /// Whether the fleet is still held for this change (`Some(false)`: an urgent
+    /// plan released it early; `None`: not known).
+    pub fleet_held: Option<bool>,
 }
 
 /// The outcome of [`advance`]: the record to store (when it changed) and the effect
@@ -301,6 +335,9 @@ pub fn describe(state: &ChangeState) -> String {
         ChangeState::Progressing { step, phase } => {
             let phase = match phase {
                 Phase::Apply => "apply",
+                Phase::AwaitCanary { .. } => "await canary ACKs",
+                Phase::CanaryBake { .. } => "canary bake",
+                Phase::CanaryAnalyse { .. } => "canary analysis",
                 Phase::AwaitAcks { .. } => "await ACKs",
                 Phase::Bake { .. } => "bake",
                 Phase::Analyse { .. } => "analyse",
@@ -357,21 +394,91 @@ pub fn advance(record: &ChangeRecord, obs: &Observed, policy: &ChangePolicy) -> 
                     effect: None,
                 };
             };
+            if matches!(
+                phase,
+                Phase::AwaitCanary { .. } | Phase::CanaryBake { .. } | Phase::CanaryAnalyse { .. }
+            ) {
+                if let Some(stop) = canary_stop(record, step, obs, policy) {
+                    return stop;
+                }
+            }
             match phase {
                 Phase::Apply => Advance {
                     record: Some(moved(
                         record,
                         ChangeState::Progressing {
                             step,
-                            phase: Phase::AwaitAcks { since_ms: now },
+                            phase: match &record.canary {
+                                Some(_) => Phase::AwaitCanary { since_ms: now },
+                                None => Phase::AwaitAcks { since_ms: now },
+                            },
                         },
                         now,
-                        format!("weight {} % written", rung.weight_percent),
+                        match &record.canary {
+                            Some(wave) => format!(
+                                "weight {} % written; the fleet is held while the canary wave ({}) tries it",
+                                rung.weight_percent,
+                                wave.agents.join(", ")
+                            ),
+                            None => format!("weight {} % written", rung.weight_percent),
+                        },
                     )),
                     effect: Some(Effect::SetWeight {
                         step,
                         weight_percent: rung.weight_percent,
                     }),
+                },
+                Phase::AwaitCanary { since_ms } => match obs.acked {
+                    Some(true) => Advance {
+                        record: Some(moved(
+                            record,
+                            ChangeState::Progressing {
+                                step,
+                                phase: Phase::CanaryBake {
+                                    until_ms: now.saturating_add(record.canary.as_ref().map_or(0, |w| w.bake_ms)),
+                                    plan_version: obs.acked_version,
+                                },
+                            },
+                            now,
+                            "every canary agent ACKed the step's plan",
+                        )),
+                        effect: None,
+                    },
+                    _ if now.saturating_sub(*since_ms) >= policy.ack_deadline_ms => {
+                        ack_deadline_passed(record, step, obs, policy, "canary agent")
+                    }
+                    _ => Advance::default(),
+                },
+                Phase::CanaryBake { until_ms, plan_version } if now >= *until_ms => Advance {
+                    record: Some(moved(
+                        record,
+                        ChangeState::Progressing {
+                            step,
+                            phase: Phase::CanaryAnalyse {
+                                plan_version: *plan_version,
+                            },
+                        },
+                        now,
+                        "canary bake over",
+                    )),
+                    effect: None,
+                },
+                Phase::CanaryBake { .. } => Advance::default(),
+                Phase::CanaryAnalyse { .. } => match judge(&obs.analysis) {
+                    Judgement::Pass => Advance {
+                        record: Some(moved(
+                            record,
+                            ChangeState::Progressing {
+                                step,
+                                phase: Phase::AwaitAcks { since_ms: now },
+                            },
+                            now,
+                            "canary analysis passed: the fleet gets the step",
+                        )),
+                        effect: Some(Effect::ReleaseFleet),
+                    },
+                    Judgement::Fail(reason) => failed(record, step, now, format!("canary {reason}"), policy),
+                    Judgement::Unsure(reason) => paused(record, step, now, format!("canary {reason}")),
                 },
                 Phase::AwaitAcks { since_ms } => match obs.acked {
                     Some(true) => Advance {
@@ -390,23 +497,7 @@ pub fn advance(record: &ChangeRecord, obs: &Observed, policy: &ChangePolicy) -> 
                         effect: None,
                     },
                     _ if now.saturating_sub(*since_ms) >= policy.ack_deadline_ms => {
-                        let who = if obs.missing_acks.is_empty() {
-                            "the step's plan is not published yet".to_string()
-                        } else {
-                            format!("not ACKed by {}", obs.missing_acks.join(", "))
-                        };
-                        Advance {
-                            record: Some(moved(
-                                record,
-                                ChangeState::Paused {
-                                    step,
-                                    reason: format!("inconclusive: {who} within {} s", policy.ack_deadline_ms / 1000),
-                                },
-                                now,
-                                "ACK deadline passed",
-                            )),
-                            effect: None,
-                        }
+                        ack_deadline_passed(record, step, obs, policy, "agent")
                     }
                     _ => Advance::default(),
                 },
@@ -444,66 +535,141 @@ pub fn advance(record: &ChangeRecord, obs: &Observed, policy: &ChangePolicy) -> 
     }
 }
 
-fn analyse(record: &ChangeRecord, step: usize, obs: &Observed, policy: &ChangePolicy) -> Advance {
-    let now = obs.now_ms;
-    if obs.analysis.is_empty() {
-        return Advance {
-            record: Some(moved(
-                record,
-                ChangeState::Paused {
-                    step,
-                    reason: "inconclusive: no analysis results".into(),
-                },
-                now,
-                "analysis",
-            )),
-            effect: None,
-        };
+/// What a set of checks says, all together.
+enum Judgement {
+    Pass,
+    Fail(String),
+    Unsure(String),
+}
+
+/// Any failure fails; otherwise anything inconclusive (or no checks at all) is
+/// unsure; only all passes pass.
+fn judge(analysis: &[(String, Check)]) -> Judgement {
+    if analysis.is_empty() {
+        return Judgement::Unsure("inconclusive: no analysis results".into());
     }
-    let failed: Vec<String> = obs
-        .analysis
-        .iter()
-        .filter_map(|(name, c)| match c {
-            Check::Fail(why) => Some(format!("{name}: {why}")),
-            _ => None,
-        })
-        .collect();
+    let named = |want: fn(&Check) -> Option<&String>| -> Vec<String> {
+        analysis
+            .iter()
+            .filter_map(|(name, c)| want(c).map(|why| format!("{name}: {why}")))
+            .collect()
+    };
+    let failed = named(|c| match c {
+        Check::Fail(why) => Some(why),
+        _ => None,
+    });
     if !failed.is_empty() {
-        let reason = format!("analysis failed: {}", failed.join("; "));
-        let to = match policy.on_fail {
-            OnFail::RollBack => ChangeState::RollingBack { reason: reason.clone() },
-            OnFail::Pause => ChangeState::Paused {
+        return Judgement::Fail(format!("analysis failed: {}", failed.join("; ")));
+    }
+    let unsure = named(|c| match c {
+        Check::Inconclusive(why) => Some(why),
+        _ => None,
+    });
+    if !unsure.is_empty() {
+        return Judgement::Unsure(format!("inconclusive: {}", unsure.join("; ")));
+    }
+    Judgement::Pass
+}
+
+/// A failed step: rolled back or paused, by policy.
+fn failed(record: &ChangeRecord, step: usize, now: u64, reason: String, policy: &ChangePolicy) -> Advance {
+    let to = match policy.on_fail {
+        OnFail::RollBack => ChangeState::RollingBack { reason: reason.clone() },
+        OnFail::Pause => ChangeState::Paused {
+            step,
+            reason: reason.clone(),
+        },
+    };
+    Advance {
+        record: Some(moved(record, to, now, reason)),
+        effect: None,
+    }
+}
+
+/// An inconclusive step: paused.
+fn paused(record: &ChangeRecord, step: usize, now: u64, reason: String) -> Advance {
+    Advance {
+        record: Some(moved(
+            record,
+            ChangeState::Paused {
                 step,
                 reason: reason.clone(),
             },
-        };
-        return Advance {
-            record: Some(moved(record, to, now, reason)),
-            effect: None,
-        };
+            now,
+            reason,
+        )),
+        effect: None,
     }
-    let unsure: Vec<String> = obs
-        .analysis
-        .iter()
-        .filter_map(|(name, c)| match c {
-            Check::Inconclusive(why) => Some(format!("{name}: {why}")),
-            _ => None,
-        })
-        .collect();
-    if !unsure.is_empty() {
-        let reason = format!("inconclusive: {}", unsure.join("; "));
-        return Advance {
+}
+
+fn ack_deadline_passed(
+    record: &ChangeRecord,
+    step: usize,
+    obs: &Observed,
+    policy: &ChangePolicy,
+    who: &str,
+) -> Advance {
+    let missing = if obs.missing_acks.is_empty() {
+        "the step's plan is not published yet".to_string()
+    } else {
+        format!("not ACKed by {who} {}", obs.missing_acks.join(", "))
+    };
+    let mut advance = paused(
+        record,
+        step,
+        obs.now_ms,
+        format!("inconclusive: {missing} within {} s", policy.ack_deadline_ms / 1000),
+    );
+    if let Some(r) = advance.record.as_mut() {
+        if let Some(t) = r.history.last_mut() {
+            t.why = "ACK deadline passed".into();
+        }
+    }
+    advance
+}
+
+/// In a canary phase: a canary NACK fails the step before the fleet sees it, and a
+/// fleet released early (an urgent plan) moves the step on to the fleet's ACKs.
+fn canary_stop(record: &ChangeRecord, step: usize, obs: &Observed, policy: &ChangePolicy) -> Option<Advance> {
+    let now = obs.now_ms;
+    if !obs.canary_nacks.is_empty() {
+        let reason = format!(
+            "canary wave NACKed the step's plan: {}; the fleet never got it",
+            obs.canary_nacks.join("; ")
+        );
+        return Some(failed(record, step, now, reason, policy));
+    }
+    if obs.fleet_held == Some(false) {
+        return Some(Advance {
             record: Some(moved(
                 record,
-                ChangeState::Paused {
+                ChangeState::Progressing {
                     step,
-                    reason: reason.clone(),
+                    phase: Phase::AwaitAcks { since_ms: now },
                 },
                 now,
-                reason,
+                "an urgent plan released the fleet before the canary wave finished",
             )),
             effect: None,
-        };
+        });
+    }
+    None
+}
+
+fn analyse(record: &ChangeRecord, step: usize, obs: &Observed, policy: &ChangePolicy) -> Advance {
+    let now = obs.now_ms;
+    match judge(&obs.analysis) {
+        Judgement::Pass => {}
+        Judgement::Fail(reason) => return failed(record, step, now, reason, policy),
+        Judgement::Unsure(reason) => {
+            let mut advance = paused(record, step, now, reason);
+            if obs.analysis.is_empty() {
+                if let Some(t) = advance.record.as_mut().and_then(|r| r.history.last_mut()) {
+                    t.why = "analysis".into();
+                }
+            }
+            return advance;
+        }
     }
     let to = if step + 1 >= record.steps.len() {
         ChangeState::Completed { at_ms: now }

@@ -63,6 +63,12 @@ pub enum EventKind {
         to: String,
         why: String,
     },
+    /// A canary wave's hold on the fleet moved: held, released after the wave
+    /// passed, released early by an urgent plan, or kept through a rollback.
+    Rollout {
+        change: String,
+        what: String,
+    },
     /// A call that was refused: by authorization, validation or a guardrail. The
     /// actor says who asked.
     Refused {
@@ -162,6 +168,7 @@ impl Event {
             EventKind::SlowStart(_) => "slow_start",
             EventKind::Refused { .. } => "refused",
             EventKind::Change { .. } => "change",
+            EventKind::Rollout { .. } => "rollout",
             EventKind::Operator(a) => match a {
                 OperatorAction::Drained { .. } => "drain",
                 OperatorAction::Undrained { .. } => "undrain",
@@ -230,6 +237,7 @@ impl Event {
                 }
             },
             EventKind::Change { id, from, to, why, .. } => format!("change {id}: {from} → {to} ({why})"),
+            EventKind::Rollout { change, what } => format!("canary wave of change {change}: {what}"),
             EventKind::Refused { rpc, target, reason } => match target {
                 Some(t) => format!("refused {rpc} of {t}: {reason}"),
                 None => format!("refused {rpc}: {reason}"),

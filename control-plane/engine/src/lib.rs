@@ -29,4 +29,4 @@ pub mod publish;
 pub use driver::{build_input, to_stored, LatencyDamper, Ready, SteeringDriver, SteeringView};
 pub use events::{Event, EventKind, OperatorAction};
 pub use intents::Intents;
-pub use publish::worth_publishing;
+pub use publish::{is_urgent, worth_publishing};

@@ -10,6 +10,19 @@ use meridian_core::records::StoredPlan;
 /// At most this many weight moves are listed one by one.
 const MAX_LISTED_MOVES: usize = 5;
 
+/// Whether `new` takes out a PoP that `old` still used because it is DOWN (its
+/// Anycast withdrawal comes with it). Such a plan is urgent — it goes to every
+/// agent at once, skipping a canary wave in progress (issue [8]): holding the fleet
+/// on a plan that sends clients to a dead PoP is worse than an unverified step. A
+/// drain (planned, even when it withdraws a prefix) is not urgent.
+pub fn is_urgent(old: Option<&StoredPlan>, new: &StoredPlan) -> bool {
+    use meridian_core::records::PopState;
+    let Some(old) = old else { return false };
+    new.pops
+        .iter()
+        .any(|p| p.state == PopState::Down && old.pops.iter().any(|o| o.pop == p.pop && o.state != PopState::Down))
+}
+
 /// Why `new` should replace `old` (the plan in force), or `None` when nothing that
 /// matters changed: a PoP's state, an Anycast action, the guardrails that fired, the
 /// DNS TTL, the set of regions, a PoP's addresses, or any (region, PoP) weight by

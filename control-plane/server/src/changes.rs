@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use meridian_core::records::{PopState, StoredPlan};
+use meridian_core::records::{AgentRecord, PopState, StoredPlan};
 use meridian_engine::change::{self, ChangePolicy, ChangeRecord, ChangeState, Check, Effect, Observed, Phase};
 use meridian_health::PopVerdict;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +54,14 @@ pub(crate) async fn run(ctx: ReplicaContext, policy: ChangePolicy, shutdown: Can
                 Err(e) => tracing::warn!(error = %e, "change driver: cannot prune ended changes"),
             }
         }
+        let active: Vec<&str> = changes
+            .iter()
+            .filter(|c| c.record.state.is_active())
+            .map(|c| c.record.id.as_str())
+            .collect();
+        if let Err(e) = ctx.ops.clean_up_hold(&fence, &active).await {
+            tracing::warn!(error = %e, "change driver: cannot clean up the fleet hold");
+        }
         for stored in changes.into_iter().filter(|c| c.record.state.is_active()) {
             if let Err(e) = drive(&ctx, &fence, &policy, stored).await {
                 tracing::warn!(error = %e, "change driver: a step failed; retried next tick");
@@ -75,6 +83,7 @@ async fn drive(
         match effect {
             Effect::SetWeight { weight_percent, .. } => ctx.ops.write_rung(fence, record, *weight_percent).await?,
             Effect::RestoreBefore => ctx.ops.restore_before(fence, record).await?,
+            Effect::ReleaseFleet => ctx.ops.release_fleet(fence, record).await?,
         }
     }
     if let Some(next) = advance.record {
@@ -105,13 +114,47 @@ async fn observe(ctx: &ReplicaContext, record: &ChangeRecord) -> Observed {
         acked_version: 0,
         missing_acks: Vec::new(),
         analysis: Vec::new(),
+        canary_nacks: Vec::new(),
+        fleet_held: None,
     };
     let ChangeState::Progressing { phase, .. } = &record.state else {
         return obs;
     };
     let plan = ctx.plan.borrow().clone();
+    let canary_phase = matches!(
+        phase,
+        Phase::AwaitCanary { .. } | Phase::CanaryBake { .. } | Phase::CanaryAnalyse { .. }
+    );
+    // In a canary phase: is the fleet still held for this change (read from the
+    // store, not the follower, which may lag the hold just written), and did a
+    // canary agent NACK a plan newer than the one the fleet is held on?
+    let mut agents = None;
+    if canary_phase {
+        match ctx.ops.read_hold().await {
+            Ok(hold) => {
+                let ours = hold.filter(|h| h.hold.change == record.id);
+                obs.fleet_held = Some(ours.is_some());
+                if let Some(h) = ours {
+                    match crate::plan_api::list_agents(ctx.store.as_ref(), &ctx.keys).await {
+                        Ok(list) => {
+                            obs.canary_nacks = list
+                                .iter()
+                                .filter(|(_, a)| h.hold.canary.contains(&a.agent_id))
+                                .filter(|(_, a)| a.nacked_version > h.hold.fleet_version)
+                                .map(|(_, a)| format!("{} NACKed v{}: {}", a.agent_id, a.nacked_version, a.nack_reason))
+                                .collect();
+                            agents = Some(list);
+                        }
+                        Err(e) => tracing::debug!(error = %e, "change driver: cannot read the agents"),
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "change driver: cannot read the fleet hold"),
+        }
+    }
+    let wave: Option<&[String]> = record.canary.as_ref().map(|w| w.agents.as_slice());
     match phase {
-        Phase::AwaitAcks { .. } => {
+        Phase::AwaitAcks { .. } | Phase::AwaitCanary { .. } => {
             let (Some(plan), Some(weight)) = (plan, record.current_weight()) else {
                 return obs;
             };
@@ -119,29 +162,81 @@ async fn observe(ctx: &ReplicaContext, record: &ChangeRecord) -> Observed {
                 obs.acked = Some(false);
                 return obs;
             }
-            match crate::plan_api::list_agents(ctx.store.as_ref(), &ctx.keys).await {
-                Ok(agents) => {
-                    obs.missing_acks = agents
-                        .into_iter()
-                        .filter(|(_, a)| a.applied_version < plan.version)
-                        .map(|(_, a)| a.agent_id)
-                        .collect();
-                    obs.acked = Some(obs.missing_acks.is_empty());
-                    obs.acked_version = plan.version;
-                }
-                Err(e) => tracing::debug!(error = %e, "change driver: cannot read the agents"),
-            }
+            let list = match agents {
+                Some(list) => list,
+                None => match crate::plan_api::list_agents(ctx.store.as_ref(), &ctx.keys).await {
+                    Ok(list) => list,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "change driver: cannot read the agents");
+                        return obs;
+                    }
+                },
+            };
+            obs.missing_acks = if matches!(phase, Phase::AwaitCanary { .. }) {
+                // Every agent of the wave, connected and holding the step's plan.
+                wave.unwrap_or_default()
+                    .iter()
+                    .filter(|id| {
+                        !list
+                            .iter()
+                            .any(|(_, a)| &a.agent_id == *id && a.applied_version >= plan.version)
+                    })
+                    .cloned()
+                    .collect()
+            } else {
+                list.into_iter()
+                    .filter(|(_, a)| a.applied_version < plan.version)
+                    .map(|(_, a)| a.agent_id)
+                    .collect()
+            };
+            obs.acked = Some(obs.missing_acks.is_empty());
+            obs.acked_version = plan.version;
         }
-        Phase::Analyse { plan_version } => {
+        Phase::Analyse { plan_version } | Phase::CanaryAnalyse { plan_version } => {
             let acked = match *plan_version {
                 0 => None,
                 v => crate::plans::load(ctx.store.as_ref(), &ctx.keys, v).await.ok(),
             };
             obs.analysis = analyse(ctx, record, acked.as_ref().or(plan.as_deref()), plan.as_deref());
+            if let (Phase::CanaryAnalyse { plan_version }, Some(wave)) = (phase, wave) {
+                let check = match agents.as_ref() {
+                    Some(list) => canary_agents(wave, *plan_version, list),
+                    None => Check::Inconclusive("the canary agents could not be read".into()),
+                };
+                obs.analysis.push(("canary_agents".into(), check));
+            }
         }
-        Phase::Apply | Phase::Bake { .. } => {}
+        Phase::Apply | Phase::Bake { .. } | Phase::CanaryBake { .. } => {}
     }
     obs
+}
+
+/// The canary wave after its bake: every agent of it still connected and holding
+/// the step's plan (or a newer one). One that went away or fell back fails the
+/// step: an agent lost right after a new plan is what a canary exists to catch.
+fn canary_agents(wave: &[String], plan_version: u64, agents: &[(String, AgentRecord)]) -> Check {
+    let mut gone = Vec::new();
+    let mut behind = Vec::new();
+    for id in wave {
+        match agents.iter().find(|(_, a)| &a.agent_id == id) {
+            None => gone.push(id.as_str()),
+            Some((_, a)) if a.applied_version < plan_version => behind.push(format!("{id} (v{})", a.applied_version)),
+            Some(_) => {}
+        }
+    }
+    if !gone.is_empty() {
+        return Check::Fail(format!(
+            "canary agent(s) disconnected during the bake: {}",
+            gone.join(", ")
+        ));
+    }
+    if !behind.is_empty() {
+        return Check::Fail(format!(
+            "canary agent(s) no longer serve the step's plan v{plan_version}: {}",
+            behind.join(", ")
+        ));
+    }
+    Check::Pass
 }
 
 /// `acked`: the plan the agents ACKed for the rung (whose receivers are watched);

@@ -88,6 +88,7 @@ pub(crate) async fn serve(
         .add_service(
             pb::plan_service_server::PlanServiceServer::new(PlanApi {
                 plan: ctx.plan.clone(),
+                fleet_hold: ctx.fleet_hold.clone(),
                 registry: ctx.agents.clone(),
                 streams: ctx.agent_streams.clone(),
             })
@@ -412,9 +413,25 @@ impl pb::query_service_server::QueryService for QueryApi {
         let listed = crate::plan_api::list_agents(self.ctx.store.as_ref(), &self.ctx.keys)
             .await
             .map_err(|e| Status::unavailable(format!("cannot read the agent registry: {}", error_chain(&e))))?;
+        let canary = self.ctx.topology.borrow().doc.policy.canary_agents.clone();
+        let hold = self.ctx.fleet_hold.borrow().clone();
+        let latest = self.ctx.plan.borrow().as_ref().map_or(0, |p| p.version);
         let agents = listed
             .into_iter()
             .map(|(replica, a)| pb::AgentInfo {
+                wave: if hold.as_ref().is_some_and(|h| h.hold.canary.contains(&a.agent_id))
+                    || canary.contains(&a.agent_id)
+                {
+                    "canary".into()
+                } else if hold.is_some() || !canary.is_empty() {
+                    "fleet".into()
+                } else {
+                    String::new()
+                },
+                held_on_version: hold
+                    .as_ref()
+                    .filter(|h| h.hold.holds(&a.agent_id, latest))
+                    .map_or(0, |h| h.hold.fleet_version),
                 agent_id: a.agent_id,
                 kind: (match a.kind {
                     AgentKind::Anycast => pb::AgentKind::Anycast,

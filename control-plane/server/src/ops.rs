@@ -662,6 +662,7 @@ fn encode<T: serde::Serialize>(key: &str, value: &T) -> Result<Vec<u8>, OpError>
 
 pub mod changes;
 pub mod freeze;
+pub mod rollout;
 
 #[cfg(test)]
 mod tests;

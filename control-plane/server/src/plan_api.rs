@@ -76,6 +76,8 @@ impl AgentRegistry {
 
 pub(crate) struct PlanApi {
     pub plan: watch::Receiver<Option<Arc<StoredPlan>>>,
+    /// A canary wave's hold on the fleet, when one is in force.
+    pub fleet_hold: watch::Receiver<Option<Arc<crate::plans::HeldFleet>>>,
     pub registry: Arc<AgentRegistry>,
     /// Plan watches open at once (`limits.max_agent_streams`).
     pub streams: Arc<crate::limits::StreamCap>,
@@ -147,12 +149,15 @@ impl pb::plan_service_server::PlanService for PlanApi {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::PlanUpdate, Status>>(4);
         let registry = self.registry.clone();
         let mut plan = self.plan.clone();
+        let mut hold = self.fleet_hold.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let mut last_sent = 0u64;
             // The current plan at once (borrow_and_update marks it seen), then every
-            // newer version.
-            let mut pending = plan.borrow_and_update().clone();
+            // newer version — or, while a canary wave holds the fleet and this agent
+            // is not in it, the plan the fleet is held on.
+            hold.borrow_and_update();
+            let mut pending = serve(&agent_id, plan.borrow_and_update().clone(), &hold.borrow());
             loop {
                 if let Some(p) = pending.take() {
                     if p.version > last_sent {
@@ -175,7 +180,14 @@ impl pb::plan_service_server::PlanService for PlanApi {
                         if changed.is_err() {
                             break;
                         }
-                        pending = plan.borrow_and_update().clone();
+                        pending = serve(&agent_id, plan.borrow_and_update().clone(), &hold.borrow());
+                    }
+                    changed = hold.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        hold.borrow_and_update();
+                        pending = serve(&agent_id, plan.borrow().clone(), &hold.borrow());
                     }
                     msg = inbound.next() => match msg {
                         Some(Ok(pb::AgentMessage { msg: Some(pb::agent_message::Msg::Ack(ack)) })) => {
@@ -202,6 +214,23 @@ impl pb::plan_service_server::PlanService for PlanApi {
             tracing::info!(agent = %agent_id, "agent disconnected");
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+/// The plan `agent` is to be served: the newest, unless a canary wave holds the
+/// fleet and the agent is not in the wave.
+fn serve(
+    agent: &str,
+    latest: Option<Arc<StoredPlan>>,
+    hold: &Option<Arc<crate::plans::HeldFleet>>,
+) -> Option<Arc<StoredPlan>> {
+    let latest_version = latest.as_ref().map_or(0, |p| p.version);
+    match hold {
+        Some(h) if h.hold.holds(agent, latest_version) => {
+            metrics::counter!("meridian_control_plane_plans_withheld_total").increment(1);
+            h.plan.clone()
+        }
+        _ => latest,
     }
 }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use meridian_core::keys::Keys;
 use meridian_core::plan_hash::content_hash;
-use meridian_core::records::{PlanPointer, StoreEpoch, StoredPlan};
+use meridian_core::records::{FleetHold, PlanPointer, StoreEpoch, StoredPlan};
 use meridian_store::election::fenced_txn;
 use meridian_store::follow::{FollowEvent, Follower};
 use meridian_store::{Compare, CompareOp, Fence, Revision, Store, StoreError, Txn, TxnOp, WatchEvent};
@@ -137,19 +137,22 @@ pub async fn load_current(store: &dyn Store, keys: &Keys) -> Result<Option<Store
 /// Publishes `plan` as the next version under `fence`. `plan.version` is ignored and
 /// set here. Returns the stored plan. Used by a restore, which pins first.
 pub async fn publish(store: &dyn Store, keys: &Keys, fence: &Fence, plan: StoredPlan) -> Result<StoredPlan, PlanError> {
-    publish_with(store, keys, fence, plan, false).await
+    publish_with(store, keys, fence, plan, false, false).await
 }
 
 /// [`publish`] for the steering loop: the same transaction also requires that no
 /// plan pin exists, so a pin that landed after steering last looked (or one a new
-/// leader has not loaded yet) stops the publication (rule `plan-pin`).
+/// leader has not loaded yet) stops the publication (rule `plan-pin`). An `urgent`
+/// plan (a PoP newly DOWN) also ends a canary wave's hold on the fleet in the same
+/// transaction, so every agent gets it at once.
 pub async fn publish_unpinned(
     store: &dyn Store,
     keys: &Keys,
     fence: &Fence,
     plan: StoredPlan,
+    urgent: bool,
 ) -> Result<StoredPlan, PlanError> {
-    publish_with(store, keys, fence, plan, true).await
+    publish_with(store, keys, fence, plan, true, urgent).await
 }
 
 async fn publish_with(
@@ -158,6 +161,7 @@ async fn publish_with(
     fence: &Fence,
     mut plan: StoredPlan,
     require_unpinned: bool,
+    release_hold: bool,
 ) -> Result<StoredPlan, PlanError> {
     let (epoch, epoch_rev) = ensure_epoch(store, keys, fence, &plan.published_by, plan.created_at_unix_ms).await?;
     let (current, pointer_rev) = current_pointer(store, keys).await?;
@@ -177,12 +181,16 @@ async fn publish_with(
             version: 0,
         });
     }
+    let mut ops = vec![
+        TxnOp::put(keys.plan_version(plan.version), body),
+        TxnOp::put(keys.plan_current(), pointer),
+    ];
+    if release_hold {
+        ops.push(TxnOp::delete(keys.plan_fleet_hold()));
+    }
     let txn = Txn::new()
         .when(compares)
-        .and_then([
-            TxnOp::put(keys.plan_version(plan.version), body),
-            TxnOp::put(keys.plan_current(), pointer),
-        ])
+        .and_then(ops)
         .or_else([TxnOp::get(keys.plan_current()), TxnOp::get(keys.plan_pin())]);
     let resp = fenced_txn(store, fence, txn).await?;
     if !resp.succeeded {
@@ -251,41 +259,108 @@ fn encode<T: serde::Serialize>(key: &str, value: &T) -> Result<Vec<u8>, PlanErro
     })
 }
 
+/// A canary wave's hold on the fleet as a replica serves it: the hold and the plan
+/// the fleet is held on (loaded once, when the hold appears).
+#[derive(Clone, Debug)]
+pub struct HeldFleet {
+    pub hold: FleetHold,
+    /// `None` when the fleet is held on no plan at all (version 0).
+    pub plan: Option<Arc<StoredPlan>>,
+}
+
 /// Follows the plan pointer and publishes the current plan (every replica runs this;
-/// agents are served from it). Versions only go forward, so a pointer seen again
-/// after the store follower re-lists changes nothing.
+/// agents are served from it), and the fleet hold of a canary wave beside it. Both
+/// keys sit under one prefix, so their changes arrive in revision order: a hold
+/// written with a step's intent is in force before the step's plan is adopted.
+/// Versions only go forward, so a pointer seen again after the store follower
+/// re-lists changes nothing.
 pub async fn follow(
     store: Arc<dyn Store>,
     keys: Keys,
     tx: watch::Sender<Option<Arc<StoredPlan>>>,
+    hold_tx: watch::Sender<Option<Arc<HeldFleet>>>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let key = keys.plan_current();
+    let hold_key = keys.plan_fleet_hold();
     let mut follower = Follower::new(store.clone(), key.clone());
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             event = follower.next() => event,
         };
-        let pointers: Vec<Vec<u8>> = match event {
+        // (is the hold key, its value or None for a delete), in the order to apply.
+        let changes: Vec<(bool, Option<Vec<u8>>)> = match event {
             FollowEvent::Snapshot { kvs, .. } => {
-                kvs.into_iter().filter(|kv| kv.key == key).map(|kv| kv.value).collect()
+                let hold = kvs.iter().find(|kv| kv.key == hold_key).map(|kv| kv.value.clone());
+                let mut out = vec![(true, hold)];
+                out.extend(
+                    kvs.into_iter()
+                        .filter(|kv| kv.key == key)
+                        .map(|kv| (false, Some(kv.value))),
+                );
+                out
             }
             FollowEvent::Update { events, .. } => events
                 .into_iter()
                 .filter_map(|event| match event {
-                    WatchEvent::Put(kv) if kv.key == key => Some(kv.value),
+                    WatchEvent::Put(kv) if kv.key == key => Some((false, Some(kv.value))),
+                    WatchEvent::Put(kv) if kv.key == hold_key => Some((true, Some(kv.value))),
+                    WatchEvent::Delete { key: k, .. } if k == hold_key => Some((true, None)),
                     _ => None,
                 })
                 .collect(),
         };
-        for pointer in pointers {
+        for (is_hold, value) in changes {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                () = adopt(store.as_ref(), &keys, &tx, &pointer) => {}
+                () = async {
+                    match (is_hold, value) {
+                        (true, value) => adopt_hold(store.as_ref(), &keys, &hold_tx, value.as_deref()).await,
+                        (false, Some(pointer)) => adopt(store.as_ref(), &keys, &tx, &pointer).await,
+                        (false, None) => {}
+                    }
+                } => {}
             }
         }
     }
+}
+
+async fn adopt_hold(store: &dyn Store, keys: &Keys, tx: &watch::Sender<Option<Arc<HeldFleet>>>, value: Option<&[u8]>) {
+    let Some(value) = value else {
+        if tx.borrow().is_some() {
+            tracing::info!("fleet hold released: every agent is served the newest plan");
+        }
+        tx.send_replace(None);
+        return;
+    };
+    let hold: FleetHold = match serde_json::from_slice(value) {
+        Ok(h) => h,
+        Err(e) => {
+            // Unreadable: serving the fleet the newest plan is what no hold means;
+            // holding it on a plan we cannot name is not possible.
+            tracing::error!(error = %e, "unreadable fleet hold ignored");
+            return;
+        }
+    };
+    let same_plan = tx
+        .borrow()
+        .as_ref()
+        .and_then(|h| h.plan.clone())
+        .filter(|p| p.version == hold.fleet_version);
+    let plan = match (same_plan, hold.fleet_version) {
+        (Some(p), _) => Some(p),
+        (None, 0) => None,
+        (None, v) => match load(store, keys, v).await {
+            Ok(p) => Some(Arc::new(p)),
+            Err(e) => {
+                tracing::error!(error = %e, version = v, "cannot load the plan the fleet is held on; held agents get no newer plan until the hold ends");
+                None
+            }
+        },
+    };
+    tracing::info!(change = %hold.change, fleet_version = hold.fleet_version, canary = ?hold.canary, "fleet held while a canary wave tries a change");
+    tx.send_replace(Some(Arc::new(HeldFleet { hold, plan })));
 }
 
 async fn adopt(store: &dyn Store, keys: &Keys, tx: &watch::Sender<Option<Arc<StoredPlan>>>, pointer: &[u8]) {

@@ -50,6 +50,8 @@ pub(crate) struct ReplicaContext {
     pub topology: watch::Receiver<AppliedTopology>,
     pub health: Arc<HealthView>,
     pub plan: watch::Receiver<Option<Arc<meridian_core::records::StoredPlan>>>,
+    /// A canary wave's hold on the fleet, when one is in force.
+    pub fleet_hold: watch::Receiver<Option<Arc<crate::plans::HeldFleet>>>,
     pub agents: Arc<crate::plan_api::AgentRegistry>,
     pub ops: crate::ops::Operations,
     /// Probe ingest without a prober credential is accepted (authorization off and
@@ -175,6 +177,7 @@ pub async fn run_with_store(
     let (topology_tx, topology_rx) = watch::channel(AppliedTopology::default());
     let health_view = HealthView::new().map_err(RunError::Policy)?;
     let (plan_tx, plan_rx) = watch::channel(None);
+    let (hold_tx, hold_rx) = watch::channel(None);
     let (intents_tx, intents_rx) = watch::channel(meridian_engine::Intents::default());
     let (event_log, event_queue) = crate::events::EventLog::durable(cfg.config.events.queue);
     let event_log = Arc::new(event_log);
@@ -207,6 +210,7 @@ pub async fn run_with_store(
         topology: topology_rx.clone(),
         health: health_view.clone(),
         plan: plan_rx,
+        fleet_hold: hold_rx,
         agents: agents.clone(),
         ops,
         open_ingest,
@@ -249,7 +253,7 @@ pub async fn run_with_store(
     );
     tasks.spawn(
         "plan-follower",
-        crate::plans::follow(store.clone(), keys.clone(), plan_tx, shutdown.clone()),
+        crate::plans::follow(store.clone(), keys.clone(), plan_tx, hold_tx, shutdown.clone()),
     );
     tasks.spawn(
         "agent-mirror",

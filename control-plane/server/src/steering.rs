@@ -101,8 +101,27 @@ pub(crate) async fn run(
             tracing::error!(error = %error, "steering could not compute a plan; the last good plan stays in force");
         }
         let Some(candidate) = ready.publish else { continue };
-        match plans::publish_unpinned(ctx.store.as_ref(), &ctx.keys, &fence, candidate).await {
+        let urgent = meridian_engine::is_urgent(current.as_deref(), &candidate);
+        let held = ctx.fleet_hold.borrow().as_ref().map(|h| h.hold.change.clone());
+        match plans::publish_unpinned(ctx.store.as_ref(), &ctx.keys, &fence, candidate, urgent).await {
             Ok(published) => {
+                if let (true, Some(change)) = (urgent, held) {
+                    tracing::warn!(version = published.version, change = %change, "urgent plan released the fleet from a canary wave");
+                    metrics::counter!("meridian_control_plane_fleet_holds_released_total", "by" => "urgent")
+                        .increment(1);
+                    log.record(meridian_engine::events::Event {
+                        at_unix_ms: now_ms(),
+                        actor: meridian_core::Actor::Steering,
+                        role: None,
+                        kind: meridian_engine::events::EventKind::Rollout {
+                            change,
+                            what: format!(
+                                "urgent plan v{} (a PoP newly DOWN) sent to every agent, skipping the canary wave",
+                                published.version
+                            ),
+                        },
+                    });
+                }
                 for g in &published.guardrails {
                     tracing::warn!(guardrail = %g, version = published.version, "guardrail fired");
                     metrics::counter!("meridian_control_plane_guardrail_firings_total").increment(1);

@@ -346,3 +346,256 @@ async fn a_drain_ladder_walks_its_rungs_and_can_be_paused_resumed_and_rolled_bac
     stop.cancel();
     replica.stop().await;
 }
+
+/// Every plan an agent received: (when, version, fra1's weight).
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, u64, f64)>>>;
+
+/// A plan agent over real gRPC: says hello as `id`, records every plan it gets and
+/// ACKs it — or, while `nack_partial` is set, NACKs a plan that keeps fra1 at part
+/// of its weight (a rung of a ladder).
+fn fake_agent(channel: Channel, id: &str, nack_partial: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Received {
+    let received: Received = Default::default();
+    let log = received.clone();
+    let id = id.to_string();
+    tokio::spawn(async move {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tx.send(pb::AgentMessage {
+            msg: Some(pb::agent_message::Msg::Hello(pb::AgentHello {
+                agent_id: id.clone(),
+                kind: pb::AgentKind::Dns as i32,
+                applied_version: 0,
+            })),
+        })
+        .await
+        .unwrap();
+        let mut client = pb::plan_service_client::PlanServiceClient::new(channel);
+        let mut updates = client
+            .watch_plan(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        while let Ok(Some(update)) = updates.message().await {
+            let plan = update.plan.unwrap();
+            let w = weight(&plan, "fra1");
+            log.lock().unwrap().push((std::time::Instant::now(), plan.version, w));
+            let partial = w > 0.01 && w < 0.99;
+            let msg = if partial && nack_partial.load(std::sync::atomic::Ordering::SeqCst) {
+                pb::agent_message::Msg::Nack(pb::PlanNack {
+                    version: plan.version,
+                    reason: "test agent refuses ladder rungs".into(),
+                })
+            } else {
+                pb::agent_message::Msg::Ack(pb::PlanAck { version: plan.version })
+            };
+            if tx.send(pb::AgentMessage { msg: Some(msg) }).await.is_err() {
+                break;
+            }
+        }
+    });
+    received
+}
+
+async fn agents(channel: &Channel) -> Vec<pb::AgentInfo> {
+    let mut q = pb::query_service_client::QueryServiceClient::new(channel.clone());
+    q.list_agents(pb::ListAgentsRequest {})
+        .await
+        .map(|r| r.into_inner().agents)
+        .unwrap_or_default()
+}
+
+/// The first time an agent got a plan keeping fra1 at part of its weight.
+fn first_partial(r: &Received) -> Option<std::time::Instant> {
+    r.lock()
+        .unwrap()
+        .iter()
+        .find(|(_, _, w)| *w > 0.01 && *w < 0.99)
+        .map(|(at, _, _)| *at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_wave_gets_each_rung_first_and_its_nack_stops_the_change_before_the_fleet() {
+    let replica = common::start(toml::from_str("[auth]\nmode = \"off\"\n").unwrap()).await;
+    let channel = replica.channel();
+    let mut op = pb::operator_service_client::OperatorServiceClient::new(channel.clone());
+    let topology = TOPOLOGY.replace(
+        "[policy]\n",
+        "[policy]\ncanary_agents = [\"dns-canary\"]\ncanary_bake = \"800ms\"\n",
+    );
+    wait("the topology to apply", || {
+        let mut op = op.clone();
+        let topology = topology.clone();
+        async move {
+            op.apply_topology(pb::ApplyTopologyRequest {
+                topology_toml: topology,
+                dry_run: false,
+                reason: "test".into(),
+                override_freeze: false,
+            })
+            .await
+            .ok()
+            .filter(|r| r.get_ref().applied)
+        }
+    })
+    .await;
+    let stop = CancellationToken::new();
+    feed_health(channel.clone(), stop.clone());
+    let first = wait("a plan with fra1 taking eu-west", || {
+        let channel = channel.clone();
+        async move { plan(&channel, 0).await.filter(|p| weight(p, "fra1") > 0.99) }
+    })
+    .await;
+    let nack = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let canary = fake_agent(channel.clone(), "dns-canary", nack.clone());
+    let fleet = fake_agent(channel.clone(), "dns-fleet", Default::default());
+    wait("both agents on the first plan, in their waves", || {
+        let channel = channel.clone();
+        async move {
+            let a = agents(&channel).await;
+            let wave = |id: &str| {
+                a.iter()
+                    .find(|x| x.agent_id == id)
+                    .map(|x| (x.wave.clone(), x.applied_version))
+            };
+            (wave("dns-canary").is_some_and(|(w, v)| w == "canary" && v >= first.version)
+                && wave("dns-fleet").is_some_and(|(w, v)| w == "fleet" && v >= first.version))
+            .then_some(())
+        }
+    })
+    .await;
+
+    // A ladder 100 → 50 → 0: each rung goes to the canary wave, bakes there, and
+    // only then to the fleet.
+    let id = op
+        .drain(ladder(&[50, 0], 300))
+        .await
+        .unwrap()
+        .into_inner()
+        .change
+        .unwrap()
+        .id;
+    let held = wait("the fleet held while the canary tries the first rung", || {
+        let channel = channel.clone();
+        async move {
+            agents(&channel)
+                .await
+                .into_iter()
+                .find(|a| a.agent_id == "dns-fleet" && a.held_on_version != 0)
+        }
+    })
+    .await;
+    assert_eq!(held.wave, "fleet");
+    assert!(held.held_on_version >= first.version, "{held:?}");
+    let done = wait("the ladder to complete", || {
+        let channel = channel.clone();
+        let id = id.clone();
+        async move { Some(change(&channel, &id).await).filter(|c| c.state == pb::ChangeState::Completed as i32) }
+    })
+    .await;
+    assert_eq!(done.step, 2);
+    let (canary_at, fleet_at) = (first_partial(&canary).unwrap(), first_partial(&fleet).unwrap());
+    // The fleet got the 50 % rung only after the canary had it and baked it (the
+    // bake is a lower bound the driver enforces, not a timing guess).
+    assert!(
+        fleet_at >= canary_at + Duration::from_millis(800),
+        "the fleet got the rung {:?} after the canary",
+        fleet_at.saturating_duration_since(canary_at)
+    );
+    let last = plan(&channel, 0).await.unwrap();
+    assert_eq!(pop_state(&last, "fra1"), pb::PopState::Drained as i32);
+    wait("the fleet on the drained plan, no longer held", || {
+        let channel = channel.clone();
+        async move {
+            agents(&channel)
+                .await
+                .into_iter()
+                .find(|a| a.agent_id == "dns-fleet" && a.applied_version >= last.version && a.held_on_version == 0)
+        }
+    })
+    .await;
+
+    // Back in service; now the canary NACKs ladder rungs: the change stops before
+    // the fleet ever sees one.
+    op.undrain(pb::UndrainRequest {
+        pop: "fra1".into(),
+        reason: "done".into(),
+        override_freeze: false,
+    })
+    .await
+    .unwrap();
+    let back = wait("fra1 back at full weight on both agents", || {
+        let channel = channel.clone();
+        async move {
+            let p = plan(&channel, 0).await.filter(|p| weight(p, "fra1") > 0.99)?;
+            let a = agents(&channel).await;
+            a.iter()
+                .filter(|x| x.applied_version >= p.version)
+                .count()
+                .eq(&2)
+                .then_some(p)
+        }
+    })
+    .await;
+    nack.store(true, std::sync::atomic::Ordering::SeqCst);
+    let fleet_before = fleet.lock().unwrap().len();
+    let id = op
+        .drain(ladder(&[50, 0], 300))
+        .await
+        .unwrap()
+        .into_inner()
+        .change
+        .unwrap()
+        .id;
+    let rolled = wait("the NACKed change to roll back", || {
+        let channel = channel.clone();
+        let id = id.clone();
+        async move { Some(change(&channel, &id).await).filter(|c| c.state == pb::ChangeState::RolledBack as i32) }
+    })
+    .await;
+    assert!(rolled.summary.contains("rolled") || rolled.state == pb::ChangeState::RolledBack as i32);
+    // Steering computes from the intents before the change; the fleet moves on to
+    // that plan (released from the hold) and never saw the rung.
+    wait("the fleet released onto a plan after the rollback", || {
+        let channel = channel.clone();
+        async move {
+            let p = plan(&channel, 0)
+                .await
+                .filter(|p| p.version > back.version && weight(p, "fra1") > 0.99)?;
+            agents(&channel)
+                .await
+                .into_iter()
+                .find(|a| a.agent_id == "dns-fleet" && a.applied_version >= p.version && a.held_on_version == 0)
+        }
+    })
+    .await;
+    let fleet_since: Vec<(u64, f64)> = fleet.lock().unwrap()[fleet_before..]
+        .iter()
+        .map(|(_, v, w)| (*v, *w))
+        .collect();
+    assert!(
+        fleet_since.iter().all(|(_, w)| *w > 0.99),
+        "the fleet saw a rung: {fleet_since:?}"
+    );
+    assert!(first_partial(&canary).is_some());
+    // The record and the events say why.
+    let mut q = pb::query_service_client::QueryServiceClient::new(channel.clone());
+    let events = q
+        .list_events(pb::ListEventsRequest {
+            limit: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "change" && e.message.contains(&id) && e.message.contains("NACKed")),
+        "{:#?}",
+        events.iter().map(|e| &e.message).collect::<Vec<_>>()
+    );
+    assert!(events.iter().any(|e| e.kind == "rollout"));
+
+    stop.cancel();
+    replica.stop().await;
+}

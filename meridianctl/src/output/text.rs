@@ -257,21 +257,28 @@ pub fn restored(requested: u64, p: &PlanView) -> String {
     out.0
 }
 
-/// `meridianctl agents`: one row per agent; REJECTED names the version and reason.
+/// `meridianctl agents`: one row per agent; WAVE is the rollout wave (with the
+/// version a canary wave holds it on); REJECTED names the version and reason.
 pub fn agents(agents: &[AgentView]) -> String {
     if agents.is_empty() {
         return "no agents connected\n".into();
     }
-    let mut table = table(["AGENT", "KIND", "REPLICA", "APPLIED", "REJECTED"]);
+    let mut table = table(["AGENT", "KIND", "REPLICA", "WAVE", "APPLIED", "REJECTED"]);
     for a in agents {
         let rejected = match (a.nacked_version, &a.nack_reason) {
             (Some(v), Some(r)) => format!("v{v}: {r}"),
             _ => "-".into(),
         };
+        let wave = match (&a.wave, a.held_on_version) {
+            (Some(w), Some(v)) => format!("{w} (held on v{v})"),
+            (Some(w), None) => w.clone(),
+            (None, _) => "-".into(),
+        };
         table.add_row(vec![
             a.agent_id.clone(),
             a.kind.to_string(),
             a.replica.clone(),
+            wave,
             format!("v{}", a.applied_version),
             rejected,
         ]);

@@ -15,6 +15,7 @@ fn drain(steps: Vec<Step>) -> ChangeRecord {
         updated_at_ms: 0,
         history: Vec::new(),
         before: None,
+        canary: None,
     }
 }
 
@@ -25,6 +26,8 @@ fn obs(now_ms: u64) -> Observed {
         acked_version: 0,
         missing_acks: Vec::new(),
         analysis: Vec::new(),
+        canary_nacks: Vec::new(),
+        fleet_held: None,
     }
 }
 
@@ -397,4 +400,172 @@ fn only_the_oldest_ended_changes_are_pruned() {
     assert_eq!(to_prune(&records, 3), Vec::<String>::new());
     assert_eq!(to_prune(&records, 1), vec!["c-0".to_string(), "c-1".to_string()]);
     assert_eq!(to_prune(&records, 0).len(), 3, "active changes are never pruned");
+}
+
+fn canary_drain() -> ChangeRecord {
+    ChangeRecord {
+        canary: Some(CanaryWave {
+            agents: vec!["dns-a".into()],
+            bake_ms: 5_000,
+        }),
+        ..drain(ladder(&[50, 0], 10_000).unwrap())
+    }
+}
+
+fn phase_of(r: &ChangeRecord) -> Phase {
+    match &r.state {
+        ChangeState::Progressing { phase, .. } => phase.clone(),
+        other => panic!("not progressing: {other:?}"),
+    }
+}
+
+#[test]
+fn with_a_canary_wave_each_step_goes_to_the_wave_bakes_and_only_then_releases_the_fleet() {
+    let r = canary_drain();
+    let (r, _) = step(&r, &obs(1_000));
+    let (r, e) = step(&r, &obs(1_100));
+    assert_eq!(
+        e,
+        Some(Effect::SetWeight {
+            step: 0,
+            weight_percent: 50
+        })
+    );
+    assert_eq!(phase_of(&r), Phase::AwaitCanary { since_ms: 1_100 });
+    assert!(r.history.last().unwrap().why.contains("canary wave (dns-a)"));
+    let held = Observed {
+        fleet_held: Some(true),
+        ..obs(1_500)
+    };
+    assert_eq!(advance(&r, &held, &ChangePolicy::default()), Advance::default());
+    let (r, _) = step(
+        &r,
+        &Observed {
+            fleet_held: Some(true),
+            ..acked(2_000)
+        },
+    );
+    assert_eq!(
+        phase_of(&r),
+        Phase::CanaryBake {
+            until_ms: 7_000,
+            plan_version: 7
+        }
+    );
+    assert_eq!(
+        advance(
+            &r,
+            &Observed {
+                fleet_held: Some(true),
+                ..obs(6_999)
+            },
+            &ChangePolicy::default()
+        ),
+        Advance::default()
+    );
+    let (r, _) = step(
+        &r,
+        &Observed {
+            fleet_held: Some(true),
+            ..obs(7_000)
+        },
+    );
+    assert_eq!(phase_of(&r), Phase::CanaryAnalyse { plan_version: 7 });
+    // The canary analysis passes: the fleet is released and its ACKs awaited.
+    let (r, e) = step(
+        &r,
+        &Observed {
+            fleet_held: Some(true),
+            ..passing(7_100)
+        },
+    );
+    assert_eq!(e, Some(Effect::ReleaseFleet));
+    assert_eq!(phase_of(&r), Phase::AwaitAcks { since_ms: 7_100 });
+    // From here the step is the fleet's: ACKs, bake, analysis, next rung.
+    let (r, _) = step(&r, &acked(8_000));
+    assert!(matches!(phase_of(&r), Phase::Bake { until_ms: 18_000, .. }));
+}
+
+#[test]
+fn a_canary_nack_or_failed_canary_analysis_stops_the_step_before_the_fleet() {
+    let r = canary_drain();
+    let (r, _) = step(&r, &obs(1_000));
+    let (r, _) = step(&r, &obs(1_100));
+    // A NACK while waiting for the wave's ACKs: rolled back (the default policy),
+    // and the fleet is never released.
+    let nacked = Observed {
+        canary_nacks: vec!["dns-a: v8 serves nothing".into()],
+        fleet_held: Some(true),
+        ..obs(1_500)
+    };
+    let a = advance(&r, &nacked, &ChangePolicy::default());
+    assert_ne!(a.effect, Some(Effect::ReleaseFleet));
+    let rolled = a.record.unwrap();
+    match &rolled.state {
+        ChangeState::RollingBack { reason } => {
+            assert!(reason.contains("dns-a: v8 serves nothing"), "{reason}");
+            assert!(reason.contains("the fleet never got it"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // With on_fail = pause, the same NACK pauses instead.
+    let pause = ChangePolicy {
+        on_fail: OnFail::Pause,
+        ..ChangePolicy::default()
+    };
+    let a = advance(&r, &nacked, &pause);
+    assert!(matches!(a.record.unwrap().state, ChangeState::Paused { step: 0, .. }));
+    // A failed canary analysis rolls back; an inconclusive one pauses.
+    let analysing = ChangeRecord {
+        state: ChangeState::Progressing {
+            step: 0,
+            phase: Phase::CanaryAnalyse { plan_version: 8 },
+        },
+        ..r.clone()
+    };
+    let fail = Observed {
+        analysis: vec![("canary_agents".into(), Check::Fail("dns-a disconnected".into()))],
+        fleet_held: Some(true),
+        ..obs(9_000)
+    };
+    let a = advance(&analysing, &fail, &ChangePolicy::default());
+    assert_eq!(a.effect, None);
+    match a.record.unwrap().state {
+        ChangeState::RollingBack { reason } => assert!(reason.contains("canary analysis failed"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let unsure = Observed {
+        analysis: vec![("receivers_healthy".into(), Check::Inconclusive("no data".into()))],
+        fleet_held: Some(true),
+        ..obs(9_000)
+    };
+    let a = advance(&analysing, &unsure, &ChangePolicy::default());
+    assert!(matches!(a.record.unwrap().state, ChangeState::Paused { step: 0, .. }));
+    // No canary ACK within the deadline: inconclusive, paused, naming the agent.
+    let late = Observed {
+        missing_acks: vec!["dns-a".into()],
+        fleet_held: Some(true),
+        ..obs(1_100 + ChangePolicy::default().ack_deadline_ms)
+    };
+    match advance(&r, &late, &ChangePolicy::default()).record.unwrap().state {
+        ChangeState::Paused { reason, .. } => assert!(reason.contains("canary agent dns-a"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_urgent_plan_that_released_the_fleet_moves_the_step_to_the_fleets_acks() {
+    let r = canary_drain();
+    let (r, _) = step(&r, &obs(1_000));
+    let (r, _) = step(&r, &obs(1_100));
+    let (r, e) = step(
+        &r,
+        &Observed {
+            fleet_held: Some(false),
+            ..obs(1_300)
+        },
+    );
+    assert_eq!(e, None);
+    assert_eq!(phase_of(&r), Phase::AwaitAcks { since_ms: 1_300 });
+    assert!(r.history.last().unwrap().why.contains("urgent plan"));
 }

@@ -11,7 +11,7 @@ use meridian_health::{HealthSnapshot, PopVerdict};
 use super::*;
 use crate::events::EventKind;
 use crate::intents::Intents;
-use crate::publish::worth_publishing;
+use crate::publish::{is_urgent, worth_publishing};
 
 const TOPOLOGY: &str = r#"
 [policy]
@@ -477,6 +477,49 @@ fn worth_publishing_cases() {
     assert!(
         reasons.iter().any(|r| r == "Anycast announcements changed"),
         "{reasons:?}"
+    );
+}
+
+/// Urgent (skips a canary wave): a PoP newly DOWN; not a drain, a degradation or a
+/// weight move.
+#[test]
+fn only_a_pop_newly_down_is_urgent() {
+    let doc = doc();
+    let plan_for = |doc: &TopologyDoc, health: &HealthSnapshot, intents: &Intents| {
+        SteeringDriver::default()
+            .tick(0, view(doc, health, intents, None))
+            .publish
+            .unwrap()
+    };
+    let none = Intents::default();
+    let base = plan_for(&doc, &all_up(), &none);
+    let down = health(&[
+        ("fra1", PopVerdict::Down),
+        ("ams1", PopVerdict::Up),
+        ("iad1", PopVerdict::Up),
+    ]);
+    let with_down = plan_for(&doc, &down, &none);
+    assert!(is_urgent(Some(&base), &with_down));
+    assert!(!is_urgent(Some(&with_down), &with_down), "already down: not new");
+    assert!(!is_urgent(Some(&with_down), &base), "coming back is not urgent");
+    assert!(!is_urgent(None, &with_down), "a first plan has nothing to hold");
+    let mut drained = Intents::default();
+    drained.drains.insert(
+        "fra1".into(),
+        meridian_core::records::DrainIntent {
+            pop: "fra1".into(),
+            reason: "maintenance".into(),
+            requested_by: "operator:otto".into(),
+            at_unix_ms: 0,
+            forced_past: None,
+            weight_percent: None,
+        },
+    );
+    let with_drain = plan_for(&doc, &all_up(), &drained);
+    assert!(worth_publishing(&base, &with_drain, 0.05).is_some());
+    assert!(
+        !is_urgent(Some(&base), &with_drain),
+        "a drain is a change, not an emergency"
     );
 }
 

@@ -93,6 +93,7 @@ impl Operations {
         let set = self.read_drain_set().await?;
         // The same decision as an immediate drain, for where the ladder ends.
         self.decide_drain(&cmd, &set).await?;
+        let (canary, canary_note) = self.canary_wave().await?;
         let now = self.clock.now_ms();
         let id = format!("drain-{}-{now}", cmd.pop);
         let record = ChangeRecord {
@@ -109,6 +110,7 @@ impl Operations {
             updated_at_ms: now,
             history: Vec::new(),
             before: None,
+            canary,
         };
         let key = self.keys.change(&id);
         let hold = self.keys.change_hold(&cmd.pop);
@@ -145,7 +147,11 @@ impl Operations {
                 pop: cmd.pop.clone(),
                 from: "new".into(),
                 to: "pending".into(),
-                why: cmd.reason.clone(),
+                why: match (&record.canary, canary_note) {
+                    (Some(wave), _) => format!("{} (canary wave: {})", cmd.reason, wave.agents.join(", ")),
+                    (None, Some(note)) => format!("{} ({note})", cmd.reason),
+                    (None, None) => cmd.reason.clone(),
+                },
             },
         });
         Ok(record)
@@ -284,13 +290,34 @@ impl Operations {
             }
             after.sort_unstable();
             let key = self.keys.drain(&record.target);
-            let txn = Txn::new()
-                .when([Compare::modified_at(self.keys.drain_set(), set.version)])
-                .and_then([
-                    TxnOp::put(key.clone(), encode(&key, &intent)?),
-                    TxnOp::put(self.keys.drain_set(), encode(&self.keys.drain_set(), &after)?),
-                ]);
+            let mut compares = vec![Compare::modified_at(self.keys.drain_set(), set.version)];
+            let mut ops = vec![
+                TxnOp::put(key.clone(), encode(&key, &intent)?),
+                TxnOp::put(self.keys.drain_set(), encode(&self.keys.drain_set(), &after)?),
+            ];
+            // With a canary wave, the fleet is held on the plan before the rung in
+            // the same transaction, so no agent outside the wave ever gets it early.
+            let hold = self.hold_for(record).await?;
+            if let Some((compare, put)) = hold.clone() {
+                compares.push(compare);
+                ops.push(put);
+            }
+            let txn = Txn::new().when(compares).and_then(ops);
             if fenced_txn(self.store.as_ref(), fence, txn).await?.succeeded {
+                if hold.is_some() {
+                    self.log.record(Event {
+                        at_unix_ms: self.clock.now_ms(),
+                        actor: Actor::Steering,
+                        role: None,
+                        kind: EventKind::Rollout {
+                            change: record.id.clone(),
+                            what: format!(
+                                "weight {weight_percent} % goes to {} first; the rest of the fleet is held",
+                                record.canary.as_ref().map(|w| w.agents.join(", ")).unwrap_or_default()
+                            ),
+                        },
+                    });
+                }
                 return Ok(());
             }
             metrics::counter!("meridian_control_plane_drain_retries_total").increment(1);
@@ -325,9 +352,14 @@ impl Operations {
                 self.keys.drain_set(),
                 encode(&self.keys.drain_set(), &after)?,
             ));
-            let txn = Txn::new()
-                .when([Compare::modified_at(self.keys.drain_set(), set.version)])
-                .and_then(ops);
+            let mut compares = vec![Compare::modified_at(self.keys.drain_set(), set.version)];
+            // A canary wave's hold stays until the plan from the restored intents
+            // exists: the fleet never sees the step being rolled back.
+            if let Some((compare, put)) = self.hold_through_rollback(record).await? {
+                compares.push(compare);
+                ops.push(put);
+            }
+            let txn = Txn::new().when(compares).and_then(ops);
             if fenced_txn(self.store.as_ref(), fence, txn).await?.succeeded {
                 return Ok(());
             }

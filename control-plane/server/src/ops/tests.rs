@@ -511,7 +511,7 @@ async fn a_drain_decided_on_a_stale_drain_set_does_not_land() {
 async fn steering_cannot_publish_over_a_pin_it_has_not_seen() {
     let f = fixture().await;
     let (store, keys) = (f.ops.store.as_ref(), &f.ops.keys);
-    crate::plans::publish_unpinned(store, keys, &f.fence, plan("one"))
+    crate::plans::publish_unpinned(store, keys, &f.fence, plan("one"), false)
         .await
         .unwrap();
     f.ops
@@ -526,7 +526,7 @@ async fn steering_cannot_publish_over_a_pin_it_has_not_seen() {
         .await
         .unwrap();
     // The steering loop's memory still says "not pinned"; the write says otherwise.
-    let err = crate::plans::publish_unpinned(store, keys, &f.fence, plan("would override"))
+    let err = crate::plans::publish_unpinned(store, keys, &f.fence, plan("would override"), false)
         .await
         .unwrap_err();
     assert!(matches!(err, crate::plans::PlanError::Pinned(1)), "{err}");

@@ -269,12 +269,13 @@ fn agents_text_rows_and_rejections() {
     assert_eq!(
         rows(&agents(&view)),
         vec![
-            vec!["AGENT", "KIND", "REPLICA", "APPLIED", "REJECTED"],
-            vec!["dns-ams1", "dns", "cp-a", "v12", "-"],
+            vec!["AGENT", "KIND", "REPLICA", "WAVE", "APPLIED", "REJECTED"],
+            vec!["dns-ams1", "dns", "cp-a", "canary", "v12", "-"],
             vec![
                 "bgp-fra1",
                 "anycast",
                 "cp-b",
+                "fleet (held on v11)",
                 "v11",
                 "v12: prefix 198.51.100.0/24 not configured"
             ],
