@@ -78,6 +78,9 @@ impl QueryService for Fake {
     ) -> Result<Response<pb::ListChangesResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn get_change(&self, _: Request<pb::GetChangeRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn list_events(&self, _: Request<pb::ListEventsRequest>) -> Result<Response<pb::ListEventsResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }

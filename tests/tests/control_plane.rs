@@ -92,15 +92,9 @@ async fn embedded_replica_serves_status_admin_reflection_and_health() {
         serving.status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
-    let mut ops = pb::operator_service_client::OperatorServiceClient::new(channel);
-    let err = ops
-        .set_capacity(pb::SetCapacityRequest {
-            pop: "fra1".into(),
-            capacity: 10.0,
-            reason: "test".into(),
-        })
-        .await
-        .unwrap_err();
+    // GetSlo is the one RPC still answering UNIMPLEMENTED (SLOs are issue [12]).
+    let mut query = pb::query_service_client::QueryServiceClient::new(channel);
+    let err = query.get_slo(pb::GetSloRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     assert!(err.message().contains("issue"), "{}", err.message());
 

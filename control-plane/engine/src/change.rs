@@ -180,6 +180,46 @@ pub struct ChangeRecord {
     /// The canary wave each step goes to first; `None`: straight to the fleet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryWave>,
+    /// The checks of the last analysis (canary or fleet), as they were judged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analysis: Vec<CheckResult>,
+}
+
+/// One analysis check as kept in the record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub name: String,
+    /// `pass`, `fail` or `inconclusive`.
+    pub verdict: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub why: String,
+}
+
+/// The analysis as kept in the record.
+fn results(analysis: &[(String, Check)]) -> Vec<CheckResult> {
+    analysis
+        .iter()
+        .map(|(name, c)| {
+            let (verdict, why) = match c {
+                Check::Pass => ("pass", String::new()),
+                Check::Fail(w) => ("fail", w.clone()),
+                Check::Inconclusive(w) => ("inconclusive", w.clone()),
+            };
+            CheckResult {
+                name: name.clone(),
+                verdict: verdict.into(),
+                why,
+            }
+        })
+        .collect()
+}
+
+/// `advance` with the analysis it judged kept in the new record.
+fn keeping_analysis(mut advance: Advance, obs: &Observed) -> Advance {
+    if let Some(r) = advance.record.as_mut() {
+        r.analysis = results(&obs.analysis);
+    }
+    advance
 }
 
 impl ChangeRecord {
@@ -464,22 +504,25 @@ pub fn advance(record: &ChangeRecord, obs: &Observed, policy: &ChangePolicy) -> 
                     effect: None,
                 },
                 Phase::CanaryBake { .. } => Advance::default(),
-                Phase::CanaryAnalyse { .. } => match judge(&obs.analysis) {
-                    Judgement::Pass => Advance {
-                        record: Some(moved(
-                            record,
-                            ChangeState::Progressing {
-                                step,
-                                phase: Phase::AwaitAcks { since_ms: now },
-                            },
-                            now,
-                            "canary analysis passed: the fleet gets the step",
-                        )),
-                        effect: Some(Effect::ReleaseFleet),
+                Phase::CanaryAnalyse { .. } => keeping_analysis(
+                    match judge(&obs.analysis) {
+                        Judgement::Pass => Advance {
+                            record: Some(moved(
+                                record,
+                                ChangeState::Progressing {
+                                    step,
+                                    phase: Phase::AwaitAcks { since_ms: now },
+                                },
+                                now,
+                                "canary analysis passed: the fleet gets the step",
+                            )),
+                            effect: Some(Effect::ReleaseFleet),
+                        },
+                        Judgement::Fail(reason) => failed(record, step, now, format!("canary {reason}"), policy),
+                        Judgement::Unsure(reason) => paused(record, step, now, format!("canary {reason}")),
                     },
-                    Judgement::Fail(reason) => failed(record, step, now, format!("canary {reason}"), policy),
-                    Judgement::Unsure(reason) => paused(record, step, now, format!("canary {reason}")),
-                },
+                    obs,
+                ),
                 Phase::AwaitAcks { since_ms } => match obs.acked {
                     Some(true) => Advance {
                         record: Some(moved(
@@ -516,7 +559,7 @@ pub fn advance(record: &ChangeRecord, obs: &Observed, policy: &ChangePolicy) -> 
                     effect: None,
                 },
                 Phase::Bake { .. } => Advance::default(),
-                Phase::Analyse { .. } => analyse(record, step, obs, policy),
+                Phase::Analyse { .. } => keeping_analysis(analyse(record, step, obs, policy), obs),
             }
         }
         ChangeState::RollingBack { .. } => Advance {

@@ -85,6 +85,7 @@ pub const RPC_ACCESS: &[(&str, Access)] = &[
     ("/meridian.v1.QueryService/GetHealth", Access::AtLeast(Role::Viewer)),
     ("/meridian.v1.QueryService/ExplainPop", Access::AtLeast(Role::Viewer)),
     ("/meridian.v1.QueryService/ListChanges", Access::AtLeast(Role::Viewer)),
+    ("/meridian.v1.QueryService/GetChange", Access::AtLeast(Role::Viewer)),
     ("/meridian.v1.QueryService/ListEvents", Access::AtLeast(Role::Viewer)),
     ("/meridian.v1.QueryService/GetSlo", Access::AtLeast(Role::Viewer)),
     ("/meridian.v1.QueryService/WhatIf", Access::AtLeast(Role::Viewer)),
@@ -106,6 +107,10 @@ pub const RPC_ACCESS: &[(&str, Access)] = &[
     ),
     (
         "/meridian.v1.OperatorService/RollbackChange",
+        Access::AtLeast(Role::Operator),
+    ),
+    (
+        "/meridian.v1.OperatorService/RevertChange",
         Access::AtLeast(Role::Operator),
     ),
     // Stopping the line is for operators; lifting it, for admins.

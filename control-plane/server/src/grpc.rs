@@ -339,13 +339,27 @@ impl pb::query_service_server::QueryService for QueryApi {
             0 => 100,
             n => n.min(1000),
         } as usize;
+        let active_only = req.get_ref().active_only;
         let changes = self.ctx.ops.list_changes().await.map_err(op_status)?;
         Ok(Response::new(pb::ListChangesResponse {
             changes: changes
                 .into_iter()
+                .filter(|c| !active_only || c.record.state.is_active())
                 .take(limit)
                 .map(|c| change_record_to_pb(&c.record))
                 .collect(),
+        }))
+    }
+    async fn get_change(&self, req: Request<pb::GetChangeRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+        let id = req.into_inner().change_id;
+        if id.is_empty() {
+            return Err(Status::invalid_argument(
+                "change_id is required (see `meridianctl changes`)",
+            ));
+        }
+        let stored = self.ctx.ops.get_change(&id).await.map_err(op_status)?;
+        Ok(Response::new(pb::ChangeResponse {
+            change: Some(change_record_to_pb(&stored.record)),
         }))
     }
     async fn list_events(
@@ -616,7 +630,7 @@ impl OperatorApi {
 
 /// A stored change as the wire's `ChangeRecord`.
 fn change_record_to_pb(r: &meridian_engine::change::ChangeRecord) -> pb::ChangeRecord {
-    use meridian_engine::change::ChangeState as S;
+    use meridian_engine::change::{ChangeState as S, Phase};
     let (state, step) = match &r.state {
         S::Pending => (pb::ChangeState::Pending, 0),
         S::Progressing { step, .. } => (pb::ChangeState::Progressing, step + 1),
@@ -627,20 +641,49 @@ fn change_record_to_pb(r: &meridian_engine::change::ChangeRecord) -> pb::ChangeR
         S::Reverted { .. } => (pb::ChangeState::Reverted, r.steps.len()),
     };
     let rungs: Vec<String> = r.steps.iter().map(|s| format!("{}%", s.weight_percent)).collect();
+    let kind = serde_json::to_value(r.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
     let mut summary = format!(
         "{} {} by ladder {} — {}",
-        match r.kind {
-            meridian_engine::change::ChangeKind::Drain => "drain",
-            _ => "change",
-        },
+        if kind == "drain" { "drain" } else { kind.as_str() },
         r.target,
         rungs.join(" → "),
         meridian_engine::change::describe(&r.state)
     );
+    let mut state_reason = String::new();
     match &r.state {
-        S::Paused { reason, .. } | S::RollingBack { reason } => summary.push_str(&format!(": {reason}")),
+        S::Paused { reason, .. } | S::RollingBack { reason } => {
+            summary.push_str(&format!(": {reason}"));
+            state_reason = reason.clone();
+        }
         _ => {}
     }
+    // The phase, when it started and (for a bake) when it ends.
+    let (phase, since, deadline) = match &r.state {
+        S::Progressing { phase, .. } => match phase {
+            Phase::Apply => ("apply", None, None),
+            Phase::AwaitCanary { since_ms } => ("await_canary", Some(*since_ms), None),
+            Phase::CanaryBake { until_ms, .. } => (
+                "canary_bake",
+                Some(until_ms.saturating_sub(r.canary.as_ref().map_or(0, |w| w.bake_ms))),
+                Some(*until_ms),
+            ),
+            Phase::CanaryAnalyse { .. } => ("canary_analyse", None, None),
+            Phase::AwaitAcks { since_ms } => ("await_acks", Some(*since_ms), None),
+            Phase::Bake { until_ms, .. } => {
+                let step = match &r.state {
+                    S::Progressing { step, .. } => *step,
+                    _ => 0,
+                };
+                let bake = r.steps.get(step).map_or(0, |s| s.bake_ms);
+                ("bake", Some(until_ms.saturating_sub(bake)), Some(*until_ms))
+            }
+            Phase::Analyse { .. } => ("analyse", None, None),
+        },
+        _ => ("", None, None),
+    };
     pb::ChangeRecord {
         id: r.id.clone(),
         started_by: r.started_by.clone(),
@@ -651,6 +694,42 @@ fn change_record_to_pb(r: &meridian_engine::change::ChangeRecord) -> pb::ChangeR
         created_at: Some(convert::timestamp_ms(r.created_at_ms)),
         updated_at: Some(convert::timestamp_ms(r.updated_at_ms)),
         summary,
+        kind,
+        target: r.target.clone(),
+        regions: r.region.iter().cloned().collect(),
+        phase: phase.into(),
+        phase_deadline: deadline.map(convert::timestamp_ms),
+        phase_since: since.map(convert::timestamp_ms),
+        state_reason,
+        steps: r
+            .steps
+            .iter()
+            .map(|s| pb::ChangeStep {
+                weight_percent: u32::from(s.weight_percent),
+                bake_ms: s.bake_ms,
+            })
+            .collect(),
+        canary_agents: r.canary.as_ref().map(|w| w.agents.clone()).unwrap_or_default(),
+        history: r
+            .history
+            .iter()
+            .map(|t| pb::ChangeTransition {
+                at: Some(convert::timestamp_ms(t.at_ms)),
+                from: t.from.clone(),
+                to: t.to.clone(),
+                why: t.why.clone(),
+            })
+            .collect(),
+        role: r.role.clone().unwrap_or_default(),
+        analysis: r
+            .analysis
+            .iter()
+            .map(|c| pb::ChangeCheck {
+                name: c.name.clone(),
+                verdict: c.verdict.clone(),
+                why: c.why.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -668,6 +747,9 @@ fn change_to_pb(c: ChangeOutcome) -> pb::ChangeResponse {
             created_at: Some(at),
             updated_at: Some(at),
             summary: c.summary,
+            kind: c.kind.to_string(),
+            target: c.pop.clone(),
+            ..Default::default()
         }),
     }
 }
@@ -844,6 +926,13 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
             Route::Forward(mut leader) => return leader.rollback_change(self.forwarded(req)).await,
         };
         self.command(req, &fence, ChangeCommand::Rollback).await
+    }
+    async fn revert_change(&self, req: Request<pb::ChangeIdRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+        let fence = match self.route(req.metadata()).await? {
+            Route::Local(fence) => fence,
+            Route::Forward(mut leader) => return leader.revert_change(self.forwarded(req)).await,
+        };
+        self.command(req, &fence, ChangeCommand::Revert).await
     }
     async fn freeze(&self, req: Request<pb::FreezeRequest>) -> Result<Response<pb::FreezeResponse>, Status> {
         let who = caller(&req)?;

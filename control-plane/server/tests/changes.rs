@@ -98,7 +98,10 @@ where
 async fn change(channel: &Channel, id: &str) -> pb::ChangeRecord {
     let mut q = pb::query_service_client::QueryServiceClient::new(channel.clone());
     let list = q
-        .list_changes(pb::ListChangesRequest { limit: 100 })
+        .list_changes(pb::ListChangesRequest {
+            limit: 100,
+            active_only: false,
+        })
         .await
         .unwrap()
         .into_inner();

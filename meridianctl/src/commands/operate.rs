@@ -40,7 +40,10 @@ pub(super) async fn drain(
 pub(super) async fn changes(conn: &Connected, format: Format, limit: u32) -> Result<Report, CtlError> {
     let list = conn
         .query()
-        .list_changes(pb::ListChangesRequest { limit })
+        .list_changes(pb::ListChangesRequest {
+            limit,
+            active_only: false,
+        })
         .await
         .map_err(|s| conn.rpc_error("ListChanges", s))?
         .into_inner()

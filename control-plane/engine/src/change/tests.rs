@@ -16,6 +16,7 @@ fn drain(steps: Vec<Step>) -> ChangeRecord {
         history: Vec::new(),
         before: None,
         canary: None,
+        analysis: Vec::new(),
     }
 }
 

@@ -20,6 +20,9 @@ pub enum ChangeCommand {
     Pause,
     Resume,
     Rollback,
+    /// A completed change within its revert window: the intents from before it
+    /// come back.
+    Revert,
 }
 
 impl ChangeCommand {
@@ -28,6 +31,7 @@ impl ChangeCommand {
             ChangeCommand::Pause => "pause",
             ChangeCommand::Resume => "resume",
             ChangeCommand::Rollback => "rollback",
+            ChangeCommand::Revert => "revert",
         }
     }
 }
@@ -111,6 +115,7 @@ impl Operations {
             history: Vec::new(),
             before: None,
             canary,
+            analysis: Vec::new(),
         };
         let key = self.keys.change(&id);
         let hold = self.keys.change_hold(&cmd.pop);
@@ -240,8 +245,23 @@ impl Operations {
             ChangeCommand::Pause => change::pause(&stored.record, now, &reason),
             ChangeCommand::Resume => change::resume(&stored.record, now, &reason),
             ChangeCommand::Rollback => change::rollback(&stored.record, now, &reason),
+            ChangeCommand::Revert => {
+                change::revert(&stored.record, now, &reason, &change::ChangePolicy::default()).map(|(next, _)| next)
+            }
         }
         .map_err(change_error)?;
+        if command == ChangeCommand::Revert {
+            // A completed change holds nothing; a newer change on the same PoP
+            // owns it now, and reverting under it would undo that one too.
+            if let Some(holder) = self.holder_of(&stored.record.target).await? {
+                return Err(OpError::Conflict(format!(
+                    "PoP `{}` is held by change {holder}: roll that one back or wait for it before reverting {id}",
+                    stored.record.target
+                )));
+            }
+            // The intents from before come back first; the record says so after.
+            self.restore_before(fence, &stored.record).await?;
+        }
         if !self.store_change(fence, &next, stored.mod_revision).await? {
             return Err(OpError::Conflict(format!(
                 "change {id} moved while you asked (another operator, or its next step); look again with `meridianctl change show {id}`"
