@@ -73,8 +73,8 @@ pub struct Cli {
     )]
     pub token_file: Option<std::path::PathBuf>,
 
-    /// Act during a change freeze (`apply`, `undrain`, `restore-plan`; admins only,
-    /// recorded with your reason).
+    /// Act during a change freeze (`apply`, `undrain`, `set-capacity`,
+    /// `restore-plan`; admins only, recorded with your reason).
     #[arg(long, global = true)]
     pub override_freeze: bool,
 
@@ -90,8 +90,17 @@ pub struct Cli {
 const AFTER_HELP: &str = "\
 Every command prints tables by default and one JSON document with `-o json`.
 Exit status: 0 on success; 1 when the command failed (no replica reachable, an RPC
-error) or the input was refused (`apply` with errors); 2 when `status` finds no
-leader or an unhealthy store. A closed stdout (e.g. `| head`) is not an error.";
+error) or the input was refused (`apply` with errors, a malformed --steps); 2 when
+`status` finds no leader or an unhealthy store. `change show --watch` and
+`drain --wait` exit with how the change ended: 0 completed or reverted, 4 rolled
+back, 5 paused. A closed stdout (e.g. `| head`) is not an error.";
+
+/// Shown after `change --help`: what `show --watch` exits with.
+const WATCH_HELP: &str = "\
+`change show ID --watch` redraws the change about every 500 ms until it ends or
+pauses, then exits: 0 completed or reverted, 4 rolled back, 5 paused (the reason is
+printed), 1 on an RPC error. With `-o json` it prints one JSON line per change of
+state, phase or step, and the final record.";
 
 /// The subcommands, one per operator task.
 #[derive(Debug, Subcommand)]
@@ -134,27 +143,44 @@ pub enum Command {
         #[arg(long)]
         version: Option<u64>,
     },
-    /// Drain a PoP: steering moves its traffic to the other PoPs. Refused (naming the
-    /// guardrail) when the rest would be pushed over capacity or it is the last PoP of
-    /// a region or prefix, unless --force.
+    /// Drain a PoP: steering moves its traffic to the other PoPs. By default by a
+    /// ladder, 100 % → 50 % → 0 % of its weight (`--steps 50,0`), each rung ACKed by
+    /// every agent, baked (`--bake`, default 60s) and analysed before the next; a
+    /// failed analysis rolls it back, an inconclusive one pauses it. `--now` drains
+    /// in one step instead. Refused (naming the guardrail) when the rest would be
+    /// pushed over capacity or it is the last PoP of a region or prefix, unless
+    /// --force. With --wait, exits like `change show --watch` (0 completed, 4 rolled
+    /// back, 5 paused).
     Drain {
         /// The PoP id.
         pop: String,
         /// Why (required; recorded with the change).
         #[arg(long)]
         reason: String,
-        /// Override a guardrail refusal (the overridden rule is recorded).
+        /// Override a guardrail refusal (the overridden rule is recorded); works
+        /// with a ladder (decided for its last rung) and with --now.
         #[arg(long)]
         force: bool,
-        /// A drain ladder: the share of its weight the PoP keeps at each rung,
-        /// going down to 0, e.g. `--steps 50,0` (100 → 50 % → drained). Each rung
-        /// waits for every agent's ACK, bakes, and is analysed before the next; watch
-        /// it with `meridianctl changes`. Without it the PoP is drained at once.
-        #[arg(long, value_delimiter = ',')]
+        /// The ladder: the share of its weight (percent) the PoP keeps at each rung,
+        /// strictly decreasing and ending at 0, e.g. `--steps 75,25,0`
+        /// (default 50,0: 100 → 50 % → drained).
+        #[arg(long, value_delimiter = ',', value_parser = parse_percent, conflicts_with = "now")]
         steps: Vec<u8>,
-        /// How long each rung of --steps is held once every agent has it.
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
-        bake: Duration,
+        /// How long each rung is held once every agent has it, e.g. `30s`, `2m`
+        /// (default 60s).
+        #[arg(long, value_parser = parse_bake, conflicts_with = "now")]
+        bake: Option<Duration>,
+        /// Drain only for this client region (repeatable); default: every region.
+        #[arg(long = "region", value_name = "REGION")]
+        regions: Vec<String>,
+        /// Drain at once, in one step, instead of by a ladder.
+        #[arg(long)]
+        now: bool,
+        /// Follow the ladder until it ends, drawing its progress (as `change show
+        /// --watch`), and exit with how it ended: 0 completed, 4 rolled back,
+        /// 5 paused.
+        #[arg(long, conflicts_with = "now")]
+        wait: bool,
     },
     /// Freeze changes for a while (a release window): topology applies, undrains
     /// and plan restores are refused until it ends or `unfreeze`; drains and
@@ -174,16 +200,37 @@ pub enum Command {
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// List staged changes (drain ladders), newest first: state, rung, who.
+    /// List change records (drain ladders, drains, undrains, capacity changes),
+    /// newest first: kind, target, state, step, phase, who.
     Changes {
         /// How many.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Only changes still active (pending, progressing, paused, rolling back).
+        #[arg(long)]
+        active: bool,
     },
-    /// Act on one staged change: pause it (it stays on its rung), resume it, or roll
-    /// it back (the PoP's intents from before the change come back).
-    #[command(subcommand)]
+    /// Show one change in detail (`change show ID [--watch]`), or act on it: pause it
+    /// (it stays on its rung), resume it, roll it back (the PoP's intents from before
+    /// the change come back) or revert a completed one within the revert window.
+    #[command(subcommand, after_help = WATCH_HELP)]
     Change(ChangeCommand),
+    /// Set the capacity steering plans a PoP with (in the topology's unit), for a
+    /// while (`--for 30m`) or until reverted or replaced. Recorded as a change of
+    /// kind `set_capacity`; refused during a freeze unless --override-freeze (admins).
+    SetCapacity {
+        /// The PoP id.
+        pop: String,
+        /// The new capacity (> 0).
+        #[arg(value_parser = parse_capacity)]
+        capacity: f64,
+        /// How long the override lasts, e.g. `30m` (default: until reverted).
+        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Why (required; recorded with the change).
+        #[arg(long)]
+        reason: String,
+    },
     /// Put a drained PoP back in service (it comes back through slow start).
     Undrain {
         /// The PoP id.
@@ -242,6 +289,19 @@ pub enum Command {
 /// `meridianctl change …`.
 #[derive(Debug, Subcommand)]
 pub enum ChangeCommand {
+    /// Show one change: kind, target, who and why, its state, the ladder with the
+    /// current rung, the phase, the canary wave, the bake's progress, the last
+    /// analysis, how many agents have the current plan (and which are behind or
+    /// held by a canary wave), and its history.
+    #[command(after_help = WATCH_HELP)]
+    Show {
+        /// The change id (see `meridianctl changes`).
+        id: String,
+        /// Redraw about every 500 ms until the change ends or pauses; exit 0
+        /// completed or reverted, 4 rolled back, 5 paused.
+        #[arg(long)]
+        watch: bool,
+    },
     /// Hold a change on its current rung.
     Pause {
         /// The change id (see `meridianctl changes`).
@@ -267,6 +327,73 @@ pub enum ChangeCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Revert a completed change within the revert window: the intents from before
+    /// it come back (refused while a newer change holds its PoP; an active change is
+    /// rolled back instead).
+    Revert {
+        /// The change id.
+        id: String,
+        /// Why (required; recorded).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// The drain ladder a drain without `--steps` walks: 100 → 50 % → 0 %.
+pub const DEFAULT_STEPS: [u8; 2] = [50, 0];
+
+/// The bake of each rung without `--bake`.
+pub const DEFAULT_BAKE: Duration = Duration::from_secs(60);
+
+/// One `--steps` value: a percentage from 0 to 100.
+fn parse_percent(s: &str) -> Result<u8, String> {
+    match s.trim().trim_end_matches('%').parse::<u8>() {
+        Ok(p) if p <= 100 => Ok(p),
+        _ => Err(format!(
+            "`{s}` is not a percentage from 0 to 100 (each step is the share of its weight the PoP keeps, e.g. --steps 50,0)"
+        )),
+    }
+}
+
+/// `--bake`: a human duration of at least one second.
+fn parse_bake(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration ({e}); e.g. 30s, 2m, 1h"))?;
+    if d < Duration::from_secs(1) {
+        return Err(format!("`{s}` is too short: a rung bakes at least 1s"));
+    }
+    Ok(d)
+}
+
+/// `set-capacity N`: a finite number above 0.
+fn parse_capacity(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(c) if c.is_finite() && c > 0.0 => Ok(c),
+        _ => Err(format!(
+            "`{s}` is not a capacity: give a number above 0, in the topology's unit"
+        )),
+    }
+}
+
+/// Checks a whole ladder: at least one step, each a percentage, strictly
+/// decreasing, ending at 0. The message says what to write instead.
+pub fn validate_steps(steps: &[u8]) -> Result<(), String> {
+    let example = "e.g. --steps 50,0 or --steps 75,25,0";
+    let Some(last) = steps.last() else {
+        return Err(format!("--steps needs at least one step ({example})"));
+    };
+    if let Some(p) = steps.iter().find(|p| **p > 100) {
+        return Err(format!("--steps: {p} is not a percentage from 0 to 100 ({example})"));
+    }
+    if let Some(w) = steps.windows(2).find(|w| w[1] >= w[0]) {
+        return Err(format!(
+            "--steps must go strictly down: {} after {} ({example})",
+            w[1], w[0]
+        ));
+    }
+    if *last != 0 {
+        return Err(format!("--steps must end at 0 (drained), not {last} ({example})"));
+    }
+    Ok(())
 }
 
 /// `meridianctl certs …`.
@@ -365,6 +492,7 @@ mod tests {
             "change",
             "freeze",
             "unfreeze",
+            "set-capacity",
         ] {
             assert!(
                 names.iter().any(|n| n == expected),
@@ -431,7 +559,7 @@ mod tests {
                 ..
             } => {
                 assert_eq!((pop.as_str(), reason.as_str(), force), ("ams1", "fibre cut", false));
-                assert!(steps.is_empty(), "without --steps the drain is immediate");
+                assert!(steps.is_empty(), "without --steps the default ladder is chosen later");
             }
             other => panic!("parsed as {other:?}"),
         }
@@ -450,7 +578,7 @@ mod tests {
         match cli.command {
             Command::Drain { steps, bake, .. } => {
                 assert_eq!(steps, vec![75, 50, 0]);
-                assert_eq!(bake, Duration::from_secs(120));
+                assert_eq!(bake, Some(Duration::from_secs(120)));
             }
             other => panic!("parsed as {other:?}"),
         }
@@ -458,6 +586,172 @@ mod tests {
             Cli::try_parse_from(["meridianctl", "drain", "ams1", "--reason", "x", "--steps", "300"]).is_err(),
             "a step is a percentage"
         );
+    }
+
+    #[test]
+    fn drain_takes_now_wait_and_repeated_regions() {
+        let cli = Cli::try_parse_from([
+            "meridianctl",
+            "drain",
+            "fra1",
+            "--reason",
+            "x",
+            "--region",
+            "eu-west",
+            "--region",
+            "eu-central",
+            "--wait",
+            "--force",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Drain {
+                regions,
+                wait,
+                now,
+                force,
+                ..
+            } => {
+                assert_eq!(regions, vec!["eu-west", "eu-central"]);
+                assert!(wait && !now && force);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let now = Cli::try_parse_from(["meridianctl", "drain", "fra1", "--reason", "x", "--now", "--force"]).unwrap();
+        assert!(matches!(
+            now.command,
+            Command::Drain {
+                now: true,
+                force: true,
+                ..
+            }
+        ));
+        for conflict in [
+            &["--now", "--steps", "50,0"][..],
+            &["--now", "--bake", "1m"],
+            &["--now", "--wait"],
+        ] {
+            let mut argv = vec!["meridianctl", "drain", "fra1", "--reason", "x"];
+            argv.extend_from_slice(conflict);
+            assert!(Cli::try_parse_from(&argv).is_err(), "{conflict:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn malformed_steps_and_bakes_are_refused_with_what_to_write() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["meridianctl", "drain", "fra1", "--reason", "x"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).map(drop).map_err(|e| e.to_string())
+        };
+        let err = parse(&["--steps", "50,abc"]).unwrap_err();
+        assert!(err.contains("`abc` is not a percentage from 0 to 100"), "{err}");
+        let err = parse(&["--steps", "150,0"]).unwrap_err();
+        assert!(err.contains("`150` is not a percentage"), "{err}");
+        let err = parse(&["--bake", "two minutes"]).unwrap_err();
+        assert!(
+            err.contains("is not a duration") && err.contains("e.g. 30s, 2m"),
+            "{err}"
+        );
+        let err = parse(&["--bake", "10ms"]).unwrap_err();
+        assert!(err.contains("at least 1s"), "{err}");
+        assert!(parse(&["--steps", "75%,25%,0%", "--bake", "90s"]).is_ok());
+    }
+
+    #[test]
+    fn a_ladder_goes_strictly_down_to_zero() {
+        assert_eq!(validate_steps(&[50, 0]), Ok(()));
+        assert_eq!(validate_steps(&[100, 75, 50, 0]), Ok(()));
+        assert_eq!(validate_steps(&[0]), Ok(()));
+        let err = validate_steps(&[]).unwrap_err();
+        assert!(err.contains("at least one step"), "{err}");
+        let err = validate_steps(&[50, 60, 0]).unwrap_err();
+        assert_eq!(
+            err,
+            "--steps must go strictly down: 60 after 50 (e.g. --steps 50,0 or --steps 75,25,0)"
+        );
+        let err = validate_steps(&[50, 50, 0]).unwrap_err();
+        assert!(err.contains("50 after 50"), "{err}");
+        let err = validate_steps(&[75, 25]).unwrap_err();
+        assert!(err.starts_with("--steps must end at 0 (drained), not 25"), "{err}");
+        let err = validate_steps(&[150, 0]).unwrap_err();
+        assert!(err.contains("150 is not a percentage"), "{err}");
+    }
+
+    #[test]
+    fn change_show_revert_changes_active_and_set_capacity_parse() {
+        let cli = Cli::try_parse_from(["meridianctl", "change", "show", "chg-1", "--watch", "-o", "json"]).unwrap();
+        assert_eq!(cli.output, Format::Json);
+        assert!(matches!(cli.command, Command::Change(ChangeCommand::Show { ref id, watch: true }) if id == "chg-1"));
+        assert!(
+            Cli::try_parse_from(["meridianctl", "change", "revert", "chg-1"]).is_err(),
+            "a revert needs a reason"
+        );
+        let cli = Cli::try_parse_from(["meridianctl", "change", "revert", "chg-1", "--reason", "back"]).unwrap();
+        assert!(matches!(cli.command, Command::Change(ChangeCommand::Revert { .. })));
+        let cli = Cli::try_parse_from(["meridianctl", "changes", "--active"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Changes {
+                active: true,
+                limit: 50
+            }
+        ));
+        let cli = Cli::try_parse_from([
+            "meridianctl",
+            "set-capacity",
+            "fra1",
+            "800",
+            "--for",
+            "30m",
+            "--reason",
+            "half the racks",
+            "--override-freeze",
+        ])
+        .unwrap();
+        assert!(cli.override_freeze);
+        match cli.command {
+            Command::SetCapacity {
+                pop,
+                capacity,
+                duration,
+                reason,
+            } => {
+                assert_eq!(
+                    (pop.as_str(), capacity, reason.as_str()),
+                    ("fra1", 800.0, "half the racks")
+                );
+                assert_eq!(duration, Some(Duration::from_secs(1800)));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        for bad in ["0", "-5", "lots", "NaN"] {
+            assert!(
+                Cli::try_parse_from(["meridianctl", "set-capacity", "fra1", bad, "--reason", "x"]).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(
+            Cli::try_parse_from(["meridianctl", "set-capacity", "fra1", "800"]).is_err(),
+            "reason required"
+        );
+    }
+
+    #[test]
+    fn help_documents_the_watch_exit_statuses() {
+        let mut cli = Cli::command();
+        let help = cli.render_long_help().to_string();
+        assert!(
+            help.contains("0 completed or reverted, 4 rolled") && help.contains("5 paused"),
+            "{help}"
+        );
+        let change = cli.find_subcommand_mut("change").unwrap();
+        let show = change
+            .find_subcommand_mut("show")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(show.contains("4 rolled back, 5 paused"), "{show}");
     }
 
     #[test]

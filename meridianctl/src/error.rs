@@ -41,6 +41,13 @@ pub enum CtlError {
     /// The context file is not valid.
     #[error("context file {}: {message}", path.display())]
     Context { path: PathBuf, message: String },
+    /// The command line is well-formed but its values are not (e.g. a `--steps`
+    /// ladder that does not go down to 0); the message says what to write instead.
+    #[error("{0}")]
+    Invalid(String),
+    /// Writing a `--watch` frame to stdout failed (other than the reader going away).
+    #[error("cannot write to stdout")]
+    Write(#[source] std::io::Error),
     /// A view could not be encoded as JSON (not expected: views are plain data).
     #[error("cannot encode the JSON output")]
     Json(#[from] serde_json::Error),

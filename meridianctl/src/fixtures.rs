@@ -308,6 +308,94 @@ pub fn change() -> pb::ChangeRecord {
         step: 1,
         total_steps: 1,
         summary: "drained fra1".into(),
+        kind: "drain".into(),
+        target: "fra1".into(),
         ..Default::default()
     }
+}
+
+/// When the bake of [`ladder`]'s first rung started (Unix ms); it lasts 60 s.
+pub const BAKE_SINCE_MS: i64 = 1_700_000_010_000;
+
+/// A drain ladder of fra1 (100 → 50 → 0 %, 60 s per rung) for the eu-west region,
+/// baking its first rung behind a canary wave of one agent, with one analysis of
+/// two checks and three transitions; the reason a pause would carry.
+pub fn ladder() -> pb::ChangeRecord {
+    pb::ChangeRecord {
+        id: "drain-fra1-1700000000000".into(),
+        started_by: "operator:otto".into(),
+        role: "operator".into(),
+        reason: "router maintenance".into(),
+        state: pb::ChangeState::Progressing as i32,
+        step: 1,
+        total_steps: 2,
+        created_at: at(1_700_000_000, 0),
+        updated_at: at(1_700_000_010, 0),
+        summary: "drain fra1 by ladder 50% → 0% — progressing step 1 (bake)".into(),
+        kind: "drain".into(),
+        target: "fra1".into(),
+        regions: vec!["eu-west".into()],
+        phase: "bake".into(),
+        phase_since: at(BAKE_SINCE_MS / 1000, 0),
+        phase_deadline: at(BAKE_SINCE_MS / 1000 + 60, 0),
+        state_reason: "inconclusive: no load data for ams1".into(),
+        steps: vec![
+            pb::ChangeStep {
+                weight_percent: 50,
+                bake_ms: 60_000,
+            },
+            pb::ChangeStep {
+                weight_percent: 0,
+                bake_ms: 60_000,
+            },
+        ],
+        canary_agents: vec!["dns-ams1".into()],
+        history: vec![
+            pb::ChangeTransition {
+                at: at(1_700_000_000, 0),
+                from: "new".into(),
+                to: "pending".into(),
+                why: "router maintenance".into(),
+            },
+            pb::ChangeTransition {
+                at: at(1_700_000_000, 200),
+                from: "pending".into(),
+                to: "progressing step 1 (apply)".into(),
+                why: "started".into(),
+            },
+            pb::ChangeTransition {
+                at: at(1_700_000_010, 0),
+                from: "progressing step 1 (await ACKs)".into(),
+                to: "progressing step 1 (bake)".into(),
+                why: "every agent ACKed the step's plan".into(),
+            },
+        ],
+        analysis: vec![
+            pb::ChangeCheck {
+                name: "receivers_healthy".into(),
+                verdict: "pass".into(),
+                why: "ams1 UP".into(),
+            },
+            pb::ChangeCheck {
+                name: "utilisation".into(),
+                verdict: "inconclusive".into(),
+                why: "no load data for ams1".into(),
+            },
+        ],
+    }
+}
+
+/// [`agents`] plus a DNS agent still on plan 10: against plan 12, one agent has
+/// it, one is behind, one is held on 11 by the canary wave.
+pub fn ladder_agents() -> Vec<pb::AgentInfo> {
+    let mut list = agents().agents;
+    list.push(pb::AgentInfo {
+        agent_id: "dns-iad1".into(),
+        kind: pb::AgentKind::Dns as i32,
+        replica_id: "cp-a".into(),
+        applied_version: 10,
+        wave: "fleet".into(),
+        ..Default::default()
+    });
+    list
 }

@@ -501,7 +501,8 @@ impl From<pb::AgentInfo> for AgentView {
 // mutations
 // ---------------------------------------------------------------------------
 
-/// The change a drain or undrain recorded.
+/// The change a drain, undrain, set-capacity or change action recorded, and one row
+/// of `meridianctl changes`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChangeView {
     pub id: String,
@@ -513,6 +514,14 @@ pub struct ChangeView {
     pub step: u32,
     pub total_steps: u32,
     pub started_by: String,
+    /// drain, undrain, set_capacity, weight_override, topology_apply, plan_restore,
+    /// auto_failover, auto_failback (empty from a control plane that does not say).
+    pub kind: String,
+    /// The PoP (or `topology`) the change holds.
+    pub target: String,
+    /// apply, await_canary, canary_bake, canary_analyse, await_acks, bake, analyse;
+    /// `null` when the change is not progressing.
+    pub phase: Option<String>,
 }
 
 /// A change state's name.
@@ -539,6 +548,208 @@ impl From<pb::ChangeRecord> for ChangeView {
             step: c.step,
             total_steps: c.total_steps,
             started_by: c.started_by,
+            kind: c.kind,
+            target: c.target,
+            phase: (!c.phase.is_empty()).then_some(c.phase),
+        }
+    }
+}
+
+/// `meridianctl change show ID` (and each JSON line of `--watch`): the whole record
+/// and how far the fleet has got. Keys print in declaration order; times are Unix
+/// milliseconds (`null` when the control plane did not say), bakes milliseconds.
+/// The bake's progress and time left are not here: they depend on the reader's
+/// clock, so scripts compute them from `phase_since_unix_ms` and
+/// `phase_deadline_unix_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChangeDetailView {
+    pub id: String,
+    /// As in [`ChangeView::kind`].
+    pub kind: String,
+    /// The PoP (or `topology`) the change holds.
+    pub target: String,
+    /// The client regions it is limited to; empty: every region.
+    pub regions: Vec<String>,
+    /// Who started it (the authenticated identity), or the rule that did.
+    pub started_by: String,
+    /// The role they acted with; empty when none applies.
+    pub role: String,
+    pub reason: String,
+    /// As in [`ChangeView::state`].
+    pub state: &'static str,
+    /// Why it is paused or rolling back; `null` otherwise.
+    pub state_reason: Option<String>,
+    pub summary: String,
+    /// The rung (1-based) it is on; 0 before it starts and once rolled back.
+    pub step: u32,
+    pub total_steps: u32,
+    /// The ladder's rungs (empty for a change in one step).
+    pub steps: Vec<ChangeStepView>,
+    /// As in [`ChangeView::phase`].
+    pub phase: Option<String>,
+    /// When the phase started (ACKs awaited since, bake since).
+    pub phase_since_unix_ms: Option<i64>,
+    /// While baking: when the bake ends.
+    pub phase_deadline_unix_ms: Option<i64>,
+    /// The canary wave each rung goes to first; empty: straight to the fleet.
+    pub canary_agents: Vec<String>,
+    /// The last analysis, one entry per check.
+    pub analysis: Vec<ChangeCheckView>,
+    /// How many agents have the current plan; `null` when it could not be read
+    /// (`agents_error` says why).
+    pub agents: Option<AgentsAckView>,
+    pub agents_error: Option<String>,
+    /// Every transition, oldest first.
+    pub history: Vec<ChangeTransitionView>,
+    pub created_at_unix_ms: Option<i64>,
+    pub updated_at_unix_ms: Option<i64>,
+}
+
+/// One rung of a ladder.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChangeStepView {
+    /// The share of its weight the PoP keeps on this rung.
+    pub weight_percent: u32,
+    pub bake_ms: u64,
+}
+
+/// One check of an analysis.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChangeCheckView {
+    pub name: String,
+    /// `pass`, `fail` or `inconclusive`.
+    pub verdict: String,
+    pub why: String,
+}
+
+/// One transition of a change.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChangeTransitionView {
+    /// RFC 3339 UTC (`at_unix_ms` is the same instant).
+    pub at: Option<String>,
+    pub at_unix_ms: Option<i64>,
+    pub from: String,
+    pub to: String,
+    pub why: String,
+}
+
+/// The agents against the current plan (from `ListAgents` and `GetPlan`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentsAckView {
+    /// The current plan version; 0 when none is published.
+    pub plan_version: u64,
+    /// Connected agents.
+    pub total: usize,
+    /// Agents whose applied version is at least `plan_version`.
+    pub acked: usize,
+    /// Agents not on the current plan and not held by a canary wave.
+    pub behind: Vec<AgentVersionView>,
+    /// Agents a canary wave holds on an earlier version (`version` is that one).
+    pub held: Vec<AgentVersionView>,
+}
+
+/// An agent and a plan version (the one it applied, or the one it is held on).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentVersionView {
+    pub agent_id: String,
+    pub version: u64,
+}
+
+impl AgentsAckView {
+    /// The agents of `agents` against plan `plan_version`.
+    pub fn new(plan_version: u64, agents: &[pb::AgentInfo]) -> Self {
+        AgentsAckView {
+            plan_version,
+            total: agents.len(),
+            acked: agents.iter().filter(|a| a.applied_version >= plan_version).count(),
+            behind: agents
+                .iter()
+                .filter(|a| a.applied_version < plan_version && a.held_on_version == 0)
+                .map(|a| AgentVersionView {
+                    agent_id: a.agent_id.clone(),
+                    version: a.applied_version,
+                })
+                .collect(),
+            held: agents
+                .iter()
+                .filter(|a| a.held_on_version != 0)
+                .map(|a| AgentVersionView {
+                    agent_id: a.agent_id.clone(),
+                    version: a.held_on_version,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl ChangeDetailView {
+    /// The view of `c`, with the agents against the current plan or why they could
+    /// not be read.
+    pub fn new(c: pb::ChangeRecord, agents: Result<AgentsAckView, String>) -> Self {
+        let (agents, agents_error) = match agents {
+            Ok(a) => (Some(a), None),
+            Err(e) => (None, Some(e)),
+        };
+        ChangeDetailView {
+            id: c.id,
+            kind: c.kind,
+            target: c.target,
+            regions: c.regions,
+            started_by: c.started_by,
+            role: c.role,
+            reason: c.reason,
+            state: change_state_name(c.state),
+            state_reason: (!c.state_reason.is_empty()).then_some(c.state_reason),
+            summary: c.summary,
+            step: c.step,
+            total_steps: c.total_steps,
+            steps: c
+                .steps
+                .iter()
+                .map(|s| ChangeStepView {
+                    weight_percent: s.weight_percent,
+                    bake_ms: s.bake_ms,
+                })
+                .collect(),
+            phase: (!c.phase.is_empty()).then_some(c.phase),
+            phase_since_unix_ms: unix_ms(&c.phase_since),
+            phase_deadline_unix_ms: unix_ms(&c.phase_deadline),
+            canary_agents: c.canary_agents,
+            analysis: c
+                .analysis
+                .into_iter()
+                .map(|a| ChangeCheckView {
+                    name: a.name,
+                    verdict: a.verdict,
+                    why: a.why,
+                })
+                .collect(),
+            agents,
+            agents_error,
+            history: c
+                .history
+                .into_iter()
+                .map(|t| {
+                    let at_unix_ms = unix_ms(&t.at);
+                    ChangeTransitionView {
+                        at: at_unix_ms.and_then(rfc3339_ms),
+                        at_unix_ms,
+                        from: t.from,
+                        to: t.to,
+                        why: t.why,
+                    }
+                })
+                .collect(),
+            created_at_unix_ms: unix_ms(&c.created_at),
+            updated_at_unix_ms: unix_ms(&c.updated_at),
+        }
+    }
+
+    /// Why it is where it is: the state's reason, else the last transition's.
+    pub fn why(&self) -> &str {
+        match &self.state_reason {
+            Some(r) => r,
+            None => self.history.last().map_or("", |t| t.why.as_str()),
         }
     }
 }

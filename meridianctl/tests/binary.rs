@@ -21,9 +21,56 @@ fn ctl() -> &'static str {
     env!("CARGO_BIN_EXE_meridianctl")
 }
 
-/// Answers `GetStatus` (no leader known) and `GetPlan` (a huge plan); everything
-/// else is UNIMPLEMENTED.
-struct Fake;
+/// Answers `GetStatus` (no leader known), `GetPlan` (a huge plan), `ListAgents`
+/// (two agents, one behind) and `GetChange` (see [`fake_change`]); everything else
+/// is UNIMPLEMENTED.
+#[derive(Default)]
+struct Fake {
+    /// `GetChange` calls for `chg-walk` so far.
+    walks: std::sync::atomic::AtomicU32,
+}
+
+/// The change `GetChange` answers for `id`: `chg-done` completed, `chg-rb` rolled
+/// back, `chg-walk` progressing on its first poll and completed from the second,
+/// anything else NOT_FOUND.
+fn fake_change(id: &str, walk: u32) -> Option<pb::ChangeRecord> {
+    let state = match (id, walk) {
+        ("chg-done", _) | ("chg-walk", 1..) => pb::ChangeState::Completed,
+        ("chg-rb", _) => pb::ChangeState::RolledBack,
+        ("chg-walk", 0) => pb::ChangeState::Progressing,
+        _ => return None,
+    };
+    Some(pb::ChangeRecord {
+        id: id.into(),
+        kind: "drain".into(),
+        target: "fra1".into(),
+        state: state as i32,
+        step: if state == pb::ChangeState::Progressing { 1 } else { 2 },
+        total_steps: 2,
+        phase: if state == pb::ChangeState::Progressing {
+            "await_acks".into()
+        } else {
+            String::new()
+        },
+        steps: vec![
+            pb::ChangeStep {
+                weight_percent: 50,
+                bake_ms: 1000,
+            },
+            pb::ChangeStep {
+                weight_percent: 0,
+                bake_ms: 1000,
+            },
+        ],
+        history: vec![pb::ChangeTransition {
+            from: "progressing step 1 (analyse)".into(),
+            to: "rolling_back".into(),
+            why: "analysis failed: fra1 DOWN".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
 
 #[tonic::async_trait]
 impl QueryService for Fake {
@@ -78,8 +125,17 @@ impl QueryService for Fake {
     ) -> Result<Response<pb::ListChangesResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
-    async fn get_change(&self, _: Request<pb::GetChangeRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
-        Err(Status::unimplemented("fake"))
+    async fn get_change(&self, req: Request<pb::GetChangeRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+        let id = req.into_inner().change_id;
+        let walk = if id == "chg-walk" {
+            self.walks.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        } else {
+            0
+        };
+        match fake_change(&id, walk) {
+            Some(change) => Ok(Response::new(pb::ChangeResponse { change: Some(change) })),
+            None => Err(Status::not_found(format!("no change {id}"))),
+        }
     }
     async fn list_events(&self, _: Request<pb::ListEventsRequest>) -> Result<Response<pb::ListEventsResponse>, Status> {
         Err(Status::unimplemented("fake"))
@@ -91,7 +147,14 @@ impl QueryService for Fake {
         Err(Status::unimplemented("fake"))
     }
     async fn list_agents(&self, _: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        Err(Status::unimplemented("fake"))
+        let agent = |id: &str, version| pb::AgentInfo {
+            agent_id: id.into(),
+            applied_version: version,
+            ..Default::default()
+        };
+        Ok(Response::new(pb::ListAgentsResponse {
+            agents: vec![agent("dns-1", 3), agent("dns-2", 2)],
+        }))
     }
 }
 
@@ -101,7 +164,7 @@ async fn serve_fake() -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(QueryServiceServer::new(Fake))
+            .add_service(QueryServiceServer::new(Fake::default()))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     format!("http://{addr}")
@@ -212,5 +275,87 @@ async fn no_reachable_replica_exits_1_and_lists_each_endpoint() {
         stderr
             .starts_with("meridianctl: error: no control-plane replica reachable:\n  not a url: invalid endpoint URL"),
         "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_show_watch_exits_with_how_the_change_ended() {
+    let ep = serve_fake().await;
+    for (id, status) in [("chg-rb", 4), ("chg-done", 0)] {
+        let out = run(args(&["-e", &ep, "change", "show", id, "--watch"])).await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(status),
+            "{id}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.starts_with(&format!("change   {id}: drain fra1\n")), "{stdout}");
+        assert!(!stdout.contains('\x1b'), "no ANSI into a pipe: {stdout:?}");
+        assert!(
+            stdout.contains("agents   1 of 2 on plan v3\n  behind dns-2 on v2\n"),
+            "{stdout}"
+        );
+    }
+    let out = run(args(&["-e", &ep, "change", "show", "chg-rb", "--watch"])).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.ends_with("change chg-rb rolled back: analysis failed: fra1 DOWN\n"),
+        "{stdout}"
+    );
+
+    // A change still moving is polled until it ends: one block per view in a pipe,
+    // and with -o json one line per state, phase or step.
+    let out = run(args(&[
+        "-e", &ep, "-o", "json", "change", "show", "chg-walk", "--watch",
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = out
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    let states: Vec<&str> = lines.iter().map(|l| l["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["progressing", "completed"]);
+    assert_eq!(lines[0]["phase"], "await_acks");
+
+    // Without --watch: once, exit 0 whatever the state; an unknown id is an RPC error.
+    let out = run(args(&["-e", &ep, "change", "show", "chg-rb", "-o", "json"])).await;
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["state"].as_str(), v["agents"]["acked"].as_u64()),
+        (Some("rolled_back"), Some(1))
+    );
+    let out = run(args(&["-e", &ep, "change", "show", "nope", "--watch"])).await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("GetChange on") && stderr.contains("no change nope"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_ladder_is_refused_before_connecting() {
+    // No server at all: the check comes first, and says what to write.
+    let out = run(args(&[
+        "-e",
+        "http://127.0.0.1:1",
+        "drain",
+        "fra1",
+        "--reason",
+        "x",
+        "--steps",
+        "50,75,0",
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr,
+        "meridianctl: error: --steps must go strictly down: 75 after 50 (e.g. --steps 50,0 or --steps 75,25,0)\n"
     );
 }

@@ -1,5 +1,6 @@
 //! One module per command group. Each command connects, calls one RPC, converts the
-//! answer into its view and renders it; none of them writes to stdout.
+//! answer into its view and renders it; none of them writes to stdout, except a
+//! watch (`change show --watch`, `drain --wait`), which prints a frame per poll.
 
 use crate::cli::{Cli, Command};
 use crate::client::{self, Connected};
@@ -12,6 +13,7 @@ mod operate;
 mod plan;
 mod status;
 mod topology;
+mod watch;
 
 /// Runs `cli.command` and returns its rendered output and exit rule.
 pub async fn run(cli: &Cli) -> Result<Report, CtlError> {
@@ -34,9 +36,41 @@ pub async fn run(cli: &Cli) -> Result<Report, CtlError> {
             force,
             steps,
             bake,
-        } => operate::drain(&connect(cli).await?, format, pop, reason, *force, steps, *bake).await,
-        Command::Changes { limit } => operate::changes(&connect(cli).await?, format, *limit).await,
+            regions,
+            now,
+            wait,
+        } => {
+            // Checked before connecting: a malformed ladder never reaches the server.
+            let plan = operate::DrainPlan::new(*now, steps, *bake)?;
+            let args = operate::DrainArgs {
+                pop,
+                reason,
+                force: *force,
+                regions,
+                plan,
+                wait: *wait,
+            };
+            operate::drain(&connect(cli).await?, format, args).await
+        }
+        Command::Changes { limit, active } => operate::changes(&connect(cli).await?, format, *limit, *active).await,
         Command::Change(cmd) => operate::change(&connect(cli).await?, format, cmd).await,
+        Command::SetCapacity {
+            pop,
+            capacity,
+            duration,
+            reason,
+        } => {
+            operate::set_capacity(
+                &connect(cli).await?,
+                format,
+                pop,
+                *capacity,
+                *duration,
+                reason,
+                cli.override_freeze,
+            )
+            .await
+        }
         Command::Undrain { pop, reason } => {
             operate::undrain(&connect(cli).await?, format, pop, reason, cli.override_freeze).await
         }

@@ -1,29 +1,64 @@
-//! `drain`, `undrain`, `restore-plan` and `resume-steering`: the operator's
-//! mutations. Any replica takes them and forwards them to the leader.
+//! `drain`, `undrain`, `set-capacity`, `changes`, `change …`, `freeze`,
+//! `restore-plan` and `resume-steering`: the operator's mutations and their records. Any replica takes them and forwards them to the leader.
 
 use meridian_proto::v1 as pb;
 
+use crate::cli::{validate_steps, DEFAULT_BAKE, DEFAULT_STEPS};
 use crate::client::Connected;
 use crate::error::CtlError;
 use crate::output::{json_line, render, text, Format, Report};
 use crate::views::{ChangeView, PlanView, ResumeView};
 
-pub(super) async fn drain(
-    conn: &Connected,
-    format: Format,
-    pop: &str,
-    reason: &str,
-    force: bool,
-    steps: &[u8],
-    bake: std::time::Duration,
-) -> Result<Report, CtlError> {
+/// What `drain` sends: the ladder (empty for `--now`) and each rung's bake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct DrainPlan {
+    pub steps: Vec<u8>,
+    pub bake: std::time::Duration,
+}
+
+impl DrainPlan {
+    /// The ladder `drain` walks: `--now` is one step at once; no `--steps` is the
+    /// default 100 → 50 → 0 %; `--steps` must go strictly down to 0 (checked here,
+    /// before anything is sent). The bake defaults to 60 s.
+    pub fn new(now: bool, steps: &[u8], bake: Option<std::time::Duration>) -> Result<Self, CtlError> {
+        if now {
+            return Ok(DrainPlan {
+                steps: Vec::new(),
+                bake: std::time::Duration::ZERO,
+            });
+        }
+        let steps = if steps.is_empty() {
+            DEFAULT_STEPS.to_vec()
+        } else {
+            validate_steps(steps).map_err(CtlError::Invalid)?;
+            steps.to_vec()
+        };
+        Ok(DrainPlan {
+            steps,
+            bake: bake.unwrap_or(DEFAULT_BAKE),
+        })
+    }
+}
+
+/// `drain`'s arguments beyond the PoP and reason.
+#[derive(Debug, Clone)]
+pub(super) struct DrainArgs<'a> {
+    pub pop: &'a str,
+    pub reason: &'a str,
+    pub force: bool,
+    pub regions: &'a [String],
+    pub plan: DrainPlan,
+    pub wait: bool,
+}
+
+pub(super) async fn drain(conn: &Connected, format: Format, args: DrainArgs<'_>) -> Result<Report, CtlError> {
     let req = pb::DrainRequest {
-        pop: pop.to_string(),
-        reason: reason.to_string(),
-        force,
-        regions: Vec::new(),
-        steps: steps.iter().map(|s| u32::from(*s)).collect(),
-        bake_ms: u64::try_from(bake.as_millis()).unwrap_or(u64::MAX),
+        pop: args.pop.to_string(),
+        reason: args.reason.to_string(),
+        force: args.force,
+        regions: args.regions.to_vec(),
+        steps: args.plan.steps.iter().map(|s| u32::from(*s)).collect(),
+        bake_ms: u64::try_from(args.plan.bake.as_millis()).unwrap_or(u64::MAX),
     };
     let change = conn
         .operator()
@@ -33,17 +68,50 @@ pub(super) async fn drain(
         .into_inner()
         .change
         .unwrap_or_default();
+    if args.wait {
+        return super::watch::follow(conn, format, &change.id).await;
+    }
     let view = ChangeView::from(change);
     Ok(Report::success(render(format, &view, text::change)?))
 }
 
-pub(super) async fn changes(conn: &Connected, format: Format, limit: u32) -> Result<Report, CtlError> {
+pub(super) async fn set_capacity(
+    conn: &Connected,
+    format: Format,
+    pop: &str,
+    capacity: f64,
+    duration: Option<std::time::Duration>,
+    reason: &str,
+    override_freeze: bool,
+) -> Result<Report, CtlError> {
+    let req = pb::SetCapacityRequest {
+        pop: pop.to_string(),
+        capacity,
+        reason: reason.to_string(),
+        duration_ms: duration.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        override_freeze,
+    };
+    let change = conn
+        .operator()
+        .set_capacity(req)
+        .await
+        .map_err(|s| conn.rpc_error("SetCapacity", s))?
+        .into_inner()
+        .change
+        .unwrap_or_default();
+    let view = ChangeView::from(change);
+    Ok(Report::success(render(format, &view, text::change)?))
+}
+
+pub(super) async fn changes(
+    conn: &Connected,
+    format: Format,
+    limit: u32,
+    active_only: bool,
+) -> Result<Report, CtlError> {
     let list = conn
         .query()
-        .list_changes(pb::ListChangesRequest {
-            limit,
-            active_only: false,
-        })
+        .list_changes(pb::ListChangesRequest { limit, active_only })
         .await
         .map_err(|s| conn.rpc_error("ListChanges", s))?
         .into_inner()
@@ -59,7 +127,11 @@ pub(super) async fn change(
 ) -> Result<Report, CtlError> {
     use crate::cli::ChangeCommand as C;
     let (id, reason) = match cmd {
-        C::Pause { id, reason } | C::Resume { id, reason } | C::Rollback { id, reason } => (id, reason),
+        C::Show { id, watch: true } => return super::watch::follow(conn, format, id).await,
+        C::Show { id, watch: false } => return super::watch::show(conn, format, id).await,
+        C::Pause { id, reason } | C::Resume { id, reason } | C::Rollback { id, reason } | C::Revert { id, reason } => {
+            (id, reason)
+        }
     };
     let req = pb::ChangeIdRequest {
         change_id: id.clone(),
@@ -70,6 +142,8 @@ pub(super) async fn change(
         C::Pause { .. } => ("PauseChange", op.pause_change(req).await),
         C::Resume { .. } => ("ResumeChange", op.resume_change(req).await),
         C::Rollback { .. } => ("RollbackChange", op.rollback_change(req).await),
+        C::Revert { .. } => ("RevertChange", op.revert_change(req).await),
+        C::Show { .. } => unreachable!("answered above"),
     };
     let change = result
         .map_err(|s| conn.rpc_error(rpc, s))?
@@ -182,4 +256,49 @@ pub(super) async fn resume_steering(conn: &Connected, format: Format, reason: &s
         Format::Table => text::resumed(&view),
     };
     Ok(Report::success(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_drain_defaults_to_the_ladder_and_now_is_one_step() {
+        assert_eq!(
+            DrainPlan::new(false, &[], None).unwrap(),
+            DrainPlan {
+                steps: vec![50, 0],
+                bake: Duration::from_secs(60)
+            },
+            "100 → 50 → 0 %, 60 s per rung"
+        );
+        assert_eq!(
+            DrainPlan::new(false, &[75, 25, 0], Some(Duration::from_secs(120))).unwrap(),
+            DrainPlan {
+                steps: vec![75, 25, 0],
+                bake: Duration::from_secs(120)
+            }
+        );
+        assert_eq!(
+            DrainPlan::new(true, &[], None).unwrap(),
+            DrainPlan {
+                steps: Vec::new(),
+                bake: Duration::ZERO
+            },
+            "--now sends no steps: drained at once"
+        );
+    }
+
+    #[test]
+    fn a_malformed_ladder_is_refused_before_anything_is_sent() {
+        match DrainPlan::new(false, &[50, 75, 0], None) {
+            Err(CtlError::Invalid(m)) => assert!(m.contains("must go strictly down: 75 after 50"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        match DrainPlan::new(false, &[50], None) {
+            Err(CtlError::Invalid(m)) => assert!(m.contains("must end at 0"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
 }

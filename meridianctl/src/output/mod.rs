@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::error::CtlError;
 
 pub mod text;
+pub mod watch;
 
 /// What `-o` selects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -26,12 +27,16 @@ pub enum Format {
 /// replica answered but refused the input (`apply` with validation errors), the same
 /// status as any failure; `Unhealthy` (2) when `status` finds no leader or an
 /// unhealthy store, so scripts can tell "the control plane is sick" from "the CLI
-/// failed".
+/// failed". `change show --watch` and `drain --wait` end with how the change ended
+/// (see [`change_end`]): `Success` (0) completed or reverted, `RolledBack` (4),
+/// `Paused` (5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     Success,
     Refused,
     Unhealthy,
+    RolledBack,
+    Paused,
 }
 
 impl Exit {
@@ -41,12 +46,28 @@ impl Exit {
             Exit::Success => 0,
             Exit::Refused => 1,
             Exit::Unhealthy => 2,
+            Exit::RolledBack => 4,
+            Exit::Paused => 5,
         }
     }
 
     /// The same, as what `main` returns.
     pub fn code(self) -> ExitCode {
         ExitCode::from(self.status())
+    }
+}
+
+/// How watching a change in `state` (a [`crate::views::change_state_name`]) ends:
+/// `None` while it is still moving (pending, progressing, rolling back); 0 when it
+/// completed or was reverted, 4 rolled back, 5 paused. A state this CLI does not
+/// know ends the watch with status 1 rather than waiting for ever.
+pub fn change_end(state: &str) -> Option<Exit> {
+    match state {
+        "pending" | "progressing" | "rolling_back" => None,
+        "completed" | "reverted" => Some(Exit::Success),
+        "rolled_back" => Some(Exit::RolledBack),
+        "paused" => Some(Exit::Paused),
+        _ => Some(Exit::Refused),
     }
 }
 
@@ -165,6 +186,25 @@ mod tests {
         assert_eq!(Exit::Success.status(), 0);
         assert_eq!(Exit::Refused.status(), 1);
         assert_eq!(Exit::Unhealthy.status(), 2);
+        assert_eq!(Exit::RolledBack.status(), 4);
+        assert_eq!(Exit::Paused.status(), 5);
+    }
+
+    #[test]
+    fn each_end_state_of_a_change_has_its_exit_status() {
+        let status = |s: &str| change_end(s).map(Exit::status);
+        assert_eq!(status("completed"), Some(0));
+        assert_eq!(status("reverted"), Some(0));
+        assert_eq!(status("rolled_back"), Some(4));
+        assert_eq!(status("paused"), Some(5));
+        for moving in ["pending", "progressing", "rolling_back"] {
+            assert_eq!(status(moving), None, "{moving} is still moving");
+        }
+        assert_eq!(
+            status("unknown"),
+            Some(1),
+            "never wait for ever on a state we cannot read"
+        );
     }
 
     #[test]

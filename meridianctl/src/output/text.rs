@@ -6,8 +6,11 @@ use std::fmt::Display;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 
+use crate::views::rfc3339_ms;
+
 use crate::views::{
-    AgentView, ApplyView, ChangeView, EventView, ExplainView, HealthView, PlanView, ResumeView, StatusView, WhatIfView,
+    AgentView, ApplyView, ChangeDetailView, ChangeView, EventView, ExplainView, HealthView, PlanView, ResumeView,
+    StatusView, WhatIfView,
 };
 
 /// `meridianctl status`: a block of `key value` lines, then the replica table.
@@ -306,17 +309,217 @@ pub fn changes(list: &[ChangeView]) -> String {
     if list.is_empty() {
         return "no changes\n".into();
     }
-    let mut t = table(["ID", "STATE", "STEP", "BY", "SUMMARY"]);
+    let mut t = table(["ID", "KIND", "TARGET", "STATE", "STEP", "PHASE", "BY"]);
     for c in list {
         t.add_row(vec![
             c.id.clone(),
+            dash(&c.kind),
+            dash(&c.target),
             c.state.to_string(),
             format!("{}/{}", c.step, c.total_steps),
+            dash(c.phase.as_deref().unwrap_or("")),
             c.started_by.clone(),
-            c.summary.clone(),
         ]);
     }
     format!("{t}\n")
+}
+
+/// Cells of the bake bar.
+const BAR_CELLS: usize = 20;
+
+/// `meridianctl change show ID`: who, why, where the change is on its ladder, the
+/// bake's progress by `now_ms` (the local clock), the last analysis, the agents and
+/// the history.
+pub fn change_detail(v: &ChangeDetailView, now_ms: i64) -> String {
+    let mut out = Lines::default();
+    let regions = if v.regions.is_empty() {
+        String::new()
+    } else {
+        format!(" (regions {})", v.regions.join(", "))
+    };
+    out.line(format_args!(
+        "change   {}: {} {}{regions}",
+        v.id,
+        if v.kind.is_empty() { "change" } else { &v.kind },
+        v.target
+    ));
+    let role = if v.role.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", v.role)
+    };
+    let at = v
+        .created_at_unix_ms
+        .and_then(rfc3339_ms)
+        .map(|t| format!(" at {t}"))
+        .unwrap_or_default();
+    out.line(format_args!("by       {}{role}{at}", dash(&v.started_by)));
+    out.line(format_args!("reason   {}", dash(&v.reason)));
+    match &v.state_reason {
+        Some(why) => out.line(format_args!("state    {}: {why}", v.state)),
+        None => out.line(format_args!("state    {}", v.state)),
+    }
+    let ladder = ladder(v);
+    if ladder.is_empty() {
+        out.line(format_args!("step     {} of {}", v.step, v.total_steps));
+    } else {
+        out.line(format_args!("step     {} of {}: {ladder}", v.step, v.total_steps));
+    }
+    if let Some(phase) = &v.phase {
+        let since = v
+            .phase_since_unix_ms
+            .and_then(rfc3339_ms)
+            .map(|t| format!(" since {t}"))
+            .unwrap_or_default();
+        out.line(format_args!("phase    {phase}{since}"));
+    }
+    if !v.canary_agents.is_empty() {
+        out.line(format_args!("canary   {}", v.canary_agents.join(", ")));
+    }
+    if matches!(v.phase.as_deref(), Some("bake" | "canary_bake")) {
+        match (v.phase_since_unix_ms, v.phase_deadline_unix_ms) {
+            (Some(since), Some(until)) => out.line(format_args!("bake     {}", bake_bar(since, until, now_ms))),
+            _ => out.line("bake     (the control plane sent no deadline)"),
+        }
+    }
+    if !v.analysis.is_empty() {
+        out.line("analysis");
+        let width = v.analysis.iter().map(|c| c.name.chars().count()).max().unwrap_or(0);
+        for c in &v.analysis {
+            out.line(format_args!("  {:<12} {:<width$}  {}", c.verdict, c.name, c.why));
+        }
+    }
+    match (&v.agents, &v.agents_error) {
+        (Some(a), _) => {
+            let plan = if a.plan_version == 0 {
+                "no plan published yet".to_string()
+            } else {
+                format!("plan v{}", a.plan_version)
+            };
+            out.line(format_args!("agents   {} of {} on {plan}", a.acked, a.total));
+            for b in &a.behind {
+                out.line(format_args!("  behind {} on v{}", b.agent_id, b.version));
+            }
+            for h in &a.held {
+                out.line(format_args!(
+                    "  held   {} on v{} by the canary wave",
+                    h.agent_id, h.version
+                ));
+            }
+        }
+        (None, Some(e)) => out.line(format_args!("agents   unknown: {e}")),
+        (None, None) => out.line("agents   unknown"),
+    }
+    if !v.history.is_empty() {
+        out.line("history");
+        for t in &v.history {
+            let why = if t.why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", t.why)
+            };
+            out.line(format_args!(
+                "  {}  {} → {}{why}",
+                t.at.as_deref().unwrap_or("-"),
+                t.from,
+                t.to
+            ));
+        }
+    }
+    out.0
+}
+
+/// How a watched change ended, in one sentence that says what to do next (`None`
+/// while it is still moving).
+pub fn change_ending(v: &ChangeDetailView) -> Option<String> {
+    let why = match v.why() {
+        "" => String::new(),
+        w => format!(": {w}"),
+    };
+    let id = &v.id;
+    Some(match v.state {
+        "pending" | "progressing" | "rolling_back" => return None,
+        "completed" => format!("change {id} completed\n"),
+        "reverted" => format!("change {id} reverted\n"),
+        "rolled_back" => format!("change {id} rolled back{why}\n"),
+        "paused" => format!(
+            "change {id} paused{why}\nresume it with `meridianctl change resume {id}` or roll it back with `meridianctl change rollback {id}`\n"
+        ),
+        other => format!("change {id} is in a state this meridianctl does not know ({other}); see `meridianctl change show {id}`\n"),
+    })
+}
+
+/// The ladder from 100 %, the current rung in brackets, with the bake of each rung
+/// (once when every rung bakes the same). Empty for a change in one step.
+fn ladder(v: &ChangeDetailView) -> String {
+    if v.steps.is_empty() {
+        return String::new();
+    }
+    let current = v.step as usize; // 0: still at 100 %; i: rung i (1-based).
+    let uniform = v.steps.windows(2).all(|w| w[0].bake_ms == w[1].bake_ms);
+    let mut rungs = vec![(100, None)];
+    rungs.extend(
+        v.steps
+            .iter()
+            .map(|s| (s.weight_percent, (!uniform).then_some(s.bake_ms))),
+    );
+    let text: Vec<String> = rungs
+        .iter()
+        .enumerate()
+        .map(|(i, (pct, bake))| {
+            let bake = bake.map(|b| format!(" {}", duration_ms(b))).unwrap_or_default();
+            if i == current {
+                format!("[{pct}%{bake}]")
+            } else {
+                format!("{pct}%{bake}")
+            }
+        })
+        .collect();
+    let each = if uniform {
+        format!(", bake {} per rung", duration_ms(v.steps[0].bake_ms))
+    } else {
+        String::new()
+    };
+    format!("{}{each}", text.join(" → "))
+}
+
+/// `[████████░░░░░░░░░░░░]  40%  36s left` for a bake from `since` to `until` (Unix
+/// ms) seen at `now`; a clock outside the bake shows 0 % or `100%  ending`.
+pub fn bake_bar(since: i64, until: i64, now: i64) -> String {
+    let total = (until - since).max(1);
+    let done = (now - since).clamp(0, total);
+    let filled = usize::try_from(done * BAR_CELLS as i64 / total).unwrap_or(0);
+    let pct = done * 100 / total;
+    let left = until - now;
+    let left = if left > 0 {
+        // Round up: "1s left" until the deadline, never "0s left" before it.
+        format!(
+            "{} left",
+            duration_ms(u64::try_from((left + 999) / 1000 * 1000).unwrap_or(0))
+        )
+    } else {
+        "ending".to_string()
+    };
+    format!(
+        "[{}{}] {pct:>3}%  {left}",
+        "█".repeat(filled),
+        "░".repeat(BAR_CELLS - filled)
+    )
+}
+
+/// A duration in milliseconds for people: `500ms`, `36s`, `1m 30s`, `2h`.
+pub fn duration_ms(ms: u64) -> String {
+    let d = std::time::Duration::from_millis(if ms >= 1000 { ms / 1000 * 1000 } else { ms });
+    humantime::format_duration(d).to_string()
+}
+
+/// `-` for an empty cell.
+fn dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.to_string()
+    }
 }
 
 /// `meridianctl resume-steering`.

@@ -401,17 +401,162 @@ fn change_json_is_the_legacy_shape_byte_for_byte() {
     let c = fixtures::change();
     let legacy = json!({"id": c.id, "reason": c.reason, "state": "completed", "summary": c.summary});
     let view = ChangeView::from(c);
-    // Every legacy key keeps its value; the step, total and who were added.
+    // Every legacy key keeps its value; the step, total, who, kind, target and
+    // phase were added.
     let mut current = value(&view);
-    for added in ["step", "total_steps", "started_by"] {
+    for added in ["step", "total_steps", "started_by", "kind", "target", "phase"] {
         current.as_object_mut().unwrap().remove(added);
     }
     assert_eq!(json_pretty(&current).unwrap(), json_pretty(&legacy).unwrap());
     assert_eq!(
         value(&view),
         json!({"id": "chg-9", "reason": "fibre cut", "state": "completed", "summary": "drained fra1",
-               "step": 1, "total_steps": 1, "started_by": "operator"})
+               "step": 1, "total_steps": 1, "started_by": "operator",
+               "kind": "drain", "target": "fra1", "phase": null})
     );
+    let mut ladder = fixtures::ladder();
+    ladder.kind.clear();
+    let v = value(&ChangeView::from(ladder));
+    assert_eq!((&v["phase"], &v["kind"]), (&json!("bake"), &json!("")));
+}
+
+#[test]
+fn change_detail_json_has_every_field_in_its_order() {
+    let agents = AgentsAckView::new(12, &fixtures::ladder_agents());
+    let view = ChangeDetailView::new(fixtures::ladder(), Ok(agents));
+    let expected = r#"{
+  "id": "drain-fra1-1700000000000",
+  "kind": "drain",
+  "target": "fra1",
+  "regions": [
+    "eu-west"
+  ],
+  "started_by": "operator:otto",
+  "role": "operator",
+  "reason": "router maintenance",
+  "state": "progressing",
+  "state_reason": "inconclusive: no load data for ams1",
+  "summary": "drain fra1 by ladder 50% → 0% — progressing step 1 (bake)",
+  "step": 1,
+  "total_steps": 2,
+  "steps": [
+    {
+      "weight_percent": 50,
+      "bake_ms": 60000
+    },
+    {
+      "weight_percent": 0,
+      "bake_ms": 60000
+    }
+  ],
+  "phase": "bake",
+  "phase_since_unix_ms": 1700000010000,
+  "phase_deadline_unix_ms": 1700000070000,
+  "canary_agents": [
+    "dns-ams1"
+  ],
+  "analysis": [
+    {
+      "name": "receivers_healthy",
+      "verdict": "pass",
+      "why": "ams1 UP"
+    },
+    {
+      "name": "utilisation",
+      "verdict": "inconclusive",
+      "why": "no load data for ams1"
+    }
+  ],
+  "agents": {
+    "plan_version": 12,
+    "total": 3,
+    "acked": 1,
+    "behind": [
+      {
+        "agent_id": "dns-iad1",
+        "version": 10
+      }
+    ],
+    "held": [
+      {
+        "agent_id": "bgp-fra1",
+        "version": 11
+      }
+    ]
+  },
+  "agents_error": null,
+  "history": [
+    {
+      "at": "2023-11-14T22:13:20.000Z",
+      "at_unix_ms": 1700000000000,
+      "from": "new",
+      "to": "pending",
+      "why": "router maintenance"
+    },
+    {
+      "at": "2023-11-14T22:13:20.200Z",
+      "at_unix_ms": 1700000000200,
+      "from": "pending",
+      "to": "progressing step 1 (apply)",
+      "why": "started"
+    },
+    {
+      "at": "2023-11-14T22:13:30.000Z",
+      "at_unix_ms": 1700000010000,
+      "from": "progressing step 1 (await ACKs)",
+      "to": "progressing step 1 (bake)",
+      "why": "every agent ACKed the step's plan"
+    }
+  ],
+  "created_at_unix_ms": 1700000000000,
+  "updated_at_unix_ms": 1700000010000
+}
+"#;
+    assert_eq!(json_pretty(&view).unwrap(), expected);
+    assert_eq!(view.why(), "inconclusive: no load data for ams1");
+}
+
+#[test]
+fn change_detail_of_a_bare_record_is_complete_with_nulls() {
+    let view = ChangeDetailView::new(pb::ChangeRecord::default(), Err("ListAgents failed".into()));
+    let v = value(&view);
+    assert_eq!(v["state"], "unknown");
+    for null in [
+        "state_reason",
+        "phase",
+        "phase_since_unix_ms",
+        "phase_deadline_unix_ms",
+        "agents",
+        "created_at_unix_ms",
+        "updated_at_unix_ms",
+    ] {
+        assert_eq!(v[null], Value::Null, "{null}");
+    }
+    assert_eq!(v["agents_error"], "ListAgents failed");
+    assert_eq!(v["steps"], json!([]));
+    assert_eq!(v["history"], json!([]));
+    assert_eq!(view.why(), "");
+    // Without a state reason, the last transition says why.
+    let mut c = fixtures::ladder();
+    c.state_reason.clear();
+    let view = ChangeDetailView::new(c, Err(String::new()));
+    assert_eq!(view.why(), "every agent ACKed the step's plan");
+}
+
+#[test]
+fn agents_against_the_plan_count_those_on_it_and_split_behind_from_held() {
+    let a = AgentsAckView::new(12, &fixtures::ladder_agents());
+    assert_eq!((a.total, a.acked), (3, 1));
+    assert_eq!(
+        a.behind.iter().map(|b| b.agent_id.as_str()).collect::<Vec<_>>(),
+        ["dns-iad1"]
+    );
+    assert_eq!(
+        a.held.iter().map(|b| b.agent_id.as_str()).collect::<Vec<_>>(),
+        ["bgp-fra1"]
+    );
+    let none = AgentsAckView::new(0, &fixtures::ladder_agents());
+    assert_eq!((none.acked, none.behind.len()), (3, 0), "no plan: nothing to be behind");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::fixtures;
-use crate::views::{PlanView, RecentResultView};
+use crate::views::{ChangeDetailView, PlanView, RecentResultView};
 use meridian_proto::v1 as pb;
 
 /// The lines of a rendered table that hold data (not borders), cells trimmed.
@@ -356,4 +356,148 @@ fn apply_text_errors_diff_and_no_change() {
         },
     );
     assert_eq!(apply(&same), "t.toml: no changes (stored topology revision 5)\n");
+}
+
+// ---------------------------------------------------------------- change show
+
+fn ladder_view() -> ChangeDetailView {
+    let agents = crate::views::AgentsAckView::new(12, &fixtures::ladder_agents());
+    ChangeDetailView::new(fixtures::ladder(), Ok(agents))
+}
+
+#[test]
+fn change_detail_text_snapshot() {
+    let text = change_detail(&ladder_view(), fixtures::BAKE_SINCE_MS + 24_000);
+    let expected = "\
+change   drain-fra1-1700000000000: drain fra1 (regions eu-west)
+by       operator:otto (operator) at 2023-11-14T22:13:20.000Z
+reason   router maintenance
+state    progressing: inconclusive: no load data for ams1
+step     1 of 2: 100% → [50%] → 0%, bake 1m per rung
+phase    bake since 2023-11-14T22:13:30.000Z
+canary   dns-ams1
+bake     [████████░░░░░░░░░░░░]  40%  36s left
+analysis
+  pass         receivers_healthy  ams1 UP
+  inconclusive utilisation        no load data for ams1
+agents   1 of 3 on plan v12
+  behind dns-iad1 on v10
+  held   bgp-fra1 on v11 by the canary wave
+history
+  2023-11-14T22:13:20.000Z  new → pending (router maintenance)
+  2023-11-14T22:13:20.200Z  pending → progressing step 1 (apply) (started)
+  2023-11-14T22:13:30.000Z  progressing step 1 (await ACKs) → progressing step 1 (bake) (every agent ACKed the step's plan)
+";
+    assert_eq!(text, expected);
+}
+
+#[test]
+fn bake_bar_fills_with_the_clock_and_never_says_0s_left_early() {
+    assert_eq!(bake_bar(0, 60_000, 0), "[░░░░░░░░░░░░░░░░░░░░]   0%  1m left");
+    assert_eq!(bake_bar(0, 60_000, 30_000), "[██████████░░░░░░░░░░]  50%  30s left");
+    assert_eq!(bake_bar(0, 60_000, 59_500), "[███████████████████░]  99%  1s left");
+    assert_eq!(bake_bar(0, 60_000, 61_000), "[████████████████████] 100%  ending");
+    assert_eq!(
+        bake_bar(0, 60_000, -5_000),
+        "[░░░░░░░░░░░░░░░░░░░░]   0%  1m 5s left",
+        "clock behind"
+    );
+    assert_eq!(duration_ms(90_500), "1m 30s");
+    assert_eq!(duration_ms(250), "250ms");
+}
+
+#[test]
+fn change_detail_text_marks_the_rung_and_shows_only_what_applies() {
+    // Completed: the last rung is marked, no phase, no bar, agents unknown.
+    let mut c = fixtures::ladder();
+    c.state = pb::ChangeState::Completed as i32;
+    c.step = 2;
+    c.phase.clear();
+    c.state_reason.clear();
+    c.canary_agents.clear();
+    c.regions.clear();
+    let v = ChangeDetailView::new(c, Err("ListAgents on http://x:1 failed: Unavailable: down".into()));
+    let text = change_detail(&v, 0);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "change   drain-fra1-1700000000000: drain fra1");
+    assert_eq!(lines[3], "state    completed");
+    assert_eq!(lines[4], "step     2 of 2: 100% → 50% → [0%], bake 1m per rung");
+    assert!(
+        !text.contains("phase") && !text.contains("bake     ") && !text.contains("canary"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nagents   unknown: ListAgents on http://x:1 failed: Unavailable: down\n"),
+        "{text}"
+    );
+
+    // Pending, rungs with their own bakes, the canary bake without a deadline.
+    let mut c = fixtures::ladder();
+    c.step = 0;
+    c.steps[1].bake_ms = 120_000;
+    c.phase = "canary_bake".into();
+    c.phase_deadline = None;
+    let text = change_detail(&ChangeDetailView::new(c, Err(String::new())), 0);
+    assert!(text.contains("step     0 of 2: [100%] → 50% 1m → 0% 2m\n"), "{text}");
+    assert!(
+        text.contains("bake     (the control plane sent no deadline)\n"),
+        "{text}"
+    );
+
+    // An immediate drain: one step, no ladder, no history.
+    let text = change_detail(&ChangeDetailView::new(fixtures::change(), Err(String::new())), 0);
+    assert!(
+        text.contains("step     1 of 1\n") && !text.contains("history"),
+        "{text}"
+    );
+}
+
+#[test]
+fn change_endings_say_what_happened_and_what_to_do() {
+    let mut c = fixtures::ladder();
+    let ending = |c: &pb::ChangeRecord| change_ending(&ChangeDetailView::new(c.clone(), Err(String::new())));
+    assert_eq!(ending(&c), None, "progressing is not an end");
+    c.state = pb::ChangeState::Paused as i32;
+    assert_eq!(
+        ending(&c).unwrap(),
+        "change drain-fra1-1700000000000 paused: inconclusive: no load data for ams1\n\
+         resume it with `meridianctl change resume drain-fra1-1700000000000` or roll it back with \
+         `meridianctl change rollback drain-fra1-1700000000000`\n"
+    );
+    c.state = pb::ChangeState::RolledBack as i32;
+    c.state_reason.clear();
+    c.history.last_mut().unwrap().why = "analysis failed: fra1 DOWN".into();
+    assert_eq!(
+        ending(&c).unwrap(),
+        "change drain-fra1-1700000000000 rolled back: analysis failed: fra1 DOWN\n"
+    );
+    c.state = pb::ChangeState::Completed as i32;
+    assert_eq!(ending(&c).unwrap(), "change drain-fra1-1700000000000 completed\n");
+    c.state = pb::ChangeState::Reverted as i32;
+    assert_eq!(ending(&c).unwrap(), "change drain-fra1-1700000000000 reverted\n");
+}
+
+#[test]
+fn changes_table_shows_kind_target_state_step_and_phase() {
+    let list = vec![
+        ChangeView::from(fixtures::ladder()),
+        ChangeView::from(fixtures::change()),
+    ];
+    assert_eq!(
+        rows(&changes(&list)),
+        vec![
+            vec!["ID", "KIND", "TARGET", "STATE", "STEP", "PHASE", "BY"],
+            vec![
+                "drain-fra1-1700000000000",
+                "drain",
+                "fra1",
+                "progressing",
+                "1/2",
+                "bake",
+                "operator:otto"
+            ],
+            vec!["chg-9", "drain", "fra1", "completed", "1/1", "-", "operator"],
+        ]
+    );
+    assert_eq!(changes(&[]), "no changes\n");
 }
