@@ -98,6 +98,15 @@ impl Keys {
         format!("{}/changes/holds/{target}", self.root)
     }
 
+    /// Prefix of operator capacity overrides (issue [8]).
+    pub fn capacity_prefix(&self) -> String {
+        format!("{}/intents/capacity/", self.root)
+    }
+
+    pub fn capacity(&self, pop: &str) -> String {
+        format!("{}{pop}", self.capacity_prefix())
+    }
+
     /// Prefix of operator drains.
     pub fn drains_prefix(&self) -> String {
         format!("{}/intents/drains/", self.root)

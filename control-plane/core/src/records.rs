@@ -160,6 +160,10 @@ pub struct DrainIntent {
     /// Absent (or 0): fully drained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_percent: Option<u8>,
+    /// Only these client regions stop being served from the PoP; empty: all. A
+    /// per-region drain leaves the PoP in service for every other region.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
 }
 
 impl DrainIntent {
@@ -168,6 +172,28 @@ impl DrainIntent {
         self.weight_percent
             .filter(|w| (1..100).contains(w))
             .map(|w| f64::from(w) / 100.0)
+    }
+}
+
+/// An operator's capacity override of a PoP (`intents/capacity/<pop>`): steering
+/// plans with `capacity` instead of the topology's, until `until_unix_ms` when set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityOverride {
+    pub pop: String,
+    pub capacity: f64,
+    pub reason: String,
+    pub requested_by: String,
+    pub at_unix_ms: u64,
+    /// A temporary override ends here; `None`: until reverted or replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_unix_ms: Option<u64>,
+}
+
+impl CapacityOverride {
+    /// Whether it applies at `now_ms`.
+    pub fn in_force(&self, now_ms: u64) -> bool {
+        self.until_unix_ms.is_none_or(|until| now_ms < until)
     }
 }
 

@@ -160,9 +160,9 @@ pub struct ChangeRecord {
     pub kind: ChangeKind,
     /// The PoP (or `topology`) the change holds.
     pub target: String,
-    /// Only this client region, when the change is per region.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
+    /// Only these client regions, when the change is per region; empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
     /// The authenticated identity, or the rule for automatic changes.
     pub started_by: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -177,6 +177,13 @@ pub struct ChangeRecord {
     /// revert); `None`: it was not drained.
     #[serde(default)]
     pub before: Option<meridian_core::records::DrainIntent>,
+    /// For a capacity change: the override its step writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<meridian_core::records::CapacityOverride>,
+    /// For a capacity change: the override from before it (restored on rollback or
+    /// revert); `None`: the topology's capacity applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_capacity: Option<meridian_core::records::CapacityOverride>,
     /// The canary wave each step goes to first; `None`: straight to the fleet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryWave>,
@@ -454,13 +461,18 @@ pub fn advance(record: &ChangeRecord, obs: &Observed, policy: &ChangePolicy) -> 
                             },
                         },
                         now,
-                        match &record.canary {
-                            Some(wave) => format!(
-                                "weight {} % written; the fleet is held while the canary wave ({}) tries it",
-                                rung.weight_percent,
-                                wave.agents.join(", ")
-                            ),
-                            None => format!("weight {} % written", rung.weight_percent),
+                        {
+                            let what = match (&record.kind, &record.capacity) {
+                                (ChangeKind::SetCapacity, Some(c)) => format!("capacity {} written", c.capacity),
+                                _ => format!("weight {} % written", rung.weight_percent),
+                            };
+                            match &record.canary {
+                                Some(wave) => format!(
+                                    "{what}; the fleet is held while the canary wave ({}) tries it",
+                                    wave.agents.join(", ")
+                                ),
+                                None => what,
+                            }
                         },
                     )),
                     effect: Some(Effect::SetWeight {

@@ -67,7 +67,8 @@ impl SteeringDriver {
             // No topology yet, or an operator pinned a plan: publish nothing.
             return ready;
         }
-        let doc = view.topology;
+        // The topology as steering plans with it now: capacity overrides applied.
+        let doc = &*crate::intents::with_capacity(view.topology, &view.intents.capacity, now_ms);
         let input = build_input(doc, view.health, &view.intents.drains, Some(&mut self.damper));
         ready.events = self.observe_slow_start(now_ms, &input, view.current, doc);
         let (plan, notes) = match self.compute_with_slow_start(&input, doc, &view.intents.drains) {
@@ -153,30 +154,44 @@ impl SteeringDriver {
     ) -> Result<(Plan, Vec<String>), String> {
         let with = meridian_steering::compute(input).map_err(|e| e.to_string())?;
         let recovering = self.slow_start.recovering(&doc.policy.slow_start());
-        let laddered: BTreeMap<&str, f64> = drains
+        let laddered: BTreeMap<&str, (f64, &[String])> = drains
             .values()
-            .filter_map(|d| d.partial().map(|f| (d.pop.as_str(), f)))
+            .filter_map(|d| d.partial().map(|f| (d.pop.as_str(), (f, d.regions.as_slice()))))
             .collect();
-        let Some(f) = recovering.values().chain(laddered.values()).copied().reduce(f64::min) else {
+        let Some(f) = recovering
+            .values()
+            .copied()
+            .chain(laddered.values().map(|(f, _)| *f))
+            .reduce(f64::min)
+        else {
             return Ok((with, Vec::new()));
         };
+        // The plan without them: a recovering PoP or a ladder for every region is
+        // out everywhere; a ladder for some regions only is out of those regions.
         let mut reduced = input.clone();
-        for pop in reduced
-            .pops
-            .iter_mut()
-            .filter(|p| recovering.contains_key(&p.id) || laddered.contains_key(p.id.as_str()))
-        {
+        for pop in reduced.pops.iter_mut().filter(|p| {
+            recovering.contains_key(&p.id) || laddered.get(p.id.as_str()).is_some_and(|(_, r)| r.is_empty())
+        }) {
             pop.state = PopUsability::Down;
+        }
+        let all: BTreeSet<String> = input.pops.iter().map(|p| p.id.clone()).collect();
+        for (pop, (_, regions)) in laddered.iter().filter(|(_, (_, r))| !r.is_empty()) {
+            for region in reduced.regions.iter_mut().filter(|r| regions.contains(&r.id)) {
+                region.allowed_pops.get_or_insert_with(|| all.clone()).remove(*pop);
+            }
         }
         let without = meridian_steering::compute(&reduced).map_err(|e| e.to_string())?;
         let notes = recovering
             .iter()
             .map(|(p, f)| format!("slow start: {p} at {:.0}% of its weight", f * 100.0))
-            .chain(
-                laddered
-                    .iter()
-                    .map(|(p, f)| format!("drain ladder: {p} at {:.0}% of its weight", f * 100.0)),
-            )
+            .chain(laddered.iter().map(|(p, (f, regions))| {
+                let scope = if regions.is_empty() {
+                    String::new()
+                } else {
+                    format!(" for {}", regions.join(", "))
+                };
+                format!("drain ladder: {p} at {:.0}% of its weight{scope}", f * 100.0)
+            }))
             .collect();
         Ok((meridian_steering::blend(&with, &without, f), notes))
     }
@@ -228,6 +243,52 @@ pub fn what_if(
         now_ms,
     );
     Ok((stored, fired))
+}
+
+/// Whether draining `pop` for `regions` only (on top of `drains`) is allowed: every
+/// region named must exist and keep another PoP that can serve it (rule
+/// `last-pop-in-region`, overridden when `force`). The PoP stays in service for the
+/// other regions, so capacity is not removed from the edge as a whole.
+pub fn check_region_drain(
+    doc: &TopologyDoc,
+    health: &HealthSnapshot,
+    drains: &BTreeMap<String, DrainIntent>,
+    pop: &str,
+    regions: &[String],
+    force: bool,
+) -> Result<Vec<GuardrailFiring>, DrainError> {
+    if doc.pop(pop).is_none() {
+        return Err(DrainError::Input(SteeringError::UnknownPop { pop: pop.to_owned() }));
+    }
+    let input = build_input(doc, health, drains, None);
+    let mut firings = Vec::new();
+    for region in regions {
+        let Some(r) = input.regions.iter().find(|r| &r.id == region) else {
+            return Err(DrainError::Input(SteeringError::InvalidInput {
+                field: "regions".into(),
+                reason: format!("unknown client region `{region}` (not in the applied topology)"),
+            }));
+        };
+        let others = input.pops.iter().any(|p| {
+            p.id != pop
+                && matches!(p.state, PopUsability::Usable)
+                && !p.unreachable_from.contains(region)
+                && r.allowed_pops.as_ref().is_none_or(|a| a.contains(&p.id))
+        });
+        if !others {
+            firings.push(GuardrailFiring {
+                rule: meridian_steering::GuardrailRule::LastPopInRegion,
+                pop: Some(pop.to_owned()),
+                region: Some(region.clone()),
+                detail: format!("draining pop {pop} for region {region} leaves the region no other usable PoP"),
+                overridden: force,
+            });
+        }
+    }
+    match (force, firings.first()) {
+        (false, Some(first)) => Err(DrainError::Refused(first.clone())),
+        _ => Ok(firings),
+    }
 }
 
 /// Whether draining `pop` on top of `drains` is allowed: the guardrails it would
@@ -358,8 +419,11 @@ pub fn build_input(
         .iter()
         .map(|p| {
             // A PoP on a rung of a drain ladder still serves (its share is blended
-            // in `compute_with_slow_start`); only a full drain takes it out here.
-            let full_drain = drains.get(&p.id).filter(|d| d.partial().is_none());
+            // in `compute_with_slow_start`), and one drained for some regions only
+            // serves the others; only a full drain for every region takes it out.
+            let full_drain = drains
+                .get(&p.id)
+                .filter(|d| d.partial().is_none() && d.regions.is_empty());
             let (state, unreachable_from) = match (full_drain, health.verdict(&p.id)) {
                 (Some(d), _) => (
                     PopUsability::Drained {
@@ -381,13 +445,26 @@ pub fn build_input(
             }
         })
         .collect();
+    // Full drains for some regions only: those regions may not use the PoP.
+    let mut excluded: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    for d in drains.values().filter(|d| d.partial().is_none()) {
+        for region in &d.regions {
+            excluded.entry(region.as_str()).or_default().insert(d.pop.as_str());
+        }
+    }
     let regions = doc
         .regions
         .iter()
         .map(|r| RegionInput {
             id: r.id.clone(),
             demand: r.demand,
-            allowed_pops: None,
+            allowed_pops: excluded.get(r.id.as_str()).map(|out| {
+                doc.pops
+                    .iter()
+                    .filter(|p| !out.contains(p.id.as_str()))
+                    .map(|p| p.id.clone())
+                    .collect()
+            }),
         })
         .collect();
     SteeringInput {

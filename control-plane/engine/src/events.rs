@@ -90,6 +90,9 @@ pub enum OperatorAction {
         reason: String,
         /// The guardrails `--force` overrode, if any.
         forced_past: Option<String>,
+        /// Only for these client regions; empty: all.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        regions: Vec<String>,
     },
     Undrained {
         pop: String,
@@ -243,6 +246,11 @@ impl Event {
                 None => format!("refused {rpc}: {reason}"),
             },
             EventKind::Operator(a) => match a {
+                OperatorAction::Drained {
+                    pop, reason, regions, ..
+                } if !regions.is_empty() => {
+                    format!("PoP {pop} drained for {}: {reason}", regions.join(", "))
+                }
                 OperatorAction::Drained { pop, reason, .. } => format!("PoP {pop} drained: {reason}"),
                 OperatorAction::Undrained { pop, reason } => format!("PoP {pop} undrained: {reason}"),
                 OperatorAction::TopologyApplied { revision, reason, .. } => {
@@ -322,6 +330,7 @@ mod tests {
                 pop: "fra1".into(),
                 reason: "fibre cut".into(),
                 forced_past: Some("drain-over-capacity".into()),
+                regions: Vec::new(),
             }),
         };
         assert_eq!((e.kind_name(), e.pop()), ("drain", Some("fra1")));

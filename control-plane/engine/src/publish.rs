@@ -46,6 +46,18 @@ pub fn worth_publishing(old: &StoredPlan, new: &StoredPlan, threshold: f64) -> O
     for pop in old_states.keys().filter(|p| !new_states.contains_key(*p)) {
         why.push(format!("PoP {pop} removed"));
     }
+    // A PoP's capacity (an operator override, or a topology change) is part of
+    // what the plan says, even when no weight moves past the threshold.
+    for new_pop in &new.pops {
+        if let Some(o) = old.pops.iter().find(|o| o.pop == new_pop.pop) {
+            if (o.capacity - new_pop.capacity).abs() > 1e-9 {
+                why.push(format!(
+                    "PoP {}: capacity {} → {}",
+                    new_pop.pop, o.capacity, new_pop.capacity
+                ));
+            }
+        }
+    }
     let actions = |p: &StoredPlan| {
         p.anycast
             .iter()

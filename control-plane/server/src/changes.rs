@@ -13,7 +13,9 @@
 use std::time::Duration;
 
 use meridian_core::records::{AgentRecord, PopState, StoredPlan};
-use meridian_engine::change::{self, ChangePolicy, ChangeRecord, ChangeState, Check, Effect, Observed, Phase};
+use meridian_engine::change::{
+    self, ChangeKind, ChangePolicy, ChangeRecord, ChangeState, Check, Effect, Observed, Phase,
+};
 use meridian_health::PopVerdict;
 use tokio_util::sync::CancellationToken;
 
@@ -96,13 +98,32 @@ async fn drive(
     Ok(())
 }
 
-/// Whether `plan` carries `weight` for `pop` (0: drained).
-fn reflects(plan: &StoredPlan, pop: &str, weight: u8) -> bool {
-    if weight == 0 {
-        plan.pops.iter().any(|p| p.pop == pop && p.state == PopState::Drained)
-    } else {
-        let note = format!("drain ladder: {pop} at {weight}%");
-        plan.reasons.iter().any(|r| r.contains(&note))
+/// Whether `plan` carries the current step of `record`: its capacity override, a
+/// full drain (for every region: the PoP DRAINED; for some: no weight in them) or
+/// a ladder rung (noted in the plan's reasons).
+fn reflects(plan: &StoredPlan, record: &ChangeRecord, weight: u8) -> bool {
+    let pop = record.target.as_str();
+    if record.kind == ChangeKind::SetCapacity {
+        let Some(want) = record.capacity.as_ref().map(|c| c.capacity) else {
+            return false;
+        };
+        return plan
+            .pops
+            .iter()
+            .any(|p| p.pop == pop && (p.capacity - want).abs() < 1e-9);
+    }
+    match (weight, record.regions.is_empty()) {
+        (0, true) => plan.pops.iter().any(|p| p.pop == pop && p.state == PopState::Drained),
+        (0, false) => record.regions.iter().all(|region| {
+            plan.regions
+                .iter()
+                .find(|r| &r.region == region)
+                .is_some_and(|r| r.pops.iter().all(|w| w.pop != pop || w.weight == 0.0))
+        }),
+        _ => {
+            let note = format!("drain ladder: {pop} at {weight}%");
+            plan.reasons.iter().any(|r| r.contains(&note))
+        }
     }
 }
 
@@ -158,7 +179,7 @@ async fn observe(ctx: &ReplicaContext, record: &ChangeRecord) -> Observed {
             let (Some(plan), Some(weight)) = (plan, record.current_weight()) else {
                 return obs;
             };
-            if !reflects(&plan, &record.target, weight) {
+            if !reflects(&plan, record, weight) {
                 obs.acked = Some(false);
                 return obs;
             }

@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 
 use crate::convert;
 use crate::error_chain;
-use crate::ops::changes::ChangeCommand;
+use crate::ops::changes::{ChangeCommand, SetCapacityCommand};
 use crate::ops::{
     ApplyTopologyCommand, Caller, ChangeOutcome, DrainCommand, OpError, RestorePlanCommand, ResumeSteeringCommand,
     UndrainCommand,
@@ -28,8 +28,6 @@ use crate::ops::{
 use crate::plan_api::PlanApi;
 use crate::probe_api::ProbeApi;
 use crate::replica::ReplicaContext;
-
-const AREA_CHANGES: &str = "staged changes, capacity overrides and freezes (issue [8])";
 
 fn unimplemented(what: &str, area: &str) -> Status {
     Status::unimplemented(format!("{what} is not implemented yet: it arrives with {area}"))
@@ -645,13 +643,26 @@ fn change_record_to_pb(r: &meridian_engine::change::ChangeRecord) -> pb::ChangeR
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
-    let mut summary = format!(
-        "{} {} by ladder {} — {}",
-        if kind == "drain" { "drain" } else { kind.as_str() },
-        r.target,
-        rungs.join(" → "),
-        meridian_engine::change::describe(&r.state)
-    );
+    let scope = if r.regions.is_empty() {
+        String::new()
+    } else {
+        format!(" for {}", r.regions.join(", "))
+    };
+    let mut summary = match &r.capacity {
+        Some(c) => format!(
+            "capacity of {} → {}{} — {}",
+            r.target,
+            c.capacity,
+            if c.until_unix_ms.is_some() { " (temporary)" } else { "" },
+            meridian_engine::change::describe(&r.state)
+        ),
+        None => format!(
+            "{kind} {}{scope} by ladder {} — {}",
+            r.target,
+            rungs.join(" → "),
+            meridian_engine::change::describe(&r.state)
+        ),
+    };
     let mut state_reason = String::new();
     match &r.state {
         S::Paused { reason, .. } | S::RollingBack { reason } => {
@@ -696,7 +707,7 @@ fn change_record_to_pb(r: &meridian_engine::change::ChangeRecord) -> pb::ChangeR
         summary,
         kind,
         target: r.target.clone(),
-        regions: r.region.iter().cloned().collect(),
+        regions: r.regions.clone(),
         phase: phase.into(),
         phase_deadline: deadline.map(convert::timestamp_ms),
         phase_since: since.map(convert::timestamp_ms),
@@ -900,11 +911,37 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         Ok(Response::new(pb::ResumeSteeringResponse { was_pinned }))
     }
 
-    async fn set_capacity(
-        &self,
-        _req: Request<pb::SetCapacityRequest>,
-    ) -> Result<Response<pb::ChangeResponse>, Status> {
-        Err(unimplemented("SetCapacity", AREA_CHANGES))
+    async fn set_capacity(&self, req: Request<pb::SetCapacityRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+        let who = caller(&req)?;
+        let fence = match self.route(req.metadata()).await? {
+            Route::Local(fence) => fence,
+            Route::Forward(mut leader) => return leader.set_capacity(self.forwarded(req)).await,
+        };
+        let body = req.into_inner();
+        // Not a remedy: a freeze refuses it unless an admin overrides.
+        self.ctx
+            .ops
+            .check_freeze(&who, "set-capacity", body.override_freeze, &body.reason)
+            .await
+            .map_err(op_status)?;
+        let record = self
+            .ctx
+            .ops
+            .start_capacity_change(
+                &who,
+                &fence,
+                SetCapacityCommand {
+                    pop: body.pop,
+                    capacity: body.capacity,
+                    reason: body.reason,
+                    duration_ms: body.duration_ms,
+                },
+            )
+            .await
+            .map_err(op_status)?;
+        Ok(Response::new(pb::ChangeResponse {
+            change: Some(change_record_to_pb(&record)),
+        }))
     }
     async fn pause_change(&self, req: Request<pb::ChangeIdRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
         let fence = match self.route(req.metadata()).await? {

@@ -74,7 +74,7 @@ pub struct DrainCommand {
     pub reason: String,
     /// Override the guardrails (each overridden rule is recorded).
     pub force: bool,
-    /// Only for these client regions (not built yet: staged changes, issue [8]).
+    /// Only for these client regions (the PoP keeps serving the others); empty: all.
     pub regions: Vec<String>,
 }
 
@@ -303,12 +303,6 @@ impl Operations {
         cmd: DrainCommand,
     ) -> Result<ChangeOutcome, OpError> {
         non_empty_reason(&cmd.reason, "a drain")?;
-        if !cmd.regions.is_empty() {
-            return Err(OpError::Unimplemented {
-                what: "draining for some regions only",
-                area: "staged changes (issue [8])",
-            });
-        }
         for _ in 0..DRAIN_ATTEMPTS {
             let set = self.read_drain_set().await?;
             if let Some(outcome) = self.try_drain(caller, fence, &cmd, &set).await? {
@@ -363,7 +357,15 @@ impl Operations {
             return Err(OpError::AlreadyExists(format!("PoP `{}` is already drained", cmd.pop)));
         }
         let health = self.health.snapshot();
-        match meridian_engine::driver::check_drain(&applied.doc, &health, &set.drains, &cmd.pop, cmd.force) {
+        // Guardrails see the capacity steering plans with (overrides in force).
+        let capacity = self.intents.borrow().capacity.clone();
+        let doc = meridian_engine::intents::with_capacity(&applied.doc, &capacity, self.clock.now_ms());
+        let decided = if cmd.regions.is_empty() {
+            meridian_engine::driver::check_drain(&doc, &health, &set.drains, &cmd.pop, cmd.force)
+        } else {
+            meridian_engine::driver::check_region_drain(&doc, &health, &set.drains, &cmd.pop, &cmd.regions, cmd.force)
+        };
+        match decided {
             Ok(firings) => Ok(firings.iter().map(|f| f.rule).collect()),
             Err(DrainError::Refused(f)) => Err(OpError::Refused {
                 pop: cmd.pop.clone(),
@@ -371,7 +373,7 @@ impl Operations {
                 detail: f.detail,
             }),
             Err(DrainError::Input(e)) => Err(OpError::Invalid {
-                field: "pop",
+                field: if cmd.regions.is_empty() { "pop" } else { "regions" },
                 problem: e.to_string(),
             }),
         }
@@ -397,6 +399,7 @@ impl Operations {
             at_unix_ms: now,
             forced_past: forced_text.clone(),
             weight_percent: None,
+            regions: cmd.regions.clone(),
         };
         let key = self.keys.drain(&cmd.pop);
         let value = encode(&key, &intent)?;
@@ -428,9 +431,18 @@ impl Operations {
                 pop: cmd.pop.clone(),
                 reason: cmd.reason.clone(),
                 forced_past: forced_text.clone(),
+                regions: cmd.regions.clone(),
             }),
         });
-        let mut summary = format!("PoP {} drained; steering moves its traffic to the other PoPs", cmd.pop);
+        let mut summary = if cmd.regions.is_empty() {
+            format!("PoP {} drained; steering moves its traffic to the other PoPs", cmd.pop)
+        } else {
+            format!(
+                "PoP {} drained for {}; steering moves those regions' traffic to other PoPs and the PoP keeps serving the rest",
+                cmd.pop,
+                cmd.regions.join(", ")
+            )
+        };
         if let Some(rules) = &forced_text {
             summary.push_str(&format!(" (forced past guardrail {rules})"));
         }

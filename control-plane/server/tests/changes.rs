@@ -602,3 +602,243 @@ async fn a_canary_wave_gets_each_rung_first_and_its_nack_stops_the_change_before
     stop.cancel();
     replica.stop().await;
 }
+
+/// fra1 serves both regions; ams1 is eu-west's second choice.
+const TWO_REGIONS: &str = r#"
+[[regions]]
+id = "us-east"
+demand = 100
+client_prefixes = ["10.2.0.0/16"]
+latency_hints = { fra1 = "12ms", ams1 = "90ms" }
+"#;
+
+fn region_weight(plan: &pb::SteeringPlan, region: &str, pop: &str) -> f64 {
+    plan.regions
+        .iter()
+        .filter(|r| r.region == region)
+        .flat_map(|r| r.pops.iter())
+        .filter(|w| w.pop == pop)
+        .map(|w| w.weight)
+        .sum()
+}
+
+fn pop_capacity(plan: &pb::SteeringPlan, pop: &str) -> f64 {
+    plan.pops
+        .iter()
+        .find(|p| p.pop == pop)
+        .map(|p| p.capacity)
+        .unwrap_or(-1.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn region_drains_and_capacity_changes_and_a_revert_over_grpc() {
+    let replica = common::start(toml::from_str("[auth]\nmode = \"off\"\n").unwrap()).await;
+    let channel = replica.channel();
+    let mut op = pb::operator_service_client::OperatorServiceClient::new(channel.clone());
+    let topology = format!("{TOPOLOGY}{TWO_REGIONS}");
+    wait("the topology to apply", || {
+        let mut op = op.clone();
+        let topology = topology.clone();
+        async move {
+            op.apply_topology(pb::ApplyTopologyRequest {
+                topology_toml: topology,
+                dry_run: false,
+                reason: "test".into(),
+                override_freeze: false,
+            })
+            .await
+            .ok()
+            .filter(|r| r.get_ref().applied)
+        }
+    })
+    .await;
+    let stop = CancellationToken::new();
+    feed_health(channel.clone(), stop.clone());
+    wait("both PoPs UP", || {
+        let channel = channel.clone();
+        async move {
+            let mut q = pb::query_service_client::QueryServiceClient::new(channel);
+            let h = q.get_health(pb::GetHealthRequest {}).await.ok()?.into_inner();
+            (h.pops.len() == 2 && h.pops.iter().all(|p| p.state == pb::PopState::Up as i32)).then_some(())
+        }
+    })
+    .await;
+    wait("fra1 serving both regions", || {
+        let channel = channel.clone();
+        async move {
+            plan(&channel, 0)
+                .await
+                .filter(|p| region_weight(p, "eu-west", "fra1") > 0.99 && region_weight(p, "us-east", "fra1") > 0.99)
+        }
+    })
+    .await;
+
+    // Drained for eu-west only: eu-west moves to ams1, us-east keeps fra1, and fra1
+    // stays UP (in service).
+    let drained = op
+        .drain(pb::DrainRequest {
+            pop: "fra1".into(),
+            reason: "eu-west transit maintenance".into(),
+            regions: vec!["eu-west".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .change
+        .unwrap();
+    assert!(drained.summary.contains("for eu-west"), "{}", drained.summary);
+    let p = wait("eu-west off fra1", || {
+        let channel = channel.clone();
+        async move {
+            plan(&channel, 0)
+                .await
+                .filter(|p| region_weight(p, "eu-west", "fra1") == 0.0)
+        }
+    })
+    .await;
+    assert!(region_weight(&p, "eu-west", "ams1") > 0.99);
+    assert!(region_weight(&p, "us-east", "fra1") > 0.99);
+    assert_eq!(pop_state(&p, "fra1"), pb::PopState::Up as i32);
+    // ams1 cannot be drained for eu-west too: nothing would be left to serve it.
+    let refused = op
+        .drain(pb::DrainRequest {
+            pop: "ams1".into(),
+            reason: "both".into(),
+            regions: vec!["eu-west".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("last-pop-in-region"),
+        "{}",
+        refused.message()
+    );
+    let unknown = op
+        .drain(pb::DrainRequest {
+            pop: "ams1".into(),
+            reason: "typo".into(),
+            regions: vec!["mars".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::InvalidArgument, "{unknown:?}");
+    assert!(unknown.message().contains("`mars`"), "{}", unknown.message());
+    op.undrain(pb::UndrainRequest {
+        pop: "fra1".into(),
+        reason: "done".into(),
+        override_freeze: false,
+    })
+    .await
+    .unwrap();
+
+    // A capacity change: one staged step, then completed; the plan carries it.
+    for (bad, code) in [
+        (-1.0, tonic::Code::InvalidArgument),
+        (f64::NAN, tonic::Code::InvalidArgument),
+    ] {
+        let err = op
+            .set_capacity(pb::SetCapacityRequest {
+                pop: "fra1".into(),
+                capacity: bad,
+                reason: "bad".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{err:?}");
+    }
+    let err = op
+        .set_capacity(pb::SetCapacityRequest {
+            pop: "nope1".into(),
+            capacity: 5.0,
+            reason: "typo".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    let started = op
+        .set_capacity(pb::SetCapacityRequest {
+            pop: "fra1".into(),
+            capacity: 150.0,
+            reason: "half the racks are out".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .change
+        .unwrap();
+    assert_eq!(started.kind, "set_capacity");
+    let id = started.id.clone();
+    let done = wait("the capacity change to complete", || {
+        let channel = channel.clone();
+        let id = id.clone();
+        async move { Some(change(&channel, &id).await).filter(|c| c.state == pb::ChangeState::Completed as i32) }
+    })
+    .await;
+    assert!(
+        done.analysis
+            .iter()
+            .any(|c| c.name == "utilisation" && c.verdict == "pass"),
+        "{:?}",
+        done.analysis
+    );
+    let p = plan(&channel, 0).await.unwrap();
+    assert_eq!(pop_capacity(&p, "fra1"), 150.0);
+    // Reverted after completion: the topology's capacity is back.
+    let mut q = pb::query_service_client::QueryServiceClient::new(channel.clone());
+    let reverted = op
+        .revert_change(pb::ChangeIdRequest {
+            change_id: id.clone(),
+            reason: "racks back".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .change
+        .unwrap();
+    assert_eq!(reverted.state, pb::ChangeState::Reverted as i32);
+    wait("fra1's capacity back to 1000", || {
+        let channel = channel.clone();
+        async move { plan(&channel, 0).await.filter(|p| pop_capacity(p, "fra1") == 1000.0) }
+    })
+    .await;
+    let again = op
+        .revert_change(pb::ChangeIdRequest {
+            change_id: id.clone(),
+            reason: "twice".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again:?}");
+    let shown = q
+        .get_change(pb::GetChangeRequest { change_id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .change
+        .unwrap();
+    assert!(
+        shown
+            .history
+            .iter()
+            .any(|t| t.to == "reverted" && t.why == "racks back"),
+        "{:?}",
+        shown.history
+    );
+    let missing = q
+        .get_change(pb::GetChangeRequest {
+            change_id: "no-such".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+
+    stop.cancel();
+    replica.stop().await;
+}

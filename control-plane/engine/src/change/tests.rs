@@ -5,7 +5,7 @@ fn drain(steps: Vec<Step>) -> ChangeRecord {
         id: "c-1".into(),
         kind: ChangeKind::Drain,
         target: "fra1".into(),
-        region: None,
+        regions: Vec::new(),
         started_by: "operator:otto".into(),
         role: Some("operator".into()),
         reason: "maintenance".into(),
@@ -17,6 +17,8 @@ fn drain(steps: Vec<Step>) -> ChangeRecord {
         before: None,
         canary: None,
         analysis: Vec::new(),
+        capacity: None,
+        before_capacity: None,
     }
 }
 

@@ -209,6 +209,7 @@ fn a_drain_is_a_state_change_and_moves_the_weight() {
             at_unix_ms: 1,
             forced_past: None,
             weight_percent: None,
+            regions: Vec::new(),
         },
     );
     let plan = tick_publish(&mut driver, 1, &doc, &health, &intents, &mut current)
@@ -246,6 +247,7 @@ fn a_drain_ladder_rung_keeps_that_share_of_the_weight() {
                 at_unix_ms: 1,
                 forced_past: None,
                 weight_percent: w,
+                regions: Vec::new(),
             },
         );
         intents
@@ -513,6 +515,7 @@ fn only_a_pop_newly_down_is_urgent() {
             at_unix_ms: 0,
             forced_past: None,
             weight_percent: None,
+            regions: Vec::new(),
         },
     );
     let with_drain = plan_for(&doc, &all_up(), &drained);
@@ -560,4 +563,132 @@ fn measured_latency_reaches_the_input_through_the_snapshot_columns() {
         10.0,
         "no measurement: the hint"
     );
+}
+
+fn region_drain(pop: &str, weight_percent: Option<u8>, regions: &[&str]) -> DrainIntent {
+    DrainIntent {
+        pop: pop.into(),
+        reason: "maintenance".into(),
+        requested_by: "otto".into(),
+        at_unix_ms: 1,
+        forced_past: None,
+        weight_percent,
+        regions: regions.iter().map(|r| r.to_string()).collect(),
+    }
+}
+
+/// A drain for some client regions only takes the PoP out of those regions and
+/// leaves it in service (UP, announced) for the others; a ladder rung for a region
+/// blends only that region.
+#[test]
+fn a_region_drain_moves_only_that_regions_traffic() {
+    let (doc, health) = (doc(), all_up());
+    let mut driver = SteeringDriver::default();
+    let mut current = None;
+    tick_publish(&mut driver, 0, &doc, &health, &Intents::default(), &mut current);
+    let mut intents = Intents::default();
+    intents
+        .drains
+        .insert("fra1".into(), region_drain("fra1", None, &["eu-west"]));
+    let plan = tick_publish(&mut driver, 1, &doc, &health, &intents, &mut current)
+        .publish
+        .expect("a region drain republishes");
+    assert_eq!(weight(&plan, "eu-west", "fra1"), 0.0);
+    assert!(weight(&plan, "eu-west", "ams1") > 0.99);
+    assert_eq!(state(&plan, "fra1"), PopState::Up, "still in service for us-east");
+    // Drained for us-east only, fra1 keeps all of eu-west.
+    let mut driver = SteeringDriver::default();
+    let mut current = None;
+    let mut us = Intents::default();
+    us.drains
+        .insert("fra1".into(), region_drain("fra1", None, &["us-east"]));
+    let plan = tick_publish(&mut driver, 0, &doc, &health, &us, &mut current)
+        .publish
+        .unwrap();
+    assert!(weight(&plan, "eu-west", "fra1") > 0.99);
+    assert_eq!(weight(&plan, "us-east", "fra1"), 0.0);
+    // A 50 % rung for eu-west only.
+    let mut driver = SteeringDriver::default();
+    let mut current = None;
+    let mut rung = Intents::default();
+    rung.drains
+        .insert("fra1".into(), region_drain("fra1", Some(50), &["eu-west"]));
+    let plan = tick_publish(&mut driver, 0, &doc, &health, &rung, &mut current)
+        .publish
+        .unwrap();
+    assert!((weight(&plan, "eu-west", "fra1") - 0.5).abs() < 0.01, "{plan:?}");
+    assert!(
+        plan.reasons
+            .iter()
+            .any(|r| r.contains("drain ladder: fra1 at 50% of its weight for eu-west")),
+        "{:?}",
+        plan.reasons
+    );
+}
+
+#[test]
+fn a_region_drain_that_leaves_a_region_no_pop_is_refused_naming_the_rule() {
+    let (doc, health) = (doc(), all_up());
+    let mut drains = BTreeMap::new();
+    assert_eq!(
+        check_region_drain(&doc, &health, &drains, "fra1", &["eu-west".into()], false).unwrap(),
+        vec![]
+    );
+    drains.insert("fra1".into(), region_drain("fra1", None, &["eu-west"]));
+    drains.insert("ams1".into(), region_drain("ams1", None, &["eu-west"]));
+    let refused = check_region_drain(&doc, &health, &drains, "iad1", &["eu-west".into()], false).unwrap_err();
+    match refused {
+        DrainError::Refused(f) => {
+            assert_eq!(f.rule, meridian_steering::GuardrailRule::LastPopInRegion);
+            assert_eq!(f.region.as_deref(), Some("eu-west"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Forced: allowed, the firing marked overridden.
+    let forced = check_region_drain(&doc, &health, &drains, "iad1", &["eu-west".into()], true).unwrap();
+    assert!(forced[0].overridden);
+    // us-east is untouched by those drains.
+    assert!(check_region_drain(&doc, &health, &drains, "iad1", &["us-east".into()], false).is_ok());
+    let unknown = check_region_drain(&doc, &health, &drains, "iad1", &["mars".into()], false).unwrap_err();
+    assert!(
+        unknown.to_string().contains("unknown client region `mars`"),
+        "{unknown}"
+    );
+}
+
+/// A capacity override is planned with, shown in the plan and is a reason to
+/// publish on its own; it ends when it expires.
+#[test]
+fn a_capacity_override_is_planned_with_until_it_expires() {
+    let (doc, health) = (doc(), all_up());
+    let mut driver = SteeringDriver::default();
+    let mut current = None;
+    tick_publish(&mut driver, 0, &doc, &health, &Intents::default(), &mut current);
+    let mut intents = Intents::default();
+    intents.capacity.insert(
+        "fra1".into(),
+        meridian_core::records::CapacityOverride {
+            pop: "fra1".into(),
+            capacity: 100.0,
+            reason: "half the racks".into(),
+            requested_by: "otto".into(),
+            at_unix_ms: 1,
+            until_unix_ms: Some(60_000),
+        },
+    );
+    let plan = tick_publish(&mut driver, 1, &doc, &health, &intents, &mut current)
+        .publish
+        .expect("a capacity override republishes");
+    let fra1 = plan.pops.iter().find(|p| p.pop == "fra1").unwrap();
+    assert_eq!(fra1.capacity, 100.0);
+    assert!(fra1.load <= 100.0 + 1e-6, "{}", fra1.load);
+    assert!(
+        plan.reasons.iter().any(|r| r.contains("PoP fra1: capacity 1000 → 100")),
+        "{:?}",
+        plan.reasons
+    );
+    let later = tick_publish(&mut driver, 60_000, &doc, &health, &intents, &mut current)
+        .publish
+        .expect("the expiry republishes");
+    assert_eq!(later.pops.iter().find(|p| p.pop == "fra1").unwrap().capacity, 1000.0);
 }

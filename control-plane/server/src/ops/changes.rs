@@ -14,6 +14,19 @@ use meridian_store::{Compare, CompareOp, Fence, TxnOp};
 
 use super::*;
 
+/// How long a capacity change bakes once every agent has its plan.
+pub const CAPACITY_BAKE_MS: u64 = 10_000;
+
+/// An operator's capacity override of a PoP (a staged change of one step).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SetCapacityCommand {
+    pub pop: String,
+    pub capacity: f64,
+    pub reason: String,
+    /// A temporary override ends after this long; 0: until reverted or replaced.
+    pub duration_ms: u64,
+}
+
 /// An operator's command on a change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChangeCommand {
@@ -104,7 +117,7 @@ impl Operations {
             id: id.clone(),
             kind: ChangeKind::Drain,
             target: cmd.pop.clone(),
-            region: None,
+            regions: cmd.regions.clone(),
             started_by: caller.actor().to_string(),
             role: caller.role.clone(),
             reason: cmd.reason.clone(),
@@ -116,31 +129,10 @@ impl Operations {
             before: None,
             canary,
             analysis: Vec::new(),
+            capacity: None,
+            before_capacity: None,
         };
-        let key = self.keys.change(&id);
-        let hold = self.keys.change_hold(&cmd.pop);
-        let txn = Txn::new()
-            .when([Compare::Version {
-                key: hold.clone(),
-                op: CompareOp::Equal,
-                version: 0,
-            }])
-            .and_then([
-                TxnOp::put(key.clone(), encode(&key, &record)?),
-                TxnOp::put(hold.clone(), id.clone().into_bytes()),
-            ])
-            .or_else([TxnOp::get(hold)]);
-        let resp = fenced_txn(self.store.as_ref(), fence, txn).await?;
-        if !resp.succeeded {
-            let holder = match resp.responses.first() {
-                Some(meridian_store::TxnOpResponse::Get(Some(kv))) => String::from_utf8_lossy(&kv.value).to_string(),
-                _ => "another change".into(),
-            };
-            return Err(OpError::Conflict(format!(
-                "PoP `{}` is held by change {holder}: pause, roll back or wait for it first",
-                cmd.pop
-            )));
-        }
+        self.store_new_change(fence, &record).await?;
         tracing::warn!(change = %id, pop = %cmd.pop, by = %caller.identity, "drain ladder started");
         metrics::counter!("meridian_control_plane_changes_started_total", "kind" => "drain").increment(1);
         self.log.record(Event {
@@ -294,6 +286,11 @@ impl Operations {
     /// The effect of a rung: the target keeps `weight_percent` of its weight (0: a
     /// full drain). Idempotent; retried when the drain set moves under it.
     pub async fn write_rung(&self, fence: &Fence, record: &ChangeRecord, weight_percent: u8) -> Result<(), OpError> {
+        if record.kind == ChangeKind::SetCapacity {
+            return self
+                .write_capacity(fence, record, record.capacity.as_ref(), false)
+                .await;
+        }
         for _ in 0..5 {
             let set = self.read_drain_set().await?;
             let intent = DrainIntent {
@@ -303,6 +300,7 @@ impl Operations {
                 at_unix_ms: self.clock.now_ms(),
                 forced_past: None,
                 weight_percent: (weight_percent > 0).then_some(weight_percent),
+                regions: record.regions.clone(),
             };
             let mut after: Vec<&str> = set.drains.keys().map(String::as_str).collect();
             if !after.contains(&record.target.as_str()) {
@@ -350,6 +348,11 @@ impl Operations {
     /// The effect of a rollback or revert: the target's drain intent from before the
     /// change comes back (or none, when it was not drained).
     pub async fn restore_before(&self, fence: &Fence, record: &ChangeRecord) -> Result<(), OpError> {
+        if record.kind == ChangeKind::SetCapacity {
+            return self
+                .write_capacity(fence, record, record.before_capacity.as_ref(), true)
+                .await;
+        }
         for _ in 0..5 {
             let set = self.read_drain_set().await?;
             let key = self.keys.drain(&record.target);
@@ -387,6 +390,184 @@ impl Operations {
         Err(OpError::Conflict(
             "the drain set kept changing while a rollback was written; the driver retries".into(),
         ))
+    }
+
+    /// Starts a capacity change on `cmd.pop`: one step that writes the override,
+    /// waits for the agents' ACKs (and a canary wave, when one is configured),
+    /// bakes and analyses (utilisation above target fails it). Refused during a
+    /// freeze unless overridden (checked by the caller), and while another change
+    /// holds the PoP.
+    pub async fn start_capacity_change(
+        &self,
+        caller: &Caller,
+        fence: &Fence,
+        cmd: SetCapacityCommand,
+    ) -> Result<ChangeRecord, OpError> {
+        let target = cmd.pop.clone();
+        let result = self.start_capacity_change_unaudited(caller, fence, cmd).await;
+        self.audit_refusal(caller, "set-capacity", Some(target), &result);
+        result
+    }
+
+    async fn start_capacity_change_unaudited(
+        &self,
+        caller: &Caller,
+        fence: &Fence,
+        cmd: SetCapacityCommand,
+    ) -> Result<ChangeRecord, OpError> {
+        if cmd.reason.trim().is_empty() {
+            return Err(OpError::Invalid {
+                field: "reason",
+                problem: "a capacity change needs a reason".into(),
+            });
+        }
+        if !cmd.capacity.is_finite() || cmd.capacity <= 0.0 {
+            return Err(OpError::Invalid {
+                field: "capacity",
+                problem: format!(
+                    "must be a positive number, got {} (drain the PoP to take it out)",
+                    cmd.capacity
+                ),
+            });
+        }
+        if self.topology.borrow().doc.pop(&cmd.pop).is_none() {
+            return Err(OpError::NotFound(format!(
+                "pop: unknown PoP `{}` (not in the applied topology)",
+                cmd.pop
+            )));
+        }
+        let now = self.clock.now_ms();
+        let before_capacity = self.intents.borrow().capacity.get(&cmd.pop).cloned();
+        let (canary, canary_note) = self.canary_wave().await?;
+        let id = format!("capacity-{}-{now}", cmd.pop);
+        let record = ChangeRecord {
+            id: id.clone(),
+            kind: ChangeKind::SetCapacity,
+            target: cmd.pop.clone(),
+            regions: Vec::new(),
+            started_by: caller.actor().to_string(),
+            role: caller.role.clone(),
+            reason: cmd.reason.clone(),
+            steps: vec![Step {
+                weight_percent: 100,
+                bake_ms: CAPACITY_BAKE_MS,
+            }],
+            state: ChangeState::Pending,
+            created_at_ms: now,
+            updated_at_ms: now,
+            history: Vec::new(),
+            before: None,
+            canary,
+            analysis: Vec::new(),
+            capacity: Some(meridian_core::records::CapacityOverride {
+                pop: cmd.pop.clone(),
+                capacity: cmd.capacity,
+                reason: format!("{} (change {id})", cmd.reason),
+                requested_by: caller.actor().to_string(),
+                at_unix_ms: now,
+                until_unix_ms: (cmd.duration_ms > 0).then(|| now.saturating_add(cmd.duration_ms)),
+            }),
+            before_capacity,
+        };
+        self.store_new_change(fence, &record).await?;
+        tracing::warn!(change = %id, pop = %cmd.pop, capacity = cmd.capacity, by = %caller.identity, "capacity change started");
+        metrics::counter!("meridian_control_plane_changes_started_total", "kind" => "set_capacity").increment(1);
+        let why = match (&record.canary, canary_note) {
+            (Some(wave), _) => format!("{} (canary wave: {})", cmd.reason, wave.agents.join(", ")),
+            (None, Some(note)) => format!("{} ({note})", cmd.reason),
+            (None, None) => cmd.reason.clone(),
+        };
+        self.log.record(Event {
+            at_unix_ms: now,
+            actor: caller.actor(),
+            role: caller.role.clone(),
+            kind: EventKind::Change {
+                id: id.clone(),
+                pop: cmd.pop.clone(),
+                from: "new".into(),
+                to: "pending".into(),
+                why: format!(
+                    "capacity {} → {}: {why}",
+                    self.capacity_now(&cmd.pop, now),
+                    cmd.capacity
+                ),
+            },
+        });
+        Ok(record)
+    }
+
+    /// The capacity steering plans with for `pop` at `now_ms` (the override in
+    /// force, else the topology's).
+    fn capacity_now(&self, pop: &str, now_ms: u64) -> f64 {
+        let doc = self.topology.borrow().doc.clone();
+        let intents = self.intents.borrow().capacity.clone();
+        meridian_engine::intents::with_capacity(&doc, &intents, now_ms)
+            .pop(pop)
+            .map_or(0.0, |p| p.capacity)
+    }
+
+    /// Writes (or, with `None`, deletes) the capacity override of `record`'s PoP —
+    /// with the canary wave's fleet hold for the change's step, or (`rolling_back`)
+    /// keeping the hold through a rollback or revert.
+    async fn write_capacity(
+        &self,
+        fence: &Fence,
+        record: &ChangeRecord,
+        value: Option<&meridian_core::records::CapacityOverride>,
+        rolling_back: bool,
+    ) -> Result<(), OpError> {
+        let key = self.keys.capacity(&record.target);
+        let mut compares = Vec::new();
+        let mut ops = vec![match value {
+            Some(v) => TxnOp::put(key.clone(), encode(&key, v)?),
+            None => TxnOp::delete(key),
+        }];
+        let hold = if rolling_back {
+            self.hold_through_rollback(record).await?
+        } else {
+            self.hold_for(record).await?
+        };
+        if let Some((compare, put)) = hold {
+            compares.push(compare);
+            ops.push(put);
+        }
+        let txn = Txn::new().when(compares).and_then(ops);
+        if fenced_txn(self.store.as_ref(), fence, txn).await?.succeeded {
+            return Ok(());
+        }
+        Err(OpError::Conflict(
+            "the fleet hold moved while a capacity change was written; the driver retries".into(),
+        ))
+    }
+
+    /// Stores a new change record and its hold on the target in one transaction;
+    /// refused while another change holds the target.
+    async fn store_new_change(&self, fence: &Fence, record: &ChangeRecord) -> Result<(), OpError> {
+        let key = self.keys.change(&record.id);
+        let hold = self.keys.change_hold(&record.target);
+        let txn = Txn::new()
+            .when([Compare::Version {
+                key: hold.clone(),
+                op: CompareOp::Equal,
+                version: 0,
+            }])
+            .and_then([
+                TxnOp::put(key.clone(), encode(&key, record)?),
+                TxnOp::put(hold.clone(), record.id.clone().into_bytes()),
+            ])
+            .or_else([TxnOp::get(hold)]);
+        let resp = fenced_txn(self.store.as_ref(), fence, txn).await?;
+        if !resp.succeeded {
+            let holder = match resp.responses.first() {
+                Some(meridian_store::TxnOpResponse::Get(Some(kv))) => String::from_utf8_lossy(&kv.value).to_string(),
+                _ => "another change".into(),
+            };
+            return Err(OpError::Conflict(format!(
+                "PoP `{}` is held by change {holder}: pause, roll back or wait for it first",
+                record.target
+            )));
+        }
+        Ok(())
     }
 
     /// Deletes ended change records (pruning; fenced).
