@@ -292,7 +292,7 @@ V_BEFORE=$("$BIN/meridianctl" -e "$CP" plan -o json | sed -n 's/.*"version": *\(
   n=0
   while ((SECONDS < end)); do
     if ((n % 2 == 0)); then
-      "$BIN/meridianctl" -e "$CP" --timeout 2s drain ams1 --reason bench >/dev/null 2>&1 || true
+      "$BIN/meridianctl" -e "$CP" --timeout 2s drain ams1 --now --reason bench >/dev/null 2>&1 || true
     else
       "$BIN/meridianctl" -e "$CP" --timeout 2s undrain ams1 --reason bench >/dev/null 2>&1 || true
     fi

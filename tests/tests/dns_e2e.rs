@@ -356,7 +356,7 @@ async fn answers_follow_the_control_plane_and_survive_its_loss() {
 
     // Drain ams1: the next plan moves eu off it, and the answers follow. (A drain may
     // take more than one plan version; wait for the one without ams1.)
-    let out = meridianctl(&["-e", &ep, "drain", "ams1", "--reason", "dns e2e"]).await;
+    let out = meridianctl(&["-e", &ep, "drain", "ams1", "--now", "--reason", "dns e2e"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let plan = wait_for("a plan that moves eu off ams1", DEADLINE, || async {
         let p = ctl_json(&ep, &["plan"]).await;

@@ -95,6 +95,7 @@ async fn a_drain_on_the_leader_is_in_every_replica_s_events_and_survives_the_lea
             &leader_ep,
             "drain",
             "fra1",
+            "--now",
             "--reason",
             "fibre cut on the Frankfurt ring",
         ],

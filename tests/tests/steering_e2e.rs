@@ -165,7 +165,7 @@ async fn agents_on_different_replicas_follow_the_same_versions_across_a_leader_k
     assert_eq!(current_version(&ep_a).await, 1, "what-if must not publish");
 
     // A drain that would leave the rest over capacity is refused, naming the rule.
-    let out = meridianctl(&["-e", &ep_a, "drain", "iad1", "--reason", "maintenance"]).await;
+    let out = meridianctl(&["-e", &ep_a, "drain", "iad1", "--now", "--reason", "maintenance"]).await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("last-pop") || err.contains("drain-over-capacity"), "{err}");
@@ -175,7 +175,7 @@ async fn agents_on_different_replicas_follow_the_same_versions_across_a_leader_k
     let out = meridianctl_as(
         "carol@noc",
         "operator",
-        &["-e", &ep_b, "drain", "fra1", "--reason", "fibre cut"],
+        &["-e", &ep_b, "drain", "fra1", "--now", "--reason", "fibre cut"],
     )
     .await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

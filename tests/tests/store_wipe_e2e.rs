@@ -113,7 +113,7 @@ latency_hints = {{ fra1 = "10ms", ams1 = "12ms", iad1 = "80ms" }}
             let before = cp_version(&ep).await;
             let mut args = vec!["-e", ep.as_str(), cmd, "iad1"];
             if cmd == "drain" {
-                args.extend(["--reason", "store wipe e2e"]);
+                args.extend(["--now", "--reason", "store wipe e2e"]);
             }
             let out = meridianctl(&args).await;
             assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
