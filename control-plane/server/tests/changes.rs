@@ -38,6 +38,14 @@ latency_hints = { fra1 = "10ms", ams1 = "15ms" }
 
 /// Probers in two regions report both PoPs healthy every 200 ms until `stop`.
 fn feed_health(channel: Channel, stop: CancellationToken) {
+    feed_health_with(channel, stop, Default::default());
+}
+
+/// PoPs the probers see refusing connections (the rest healthy).
+type DownPops = std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>;
+
+/// [`feed_health`], with the PoPs in `down` failing every probe.
+fn feed_health_with(channel: Channel, stop: CancellationToken, down: DownPops) {
     tokio::spawn(async move {
         let mut seq = 0u64;
         while !stop.is_cancelled() {
@@ -50,19 +58,26 @@ fn feed_health(channel: Channel, stop: CancellationToken) {
             };
             for region in ["r1", "r2"] {
                 seq += 1;
-                let result = |pop: &str| pb::ProbeResult {
-                    prober_id: format!("p-{region}"),
-                    region: region.into(),
-                    pop: pop.into(),
-                    endpoint: "tcp".into(),
-                    observed_at: Some(at),
-                    success: true,
-                    latency: Some(meridian_proto::prost_types::Duration {
-                        seconds: 0,
-                        nanos: 2_000_000,
-                    }),
-                    failure_class: pb::FailureClass::None as i32,
-                    detail: String::new(),
+                let result = |pop: &str| {
+                    let ok = !down.lock().unwrap().contains(pop);
+                    pb::ProbeResult {
+                        prober_id: format!("p-{region}"),
+                        region: region.into(),
+                        pop: pop.into(),
+                        endpoint: "tcp".into(),
+                        observed_at: Some(at),
+                        success: ok,
+                        latency: Some(meridian_proto::prost_types::Duration {
+                            seconds: 0,
+                            nanos: 2_000_000,
+                        }),
+                        failure_class: if ok {
+                            pb::FailureClass::None
+                        } else {
+                            pb::FailureClass::Refused
+                        } as i32,
+                        detail: if ok { String::new() } else { "connection refused".into() },
+                    }
                 };
                 let batch = pb::ProbeResultBatch {
                     sequence: seq,
@@ -838,6 +853,108 @@ async fn region_drains_and_capacity_changes_and_a_revert_over_grpc() {
         .await
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
+
+    stop.cancel();
+    replica.stop().await;
+}
+
+/// Rollback restores the intents, not an old plan: a PoP that died during the
+/// change stays out after it, and automatic failover keeps working (no pin).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pop_that_died_during_a_change_stays_out_after_its_rollback() {
+    let replica = common::start(toml::from_str("[auth]\nmode = \"off\"\n").unwrap()).await;
+    let channel = replica.channel();
+    let mut op = pb::operator_service_client::OperatorServiceClient::new(channel.clone());
+    wait("the topology to apply", || {
+        let mut op = op.clone();
+        async move {
+            op.apply_topology(pb::ApplyTopologyRequest {
+                topology_toml: TOPOLOGY.into(),
+                dry_run: false,
+                reason: "test".into(),
+                override_freeze: false,
+            })
+            .await
+            .ok()
+            .filter(|r| r.get_ref().applied)
+        }
+    })
+    .await;
+    let stop = CancellationToken::new();
+    let down: DownPops = Default::default();
+    feed_health_with(channel.clone(), stop.clone(), down.clone());
+    let health = |pop: &'static str, want: pb::PopState| {
+        let channel = channel.clone();
+        async move {
+            wait(&format!("{pop} {want:?}"), || {
+                let channel = channel.clone();
+                async move {
+                    let mut q = pb::query_service_client::QueryServiceClient::new(channel);
+                    let h = q.get_health(pb::GetHealthRequest {}).await.ok()?.into_inner();
+                    h.pops
+                        .iter()
+                        .any(|p| p.pop == pop && p.state == want as i32)
+                        .then_some(())
+                }
+            })
+            .await
+        }
+    };
+    health("fra1", pb::PopState::Up).await;
+    health("ams1", pb::PopState::Up).await;
+    wait("a plan with fra1 taking eu-west", || {
+        let channel = channel.clone();
+        async move { plan(&channel, 0).await.filter(|p| weight(p, "fra1") > 0.99) }
+    })
+    .await;
+    let id = op
+        .drain(ladder(&[50, 0], 60_000))
+        .await
+        .unwrap()
+        .into_inner()
+        .change
+        .unwrap()
+        .id;
+    wait("the first rung to bake", || {
+        let channel = channel.clone();
+        let id = id.clone();
+        async move { Some(change(&channel, &id).await).filter(|c| c.phase == "bake") }
+    })
+    .await;
+    // fra1 (the PoP being drained) dies mid-bake; the operator rolls back.
+    down.lock().unwrap().insert("fra1".into());
+    health("fra1", pb::PopState::Down).await;
+    op.rollback_change(pb::ChangeIdRequest {
+        change_id: id.clone(),
+        reason: "abandon the maintenance".into(),
+    })
+    .await
+    .unwrap();
+    wait("the rollback", || {
+        let channel = channel.clone();
+        let id = id.clone();
+        async move { Some(change(&channel, &id).await).filter(|c| c.state == pb::ChangeState::RolledBack as i32) }
+    })
+    .await;
+    // Its drain intent is gone, yet it stays out: steering computes from the
+    // intents before the change with today's health (not from the plan before it).
+    let after = plan(&channel, 0).await.unwrap();
+    assert_eq!(pop_state(&after, "fra1"), pb::PopState::Down as i32);
+    assert_eq!(weight(&after, "fra1"), 0.0, "a dead PoP stays out after a rollback");
+    assert!(weight(&after, "ams1") > 0.99);
+    // The intent really is gone and nothing is pinned: when fra1 heals, automatic
+    // failback brings it back (a drain left in place would keep it out).
+    down.lock().unwrap().clear();
+    let back = wait("fra1 back in a plan", || {
+        let channel = channel.clone();
+        async move { plan(&channel, 0).await.filter(|p| weight(p, "fra1") > 0.0) }
+    })
+    .await;
+    assert!(
+        !back.reasons.iter().any(|r| r.contains("drain ladder")),
+        "the rolled-back rung is still applied: {:?}",
+        back.reasons
+    );
 
     stop.cancel();
     replica.stop().await;
