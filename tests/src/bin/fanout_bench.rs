@@ -54,9 +54,22 @@ struct Args {
     /// certificates, roles enforced) or plaintext (no TLS, `[auth] mode = "off"`).
     #[arg(long, value_enum, default_value_t = Transport::Mtls)]
     transport: Transport,
+    /// What is timed: `drain` (an immediate drain or undrain: the call until every
+    /// agent ACKed the new plan) or `rollback` (a drain ladder is started and its
+    /// first rung reaches every agent; then the rollback call until every agent ACKed
+    /// the plan computed from the restored intents).
+    #[arg(long, value_enum, default_value_t = Scenario::Drain)]
+    scenario: Scenario,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// What a round times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    Drain,
+    Rollback,
 }
 
 /// How the bench's clients reach the control plane.
@@ -161,7 +174,7 @@ async fn main() {
     }
 
     // Per version, how many agents have received and ACKed it.
-    let acked: Arc<Vec<AtomicUsize>> = Arc::new((0..(rounds + 2)).map(|_| AtomicUsize::new(0)).collect());
+    let acked: Arc<Vec<AtomicUsize>> = Arc::new((0..(2 * rounds + 2)).map(|_| AtomicUsize::new(0)).collect());
     // The first thing that went wrong in an agent: a refused stream fails the run
     // at once instead of as a timeout.
     let agent_error: Arc<Mutex<Option<String>>> = Arc::default();
@@ -254,9 +267,102 @@ async fn main() {
         .connect()
         .await
         .unwrap_or_else(|e| cp.fail(&format!("connect the operator: {e}")));
-    let mut ops = pb::operator_service_client::OperatorServiceClient::new(channel);
+    let mut ops = pb::operator_service_client::OperatorServiceClient::new(channel.clone());
+    let mut query = pb::query_service_client::QueryServiceClient::new(channel);
     let mut samples = Vec::new();
+    // Waits until every agent ACKed `version`.
+    let all_acked = |version: usize, since: Instant| {
+        let (acked, agent_error) = (acked.clone(), agent_error.clone());
+        let cp = &cp;
+        async move {
+            while acked[version].load(Ordering::Relaxed) < agents {
+                if let Some(e) = agent_error.lock().unwrap().clone() {
+                    cp.fail(&e);
+                }
+                if since.elapsed() > Duration::from_secs(60) {
+                    cp.fail(&format!(
+                        "version {version} reached only {} of {agents} agents within 60 s",
+                        acked[version].load(Ordering::Relaxed)
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    };
+    let mut version = 1;
+    for _ in 0..rounds {
+        if args.scenario != Scenario::Rollback {
+            break;
+        }
+        // A ladder whose first rung (50 %) reaches every agent and bakes.
+        let change = ops
+            .drain(pb::DrainRequest {
+                pop: "pop-a".into(),
+                reason: "bench".into(),
+                steps: vec![50, 0],
+                bake_ms: 600_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|s| cp.fail(&format!("drain ladder refused: {s}")))
+            .into_inner()
+            .change
+            .unwrap_or_default();
+        version += 1;
+        all_acked(version, Instant::now()).await;
+        let baking = Instant::now();
+        loop {
+            let c = query
+                .get_change(pb::GetChangeRequest {
+                    change_id: change.id.clone(),
+                })
+                .await
+                .unwrap_or_else(|s| cp.fail(&format!("GetChange: {s}")))
+                .into_inner()
+                .change
+                .unwrap_or_default();
+            if c.phase == "bake" {
+                break;
+            }
+            if baking.elapsed() > Duration::from_secs(60) {
+                cp.fail(&format!("the first rung did not start baking within 60 s: {}", c.summary));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The clock starts before the rollback call: the figure covers the call, the
+        // driver's next tick restoring the intents, steering's recompute, the fenced
+        // publish, the fan-out and every agent's ACK.
+        let start = Instant::now();
+        ops.rollback_change(pb::ChangeIdRequest {
+            change_id: change.id.clone(),
+            reason: "bench".into(),
+        })
+        .await
+        .unwrap_or_else(|s| cp.fail(&format!("rollback refused: {s}")));
+        version += 1;
+        all_acked(version, start).await;
+        samples.push(start.elapsed());
+        // The record ends (its hold on the PoP goes) before the next round.
+        loop {
+            let c = query
+                .get_change(pb::GetChangeRequest {
+                    change_id: change.id.clone(),
+                })
+                .await
+                .unwrap_or_else(|s| cp.fail(&format!("GetChange: {s}")))
+                .into_inner()
+                .change
+                .unwrap_or_default();
+            if c.state == pb::ChangeState::RolledBack as i32 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     for round in 0..rounds {
+        if args.scenario != Scenario::Drain {
+            break;
+        }
         let version = round + 2;
         // The clock starts before the operator call: the figure covers the drain RPC,
         // steering's recompute, the fenced publish, the fan-out and the ACKs.
@@ -306,6 +412,7 @@ async fn main() {
         println!(
             "{}",
             serde_json::json!({
+                "scenario": format!("{:?}", args.scenario).to_lowercase(),
                 "transport": args.transport.name(),
                 "agents": agents,
                 "connections": connections,
@@ -323,7 +430,11 @@ async fn main() {
             "plan fan-out to {agents} agents on one replica ({connections} connections), {rounds} publications, transport {}:",
             args.transport.describe()
         );
-        println!("  drain call started → last agent received and ACKed: min {min:.0} ms, median {median:.0} ms, max {max:.0} ms");
+        let what = match args.scenario {
+            Scenario::Drain => "drain call started → last agent received and ACKed",
+            Scenario::Rollback => "rollback call started (ladder mid-bake) → last agent ACKed the restored plan",
+        };
+        println!("  {what}: min {min:.0} ms, median {median:.0} ms, max {max:.0} ms");
         println!(
             "  (includes steering's recompute and the fenced publish; agents share the 2 cores with the control plane)"
         );
