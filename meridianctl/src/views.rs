@@ -745,12 +745,17 @@ impl ChangeDetailView {
         }
     }
 
-    /// Why it is where it is: the state's reason, else the last transition's.
+    /// Why it is where it is: the state's reason; for a rolled-back change the
+    /// reason of its move to rolling back (the cause, not "intents restored"); else
+    /// the last transition's.
     pub fn why(&self) -> &str {
-        match &self.state_reason {
-            Some(r) => r,
-            None => self.history.last().map_or("", |t| t.why.as_str()),
+        if let Some(r) = &self.state_reason {
+            return r;
         }
+        let cause = (self.state == "rolled_back")
+            .then(|| self.history.iter().rev().find(|t| t.to.starts_with("rolling_back")))
+            .flatten();
+        cause.or(self.history.last()).map_or("", |t| t.why.as_str())
     }
 }
 

@@ -386,7 +386,8 @@ pub fn change_detail(v: &ChangeDetailView, now_ms: i64) -> String {
         out.line("analysis");
         let width = v.analysis.iter().map(|c| c.name.chars().count()).max().unwrap_or(0);
         for c in &v.analysis {
-            out.line(format_args!("  {:<12} {:<width$}  {}", c.verdict, c.name, c.why));
+            let line = format!("  {:<12} {:<width$}  {}", c.verdict, c.name, c.why);
+            out.line(line.trim_end());
         }
     }
     match (&v.agents, &v.agents_error) {

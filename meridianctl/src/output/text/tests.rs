@@ -471,6 +471,23 @@ fn change_endings_say_what_happened_and_what_to_do() {
         ending(&c).unwrap(),
         "change drain-fra1-1700000000000 rolled back: analysis failed: fra1 DOWN\n"
     );
+    // The cause of a rollback, not the restore that followed it.
+    c.history.push(pb::ChangeTransition {
+        from: "progressing step 1 (bake)".into(),
+        to: "rolling_back".into(),
+        why: "false alarm".into(),
+        ..Default::default()
+    });
+    c.history.push(pb::ChangeTransition {
+        from: "rolling_back".into(),
+        to: "rolled_back".into(),
+        why: "intents from before the change restored".into(),
+        ..Default::default()
+    });
+    assert_eq!(
+        ending(&c).unwrap(),
+        "change drain-fra1-1700000000000 rolled back: false alarm\n"
+    );
     c.state = pb::ChangeState::Completed as i32;
     assert_eq!(ending(&c).unwrap(), "change drain-fra1-1700000000000 completed\n");
     c.state = pb::ChangeState::Reverted as i32;
