@@ -229,6 +229,14 @@ fn keeping_analysis(mut advance: Advance, obs: &Observed) -> Advance {
     advance
 }
 
+impl ChangeKind {
+    /// Automatic changes (failover, failback) follow health: steering carries them
+    /// out and records them; the change driver and operator commands leave them be.
+    pub fn is_automatic(self) -> bool {
+        matches!(self, ChangeKind::AutoFailover | ChangeKind::AutoFailback)
+    }
+}
+
 impl ChangeRecord {
     /// The rung the change is on (for an active ladder), as a weight share.
     pub fn current_weight(&self) -> Option<u8> {
@@ -838,6 +846,120 @@ pub fn revert(
             state: other.name(),
             what: "only a completed change can be reverted (an active one is rolled back)".into(),
         }),
+    }
+}
+
+/// The record of an automatic failover: `pop` went DOWN and steering published
+/// plan `version` without it (a one-step change, done when recorded; guardrails
+/// applied in the plan, named in `why`). It holds nothing, so it never blocks an
+/// operator, and no operator change blocks it.
+pub fn auto_failover(pop: &str, version: u64, why: &str, now_ms: u64) -> ChangeRecord {
+    let mut record = ChangeRecord {
+        id: format!("failover-{pop}-{now_ms}"),
+        kind: ChangeKind::AutoFailover,
+        target: pop.to_string(),
+        regions: Vec::new(),
+        started_by: "rule:failover".into(),
+        role: None,
+        reason: format!("{pop} DOWN by quorum: traffic moved to the other PoPs in plan v{version}"),
+        steps: vec![Step {
+            weight_percent: 0,
+            bake_ms: 0,
+        }],
+        state: ChangeState::Pending,
+        created_at_ms: now_ms,
+        updated_at_ms: now_ms,
+        history: Vec::new(),
+        before: None,
+        canary: None,
+        analysis: Vec::new(),
+        capacity: None,
+        before_capacity: None,
+    };
+    record = moved(&record, ChangeState::Completed { at_ms: now_ms }, now_ms, why);
+    record
+}
+
+/// The record of an automatic failback after a slow-start `event`: created when
+/// the recovery starts (steps are the stages, in percent), moved on each stage
+/// (baking for `bake_ms`), completed at full weight, rolled back when the PoP fails
+/// again. `existing`: the active failback record of the PoP, if any (a new leader
+/// that restarts a recovery continues it). `None`: nothing to record.
+pub fn auto_failback(
+    existing: Option<&ChangeRecord>,
+    event: &meridian_core::slow_start::SlowStartEvent,
+    stages: &[f64],
+    bake_ms: u64,
+    now_ms: u64,
+) -> Option<ChangeRecord> {
+    use meridian_core::slow_start::SlowStartEvent as E;
+    let baking = |step: usize| ChangeState::Progressing {
+        step,
+        phase: Phase::Bake {
+            until_ms: now_ms.saturating_add(bake_ms),
+            plan_version: 0,
+        },
+    };
+    match (event, existing) {
+        (E::Started { pop, factor }, None) => {
+            let record = ChangeRecord {
+                id: format!("failback-{pop}-{now_ms}"),
+                kind: ChangeKind::AutoFailback,
+                target: pop.clone(),
+                regions: Vec::new(),
+                started_by: "rule:slow-start".into(),
+                role: None,
+                reason: format!("{pop} UP again: slow start back to full weight"),
+                steps: stages
+                    .iter()
+                    .map(|f| Step {
+                        weight_percent: (f * 100.0).round().clamp(0.0, 100.0) as u8,
+                        bake_ms,
+                    })
+                    .collect(),
+                state: ChangeState::Pending,
+                created_at_ms: now_ms,
+                updated_at_ms: now_ms,
+                history: Vec::new(),
+                before: None,
+                canary: None,
+                analysis: Vec::new(),
+                capacity: None,
+                before_capacity: None,
+            };
+            Some(moved(
+                &record,
+                baking(0),
+                now_ms,
+                format!("at {:.0} % of its weight", factor * 100.0),
+            ))
+        }
+        (E::Started { factor, .. }, Some(r)) => Some(moved(
+            r,
+            baking(0),
+            now_ms,
+            format!("recovery restarted at {:.0} % (a new leader)", factor * 100.0),
+        )),
+        (E::Advanced { stage, factor, .. }, Some(r)) => Some(moved(
+            r,
+            baking(*stage),
+            now_ms,
+            format!("stage {} at {:.0} % of its weight", stage + 1, factor * 100.0),
+        )),
+        (E::Completed { .. }, Some(r)) => Some(moved(
+            r,
+            ChangeState::Completed { at_ms: now_ms },
+            now_ms,
+            "back at full weight",
+        )),
+        (E::Aborted { stage, .. }, Some(r)) => Some(moved(
+            r,
+            ChangeState::RolledBack { at_ms: now_ms },
+            now_ms,
+            format!("failed again at stage {}: out at once", stage + 1),
+        )),
+        // A stage or an end without a record (e.g. pruned): nothing to move.
+        (_, None) => None,
     }
 }
 

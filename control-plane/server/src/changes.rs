@@ -64,7 +64,12 @@ pub(crate) async fn run(ctx: ReplicaContext, policy: ChangePolicy, shutdown: Can
         if let Err(e) = ctx.ops.clean_up_hold(&fence, &active).await {
             tracing::warn!(error = %e, "change driver: cannot clean up the fleet hold");
         }
-        for stored in changes.into_iter().filter(|c| c.record.state.is_active()) {
+        // Automatic changes (failover, failback) are carried out by steering and
+        // only recorded; the driver walks operator changes.
+        for stored in changes
+            .into_iter()
+            .filter(|c| c.record.state.is_active() && !c.record.kind.is_automatic())
+        {
             if let Err(e) = drive(&ctx, &fence, &policy, stored).await {
                 tracing::warn!(error = %e, "change driver: a step failed; retried next tick");
             }

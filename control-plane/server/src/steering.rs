@@ -96,6 +96,20 @@ pub(crate) async fn run(
         );
         // Snapshot plus compute: what one tick costs the leader.
         metrics::histogram!("meridian_control_plane_steering_tick_seconds").record(started.elapsed().as_secs_f64());
+        // Failback steps are change records too (automatic, recorded as they happen).
+        let policy = applied.doc.policy.clone();
+        for event in &ready.events {
+            if let meridian_engine::EventKind::SlowStart(step) = &event.kind {
+                let bake_ms = u64::try_from(policy.slow_start_bake.as_millis()).unwrap_or(u64::MAX);
+                if let Err(e) = ctx
+                    .ops
+                    .record_auto_failback(&fence, step, &policy.slow_start_stages, bake_ms)
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot record the failback change");
+                }
+            }
+        }
         log.record_all(ready.events);
         if let Some(error) = ready.error {
             tracing::error!(error = %error, "steering could not compute a plan; the last good plan stays in force");
@@ -105,6 +119,24 @@ pub(crate) async fn run(
         let held = ctx.fleet_hold.borrow().as_ref().map(|h| h.hold.change.clone());
         match plans::publish_unpinned(ctx.store.as_ref(), &ctx.keys, &fence, candidate, urgent).await {
             Ok(published) => {
+                // Each PoP newly DOWN is an automatic failover: a change record.
+                if urgent {
+                    for pop in newly_down(current.as_deref(), &published) {
+                        let why = published
+                            .reasons
+                            .iter()
+                            .find(|r| r.contains(&pop))
+                            .cloned()
+                            .unwrap_or_else(|| format!("{pop} DOWN"));
+                        if let Err(e) = ctx
+                            .ops
+                            .record_auto_failover(&fence, &pop, published.version, &why)
+                            .await
+                        {
+                            tracing::warn!(error = %e, pop = %pop, "cannot record the failover change");
+                        }
+                    }
+                }
                 if let (true, Some(change)) = (urgent, held) {
                     tracing::warn!(version = published.version, change = %change, "urgent plan released the fleet from a canary wave");
                     metrics::counter!("meridian_control_plane_fleet_holds_released_total", "by" => "urgent")
@@ -142,4 +174,20 @@ pub(crate) async fn run(
             Err(e) => tracing::warn!(error = %e, "plan publish failed"),
         }
     }
+}
+
+/// The PoPs DOWN in `new` that were not DOWN in `old`.
+fn newly_down(
+    old: Option<&meridian_core::records::StoredPlan>,
+    new: &meridian_core::records::StoredPlan,
+) -> Vec<String> {
+    use meridian_core::records::PopState;
+    new.pops
+        .iter()
+        .filter(|p| {
+            p.state == PopState::Down
+                && old.is_some_and(|o| o.pops.iter().any(|q| q.pop == p.pop && q.state != PopState::Down))
+        })
+        .map(|p| p.pop.clone())
+        .collect()
 }

@@ -955,6 +955,49 @@ async fn a_pop_that_died_during_a_change_stays_out_after_its_rollback() {
         "the rolled-back rung is still applied: {:?}",
         back.reasons
     );
+    // fra1 dying was an automatic failover, recorded as its own change while the
+    // operator's ladder held the PoP (never blocked by it); its return is an
+    // automatic failback with the slow-start stages as steps.
+    let listed = |kind: &'static str| {
+        let channel = channel.clone();
+        async move {
+            wait(kind, || {
+                let channel = channel.clone();
+                async move {
+                    let mut q = pb::query_service_client::QueryServiceClient::new(channel);
+                    q.list_changes(pb::ListChangesRequest {
+                        limit: 100,
+                        active_only: false,
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .changes
+                    .into_iter()
+                    .find(|c| c.kind == kind && c.target == "fra1")
+                }
+            })
+            .await
+        }
+    };
+    let failover = listed("auto_failover").await;
+    assert_eq!(failover.state, pb::ChangeState::Completed as i32);
+    assert_eq!(failover.started_by, "rule:failover");
+    let failback = listed("auto_failback").await;
+    assert_eq!(
+        failback.steps.iter().map(|s| s.weight_percent).collect::<Vec<_>>(),
+        vec![10, 50, 100]
+    );
+    // Automatic changes follow health: an operator cannot pause or roll them back.
+    let refused = op
+        .rollback_change(pb::ChangeIdRequest {
+            change_id: failback.id.clone(),
+            reason: "no".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("automatic"), "{}", refused.message());
 
     stop.cancel();
     replica.stop().await;

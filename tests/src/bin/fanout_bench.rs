@@ -325,7 +325,10 @@ async fn main() {
                 break;
             }
             if baking.elapsed() > Duration::from_secs(60) {
-                cp.fail(&format!("the first rung did not start baking within 60 s: {}", c.summary));
+                cp.fail(&format!(
+                    "the first rung did not start baking within 60 s: {}",
+                    c.summary
+                ));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -572,3 +572,83 @@ fn an_urgent_plan_that_released_the_fleet_moves_the_step_to_the_fleets_acks() {
     assert_eq!(phase_of(&r), Phase::AwaitAcks { since_ms: 1_300 });
     assert!(r.history.last().unwrap().why.contains("urgent plan"));
 }
+
+#[test]
+fn automatic_failover_and_failback_are_change_records_with_steps() {
+    use meridian_core::slow_start::SlowStartEvent as E;
+    let f = auto_failover("fra1", 12, "quorum: 3 of 3 regions DOWN", 1_000);
+    assert_eq!(f.kind, ChangeKind::AutoFailover);
+    assert!(f.kind.is_automatic() && !ChangeKind::Drain.is_automatic());
+    assert_eq!(f.state, ChangeState::Completed { at_ms: 1_000 });
+    assert_eq!(f.started_by, "rule:failover");
+    assert!(f.reason.contains("plan v12"));
+    assert_eq!(f.history.last().unwrap().why, "quorum: 3 of 3 regions DOWN");
+
+    let stages = [0.1, 0.5, 1.0];
+    let started = auto_failback(
+        None,
+        &E::Started {
+            pop: "fra1".into(),
+            factor: 0.1,
+        },
+        &stages,
+        10_000,
+        5_000,
+    )
+    .unwrap();
+    assert_eq!(started.kind, ChangeKind::AutoFailback);
+    assert_eq!(
+        started.steps.iter().map(|s| s.weight_percent).collect::<Vec<_>>(),
+        vec![10, 50, 100]
+    );
+    assert_eq!(
+        started.state,
+        ChangeState::Progressing {
+            step: 0,
+            phase: Phase::Bake {
+                until_ms: 15_000,
+                plan_version: 0
+            }
+        }
+    );
+    let advanced = auto_failback(
+        Some(&started),
+        &E::Advanced {
+            pop: "fra1".into(),
+            stage: 1,
+            factor: 0.5,
+        },
+        &stages,
+        10_000,
+        15_000,
+    )
+    .unwrap();
+    assert!(matches!(advanced.state, ChangeState::Progressing { step: 1, .. }));
+    let done = auto_failback(
+        Some(&advanced),
+        &E::Completed { pop: "fra1".into() },
+        &stages,
+        10_000,
+        30_000,
+    )
+    .unwrap();
+    assert_eq!(done.state, ChangeState::Completed { at_ms: 30_000 });
+    let aborted = auto_failback(
+        Some(&advanced),
+        &E::Aborted {
+            pop: "fra1".into(),
+            stage: 1,
+        },
+        &stages,
+        10_000,
+        20_000,
+    )
+    .unwrap();
+    assert_eq!(aborted.state, ChangeState::RolledBack { at_ms: 20_000 });
+    assert!(aborted.history.last().unwrap().why.contains("failed again at stage 2"));
+    // A stage event for a PoP with no record: nothing to move.
+    assert_eq!(
+        auto_failback(None, &E::Completed { pop: "fra1".into() }, &stages, 10_000, 1),
+        None
+    );
+}

@@ -232,6 +232,12 @@ impl Operations {
             reason.to_string()
         };
         let stored = self.get_change(id).await?;
+        if stored.record.kind.is_automatic() {
+            return Err(OpError::FailedPrecondition(format!(
+                "change {id} is automatic: it follows the PoP's health; drain the PoP (`meridianctl drain {}`) to override it",
+                stored.record.target
+            )));
+        }
         let now = self.clock.now_ms();
         let next = match command {
             ChangeCommand::Pause => change::pause(&stored.record, now, &reason),
@@ -566,6 +572,76 @@ impl Operations {
                 "PoP `{}` is held by change {holder}: pause, roll back or wait for it first",
                 record.target
             )));
+        }
+        Ok(())
+    }
+
+    /// Records an automatic failover (a PoP newly DOWN left the plan `version`): a
+    /// completed one-step change that holds nothing.
+    pub async fn record_auto_failover(&self, fence: &Fence, pop: &str, version: u64, why: &str) -> Result<(), OpError> {
+        let record = change::auto_failover(pop, version, why, self.clock.now_ms());
+        let key = self.keys.change(&record.id);
+        let txn = Txn::new().and_then([TxnOp::put(key.clone(), encode(&key, &record)?)]);
+        fenced_txn(self.store.as_ref(), fence, txn).await?;
+        metrics::counter!("meridian_control_plane_changes_started_total", "kind" => "auto_failover").increment(1);
+        self.record_transition(
+            None,
+            &ChangeRecord {
+                history: Vec::new(),
+                ..record.clone()
+            },
+            &record,
+        );
+        Ok(())
+    }
+
+    /// Records a slow-start step of a PoP's automatic failback on its change record
+    /// (created when the recovery starts; the active one of the PoP is moved).
+    pub async fn record_auto_failback(
+        &self,
+        fence: &Fence,
+        event: &meridian_core::slow_start::SlowStartEvent,
+        stages: &[f64],
+        bake_ms: u64,
+    ) -> Result<(), OpError> {
+        use meridian_core::slow_start::SlowStartEvent as E;
+        let pop = match event {
+            E::Started { pop, .. } | E::Advanced { pop, .. } | E::Completed { pop } | E::Aborted { pop, .. } => pop,
+        };
+        let existing = self.list_changes().await?.into_iter().find(|c| {
+            c.record.kind == ChangeKind::AutoFailback && c.record.target == *pop && c.record.state.is_active()
+        });
+        let Some(next) = change::auto_failback(
+            existing.as_ref().map(|c| &c.record),
+            event,
+            stages,
+            bake_ms,
+            self.clock.now_ms(),
+        ) else {
+            return Ok(());
+        };
+        let key = self.keys.change(&next.id);
+        let compare = match &existing {
+            Some(c) => Compare::modified_at(key.clone(), c.mod_revision),
+            None => Compare::Version {
+                key: key.clone(),
+                op: CompareOp::Equal,
+                version: 0,
+            },
+        };
+        let txn = Txn::new()
+            .when([compare])
+            .and_then([TxnOp::put(key.clone(), encode(&key, &next)?)]);
+        if fenced_txn(self.store.as_ref(), fence, txn).await?.succeeded {
+            if existing.is_none() {
+                metrics::counter!("meridian_control_plane_changes_started_total", "kind" => "auto_failback")
+                    .increment(1);
+            }
+            let before = existing.map(|c| c.record).unwrap_or_else(|| ChangeRecord {
+                history: Vec::new(),
+                ..next.clone()
+            });
+            self.record_transition(None, &before, &next);
         }
         Ok(())
     }
