@@ -78,9 +78,26 @@ impl Keys {
         format!("{}/intents/plan-pin", self.root)
     }
 
-    /// The change freeze (a release window), when one is set.
+    /// The global change freeze (a release window), when one is set.
     pub fn freeze(&self) -> String {
         format!("{}/intents/freeze", self.root)
+    }
+
+    /// Prefix of the scoped freezes (per PoP and per client region).
+    pub fn freezes_prefix(&self) -> String {
+        format!("{}/intents/freezes/", self.root)
+    }
+
+    /// Where the freeze of `scope` is stored: the global one at [`Keys::freeze`],
+    /// a PoP's at `intents/freezes/pop/<id>`, a region's at
+    /// `intents/freezes/region/<id>`.
+    pub fn freeze_of(&self, scope: &crate::records::FreezeScope) -> String {
+        use crate::records::FreezeScope;
+        match scope {
+            FreezeScope::Global => self.freeze(),
+            FreezeScope::Pop(id) => format!("{}pop/{id}", self.freezes_prefix()),
+            FreezeScope::Region(id) => format!("{}region/{id}", self.freezes_prefix()),
+        }
     }
 
     /// Prefix of change records (issue [8]).
@@ -184,6 +201,19 @@ mod tests {
             !k.leader_heartbeat().starts_with(&k.leader()),
             "a prefix watch on the leader key must not see the heartbeat"
         );
+    }
+
+    #[test]
+    fn scoped_freezes_have_their_own_keys_beside_the_global_one() {
+        use crate::records::FreezeScope;
+        let k = Keys::new("/m");
+        assert_eq!(k.freeze_of(&FreezeScope::Global), "/m/intents/freeze");
+        let pop = k.freeze_of(&FreezeScope::Pop("fra1".into()));
+        let region = k.freeze_of(&FreezeScope::Region("fra1".into()));
+        assert_eq!(pop, "/m/intents/freezes/pop/fra1");
+        assert_eq!(region, "/m/intents/freezes/region/fra1");
+        assert!(pop.starts_with(&k.freezes_prefix()) && region.starts_with(&k.freezes_prefix()));
+        assert!(!k.freeze().starts_with(&k.freezes_prefix()));
     }
 
     #[test]

@@ -135,15 +135,67 @@ pub struct AnycastAnnouncement {
     pub prepend_count: u32,
 }
 
-/// A change freeze (`intents/freeze`): until `until_unix_ms`, changes other than
-/// remedies (drains, automatic failover, rollbacks) are refused unless an admin
-/// overrides it.
+/// A change freeze: until `until_unix_ms`, changes other than remedies (drains,
+/// automatic failover, rollbacks) within its scope are refused unless an admin
+/// overrides it. The global freeze is stored at `intents/freeze`, a PoP's at
+/// `intents/freezes/pop/<id>`, a client region's at `intents/freezes/region/<id>`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FreezeRecord {
     pub reason: String,
     pub requested_by: String,
     pub at_unix_ms: u64,
     pub until_unix_ms: u64,
+    /// What is frozen; absent (as in records written before scoped freezes): all.
+    #[serde(default, skip_serializing_if = "FreezeScope::is_global")]
+    pub scope: FreezeScope,
+}
+
+/// What a freeze covers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "target", rename_all = "snake_case")]
+pub enum FreezeScope {
+    /// Every change anywhere.
+    #[default]
+    Global,
+    /// Changes to one PoP, and changes that touch every PoP (topology applies,
+    /// plan restores).
+    Pop(String),
+    /// Changes that touch every region (topology applies, plan restores).
+    Region(String),
+}
+
+impl FreezeScope {
+    pub fn is_global(&self) -> bool {
+        matches!(self, FreezeScope::Global)
+    }
+
+    /// `global`, `pop` or `region`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FreezeScope::Global => "global",
+            FreezeScope::Pop(_) => "pop",
+            FreezeScope::Region(_) => "region",
+        }
+    }
+
+    /// The PoP or region id; empty for the global freeze.
+    pub fn target(&self) -> &str {
+        match self {
+            FreezeScope::Global => "",
+            FreezeScope::Pop(id) | FreezeScope::Region(id) => id,
+        }
+    }
+}
+
+impl std::fmt::Display for FreezeScope {
+    /// `global`, `PoP fra1`, `region eu-west`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FreezeScope::Global => f.write_str("global"),
+            FreezeScope::Pop(id) => write!(f, "PoP {id}"),
+            FreezeScope::Region(id) => write!(f, "region {id}"),
+        }
+    }
 }
 
 /// An operator's drain of a PoP (`intents/drains/<pop>`).

@@ -785,7 +785,13 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         if !body.dry_run {
             self.ctx
                 .ops
-                .check_freeze(&who, "apply-topology", body.override_freeze, &body.reason)
+                .check_freeze(
+                    &who,
+                    "apply-topology",
+                    crate::ops::freeze::FreezeTarget::Edge,
+                    body.override_freeze,
+                    &body.reason,
+                )
                 .await
                 .map_err(op_status)?;
         }
@@ -854,7 +860,13 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         let body = req.into_inner();
         self.ctx
             .ops
-            .check_freeze(&who, "undrain", body.override_freeze, &body.reason)
+            .check_freeze(
+                &who,
+                "undrain",
+                crate::ops::freeze::FreezeTarget::Pop(&body.pop),
+                body.override_freeze,
+                &body.reason,
+            )
             .await
             .map_err(op_status)?;
         let cmd = UndrainCommand {
@@ -877,7 +889,13 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         let body = req.into_inner();
         self.ctx
             .ops
-            .check_freeze(&who, "restore-plan", body.override_freeze, &body.reason)
+            .check_freeze(
+                &who,
+                "restore-plan",
+                crate::ops::freeze::FreezeTarget::Edge,
+                body.override_freeze,
+                &body.reason,
+            )
             .await
             .map_err(op_status)?;
         let cmd = RestorePlanCommand {
@@ -921,7 +939,13 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
         // Not a remedy: a freeze refuses it unless an admin overrides.
         self.ctx
             .ops
-            .check_freeze(&who, "set-capacity", body.override_freeze, &body.reason)
+            .check_freeze(
+                &who,
+                "set-capacity",
+                crate::ops::freeze::FreezeTarget::Pop(&body.pop),
+                body.override_freeze,
+                &body.reason,
+            )
             .await
             .map_err(op_status)?;
         let record = self
@@ -987,16 +1011,13 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
                 ))
             }
         };
-        let record = self
-            .ctx
+        let scopes = crate::ops::freeze::requested_scopes(&body.pops, &body.regions);
+        self.ctx
             .ops
-            .freeze(&who, &fence, &body.reason, duration_ms)
+            .freeze(&who, &fence, &body.reason, duration_ms, &scopes)
             .await
             .map_err(op_status)?;
-        Ok(Response::new(pb::FreezeResponse {
-            frozen: true,
-            until: Some(convert::timestamp_ms(record.until_unix_ms)),
-        }))
+        freezes_in_force(&self.ctx.ops).await
     }
     async fn unfreeze(&self, req: Request<pb::UnfreezeRequest>) -> Result<Response<pb::FreezeResponse>, Status> {
         let who = caller(&req)?;
@@ -1005,16 +1026,33 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
             Route::Forward(mut leader) => return leader.unfreeze(self.forwarded(req)).await,
         };
         let body = req.into_inner();
+        let scopes = crate::ops::freeze::requested_scopes(&body.pops, &body.regions);
         self.ctx
             .ops
-            .unfreeze(&who, &fence, &body.reason)
+            .unfreeze(&who, &fence, &body.reason, &scopes)
             .await
             .map_err(op_status)?;
-        Ok(Response::new(pb::FreezeResponse {
-            frozen: false,
-            until: None,
-        }))
+        freezes_in_force(&self.ctx.ops).await
     }
+}
+
+/// The answer to Freeze and Unfreeze: every freeze in force after the call.
+async fn freezes_in_force(ops: &crate::ops::Operations) -> Result<Response<pb::FreezeResponse>, Status> {
+    let freezes = ops.active_freezes().await.map_err(op_status)?;
+    Ok(Response::new(pb::FreezeResponse {
+        frozen: !freezes.is_empty(),
+        until: freezes.iter().map(|f| f.until_unix_ms).max().map(convert::timestamp_ms),
+        freezes: freezes
+            .iter()
+            .map(|f| pb::ActiveFreeze {
+                scope: f.scope.kind().to_string(),
+                target: f.scope.target().to_string(),
+                reason: f.reason.clone(),
+                requested_by: f.requested_by.clone(),
+                until: Some(convert::timestamp_ms(f.until_unix_ms)),
+            })
+            .collect(),
+    }))
 }
 
 fn replica_to_pb(r: &ReplicaRecord, is_leader: bool) -> pb::ReplicaInfo {

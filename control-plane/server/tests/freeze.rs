@@ -69,6 +69,7 @@ async fn a_freeze_refuses_changes_but_not_drains_and_only_an_admin_overrides_it(
             pb::FreezeRequest {
                 reason: "release window".into(),
                 duration: Some(meridian_proto::prost_types::Duration { seconds: 600, nanos: 0 }),
+                ..Default::default()
             },
             OPERATOR,
         ))
@@ -81,6 +82,7 @@ async fn a_freeze_refuses_changes_but_not_drains_and_only_an_admin_overrides_it(
             pb::FreezeRequest {
                 reason: "x".into(),
                 duration: Some(meridian_proto::prost_types::Duration { seconds: 1, nanos: 0 }),
+                ..Default::default()
             },
             OPERATOR,
         ))
@@ -169,6 +171,7 @@ async fn a_freeze_refuses_changes_but_not_drains_and_only_an_admin_overrides_it(
         .unfreeze(with(
             pb::UnfreezeRequest {
                 reason: "window over".into(),
+                ..Default::default()
             },
             ADMIN,
         ))

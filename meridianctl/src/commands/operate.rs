@@ -166,6 +166,7 @@ pub(super) async fn freeze(
             seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
             nanos: duration.subsec_nanos() as i32,
         }),
+        ..Default::default()
     };
     let resp = conn
         .operator()
@@ -182,6 +183,7 @@ pub(super) async fn unfreeze(conn: &Connected, format: Format, reason: &str) -> 
         .operator()
         .unfreeze(pb::UnfreezeRequest {
             reason: reason.to_string(),
+            ..Default::default()
         })
         .await
         .map_err(|s| conn.rpc_error("Unfreeze", s))?
