@@ -182,10 +182,15 @@ pub enum Command {
         #[arg(long, conflicts_with = "now")]
         wait: bool,
     },
-    /// Freeze changes for a while (a release window): topology applies, undrains
-    /// and plan restores are refused until it ends or `unfreeze`; drains and
-    /// rollbacks stay allowed (they are the remedy). An admin may act anyway with
-    /// --override-freeze (recorded).
+    /// Freeze changes for a while (a release window), globally or per PoP or
+    /// client region. The global freeze (no --pop, no --region) refuses topology
+    /// applies, undrains, capacity changes and plan restores; a PoP freeze refuses
+    /// undrains and capacity changes of that PoP; any freeze, global, PoP or
+    /// region, refuses topology applies and plan restores (they touch every PoP and
+    /// region). Each lasts until it ends or `unfreeze`; freezing a scope again
+    /// replaces its freeze. Drains, automatic failover and rollbacks stay allowed
+    /// (they are the remedy). An admin may act anyway with --override-freeze and a
+    /// reason (recorded). Prints every freeze in force.
     Freeze {
         /// How long, e.g. `2h` or `30m` (1m to 14d).
         #[arg(long = "for", value_parser = humantime::parse_duration)]
@@ -193,12 +198,27 @@ pub enum Command {
         /// Why (required; recorded).
         #[arg(long)]
         reason: String,
+        /// Freeze only this PoP (repeatable; must be in the applied topology).
+        #[arg(long = "pop", value_name = "POP")]
+        pops: Vec<String>,
+        /// Freeze only this client region (repeatable; must be in the applied
+        /// topology).
+        #[arg(long = "region", value_name = "REGION")]
+        regions: Vec<String>,
     },
-    /// Lift a freeze (admins).
+    /// Lift the global freeze (no --pop, no --region) or the freezes of the named
+    /// PoPs and regions; the others stay in force (admins). Prints every freeze
+    /// still in force.
     Unfreeze {
         /// Why (recorded).
         #[arg(long, default_value = "")]
         reason: String,
+        /// Lift this PoP's freeze (repeatable).
+        #[arg(long = "pop", value_name = "POP")]
+        pops: Vec<String>,
+        /// Lift this client region's freeze (repeatable).
+        #[arg(long = "region", value_name = "REGION")]
+        regions: Vec<String>,
     },
     /// List change records (drain ladders, drains, undrains, capacity changes),
     /// newest first: kind, target, state, step, phase, who.
@@ -735,6 +755,59 @@ mod tests {
             Cli::try_parse_from(["meridianctl", "set-capacity", "fra1", "800"]).is_err(),
             "reason required"
         );
+    }
+
+    #[test]
+    fn freeze_and_unfreeze_take_pops_and_regions() {
+        let cli = Cli::try_parse_from([
+            "meridianctl",
+            "freeze",
+            "--for",
+            "2h",
+            "--reason",
+            "rack move",
+            "--pop",
+            "fra1",
+            "--pop",
+            "ams1",
+            "--region",
+            "eu-west",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Freeze {
+                duration,
+                reason,
+                pops,
+                regions,
+            } => {
+                assert_eq!(duration, Duration::from_secs(7200));
+                assert_eq!(reason, "rack move");
+                assert_eq!(pops, ["fra1", "ams1"]);
+                assert_eq!(regions, ["eu-west"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        // No --pop and no --region: the global freeze.
+        let cli = Cli::try_parse_from(["meridianctl", "freeze", "--for", "30m", "--reason", "x"]).unwrap();
+        assert!(matches!(cli.command, Command::Freeze { pops, regions, .. } if pops.is_empty() && regions.is_empty()));
+        let cli = Cli::try_parse_from(["meridianctl", "unfreeze", "--region", "eu-west"]).unwrap();
+        match cli.command {
+            Command::Unfreeze { pops, regions, .. } => {
+                assert!(pops.is_empty());
+                assert_eq!(regions, ["eu-west"]);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let mut cmd = Cli::command();
+        let help = cmd
+            .find_subcommand_mut("freeze")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        for words in ["--pop", "--region", "drains", "--override-freeze", "PoP freeze"] {
+            assert!(help.contains(words), "`freeze --help` lacks {words}:\n{help}");
+        }
     }
 
     #[test]

@@ -399,3 +399,24 @@ pub fn ladder_agents() -> Vec<pb::AgentInfo> {
     });
     list
 }
+
+/// The answer to a freeze of fra1 while a global freeze and one of eu-west are in
+/// force (the global one first, then PoPs, then regions).
+pub fn freezes() -> pb::FreezeResponse {
+    let freeze = |scope: &str, target: &str, reason: &str, by: &str, until: i64| pb::ActiveFreeze {
+        scope: scope.into(),
+        target: target.into(),
+        reason: reason.into(),
+        requested_by: by.into(),
+        until: at(until, 0),
+    };
+    pb::FreezeResponse {
+        frozen: true,
+        until: at(1_700_007_200, 0),
+        freezes: vec![
+            freeze("global", "", "release window", "ada", 1_700_003_600),
+            freeze("pop", "fra1", "rack move", "otto", 1_700_007_200),
+            freeze("region", "eu-west", "peak", "otto", 1_700_001_800),
+        ],
+    }
+}

@@ -759,11 +759,27 @@ impl ChangeDetailView {
     }
 }
 
-/// `meridianctl freeze` / `unfreeze`.
+/// `meridianctl freeze` / `unfreeze`: every freeze in force after the call.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FreezeView {
+    /// Whether any freeze (global, PoP or region) is in force.
     pub frozen: bool,
-    /// Until when, RFC 3339 (`null` when not frozen).
+    /// When the last freeze in force ends, RFC 3339 (`null` when not frozen).
+    pub until: Option<String>,
+    /// The global freeze first, then PoPs, then regions.
+    pub freezes: Vec<ActiveFreezeView>,
+}
+
+/// One freeze in force.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActiveFreezeView {
+    /// `global`, `pop` or `region`.
+    pub scope: String,
+    /// The PoP or region id (`null` for the global freeze).
+    pub target: Option<String>,
+    pub reason: String,
+    pub requested_by: String,
+    /// RFC 3339.
     pub until: Option<String>,
 }
 
@@ -772,6 +788,17 @@ impl From<pb::FreezeResponse> for FreezeView {
         FreezeView {
             frozen: r.frozen,
             until: unix_ms(&r.until).and_then(rfc3339_ms),
+            freezes: r
+                .freezes
+                .into_iter()
+                .map(|f| ActiveFreezeView {
+                    scope: if f.scope.is_empty() { "unknown".into() } else { f.scope },
+                    target: (!f.target.is_empty()).then_some(f.target),
+                    reason: f.reason,
+                    requested_by: f.requested_by,
+                    until: unix_ms(&f.until).and_then(rfc3339_ms),
+                })
+                .collect(),
         }
     }
 }

@@ -74,8 +74,15 @@ pub async fn run(cli: &Cli) -> Result<Report, CtlError> {
         Command::Undrain { pop, reason } => {
             operate::undrain(&connect(cli).await?, format, pop, reason, cli.override_freeze).await
         }
-        Command::Freeze { duration, reason } => operate::freeze(&connect(cli).await?, format, *duration, reason).await,
-        Command::Unfreeze { reason } => operate::unfreeze(&connect(cli).await?, format, reason).await,
+        Command::Freeze {
+            duration,
+            reason,
+            pops,
+            regions,
+        } => operate::freeze(&connect(cli).await?, format, *duration, reason, pops, regions).await,
+        Command::Unfreeze { reason, pops, regions } => {
+            operate::unfreeze(&connect(cli).await?, format, reason, pops, regions).await
+        }
         Command::RestorePlan { version, reason } => {
             operate::restore_plan(&connect(cli).await?, format, *version, reason, cli.override_freeze).await
         }

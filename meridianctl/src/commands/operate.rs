@@ -159,6 +159,8 @@ pub(super) async fn freeze(
     format: Format,
     duration: std::time::Duration,
     reason: &str,
+    pops: &[String],
+    regions: &[String],
 ) -> Result<Report, CtlError> {
     let req = pb::FreezeRequest {
         reason: reason.to_string(),
@@ -166,7 +168,8 @@ pub(super) async fn freeze(
             seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
             nanos: duration.subsec_nanos() as i32,
         }),
-        ..Default::default()
+        pops: pops.to_vec(),
+        regions: regions.to_vec(),
     };
     let resp = conn
         .operator()
@@ -178,12 +181,19 @@ pub(super) async fn freeze(
     Ok(Report::success(render(format, &view, text::freeze)?))
 }
 
-pub(super) async fn unfreeze(conn: &Connected, format: Format, reason: &str) -> Result<Report, CtlError> {
+pub(super) async fn unfreeze(
+    conn: &Connected,
+    format: Format,
+    reason: &str,
+    pops: &[String],
+    regions: &[String],
+) -> Result<Report, CtlError> {
     let resp = conn
         .operator()
         .unfreeze(pb::UnfreezeRequest {
             reason: reason.to_string(),
-            ..Default::default()
+            pops: pops.to_vec(),
+            regions: regions.to_vec(),
         })
         .await
         .map_err(|s| conn.rpc_error("Unfreeze", s))?

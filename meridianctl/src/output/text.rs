@@ -294,14 +294,50 @@ pub fn change(c: &ChangeView) -> String {
     format!("{} ({})\n", c.summary, c.id)
 }
 
-/// `meridianctl freeze` / `unfreeze`.
+/// `meridianctl freeze` / `unfreeze`: every freeze in force, as a table, and
+/// what they refuse.
 pub fn freeze(v: &crate::views::FreezeView) -> String {
-    match (&v.frozen, &v.until) {
-        (true, Some(until)) => format!(
-            "changes frozen until {until}: applies, undrains and restores are refused; drains and rollbacks stay allowed\n"
-        ),
-        _ => "changes are not frozen\n".into(),
+    if v.freezes.is_empty() {
+        return if v.frozen {
+            // An older server: no list, only the end.
+            format!(
+                "changes frozen until {}: applies, undrains, capacity changes and restores are refused; drains and rollbacks stay allowed\n",
+                v.until.as_deref().unwrap_or("-")
+            )
+        } else {
+            "changes are not frozen\n".into()
+        };
     }
+    let mut t = table(["SCOPE", "TARGET", "UNTIL", "BY", "REASON"]);
+    for f in &v.freezes {
+        t.add_row(vec![
+            f.scope.clone(),
+            dash(f.target.as_deref().unwrap_or("")),
+            dash(f.until.as_deref().unwrap_or("")),
+            dash(&f.requested_by),
+            dash(&f.reason),
+        ]);
+    }
+    let global = v.freezes.iter().any(|f| f.scope == "global");
+    let pops: Vec<&str> = v
+        .freezes
+        .iter()
+        .filter(|f| f.scope == "pop")
+        .filter_map(|f| f.target.as_deref())
+        .collect();
+    let refused = if global {
+        "every change but drains and rollbacks is refused (applies, undrains, capacity changes, restores)".to_string()
+    } else if pops.is_empty() {
+        "topology applies and plan restores are refused".to_string()
+    } else {
+        format!(
+            "topology applies and plan restores are refused, and undrains and capacity changes of {}",
+            pops.join(", ")
+        )
+    };
+    format!(
+        "{t}\n{refused}; drains and rollbacks stay allowed; an admin may act anyway with --override-freeze and a reason\n"
+    )
 }
 
 /// `meridianctl changes`: one row per change, newest first.

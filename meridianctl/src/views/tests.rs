@@ -708,3 +708,37 @@ fn legacy_agent(a: &pb::AgentInfo) -> Value {
         "nack_reason": (!a.nack_reason.is_empty()).then_some(&a.nack_reason),
     })
 }
+
+// ---------------------------------------------------------------- freezes
+
+#[test]
+fn freeze_json_lists_every_freeze_in_force_with_its_scope() {
+    let view = FreezeView::from(fixtures::freezes());
+    assert_eq!(
+        value(&view),
+        json!({
+            "frozen": true,
+            "until": "2023-11-15T00:13:20.000Z",
+            "freezes": [
+                {"scope": "global", "target": null, "reason": "release window", "requested_by": "ada",
+                 "until": "2023-11-14T23:13:20.000Z"},
+                {"scope": "pop", "target": "fra1", "reason": "rack move", "requested_by": "otto",
+                 "until": "2023-11-15T00:13:20.000Z"},
+                {"scope": "region", "target": "eu-west", "reason": "peak", "requested_by": "otto",
+                 "until": "2023-11-14T22:43:20.000Z"},
+            ]
+        })
+    );
+    // The legacy keys stay, in the struct's order (first), with the list after.
+    let text = serde_json::to_string(&view).unwrap();
+    assert!(
+        text.starts_with(r#"{"frozen":true,"until":"2023-11-15T00:13:20.000Z","freezes":[{"scope":"global""#),
+        "{text}"
+    );
+}
+
+#[test]
+fn freeze_json_when_nothing_is_frozen_is_an_empty_list() {
+    let view = FreezeView::from(pb::FreezeResponse::default());
+    assert_eq!(value(&view), json!({"frozen": false, "until": null, "freezes": []}));
+}

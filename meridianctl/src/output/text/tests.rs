@@ -518,3 +518,52 @@ fn changes_table_shows_kind_target_state_step_and_phase() {
     );
     assert_eq!(changes(&[]), "no changes\n");
 }
+
+// ---------------------------------------------------------------- freezes
+
+#[test]
+fn freeze_text_is_a_table_of_every_freeze_and_says_what_is_refused() {
+    let view = crate::views::FreezeView::from(fixtures::freezes());
+    let text = freeze(&view);
+    assert_eq!(
+        rows(&text),
+        vec![
+            vec!["SCOPE", "TARGET", "UNTIL", "BY", "REASON"],
+            vec!["global", "-", "2023-11-14T23:13:20.000Z", "ada", "release window"],
+            vec!["pop", "fra1", "2023-11-15T00:13:20.000Z", "otto", "rack move"],
+            vec!["region", "eu-west", "2023-11-14T22:43:20.000Z", "otto", "peak"],
+        ]
+    );
+    let last = text.lines().last().unwrap();
+    assert!(
+        last.starts_with("every change but drains and rollbacks is refused"),
+        "{text}"
+    );
+    assert!(last.contains("--override-freeze"), "{text}");
+}
+
+#[test]
+fn freeze_text_of_scoped_freezes_names_the_pops_refused() {
+    let mut resp = fixtures::freezes();
+    resp.freezes.remove(0);
+    let text = freeze(&crate::views::FreezeView::from(resp.clone()));
+    let last = text.lines().last().unwrap();
+    assert_eq!(
+        last,
+        "topology applies and plan restores are refused, and undrains and capacity changes of fra1; drains and rollbacks stay allowed; an admin may act anyway with --override-freeze and a reason"
+    );
+    resp.freezes.remove(0);
+    let text = freeze(&crate::views::FreezeView::from(resp));
+    assert_eq!(rows(&text).len(), 2, "{text}");
+    assert!(text
+        .lines()
+        .last()
+        .unwrap()
+        .starts_with("topology applies and plan restores are refused;"));
+}
+
+#[test]
+fn freeze_text_when_nothing_is_frozen() {
+    let view = crate::views::FreezeView::from(pb::FreezeResponse::default());
+    assert_eq!(freeze(&view), "changes are not frozen\n");
+}
