@@ -184,6 +184,14 @@ pub struct ChangeRecord {
     /// revert); `None`: the topology's capacity applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before_capacity: Option<meridian_core::records::CapacityOverride>,
+    /// For a topology apply: the store revision of the topology it replaced (a plan
+    /// computed from a later one carries the step)…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_revision: Option<i64>,
+    /// …and the document in force before it, as stored (JSON), put back on rollback
+    /// or revert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_topology: Option<String>,
     /// The canary wave each step goes to first; `None`: straight to the fleet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryWave>,
@@ -238,6 +246,39 @@ impl ChangeKind {
 }
 
 impl ChangeRecord {
+    /// A new change, `Pending`, with no history and nothing to restore yet.
+    pub fn new(
+        id: String,
+        kind: ChangeKind,
+        target: &str,
+        started_by: &str,
+        reason: &str,
+        steps: Vec<Step>,
+        now_ms: u64,
+    ) -> Self {
+        ChangeRecord {
+            id,
+            kind,
+            target: target.to_string(),
+            regions: Vec::new(),
+            started_by: started_by.to_string(),
+            role: None,
+            reason: reason.to_string(),
+            steps,
+            state: ChangeState::Pending,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            history: Vec::new(),
+            before: None,
+            canary: None,
+            analysis: Vec::new(),
+            capacity: None,
+            before_capacity: None,
+            topology_revision: None,
+            before_topology: None,
+        }
+    }
+
     /// The rung the change is on (for an active ladder), as a weight share.
     pub fn current_weight(&self) -> Option<u8> {
         match &self.state {
@@ -472,6 +513,7 @@ pub fn advance(record: &ChangeRecord, obs: &Observed, policy: &ChangePolicy) -> 
                         {
                             let what = match (&record.kind, &record.capacity) {
                                 (ChangeKind::SetCapacity, Some(c)) => format!("capacity {} written", c.capacity),
+                                (ChangeKind::TopologyApply, _) => "topology applied".to_string(),
                                 _ => format!("weight {} % written", rung.weight_percent),
                             };
                             match &record.canary {
@@ -854,30 +896,19 @@ pub fn revert(
 /// applied in the plan, named in `why`). It holds nothing, so it never blocks an
 /// operator, and no operator change blocks it.
 pub fn auto_failover(pop: &str, version: u64, why: &str, now_ms: u64) -> ChangeRecord {
-    let mut record = ChangeRecord {
-        id: format!("failover-{pop}-{now_ms}"),
-        kind: ChangeKind::AutoFailover,
-        target: pop.to_string(),
-        regions: Vec::new(),
-        started_by: "rule:failover".into(),
-        role: None,
-        reason: format!("{pop} DOWN by quorum: traffic moved to the other PoPs in plan v{version}"),
-        steps: vec![Step {
+    let record = ChangeRecord::new(
+        format!("failover-{pop}-{now_ms}"),
+        ChangeKind::AutoFailover,
+        pop,
+        "rule:failover",
+        &format!("{pop} DOWN by quorum: traffic moved to the other PoPs in plan v{version}"),
+        vec![Step {
             weight_percent: 0,
             bake_ms: 0,
         }],
-        state: ChangeState::Pending,
-        created_at_ms: now_ms,
-        updated_at_ms: now_ms,
-        history: Vec::new(),
-        before: None,
-        canary: None,
-        analysis: Vec::new(),
-        capacity: None,
-        before_capacity: None,
-    };
-    record = moved(&record, ChangeState::Completed { at_ms: now_ms }, now_ms, why);
-    record
+        now_ms,
+    );
+    moved(&record, ChangeState::Completed { at_ms: now_ms }, now_ms, why)
 }
 
 /// The record of an automatic failback after a slow-start `event`: created when
@@ -902,31 +933,21 @@ pub fn auto_failback(
     };
     match (event, existing) {
         (E::Started { pop, factor }, None) => {
-            let record = ChangeRecord {
-                id: format!("failback-{pop}-{now_ms}"),
-                kind: ChangeKind::AutoFailback,
-                target: pop.clone(),
-                regions: Vec::new(),
-                started_by: "rule:slow-start".into(),
-                role: None,
-                reason: format!("{pop} UP again: slow start back to full weight"),
-                steps: stages
+            let record = ChangeRecord::new(
+                format!("failback-{pop}-{now_ms}"),
+                ChangeKind::AutoFailback,
+                pop,
+                "rule:slow-start",
+                &format!("{pop} UP again: slow start back to full weight"),
+                stages
                     .iter()
                     .map(|f| Step {
                         weight_percent: (f * 100.0).round().clamp(0.0, 100.0) as u8,
                         bake_ms,
                     })
                     .collect(),
-                state: ChangeState::Pending,
-                created_at_ms: now_ms,
-                updated_at_ms: now_ms,
-                history: Vec::new(),
-                before: None,
-                canary: None,
-                analysis: Vec::new(),
-                capacity: None,
-                before_capacity: None,
-            };
+                now_ms,
+            );
             Some(moved(
                 &record,
                 baking(0),

@@ -103,11 +103,15 @@ async fn drive(
     Ok(())
 }
 
-/// Whether `plan` carries the current step of `record`: its capacity override, a
+/// Whether `plan` carries the current step of `record`: a topology newer than the
+/// one the apply replaced, its capacity override, a
 /// full drain (for every region: the PoP DRAINED; for some: no weight in them) or
 /// a ladder rung (noted in the plan's reasons).
 fn reflects(plan: &StoredPlan, record: &ChangeRecord, weight: u8) -> bool {
     let pop = record.target.as_str();
+    if record.kind == ChangeKind::TopologyApply {
+        return plan.topology_revision > record.topology_revision.unwrap_or(0);
+    }
     if record.kind == ChangeKind::SetCapacity {
         let Some(want) = record.capacity.as_ref().map(|c| c.capacity) else {
             return false;

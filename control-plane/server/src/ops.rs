@@ -521,7 +521,38 @@ impl Operations {
         if !cmd.dry_run && fence.is_none() {
             return Err(OpError::FailedPrecondition("only the leader applies a topology".into()));
         }
-        let outcome = match topology::apply(self.store.as_ref(), &self.keys, fence, &cmd.toml, cmd.dry_run).await {
+        // With a canary wave configured (and connected), an apply is a staged change:
+        // its record, its hold on the topology and the fleet hold go into the
+        // apply's own transaction, so no agent outside the wave gets a plan from the
+        // new topology before the wave tried it.
+        let staged = match (cmd.dry_run, fence) {
+            (false, Some(_)) => self.stage_topology_apply(caller, &cmd.reason).await?,
+            _ => None,
+        };
+        let staged_record = std::sync::Mutex::new(None);
+        let applied = topology::apply_with(
+            self.store.as_ref(),
+            &self.keys,
+            fence,
+            &cmd.toml,
+            cmd.dry_run,
+            |old, old_rev| match &staged {
+                None => Ok((Vec::new(), Vec::new())),
+                Some(stage) => {
+                    let record = stage.record(old, old_rev);
+                    let extras = self
+                        .staged_txn(stage, &record)
+                        .map_err(|e| topology::ApplyError::Corrupt {
+                            key: self.keys.change(&record.id),
+                            reason: e.to_string(),
+                        })?;
+                    *staged_record.lock().unwrap_or_else(|e| e.into_inner()) = Some(record);
+                    Ok(extras)
+                }
+            },
+        )
+        .await;
+        let outcome = match applied {
             Ok(o) => o,
             Err(ApplyError::Invalid(errors)) => {
                 return Ok(TopologyOutcome {
@@ -535,8 +566,21 @@ impl Operations {
             Err(ApplyError::Corrupt { key, reason }) => return Err(OpError::Corrupt { key, reason }),
             Err(ApplyError::Store(s)) => return Err(OpError::Store(s)),
         };
+        let mut diff = outcome.diff;
+        if let (true, Some(record)) = (
+            outcome.applied,
+            staged_record.into_inner().unwrap_or_else(|e| e.into_inner()),
+        ) {
+            self.record_staged_apply(caller, &record);
+            diff.push(format!(
+                "staged as change {}: the canary wave ({}) gets it first, the fleet after its bake and analysis; follow it with `meridianctl change show {} --watch`",
+                record.id,
+                record.canary.as_ref().map(|w| w.agents.join(", ")).unwrap_or_default(),
+                record.id
+            ));
+        }
         if outcome.applied {
-            tracing::info!(revision = outcome.revision, changes = outcome.diff.len(), reason = %cmd.reason, by = %caller.identity, "topology applied");
+            tracing::info!(revision = outcome.revision, changes = diff.len(), reason = %cmd.reason, by = %caller.identity, "topology applied");
             metrics::counter!("meridian_control_plane_topology_applies_total").increment(1);
             self.log.record(Event {
                 at_unix_ms: self.clock.now_ms(),
@@ -545,13 +589,13 @@ impl Operations {
                 kind: EventKind::Operator(OperatorAction::TopologyApplied {
                     revision: outcome.revision,
                     reason: cmd.reason,
-                    diff: outcome.diff.clone(),
+                    diff: diff.clone(),
                 }),
             });
         }
         Ok(TopologyOutcome {
             applied: outcome.applied,
-            diff: outcome.diff,
+            diff,
             errors: Vec::new(),
             revision: outcome.revision,
         })

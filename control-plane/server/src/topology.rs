@@ -50,6 +50,26 @@ pub async fn apply(
     toml_text: &str,
     dry_run: bool,
 ) -> Result<ApplyOutcome, ApplyError> {
+    apply_with(store, keys, fence, toml_text, dry_run, |_, _| {
+        Ok((Vec::new(), Vec::new()))
+    })
+    .await
+}
+
+/// More compares and operations for the transaction that writes a topology, made
+/// from the document in force before it and its revision (a staged apply stores
+/// its change record and the canary wave's fleet hold with it).
+pub type ApplyExtras = (Vec<Compare>, Vec<TxnOp>);
+
+/// [`apply`], with `extra` compares and operations in the same transaction.
+pub async fn apply_with(
+    store: &dyn Store,
+    keys: &Keys,
+    fence: Option<&Fence>,
+    toml_text: &str,
+    dry_run: bool,
+    extra: impl FnOnce(&TopologyDoc, Revision) -> Result<ApplyExtras, ApplyError>,
+) -> Result<ApplyOutcome, ApplyError> {
     let doc = TopologyDoc::from_toml(toml_text)?;
     let key = keys.topology();
     let current = store.get(&key).await?;
@@ -74,9 +94,12 @@ pub async fn apply(
         key: key.clone(),
         reason: e.to_string(),
     })?;
+    let (mut compares, mut ops) = extra(&old, old_rev)?;
+    compares.insert(0, Compare::modified_at(key.clone(), old_rev));
+    ops.insert(0, TxnOp::put(key.clone(), value));
     let txn = Txn::new()
-        .when([Compare::modified_at(key.clone(), old_rev)])
-        .and_then([TxnOp::put(key.clone(), value)])
+        .when(compares)
+        .and_then(ops)
         .or_else([TxnOp::get(key.clone())]);
     let resp = fenced_txn(store, fence, txn).await?;
     if !resp.succeeded {

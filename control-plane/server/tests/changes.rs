@@ -372,6 +372,20 @@ type Received = std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, u64, f6
 /// ACKs it — or, while `nack_partial` is set, NACKs a plan that keeps fra1 at part
 /// of its weight (a rung of a ladder).
 fn fake_agent(channel: Channel, id: &str, nack_partial: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Received {
+    fake_agent_with(channel, id, None, move |plan| {
+        let w = weight(plan, "fra1");
+        w > 0.01 && w < 0.99 && nack_partial.load(std::sync::atomic::Ordering::SeqCst)
+    })
+}
+
+/// [`fake_agent`] with any rule for what it NACKs; `plans`, when given, keeps every
+/// plan it received.
+fn fake_agent_with(
+    channel: Channel,
+    id: &str,
+    plans: Option<std::sync::Arc<std::sync::Mutex<Vec<pb::SteeringPlan>>>>,
+    nack: impl Fn(&pb::SteeringPlan) -> bool + Send + 'static,
+) -> Received {
     let received: Received = Default::default();
     let log = received.clone();
     let id = id.to_string();
@@ -396,11 +410,13 @@ fn fake_agent(channel: Channel, id: &str, nack_partial: std::sync::Arc<std::sync
             let plan = update.plan.unwrap();
             let w = weight(&plan, "fra1");
             log.lock().unwrap().push((std::time::Instant::now(), plan.version, w));
-            let partial = w > 0.01 && w < 0.99;
-            let msg = if partial && nack_partial.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Some(plans) = &plans {
+                plans.lock().unwrap().push(plan.clone());
+            }
+            let msg = if nack(&plan) {
                 pb::agent_message::Msg::Nack(pb::PlanNack {
                     version: plan.version,
-                    reason: "test agent refuses ladder rungs".into(),
+                    reason: "test agent refuses this plan".into(),
                 })
             } else {
                 pb::agent_message::Msg::Ack(pb::PlanAck { version: plan.version })
@@ -999,6 +1015,126 @@ async fn a_pop_that_died_during_a_change_stays_out_after_its_rollback() {
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
     assert!(refused.message().contains("automatic"), "{}", refused.message());
 
+    stop.cancel();
+    replica.stop().await;
+}
+
+/// All IPv4 addresses a plan answers with.
+fn addresses(plan: &pb::SteeringPlan) -> Vec<String> {
+    plan.regions
+        .iter()
+        .flat_map(|r| r.pops.iter())
+        .flat_map(|w| w.ipv4.iter().cloned())
+        .collect()
+}
+
+/// With a canary wave configured, a topology apply is a staged change: the canary
+/// agent gets the plan from the new topology first; when it NACKs it, the change
+/// rolls back — the topology from before is written back — and the fleet never
+/// gets a plan with the new address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topology_apply_goes_to_the_canary_wave_first_and_its_nack_restores_the_old_topology() {
+    let replica = common::start(toml::from_str("[auth]\nmode = \"off\"\n").unwrap()).await;
+    let channel = replica.channel();
+    let op = pb::operator_service_client::OperatorServiceClient::new(channel.clone());
+    let topology = TOPOLOGY.replace(
+        "[policy]\n",
+        "[policy]\ncanary_agents = [\"dns-canary\"]\ncanary_bake = \"500ms\"\n",
+    );
+    let apply = |toml: String| {
+        let mut op = op.clone();
+        async move {
+            op.apply_topology(pb::ApplyTopologyRequest {
+                topology_toml: toml,
+                dry_run: false,
+                reason: "renumber ams1".into(),
+                override_freeze: false,
+            })
+            .await
+        }
+    };
+    wait("the topology to apply", || {
+        let topology = topology.clone();
+        async move { apply(topology).await.ok().filter(|r| r.get_ref().applied) }
+    })
+    .await;
+    let stop = CancellationToken::new();
+    feed_health(channel.clone(), stop.clone());
+    let first = wait("a first plan", || {
+        let channel = channel.clone();
+        async move { plan(&channel, 0).await.filter(|p| weight(p, "fra1") > 0.99) }
+    })
+    .await;
+    // The canary refuses any plan answering with the new address 192.0.2.99.
+    let fleet_plans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let _canary = fake_agent_with(channel.clone(), "dns-canary", None, |p| {
+        addresses(p).iter().any(|a| a == "192.0.2.99")
+    });
+    let _fleet = fake_agent_with(channel.clone(), "dns-fleet", Some(fleet_plans.clone()), |_| false);
+    wait("both agents on the first plan", || {
+        let channel = channel.clone();
+        async move {
+            let a = agents(&channel).await;
+            (a.len() == 2 && a.iter().all(|x| x.applied_version >= first.version)).then_some(())
+        }
+    })
+    .await;
+    // ams1 moves to 192.0.2.99 and takes eu-west (fra1 made slow): the plan changes.
+    let renumbered = topology
+        .replace("192.0.2.2", "192.0.2.99")
+        .replace("fra1 = \"10ms\", ams1 = \"15ms\"", "fra1 = \"40ms\", ams1 = \"15ms\"");
+    let resp = apply(renumbered).await.unwrap().into_inner();
+    assert!(resp.applied, "{resp:?}");
+    let staged = resp
+        .diff
+        .iter()
+        .find(|d| d.starts_with("staged as change "))
+        .unwrap_or_else(|| panic!("not staged: {:?}", resp.diff))
+        .clone();
+    let id = staged
+        .trim_start_matches("staged as change ")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let rolled = wait("the NACKed topology change to roll back", || {
+        let channel = channel.clone();
+        let id = id.clone();
+        async move { Some(change(&channel, &id).await).filter(|c| c.state == pb::ChangeState::RolledBack as i32) }
+    })
+    .await;
+    assert_eq!(rolled.kind, "topology_apply");
+    assert!(
+        rolled.history.iter().any(|t| t.why.contains("NACKed")),
+        "{:?}",
+        rolled.history
+    );
+    // The old topology is back: a plan without the new address, and the fleet,
+    // released onto it, never received one with it.
+    let restored = wait("a plan from the old topology", || {
+        let channel = channel.clone();
+        async move {
+            plan(&channel, 0)
+                .await
+                .filter(|p| p.version > first.version && !addresses(p).contains(&"192.0.2.99".to_string()))
+        }
+    })
+    .await;
+    wait("the fleet on the restored plan, released", || {
+        let channel = channel.clone();
+        async move {
+            agents(&channel)
+                .await
+                .into_iter()
+                .find(|a| a.agent_id == "dns-fleet" && a.applied_version >= restored.version && a.held_on_version == 0)
+        }
+    })
+    .await;
+    let seen: Vec<Vec<String>> = fleet_plans.lock().unwrap().iter().map(addresses).collect();
+    assert!(
+        seen.iter().all(|a| !a.contains(&"192.0.2.99".to_string())),
+        "the fleet saw the new address: {seen:?}"
+    );
     stop.cancel();
     replica.stop().await;
 }

@@ -2,23 +2,16 @@ use super::*;
 
 fn drain(steps: Vec<Step>) -> ChangeRecord {
     ChangeRecord {
-        id: "c-1".into(),
-        kind: ChangeKind::Drain,
-        target: "fra1".into(),
-        regions: Vec::new(),
-        started_by: "operator:otto".into(),
         role: Some("operator".into()),
-        reason: "maintenance".into(),
-        steps,
-        state: ChangeState::Pending,
-        created_at_ms: 0,
-        updated_at_ms: 0,
-        history: Vec::new(),
-        before: None,
-        canary: None,
-        analysis: Vec::new(),
-        capacity: None,
-        before_capacity: None,
+        ..ChangeRecord::new(
+            "c-1".into(),
+            ChangeKind::Drain,
+            "fra1",
+            "operator:otto",
+            "maintenance",
+            steps,
+            0,
+        )
     }
 }
 

@@ -9,7 +9,7 @@
 //! record's mod revision: two operators pausing and resuming at once, or an
 //! operator and the driver, never both land on the same version.
 
-use meridian_engine::change::{self, ChangeError, ChangeKind, ChangeRecord, ChangeState, Step};
+use meridian_engine::change::{self, ChangeError, ChangeKind, ChangeRecord, Step};
 use meridian_store::{Compare, CompareOp, Fence, TxnOp};
 
 use super::*;
@@ -114,23 +114,18 @@ impl Operations {
         let now = self.clock.now_ms();
         let id = format!("drain-{}-{now}", cmd.pop);
         let record = ChangeRecord {
-            id: id.clone(),
-            kind: ChangeKind::Drain,
-            target: cmd.pop.clone(),
             regions: cmd.regions.clone(),
-            started_by: caller.actor().to_string(),
             role: caller.role.clone(),
-            reason: cmd.reason.clone(),
-            steps,
-            state: ChangeState::Pending,
-            created_at_ms: now,
-            updated_at_ms: now,
-            history: Vec::new(),
-            before: None,
             canary,
-            analysis: Vec::new(),
-            capacity: None,
-            before_capacity: None,
+            ..ChangeRecord::new(
+                id.clone(),
+                ChangeKind::Drain,
+                &cmd.pop,
+                &caller.actor().to_string(),
+                &cmd.reason,
+                steps,
+                now,
+            )
         };
         self.store_new_change(fence, &record).await?;
         tracing::warn!(change = %id, pop = %cmd.pop, by = %caller.identity, "drain ladder started");
@@ -297,6 +292,11 @@ impl Operations {
                 .write_capacity(fence, record, record.capacity.as_ref(), false)
                 .await;
         }
+        if record.kind == ChangeKind::TopologyApply {
+            // Written with the record; applying the step again only re-asserts the
+            // canary wave's hold (a resumed step).
+            return self.reassert_hold(fence, record).await;
+        }
         for _ in 0..5 {
             let set = self.read_drain_set().await?;
             let intent = DrainIntent {
@@ -358,6 +358,9 @@ impl Operations {
             return self
                 .write_capacity(fence, record, record.before_capacity.as_ref(), true)
                 .await;
+        }
+        if record.kind == ChangeKind::TopologyApply {
+            return self.restore_topology(fence, record).await;
         }
         for _ in 0..5 {
             let set = self.read_drain_set().await?;
@@ -447,24 +450,8 @@ impl Operations {
         let (canary, canary_note) = self.canary_wave().await?;
         let id = format!("capacity-{}-{now}", cmd.pop);
         let record = ChangeRecord {
-            id: id.clone(),
-            kind: ChangeKind::SetCapacity,
-            target: cmd.pop.clone(),
-            regions: Vec::new(),
-            started_by: caller.actor().to_string(),
             role: caller.role.clone(),
-            reason: cmd.reason.clone(),
-            steps: vec![Step {
-                weight_percent: 100,
-                bake_ms: CAPACITY_BAKE_MS,
-            }],
-            state: ChangeState::Pending,
-            created_at_ms: now,
-            updated_at_ms: now,
-            history: Vec::new(),
-            before: None,
             canary,
-            analysis: Vec::new(),
             capacity: Some(meridian_core::records::CapacityOverride {
                 pop: cmd.pop.clone(),
                 capacity: cmd.capacity,
@@ -474,6 +461,18 @@ impl Operations {
                 until_unix_ms: (cmd.duration_ms > 0).then(|| now.saturating_add(cmd.duration_ms)),
             }),
             before_capacity,
+            ..ChangeRecord::new(
+                id.clone(),
+                ChangeKind::SetCapacity,
+                &cmd.pop,
+                &caller.actor().to_string(),
+                &cmd.reason,
+                vec![Step {
+                    weight_percent: 100,
+                    bake_ms: CAPACITY_BAKE_MS,
+                }],
+                now,
+            )
         };
         self.store_new_change(fence, &record).await?;
         tracing::warn!(change = %id, pop = %cmd.pop, capacity = cmd.capacity, by = %caller.identity, "capacity change started");
@@ -543,6 +542,46 @@ impl Operations {
         }
         Err(OpError::Conflict(
             "the fleet hold moved while a capacity change was written; the driver retries".into(),
+        ))
+    }
+
+    /// Re-asserts the canary wave's fleet hold of `record` (none without a wave).
+    async fn reassert_hold(&self, fence: &Fence, record: &ChangeRecord) -> Result<(), OpError> {
+        let Some((compare, put)) = self.hold_for(record).await? else {
+            return Ok(());
+        };
+        let txn = Txn::new().when([compare]).and_then([put]);
+        if fenced_txn(self.store.as_ref(), fence, txn).await?.succeeded {
+            return Ok(());
+        }
+        Err(OpError::Conflict(
+            "the fleet hold moved while it was written; the driver retries".into(),
+        ))
+    }
+
+    /// The rollback or revert of a topology apply: the document in force before it
+    /// is written back (steering then computes from it with today's health), with
+    /// the canary wave's hold kept until the plan from it exists.
+    async fn restore_topology(&self, fence: &Fence, record: &ChangeRecord) -> Result<(), OpError> {
+        let Some(before) = &record.before_topology else {
+            return Err(OpError::FailedPrecondition(format!(
+                "change {} kept no topology from before it; apply the one you want with `meridianctl apply`",
+                record.id
+            )));
+        };
+        let key = self.keys.topology();
+        let mut compares = Vec::new();
+        let mut ops = vec![TxnOp::put(key, before.clone().into_bytes())];
+        if let Some((compare, put)) = self.hold_through_rollback(record).await? {
+            compares.push(compare);
+            ops.push(put);
+        }
+        let txn = Txn::new().when(compares).and_then(ops);
+        if fenced_txn(self.store.as_ref(), fence, txn).await?.succeeded {
+            return Ok(());
+        }
+        Err(OpError::Conflict(
+            "the fleet hold moved while the topology was restored; the driver retries".into(),
         ))
     }
 

@@ -7,7 +7,7 @@
 //! progress waits (its apply is retried each tick), so two waves never mix.
 
 use meridian_core::records::{FleetHold, PlanPointer};
-use meridian_engine::change::{CanaryWave, ChangeRecord};
+use meridian_engine::change::{CanaryWave, ChangeKind, ChangeRecord};
 use meridian_store::{Compare, Fence, TxnOp};
 
 use super::*;
@@ -228,5 +228,133 @@ impl Operations {
             },
         });
         Ok(true)
+    }
+}
+
+/// How long a staged topology apply bakes on the fleet once every agent has it.
+pub const TOPOLOGY_BAKE_MS: u64 = 10_000;
+
+/// A topology apply about to be staged: what its change record is made of, decided
+/// before the apply's transaction (which adds the document it replaces).
+#[derive(Clone, Debug)]
+pub(crate) struct StagedApply {
+    id: String,
+    wave: CanaryWave,
+    fleet_version: u64,
+    now_ms: u64,
+    started_by: String,
+    role: Option<String>,
+    reason: String,
+}
+
+impl StagedApply {
+    /// The change record, given the topology in force before the apply (JSON of it
+    /// kept for a rollback) and its revision (plans from a later one carry it).
+    pub(crate) fn record(&self, old: &meridian_core::topology::TopologyDoc, old_rev: i64) -> ChangeRecord {
+        ChangeRecord {
+            role: self.role.clone(),
+            canary: Some(self.wave.clone()),
+            topology_revision: Some(old_rev),
+            before_topology: (old_rev != 0).then(|| serde_json::to_string(old).unwrap_or_default()),
+            ..ChangeRecord::new(
+                self.id.clone(),
+                ChangeKind::TopologyApply,
+                TOPOLOGY_TARGET,
+                &self.started_by,
+                &self.reason,
+                vec![meridian_engine::change::Step {
+                    weight_percent: 100,
+                    bake_ms: TOPOLOGY_BAKE_MS,
+                }],
+                self.now_ms,
+            )
+        }
+    }
+}
+
+/// The target a topology change holds.
+pub const TOPOLOGY_TARGET: &str = "topology";
+
+impl Operations {
+    /// Whether a topology apply now is staged through a canary wave (one is
+    /// configured and connected), and what its record is made of. Another wave in
+    /// progress: the apply waits (`Conflict`).
+    pub(crate) async fn stage_topology_apply(
+        &self,
+        caller: &Caller,
+        reason: &str,
+    ) -> Result<Option<StagedApply>, OpError> {
+        let (Some(wave), _) = self.canary_wave().await? else {
+            return Ok(None);
+        };
+        if let Some(h) = self.read_hold().await? {
+            return Err(OpError::Conflict(format!(
+                "the canary wave of change {} is in progress; apply the topology after it (`meridianctl change show {}`)",
+                h.hold.change, h.hold.change
+            )));
+        }
+        let now_ms = self.clock.now_ms();
+        Ok(Some(StagedApply {
+            id: format!("topology-{now_ms}"),
+            wave,
+            fleet_version: self.plan_version_now().await?,
+            now_ms,
+            started_by: caller.actor().to_string(),
+            role: caller.role.clone(),
+            reason: reason.to_string(),
+        }))
+    }
+
+    /// The compares and writes a staged apply adds to the topology's transaction:
+    /// no other topology change active, no fleet hold in force; the record, its
+    /// hold on the topology and the fleet hold.
+    pub(crate) fn staged_txn(
+        &self,
+        stage: &StagedApply,
+        record: &ChangeRecord,
+    ) -> Result<(Vec<Compare>, Vec<TxnOp>), OpError> {
+        let absent = |key: String| Compare::Version {
+            key,
+            op: meridian_store::CompareOp::Equal,
+            version: 0,
+        };
+        let record_key = self.keys.change(&record.id);
+        let hold_key = self.keys.plan_fleet_hold();
+        let hold = FleetHold {
+            change: record.id.clone(),
+            fleet_version: stage.fleet_version,
+            canary: stage.wave.agents.clone(),
+            since_unix_ms: stage.now_ms,
+            release_after: None,
+        };
+        Ok((
+            vec![absent(self.keys.change_hold(TOPOLOGY_TARGET)), absent(hold_key.clone())],
+            vec![
+                TxnOp::put(record_key.clone(), encode(&record_key, record)?),
+                TxnOp::put(self.keys.change_hold(TOPOLOGY_TARGET), record.id.clone().into_bytes()),
+                TxnOp::put(hold_key.clone(), encode(&hold_key, &hold)?),
+            ],
+        ))
+    }
+
+    /// Records that a staged apply started (its record is stored with the apply).
+    pub(crate) fn record_staged_apply(&self, caller: &Caller, record: &ChangeRecord) {
+        metrics::counter!("meridian_control_plane_changes_started_total", "kind" => "topology_apply").increment(1);
+        self.log.record(Event {
+            at_unix_ms: record.created_at_ms,
+            actor: caller.actor(),
+            role: caller.role.clone(),
+            kind: EventKind::Change {
+                id: record.id.clone(),
+                pop: record.target.clone(),
+                from: "new".into(),
+                to: "pending".into(),
+                why: format!(
+                    "{} (canary wave: {})",
+                    record.reason,
+                    record.canary.as_ref().map(|w| w.agents.join(", ")).unwrap_or_default()
+                ),
+            },
+        });
     }
 }
