@@ -536,3 +536,199 @@ async fn steering_cannot_publish_over_a_pin_it_has_not_seen() {
     let (version, _) = crate::plans::current_pointer(store, keys).await.unwrap();
     assert_eq!(version, 2, "only the restore's publication landed");
 }
+
+// ---------------------------------------------------------------- freezes
+
+use self::freeze::{requested_scopes, FreezeTarget};
+use meridian_core::records::{FreezeRecord, FreezeScope};
+
+fn pop(id: &str) -> FreezeScope {
+    FreezeScope::Pop(id.into())
+}
+
+fn region(id: &str) -> FreezeScope {
+    FreezeScope::Region(id.into())
+}
+
+#[test]
+fn which_freezes_refuse_which_targets() {
+    let (global, fra1, ams1, eu) = (FreezeScope::Global, pop("fra1"), pop("ams1"), region("eu-west"));
+    // The global freeze refuses everything; any freeze refuses a whole-edge change.
+    for scope in [&global, &fra1, &ams1, &eu] {
+        assert!(FreezeTarget::Edge.frozen_by(scope), "{scope}");
+    }
+    assert!(FreezeTarget::Pop("fra1").frozen_by(&global));
+    // A PoP freeze refuses changes to that PoP only; a region freeze none to one PoP.
+    assert!(FreezeTarget::Pop("fra1").frozen_by(&fra1));
+    assert!(!FreezeTarget::Pop("fra1").frozen_by(&ams1));
+    assert!(!FreezeTarget::Pop("fra1").frozen_by(&eu));
+    // A request naming nothing is the global freeze; names are deduplicated.
+    assert_eq!(requested_scopes(&[], &[]), [FreezeScope::Global]);
+    assert_eq!(
+        requested_scopes(&["fra1".into(), "fra1".into()], &["eu-west".into()]),
+        [pop("fra1"), region("eu-west")]
+    );
+}
+
+#[tokio::test]
+async fn a_global_freeze_stored_before_scopes_existed_still_reads_and_refuses() {
+    let f = fixture().await;
+    let now = f.clock.now_ms();
+    let legacy = format!(
+        r#"{{"reason":"old window","requested_by":"bob","at_unix_ms":{now},"until_unix_ms":{}}}"#,
+        now + 60_000
+    );
+    f.ops
+        .store
+        .put(&f.ops.keys.freeze(), legacy.into_bytes(), None)
+        .await
+        .unwrap();
+    let active = f.ops.active_freezes().await.unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].scope, FreezeScope::Global);
+    assert_eq!(f.ops.active_freeze().await.unwrap().unwrap().reason, "old window");
+    let err = f
+        .ops
+        .check_freeze(&f.alice, "undrain", FreezeTarget::Pop("ams1"), false, "x")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, OpError::FailedPrecondition(m) if m.starts_with("changes are frozen until") && m.contains("old window")),
+        "{err}"
+    );
+    // A global freeze written now is stored without a scope: older replicas read it.
+    f.ops.freeze(&f.alice, &f.fence, "w", 120_000, &[]).await.unwrap();
+    let raw = f.ops.store.get(&f.ops.keys.freeze()).await.unwrap().unwrap();
+    let stored: serde_json::Value = serde_json::from_slice(&raw.value).unwrap();
+    assert!(stored.get("scope").is_none(), "{stored}");
+}
+
+#[tokio::test]
+async fn scoped_freezes_are_kept_apart_end_on_time_and_lift_one_by_one() {
+    let f = fixture().await;
+    // Unknown names are refused and nothing is written.
+    let err = f
+        .ops
+        .freeze(&f.alice, &f.fence, "w", 600_000, &[pop("fra1"), pop("nope")])
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, OpError::NotFound(m) if m.contains("`nope`")), "{err}");
+    let err = f
+        .ops
+        .freeze(&f.alice, &f.fence, "w", 600_000, &[region("mars")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, OpError::NotFound(m) if m.contains("region `mars`")),
+        "{err}"
+    );
+    let err = f
+        .ops
+        .freeze(&f.alice, &f.fence, "w", 1_000, &[pop("fra1")])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OpError::Invalid { field: "duration", .. }), "{err}");
+    assert!(f.ops.active_freezes().await.unwrap().is_empty());
+
+    // fra1 for 10 minutes, eu-west for 2.
+    let set = f
+        .ops
+        .freeze(&f.alice, &f.fence, "rack move", 600_000, &[pop("fra1")])
+        .await
+        .unwrap();
+    assert_eq!(set.len(), 1);
+    f.ops
+        .freeze(&f.alice, &f.fence, "peak", 120_000, &[region("eu-west")])
+        .await
+        .unwrap();
+    let active: Vec<FreezeScope> = f
+        .ops
+        .active_freezes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.scope)
+        .collect();
+    assert_eq!(active, [pop("fra1"), region("eu-west")]);
+    assert_eq!(f.ops.active_freeze().await.unwrap(), None, "no global freeze");
+
+    // ams1 may change; fra1 may not; a whole-edge change may not either.
+    f.ops
+        .check_freeze(&f.alice, "set-capacity", FreezeTarget::Pop("ams1"), false, "x")
+        .await
+        .unwrap();
+    let err = f
+        .ops
+        .check_freeze(&f.alice, "set-capacity", FreezeTarget::Pop("fra1"), false, "x")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, OpError::FailedPrecondition(m) if m.starts_with("changes to PoP fra1 are frozen") && m.contains("rack move") && m.contains("unfreeze --pop fra1")),
+        "{err}"
+    );
+    // An operator's override is denied; with roles off (or an admin) it is
+    // recorded, naming the operation, its PoP and the freeze.
+    let err = f
+        .ops
+        .check_freeze(&f.alice, "set-capacity", FreezeTarget::Pop("fra1"), true, "x")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OpError::PermissionDenied(_)), "{err}");
+    let root = Caller {
+        identity: Identity::new("root@ops-1").unwrap(),
+        role: None,
+    };
+    f.ops
+        .check_freeze(&root, "set-capacity", FreezeTarget::Pop("fra1"), true, "hotfix")
+        .await
+        .unwrap();
+    let overridden = f
+        .ops
+        .log
+        .list(20, None)
+        .into_iter()
+        .find_map(|e| match e.event.kind {
+            EventKind::Operator(OperatorAction::FreezeOverridden { operation, reason }) => Some((operation, reason)),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        overridden,
+        (
+            "set-capacity of fra1 (PoP fra1 freeze)".to_string(),
+            "hotfix".to_string()
+        )
+    );
+
+    // After 3 minutes eu-west's freeze has ended: an apply is refused by fra1's only.
+    f.clock.0.fetch_add(180_000, Ordering::SeqCst);
+    let err = f
+        .ops
+        .check_freeze(&f.alice, "apply-topology", FreezeTarget::Edge, false, "x")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, OpError::FailedPrecondition(m) if m.contains("touches every PoP and region, and PoP fra1 is frozen") && !m.contains("also frozen")),
+        "{err}"
+    );
+    // Unfreezing eu-west (ended) and a global freeze (none) lifts nothing; fra1's
+    // unfreeze lifts it.
+    let lifted = f
+        .ops
+        .unfreeze(&f.alice, &f.fence, "done", &[region("eu-west"), FreezeScope::Global])
+        .await
+        .unwrap();
+    assert!(lifted.is_empty());
+    let lifted: Vec<FreezeRecord> = f
+        .ops
+        .unfreeze(&f.alice, &f.fence, "done", &[pop("fra1")])
+        .await
+        .unwrap();
+    assert_eq!(lifted.len(), 1);
+    assert_eq!(lifted[0].reason, "rack move");
+    assert!(f.ops.active_freezes().await.unwrap().is_empty());
+    f.ops
+        .check_freeze(&f.alice, "apply-topology", FreezeTarget::Edge, false, "x")
+        .await
+        .unwrap();
+}
