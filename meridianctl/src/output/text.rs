@@ -326,7 +326,7 @@ pub fn freeze(v: &crate::views::FreezeView) -> String {
         .filter_map(|f| f.target.as_deref())
         .collect();
     let refused = if global {
-        "every change but drains and rollbacks is refused (applies, undrains, capacity changes, restores)".to_string()
+        "applies, undrains, capacity changes and restores are refused everywhere".to_string()
     } else if pops.is_empty() {
         "topology applies and plan restores are refused".to_string()
     } else {
