@@ -347,3 +347,123 @@ latency_hints = {{ fra1 = "10ms", ams1 = "12ms" }}
     }
     drop(etcd);
 }
+
+/// A canary wave of one real DNS agent: it answers a ladder's 50 % rung while the
+/// fleet's agent, held on the plan from before, keeps answering fra1 only; when the
+/// canary agent dies during its bake, the canary analysis fails, the change rolls
+/// back, and the fleet never answered the rung.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_agent_answers_a_rung_first_and_its_death_rolls_back_before_the_fleet_sees_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fra = HttpTarget::start(Ipv4Addr::new(127, 0, 0, 74)).await;
+    let ams = HttpTarget::start(Ipv4Addr::new(127, 0, 0, 75)).await;
+    let data = dir.path().join("data");
+    let cp = ControlPlane::start("cp-1", dir.path(), &["--data-dir", data.to_str().unwrap()]);
+    cp.wait_ready().await;
+    let ep = cp.endpoint();
+    let topology = format!(
+        r#"
+[policy]
+latency_source = "hints"
+canary_agents = ["dns-canary"]
+canary_bake = "8s"
+
+[[pops]]
+id = "fra1"
+capacity = 100
+ipv4 = ["127.0.0.74"]
+[[pops.endpoints]]
+name = "http"
+kind = "http"
+url = "{fra}"
+
+[[pops]]
+id = "ams1"
+capacity = 100
+ipv4 = ["127.0.0.75"]
+[[pops.endpoints]]
+name = "http"
+kind = "http"
+url = "{ams}"
+
+[[regions]]
+id = "eu"
+demand = 50
+client_prefixes = ["127.0.0.0/8"]
+latency_hints = {{ fra1 = "10ms", ams1 = "12ms" }}
+"#,
+        fra = fra.url(),
+        ams = ams.url(),
+    );
+    let topo = dir.path().join("topology.toml");
+    std::fs::write(&topo, topology).unwrap();
+    let out = meridianctl(&["-e", &ep, "apply", "-f", topo.to_str().unwrap()]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let _probers: Vec<Prober> = ["eu", "us", "ap"]
+        .iter()
+        .map(|r| Prober::start(&format!("p-{r}"), r, &ep, None, dir.path()))
+        .collect();
+    let mut canary = DnsAgent::start("dns-canary", dir.path(), std::slice::from_ref(&ep), ZONES);
+    let fleet = DnsAgent::start("dns-fleet", dir.path(), std::slice::from_ref(&ep), ZONES);
+    let (fra_ip, ams_ip) = ("127.0.0.74".to_string(), "127.0.0.75".to_string());
+    wait_for("every PoP UP and both agents answering fra1", DEADLINE, || async {
+        let health = ctl_json(&ep, &["health"]).await;
+        let all_up = health["pops"].as_array()?.iter().all(|p| p["state"] == "UP");
+        (all_up && answered(&[canary.dns_addr, fleet.dns_addr], 3).await == BTreeSet::from([fra_ip.clone()]))
+            .then_some(())
+    })
+    .await;
+
+    let id = start_ladder(&ep, "5s").await;
+    // The canary answers the rung (both PoPs); the fleet is held and answers fra1.
+    wait_for("the canary agent answering the 50 % rung", DEADLINE, || async {
+        let seen = answered(&[canary.dns_addr], 20).await;
+        (seen.contains(&fra_ip) && seen.contains(&ams_ip)).then_some(())
+    })
+    .await;
+    let agents = ctl_json(&ep, &["agents"]).await;
+    let fleet_row = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent_id"] == "dns-fleet")
+        .cloned()
+        .unwrap();
+    assert_eq!(fleet_row["wave"], "fleet", "{agents}");
+    assert!(
+        fleet_row["held_on_version"].as_u64().is_some(),
+        "the fleet is held: {agents}"
+    );
+    assert_eq!(
+        answered(&[fleet.dns_addr], 20).await,
+        BTreeSet::from([fra_ip.clone()]),
+        "the fleet answers the plan from before while the canary bakes"
+    );
+    // The canary agent dies during its bake: the canary analysis fails.
+    canary.kill();
+    let rolled = wait_for("the change to roll back", DEADLINE, || async {
+        let c = change(&ep, &id).await;
+        (c["state"] == "rolled_back").then_some(c)
+    })
+    .await;
+    let events = ctl_json(&ep, &["events", "--limit", "300"]).await;
+    assert!(
+        events.as_array().unwrap().iter().any(|e| e["kind"] == "change"
+            && e["message"].as_str().unwrap().contains(&id)
+            && e["message"].as_str().unwrap().contains("canary agent(s) disconnected")),
+        "the rollback names the lost canary agent: {rolled} {events}"
+    );
+    // Released after the rollback's plan: the fleet still answers fra1 only.
+    wait_for("the fleet released and answering fra1 only", DEADLINE, || async {
+        let agents = ctl_json(&ep, &["agents"]).await;
+        let row = agents
+            .as_array()?
+            .iter()
+            .find(|a| a["agent_id"] == "dns-fleet")?
+            .clone();
+        (row["held_on_version"].is_null() && answered(&[fleet.dns_addr], 10).await == BTreeSet::from([fra_ip.clone()]))
+            .then_some(())
+    })
+    .await;
+    drop(fleet);
+}
