@@ -278,16 +278,25 @@ async fn a_drain_ladder_walks_its_rungs_and_can_be_paused_resumed_and_rolled_bac
         async move { Some(change(&channel, &id).await).filter(|c| c.summary.contains("(bake)")) }
     })
     .await;
-    let paused = op
-        .pause_change(pb::ChangeIdRequest {
-            change_id: id.clone(),
-            reason: "customer event".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .change
-        .unwrap();
+    // Two operators pause at once: exactly one lands; the other is told the change
+    // moved (ABORTED) or is already paused (FAILED_PRECONDITION) — never both.
+    let (mut op2, req) = (op.clone(), |why: &str| pb::ChangeIdRequest {
+        change_id: id.clone(),
+        reason: why.into(),
+    });
+    let (a, b) = tokio::join!(
+        op.pause_change(req("customer event")),
+        op2.pause_change(req("customer event too"))
+    );
+    let (ok, err) = match (a, b) {
+        (Ok(ok), Err(err)) | (Err(err), Ok(ok)) => (ok, err),
+        (a, b) => panic!("exactly one concurrent pause lands: {a:?} {b:?}"),
+    };
+    assert!(
+        matches!(err.code(), tonic::Code::Aborted | tonic::Code::FailedPrecondition),
+        "{err:?}"
+    );
+    let paused = ok.into_inner().change.unwrap();
     assert_eq!(paused.state, pb::ChangeState::Paused as i32);
     assert_eq!(paused.step, 1);
     let again = op
