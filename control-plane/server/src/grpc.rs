@@ -590,7 +590,6 @@ fn op_status(err: OpError) -> Status {
         OpError::NotFound(_) => Status::not_found(err.to_string()),
         OpError::AlreadyExists(_) => Status::already_exists(err.to_string()),
         OpError::Refused { .. } | OpError::FailedPrecondition(_) => Status::failed_precondition(err.to_string()),
-        OpError::Unimplemented { .. } => Status::unimplemented(err.to_string()),
         OpError::PermissionDenied(_) => Status::permission_denied(err.to_string()),
         OpError::Conflict(_) => Status::aborted(err.to_string()),
         OpError::Corrupt { .. } => Status::internal(err.to_string()),

@@ -153,8 +153,6 @@ pub enum OpError {
     /// The caller's role does not allow this (beyond the RPC's own rule).
     #[error("{0}")]
     PermissionDenied(String),
-    #[error("{what} is not built yet: it arrives with {area}")]
-    Unimplemented { what: &'static str, area: &'static str },
     /// Another write landed first; the caller should look again and retry.
     #[error("{0}")]
     Conflict(String),
