@@ -110,6 +110,39 @@ where
     }
 }
 
+/// Applies `toml` (retrying until the replica leads and takes it).
+async fn apply_topology(channel: &Channel, toml: &str) {
+    let op = pb::operator_service_client::OperatorServiceClient::new(channel.clone());
+    wait("the topology to apply", || {
+        let mut op = op.clone();
+        async move {
+            op.apply_topology(pb::ApplyTopologyRequest {
+                topology_toml: toml.to_string(),
+                dry_run: false,
+                reason: "test".into(),
+                override_freeze: false,
+            })
+            .await
+            .ok()
+            .filter(|r| r.get_ref().applied)
+        }
+    })
+    .await;
+}
+
+/// Waits until both PoPs of the test topology are UP.
+async fn wait_pops_up(channel: &Channel) {
+    wait("both PoPs UP", || {
+        let channel = channel.clone();
+        async move {
+            let mut q = pb::query_service_client::QueryServiceClient::new(channel);
+            let h = q.get_health(pb::GetHealthRequest {}).await.ok()?.into_inner();
+            (h.pops.len() == 2 && h.pops.iter().all(|p| p.state == pb::PopState::Up as i32)).then_some(())
+        }
+    })
+    .await;
+}
+
 async fn change(channel: &Channel, id: &str) -> pb::ChangeRecord {
     let mut q = pb::query_service_client::QueryServiceClient::new(channel.clone());
     let list = q
@@ -169,32 +202,10 @@ async fn a_drain_ladder_walks_its_rungs_and_can_be_paused_resumed_and_rolled_bac
     let replica = common::start(toml::from_str("[auth]\nmode = \"off\"\n").unwrap()).await;
     let channel = replica.channel();
     let mut op = pb::operator_service_client::OperatorServiceClient::new(channel.clone());
-    wait("the topology to apply", || {
-        let mut op = op.clone();
-        async move {
-            op.apply_topology(pb::ApplyTopologyRequest {
-                topology_toml: TOPOLOGY.into(),
-                dry_run: false,
-                reason: "test".into(),
-                override_freeze: false,
-            })
-            .await
-            .ok()
-            .filter(|r| r.get_ref().applied)
-        }
-    })
-    .await;
+    apply_topology(&channel, TOPOLOGY).await;
     let stop = CancellationToken::new();
     feed_health(channel.clone(), stop.clone());
-    wait("both PoPs UP", || {
-        let channel = channel.clone();
-        async move {
-            let mut q = pb::query_service_client::QueryServiceClient::new(channel);
-            let h = q.get_health(pb::GetHealthRequest {}).await.ok()?.into_inner();
-            (h.pops.len() == 2 && h.pops.iter().all(|p| p.state == pb::PopState::Up as i32)).then_some(())
-        }
-    })
-    .await;
+    wait_pops_up(&channel).await;
     let first = wait("a plan with fra1 taking eu-west", || {
         let channel = channel.clone();
         async move { plan(&channel, 0).await.filter(|p| weight(p, "fra1") > 0.99) }
@@ -464,22 +475,7 @@ async fn a_canary_wave_gets_each_rung_first_and_its_nack_stops_the_change_before
         "[policy]\n",
         "[policy]\ncanary_agents = [\"dns-canary\"]\ncanary_bake = \"800ms\"\n",
     );
-    wait("the topology to apply", || {
-        let mut op = op.clone();
-        let topology = topology.clone();
-        async move {
-            op.apply_topology(pb::ApplyTopologyRequest {
-                topology_toml: topology,
-                dry_run: false,
-                reason: "test".into(),
-                override_freeze: false,
-            })
-            .await
-            .ok()
-            .filter(|r| r.get_ref().applied)
-        }
-    })
-    .await;
+    apply_topology(&channel, &topology).await;
     let stop = CancellationToken::new();
     feed_health(channel.clone(), stop.clone());
     let first = wait("a plan with fra1 taking eu-west", || {
@@ -676,33 +672,10 @@ async fn region_drains_and_capacity_changes_and_a_revert_over_grpc() {
     let channel = replica.channel();
     let mut op = pb::operator_service_client::OperatorServiceClient::new(channel.clone());
     let topology = format!("{TOPOLOGY}{TWO_REGIONS}");
-    wait("the topology to apply", || {
-        let mut op = op.clone();
-        let topology = topology.clone();
-        async move {
-            op.apply_topology(pb::ApplyTopologyRequest {
-                topology_toml: topology,
-                dry_run: false,
-                reason: "test".into(),
-                override_freeze: false,
-            })
-            .await
-            .ok()
-            .filter(|r| r.get_ref().applied)
-        }
-    })
-    .await;
+    apply_topology(&channel, &topology).await;
     let stop = CancellationToken::new();
     feed_health(channel.clone(), stop.clone());
-    wait("both PoPs UP", || {
-        let channel = channel.clone();
-        async move {
-            let mut q = pb::query_service_client::QueryServiceClient::new(channel);
-            let h = q.get_health(pb::GetHealthRequest {}).await.ok()?.into_inner();
-            (h.pops.len() == 2 && h.pops.iter().all(|p| p.state == pb::PopState::Up as i32)).then_some(())
-        }
-    })
-    .await;
+    wait_pops_up(&channel).await;
     wait("fra1 serving both regions", || {
         let channel = channel.clone();
         async move {
@@ -890,21 +863,7 @@ async fn a_pop_that_died_during_a_change_stays_out_after_its_rollback() {
     let replica = common::start(toml::from_str("[auth]\nmode = \"off\"\n").unwrap()).await;
     let channel = replica.channel();
     let mut op = pb::operator_service_client::OperatorServiceClient::new(channel.clone());
-    wait("the topology to apply", || {
-        let mut op = op.clone();
-        async move {
-            op.apply_topology(pb::ApplyTopologyRequest {
-                topology_toml: TOPOLOGY.into(),
-                dry_run: false,
-                reason: "test".into(),
-                override_freeze: false,
-            })
-            .await
-            .ok()
-            .filter(|r| r.get_ref().applied)
-        }
-    })
-    .await;
+    apply_topology(&channel, TOPOLOGY).await;
     let stop = CancellationToken::new();
     let down: DownPops = Default::default();
     feed_health_with(channel.clone(), stop.clone(), down.clone());

@@ -522,16 +522,38 @@ impl Operations {
         rolling_back: bool,
     ) -> Result<(), OpError> {
         let key = self.keys.capacity(&record.target);
-        let mut compares = Vec::new();
-        let mut ops = vec![match value {
+        let write = match value {
             Some(v) => TxnOp::put(key.clone(), encode(&key, v)?),
             None => TxnOp::delete(key),
-        }];
+        };
         let hold = if rolling_back {
             self.hold_through_rollback(record).await?
         } else {
             self.hold_for(record).await?
         };
+        self.write_with_hold(fence, vec![write], hold, "a capacity change was written")
+            .await
+    }
+
+    /// Re-asserts the canary wave's fleet hold of `record` (none without a wave).
+    async fn reassert_hold(&self, fence: &Fence, record: &ChangeRecord) -> Result<(), OpError> {
+        let hold = self.hold_for(record).await?;
+        if hold.is_none() {
+            return Ok(());
+        }
+        self.write_with_hold(fence, Vec::new(), hold, "it was written").await
+    }
+
+    /// Writes `ops` with the fleet hold's compare and put (when there is one) in one
+    /// fenced transaction; the hold having moved is a conflict the driver retries.
+    async fn write_with_hold(
+        &self,
+        fence: &Fence,
+        mut ops: Vec<TxnOp>,
+        hold: Option<(Compare, TxnOp)>,
+        while_what: &str,
+    ) -> Result<(), OpError> {
+        let mut compares = Vec::new();
         if let Some((compare, put)) = hold {
             compares.push(compare);
             ops.push(put);
@@ -540,23 +562,9 @@ impl Operations {
         if fenced_txn(self.store.as_ref(), fence, txn).await?.succeeded {
             return Ok(());
         }
-        Err(OpError::Conflict(
-            "the fleet hold moved while a capacity change was written; the driver retries".into(),
-        ))
-    }
-
-    /// Re-asserts the canary wave's fleet hold of `record` (none without a wave).
-    async fn reassert_hold(&self, fence: &Fence, record: &ChangeRecord) -> Result<(), OpError> {
-        let Some((compare, put)) = self.hold_for(record).await? else {
-            return Ok(());
-        };
-        let txn = Txn::new().when([compare]).and_then([put]);
-        if fenced_txn(self.store.as_ref(), fence, txn).await?.succeeded {
-            return Ok(());
-        }
-        Err(OpError::Conflict(
-            "the fleet hold moved while it was written; the driver retries".into(),
-        ))
+        Err(OpError::Conflict(format!(
+            "the fleet hold moved while {while_what}; the driver retries"
+        )))
     }
 
     /// The rollback or revert of a topology apply: the document in force before it
@@ -569,20 +577,10 @@ impl Operations {
                 record.id
             )));
         };
-        let key = self.keys.topology();
-        let mut compares = Vec::new();
-        let mut ops = vec![TxnOp::put(key, before.clone().into_bytes())];
-        if let Some((compare, put)) = self.hold_through_rollback(record).await? {
-            compares.push(compare);
-            ops.push(put);
-        }
-        let txn = Txn::new().when(compares).and_then(ops);
-        if fenced_txn(self.store.as_ref(), fence, txn).await?.succeeded {
-            return Ok(());
-        }
-        Err(OpError::Conflict(
-            "the fleet hold moved while the topology was restored; the driver retries".into(),
-        ))
+        let write = TxnOp::put(self.keys.topology(), before.clone().into_bytes());
+        let hold = self.hold_through_rollback(record).await?;
+        self.write_with_hold(fence, vec![write], hold, "the topology was restored")
+            .await
     }
 
     /// Stores a new change record and its hold on the target in one transaction;
