@@ -293,6 +293,15 @@ pub fn agents() -> pb::ListAgentsResponse {
                 nack_reason: "prefix 198.51.100.0/24 not configured".into(),
                 wave: "fleet".into(),
                 held_on_version: 11,
+                anycast: vec![pb::AnycastPrefixState {
+                    prefix: "198.51.100.0/24".into(),
+                    desired: pb::AnycastAction::Prepend as i32,
+                    desired_prepend: 3,
+                    actual: pb::AnycastAction::Prepend as i32,
+                    actual_prepend: 1,
+                    detail: "speaker: AddPath refused".into(),
+                    plan_version: 11,
+                }],
                 ..Default::default()
             },
         ],

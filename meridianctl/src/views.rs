@@ -476,6 +476,41 @@ pub struct AgentView {
     pub wave: Option<String>,
     /// The plan version a canary wave holds it on; `null` when not held.
     pub held_on_version: Option<u64>,
+    /// An Anycast agent's last report per prefix (empty for DNS agents).
+    pub anycast: Vec<AnycastStatusView>,
+}
+
+/// One prefix an Anycast agent reported: what the plan asks for and what its BGP
+/// speaker announces.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnycastStatusView {
+    pub prefix: String,
+    /// announce, prepend, graceful_shutdown or withdraw.
+    pub desired: &'static str,
+    pub desired_prepend: u32,
+    pub actual: &'static str,
+    pub actual_prepend: u32,
+    /// Whether the speaker announces what the plan asks for.
+    pub in_sync: bool,
+    /// Why they differ; `null` when they agree.
+    pub detail: Option<String>,
+    pub plan_version: u64,
+}
+
+impl From<pb::AnycastPrefixState> for AnycastStatusView {
+    fn from(p: pb::AnycastPrefixState) -> Self {
+        let (desired, actual) = (anycast_name(p.desired), anycast_name(p.actual));
+        AnycastStatusView {
+            in_sync: desired == actual && (desired != "prepend" || p.desired_prepend == p.actual_prepend),
+            prefix: p.prefix,
+            desired,
+            desired_prepend: p.desired_prepend,
+            actual,
+            actual_prepend: p.actual_prepend,
+            detail: (!p.detail.is_empty()).then_some(p.detail),
+            plan_version: p.plan_version,
+        }
+    }
 }
 
 impl From<pb::AgentInfo> for AgentView {
@@ -493,6 +528,7 @@ impl From<pb::AgentInfo> for AgentView {
             replica: a.replica_id,
             wave: (!a.wave.is_empty()).then_some(a.wave),
             held_on_version: (a.held_on_version != 0).then_some(a.held_on_version),
+            anycast: a.anycast.into_iter().map(AnycastStatusView::from).collect(),
         }
     }
 }

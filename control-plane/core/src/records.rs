@@ -309,6 +309,33 @@ pub struct AgentRecord {
     pub nacked_version: u64,
     pub nack_reason: String,
     pub last_sent_version: u64,
+    /// An Anycast agent's last report: per prefix, desired and actual (issue [9]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anycast: Vec<AnycastPrefixStatus>,
+}
+
+/// One prefix as an Anycast agent reports it: what the plan asks for and what its
+/// BGP speaker announces.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnycastPrefixStatus {
+    pub prefix: String,
+    pub desired: AnycastAction,
+    pub desired_prepend: u32,
+    pub actual: AnycastAction,
+    pub actual_prepend: u32,
+    /// Why actual differs from desired; empty when they agree.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    pub plan_version: u64,
+}
+
+impl AnycastPrefixStatus {
+    /// Whether the speaker announces what the plan asks for.
+    pub fn in_sync(&self) -> bool {
+        self.desired == self.actual
+            && (self.desired != AnycastAction::Prepend || self.desired_prepend == self.actual_prepend)
+    }
 }
 
 /// A PoP's state in a plan: its health verdict, or drained by an operator. Stored as

@@ -262,12 +262,7 @@ pub(crate) fn plan_to_pb(p: &meridian_core::records::StoredPlan) -> pb::Steering
             .map(|a| pb::PopAnycastState {
                 pop: a.pop.clone(),
                 prefix: a.prefix.to_string(),
-                action: (match a.action {
-                    AnycastAction::Announce => pb::AnycastAction::Announce,
-                    AnycastAction::Prepend => pb::AnycastAction::Prepend,
-                    AnycastAction::GracefulShutdown => pb::AnycastAction::GracefulShutdown,
-                    AnycastAction::Withdraw => pb::AnycastAction::Withdraw,
-                }) as i32,
+                action: anycast_action_to_pb(a.action) as i32,
                 prepend_count: a.prepend_count,
             })
             .collect(),
@@ -291,5 +286,28 @@ pub(crate) fn plan_to_pb(p: &meridian_core::records::StoredPlan) -> pb::Steering
         default_region: p.default_region.clone().unwrap_or_default(),
         epoch: p.epoch.clone(),
         content_hash: p.content_hash.clone(),
+    }
+}
+
+/// The wire's AnycastAction.
+pub(crate) fn anycast_action_to_pb(a: AnycastAction) -> pb::AnycastAction {
+    match a {
+        AnycastAction::Announce => pb::AnycastAction::Announce,
+        AnycastAction::Prepend => pb::AnycastAction::Prepend,
+        AnycastAction::GracefulShutdown => pb::AnycastAction::GracefulShutdown,
+        AnycastAction::Withdraw => pb::AnycastAction::Withdraw,
+    }
+}
+
+/// An Anycast agent's reported prefix state as the wire's.
+pub(crate) fn anycast_status_to_pb(s: &meridian_core::records::AnycastPrefixStatus) -> pb::AnycastPrefixState {
+    pb::AnycastPrefixState {
+        prefix: s.prefix.clone(),
+        desired: anycast_action_to_pb(s.desired) as i32,
+        desired_prepend: s.desired_prepend,
+        actual: anycast_action_to_pb(s.actual) as i32,
+        actual_prepend: s.actual_prepend,
+        detail: s.detail.clone(),
+        plan_version: s.plan_version,
     }
 }

@@ -444,6 +444,7 @@ impl pb::query_service_server::QueryService for QueryApi {
                     .as_ref()
                     .filter(|h| h.hold.holds(&a.agent_id, latest))
                     .map_or(0, |h| h.hold.fleet_version),
+                anycast: a.anycast.iter().map(convert::anycast_status_to_pb).collect(),
                 agent_id: a.agent_id,
                 kind: (match a.kind {
                     AgentKind::Anycast => pb::AgentKind::Anycast,

@@ -143,6 +143,7 @@ impl pb::plan_service_server::PlanService for PlanApi {
             nacked_version: 0,
             nack_reason: String::new(),
             last_sent_version: 0,
+            anycast: Vec::new(),
         });
         tracing::info!(agent = %agent_id, kind = kind.as_str(), applied = hello.applied_version, "agent subscribed to plans");
 
@@ -204,6 +205,14 @@ impl pb::plan_service_server::PlanService for PlanApi {
                                 r.nacked_version = nack.version;
                                 r.nack_reason = reason.clone();
                             });
+                        }
+                        Some(Ok(pb::AgentMessage { msg: Some(pb::agent_message::Msg::Anycast(report)) })) => {
+                            metrics::counter!("meridian_control_plane_anycast_reports_total").increment(1);
+                            let (statuses, dropped) = anycast_statuses(&report);
+                            if dropped > 0 {
+                                tracing::warn!(agent = %agent_id, dropped, "anycast report entries dropped (unknown action, or over the cap)");
+                            }
+                            registry.update(&agent_id, |r| r.anycast = statuses);
                         }
                         Some(Ok(_)) => tracing::debug!(agent = %agent_id, "ignoring an unexpected message on WatchPlan"),
                         Some(Err(_)) | None => break,
@@ -303,6 +312,43 @@ pub async fn list_agents(
     Ok(out)
 }
 
+/// Prefixes kept from one Anycast report (a peer must not grow the registry
+/// without bound).
+pub(crate) const MAX_ANYCAST_PREFIXES: usize = 1024;
+
+/// An Anycast report as stored: entries with an unknown or unspecified action are
+/// dropped (never defaulted), details capped like NACK reasons, at most
+/// [`MAX_ANYCAST_PREFIXES`] kept. Returns the entries and how many were dropped.
+pub(crate) fn anycast_statuses(
+    report: &pb::AnycastReport,
+) -> (Vec<meridian_core::records::AnycastPrefixStatus>, usize) {
+    use meridian_core::records::{AnycastAction, AnycastPrefixStatus};
+    let action = |a: i32| match pb::AnycastAction::try_from(a) {
+        Ok(pb::AnycastAction::Announce) => Some(AnycastAction::Announce),
+        Ok(pb::AnycastAction::Prepend) => Some(AnycastAction::Prepend),
+        Ok(pb::AnycastAction::GracefulShutdown) => Some(AnycastAction::GracefulShutdown),
+        Ok(pb::AnycastAction::Withdraw) => Some(AnycastAction::Withdraw),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    for p in report.prefixes.iter().take(MAX_ANYCAST_PREFIXES) {
+        let (Some(desired), Some(actual)) = (action(p.desired), action(p.actual)) else {
+            continue;
+        };
+        out.push(AnycastPrefixStatus {
+            prefix: p.prefix.chars().take(64).collect(),
+            desired,
+            desired_prepend: p.desired_prepend,
+            actual,
+            actual_prepend: p.actual_prepend,
+            detail: cap_reason(&p.detail),
+            plan_version: p.plan_version,
+        });
+    }
+    let dropped = report.prefixes.len() - out.len();
+    (out, dropped)
+}
+
 /// The longest NACK reason kept (it is logged and mirrored to the store, so a peer
 /// must not be able to grow it without bound).
 pub(crate) const MAX_NACK_REASON: usize = 512;
@@ -322,6 +368,40 @@ pub(crate) fn cap_reason(reason: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anycast_reports_keep_known_actions_only_and_are_capped() {
+        let entry = |prefix: &str, desired: pb::AnycastAction, actual: pb::AnycastAction| pb::AnycastPrefixState {
+            prefix: prefix.into(),
+            desired: desired as i32,
+            desired_prepend: 3,
+            actual: actual as i32,
+            actual_prepend: 1,
+            detail: "x".repeat(2_000),
+            plan_version: 9,
+        };
+        let report = pb::AnycastReport {
+            prefixes: vec![
+                entry("192.0.2.0/24", pb::AnycastAction::Prepend, pb::AnycastAction::Prepend),
+                entry(
+                    "198.51.100.0/24",
+                    pb::AnycastAction::Unspecified,
+                    pb::AnycastAction::Announce,
+                ),
+            ],
+        };
+        let (kept, dropped) = anycast_statuses(&report);
+        assert_eq!((kept.len(), dropped), (1, 1));
+        assert_eq!(kept[0].prefix, "192.0.2.0/24");
+        assert!(!kept[0].in_sync(), "prepend ×3 desired, ×1 announced");
+        assert!(kept[0].detail.len() <= MAX_NACK_REASON + '…'.len_utf8());
+        let many = pb::AnycastReport {
+            prefixes: (0..2_000)
+                .map(|_| entry("192.0.2.0/24", pb::AnycastAction::Announce, pb::AnycastAction::Announce))
+                .collect(),
+        };
+        assert_eq!(anycast_statuses(&many).0.len(), MAX_ANYCAST_PREFIXES);
+    }
 
     #[test]
     fn nack_reasons_are_capped_on_a_character_boundary() {

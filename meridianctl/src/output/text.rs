@@ -286,7 +286,30 @@ pub fn agents(agents: &[AgentView]) -> String {
             rejected,
         ]);
     }
-    format!("{table}\n")
+    let mut out = format!("{table}\n");
+    // Anycast agents: per prefix, what the plan asks for and what the speaker does.
+    for a in agents.iter().filter(|a| !a.anycast.is_empty()) {
+        for p in &a.anycast {
+            let state = |action: &str, prepend: u32| match action {
+                "prepend" => format!("prepend ×{prepend}"),
+                other => other.replace('_', " "),
+            };
+            out.push_str(&format!(
+                "{} {}: desired {} (v{}), actual {}{}\n",
+                a.agent_id,
+                p.prefix,
+                state(p.desired, p.desired_prepend),
+                p.plan_version,
+                state(p.actual, p.actual_prepend),
+                match (&p.detail, p.in_sync) {
+                    (Some(d), _) => format!(" — {d}"),
+                    (None, false) => " — out of sync".to_string(),
+                    (None, true) => String::new(),
+                }
+            ));
+        }
+    }
+    out
 }
 
 /// `meridianctl drain` / `undrain`: the change's summary and id.

@@ -372,7 +372,7 @@ fn agents_json_is_the_legacy_shape_byte_for_byte() {
     // Every legacy key keeps its value; the rollout wave was added ([8]).
     let mut current = value(&view);
     for agent in current.as_array_mut().unwrap() {
-        for added in ["wave", "held_on_version"] {
+        for added in ["wave", "held_on_version", "anycast"] {
             agent.as_object_mut().unwrap().remove(added);
         }
     }
@@ -386,10 +386,13 @@ fn agents_json_keys_and_values() {
         value(&view),
         json!([
             {"agent_id": "dns-ams1", "applied_version": 12, "kind": "dns", "nack_reason": null,
-             "nacked_version": null, "replica": "cp-a", "wave": "canary", "held_on_version": null},
+             "nacked_version": null, "replica": "cp-a", "wave": "canary", "held_on_version": null, "anycast": []},
             {"agent_id": "bgp-fra1", "applied_version": 11, "kind": "anycast",
              "nack_reason": "prefix 198.51.100.0/24 not configured", "nacked_version": 12, "replica": "cp-b",
-             "wave": "fleet", "held_on_version": 11},
+             "wave": "fleet", "held_on_version": 11,
+             "anycast": [{"prefix": "198.51.100.0/24", "desired": "prepend", "desired_prepend": 3,
+                          "actual": "prepend", "actual_prepend": 1, "in_sync": false,
+                          "detail": "speaker: AddPath refused", "plan_version": 11}]},
         ])
     );
 }

@@ -284,6 +284,18 @@ fn agents_text_rows_and_rejections() {
 }
 
 #[test]
+fn agents_text_lists_each_anycast_prefix_desired_and_actual() {
+    let view: Vec<AgentView> = fixtures::agents().agents.into_iter().map(AgentView::from).collect();
+    let text = agents(&view);
+    assert!(
+        text.ends_with(
+            "bgp-fra1 198.51.100.0/24: desired prepend ×3 (v11), actual prepend ×1 — speaker: AddPath refused\n"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
 fn agents_text_empty() {
     assert_eq!(agents(&[]), "no agents connected\n");
 }
