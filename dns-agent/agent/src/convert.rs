@@ -3,7 +3,8 @@
 //! is a rejection (the NACK reason names the region, PoP and value).
 
 use meridian_dns_core::plan::{
-    parse_addresses, parse_prefixes, PlanRejection, PlanSnapshot, PopSnapshot, RegionSnapshot,
+    parse_addresses, parse_prefixes, AnycastAction, AnycastSnapshot, PlanRejection, PlanSnapshot, PopSnapshot,
+    RegionSnapshot,
 };
 use meridian_proto::v1 as pb;
 
@@ -36,6 +37,12 @@ pub fn snapshot_from_pb(p: pb::SteeringPlan) -> Result<PlanSnapshot, PlanRejecti
             })
         })
         .collect::<Result<Vec<_>, PlanRejection>>()?;
+    let anycast = p
+        .anycast
+        .into_iter()
+        .enumerate()
+        .map(|(index, a)| anycast_from_pb(version, index, a))
+        .collect::<Result<Vec<_>, PlanRejection>>()?;
     Ok(PlanSnapshot {
         version,
         created_at_unix_ms: p.created_at.map(|t| {
@@ -48,7 +55,64 @@ pub fn snapshot_from_pb(p: pb::SteeringPlan) -> Result<PlanSnapshot, PlanRejecti
         regions,
         epoch: p.epoch,
         content_hash: p.content_hash,
+        anycast,
     })
+}
+
+/// One PoP's anycast entry: the prefix must parse and the action must be one this
+/// agent knows. An unspecified or unknown action is a rejection, never a default: a
+/// speaker must not guess between announcing and withdrawing.
+fn anycast_from_pb(version: u64, index: usize, a: pb::PopAnycastState) -> Result<AnycastSnapshot, PlanRejection> {
+    let bad = |message: String| PlanRejection::BadAnycast {
+        version,
+        index,
+        pop: a.pop.clone(),
+        prefix: a.prefix.clone(),
+        message,
+    };
+    let prefix = a
+        .prefix
+        .trim()
+        .parse()
+        .map_err(|_| bad("the prefix does not parse".into()))?;
+    let action = match pb::AnycastAction::try_from(a.action) {
+        Ok(pb::AnycastAction::Announce) => AnycastAction::Announce,
+        Ok(pb::AnycastAction::Prepend) => AnycastAction::Prepend,
+        Ok(pb::AnycastAction::GracefulShutdown) => AnycastAction::GracefulShutdown,
+        Ok(pb::AnycastAction::Withdraw) => AnycastAction::Withdraw,
+        Ok(pb::AnycastAction::Unspecified) => return Err(bad("the action is unspecified".into())),
+        Err(_) => return Err(bad(format!("unknown action {}", a.action))),
+    };
+    Ok(AnycastSnapshot {
+        pop: a.pop.clone(),
+        prefix,
+        action,
+        prepend_count: a.prepend_count,
+    })
+}
+
+/// An Anycast agent's report as the wire message.
+pub fn anycast_report_to_pb(prefixes: &[crate::report::AnycastPrefixReport]) -> pb::AnycastReport {
+    let action = |a: AnycastAction| match a {
+        AnycastAction::Announce => pb::AnycastAction::Announce,
+        AnycastAction::Prepend => pb::AnycastAction::Prepend,
+        AnycastAction::GracefulShutdown => pb::AnycastAction::GracefulShutdown,
+        AnycastAction::Withdraw => pb::AnycastAction::Withdraw,
+    } as i32;
+    pb::AnycastReport {
+        prefixes: prefixes
+            .iter()
+            .map(|p| pb::AnycastPrefixState {
+                prefix: p.prefix.to_string(),
+                desired: action(p.desired),
+                desired_prepend: p.desired_prepend,
+                actual: action(p.actual),
+                actual_prepend: p.actual_prepend,
+                detail: p.detail.clone(),
+                plan_version: p.plan_version,
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]
@@ -92,6 +156,41 @@ pub(crate) mod tests {
         p.content_hash = "h1".into();
         let snapshot = snapshot_from_pb(p).unwrap();
         assert_eq!((snapshot.epoch.as_str(), snapshot.content_hash.as_str()), ("e1", "h1"));
+    }
+
+    #[test]
+    fn anycast_entries_convert_and_an_unspecified_action_is_rejected() {
+        let mut p = wire_plan(4);
+        p.anycast = vec![pb::PopAnycastState {
+            pop: "fra1".into(),
+            prefix: "198.51.100.0/24".into(),
+            action: pb::AnycastAction::Prepend as i32,
+            prepend_count: 3,
+        }];
+        let snapshot = snapshot_from_pb(p.clone()).unwrap();
+        assert_eq!(
+            snapshot.anycast,
+            [AnycastSnapshot {
+                pop: "fra1".into(),
+                prefix: "198.51.100.0/24".parse().unwrap(),
+                action: AnycastAction::Prepend,
+                prepend_count: 3,
+            }]
+        );
+        for (action, text) in [(0, "the action is unspecified"), (42, "unknown action 42")] {
+            let mut bad = p.clone();
+            bad.anycast[0].action = action;
+            let r = snapshot_from_pb(bad).unwrap_err();
+            assert_eq!(r.kind(), "bad_anycast");
+            assert!(r.to_string().contains(text), "{r}");
+            assert!(r.to_string().contains("anycast[0] (PoP `fra1`"), "{r}");
+        }
+        let mut bad = p;
+        bad.anycast[0].prefix = "198.51.100.0/33".into();
+        assert!(snapshot_from_pb(bad)
+            .unwrap_err()
+            .to_string()
+            .contains("the prefix does not parse"));
     }
 
     #[test]

@@ -25,7 +25,8 @@ use meridian_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::convert::snapshot_from_pb;
+use crate::convert::{anycast_report_to_pb, snapshot_from_pb};
+use crate::report::{AgentReport, Reports};
 use crate::{cache, unix_ms};
 
 /// What an agent does with plans; the follower does the rest (subscription, version
@@ -204,9 +205,24 @@ pub async fn run<S: PlanSink>(
     sink: Arc<S>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
+    run_with_reports(settings, sink, None, shutdown).await
+}
+
+/// [`run`], also forwarding the agent's reports on the plan stream: the latest one
+/// right after each hello, then every one published (see [`crate::report`]).
+pub async fn run_with_reports<S: PlanSink>(
+    settings: Arc<Settings>,
+    sink: Arc<S>,
+    reports: Option<Reports>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
     let backoff = Backoff::new(settings.reconnect_initial, settings.reconnect_max);
     let mut rotation = EndpointRotation::new(settings.endpoints.clone(), backoff).map_err(|e| e.to_string())?;
-    let mut session = PlanSession { settings, sink };
+    let mut session = PlanSession {
+        settings,
+        sink,
+        reports,
+    };
     follow("plan stream", &mut rotation, &shutdown, &mut session).await;
     Ok(())
 }
@@ -214,11 +230,12 @@ pub async fn run<S: PlanSink>(
 struct PlanSession<S> {
     settings: Arc<Settings>,
     sink: Arc<S>,
+    reports: Option<Reports>,
 }
 
 impl<S: PlanSink> Session for PlanSession<S> {
     async fn run(&mut self, endpoint: &str) -> SessionEnd {
-        let (healthy, reason) = watch_once(endpoint, &self.settings, &*self.sink).await;
+        let (healthy, reason) = watch_once(endpoint, &self.settings, &*self.sink, self.reports.as_mut()).await;
         metrics::counter!(self.settings.metrics.reconnects.clone(), "replica" => endpoint.to_string()).increment(1);
         self.sink.observe(AgentEvent::Unreachable {
             replica: endpoint,
@@ -229,7 +246,12 @@ impl<S: PlanSink> Session for PlanSession<S> {
 }
 
 /// One plan stream. Returns whether any plan arrived, and why it ended.
-async fn watch_once<S: PlanSink>(endpoint: &str, s: &Settings, sink: &S) -> (bool, String) {
+async fn watch_once<S: PlanSink>(
+    endpoint: &str,
+    s: &Settings,
+    sink: &S,
+    mut reports: Option<&mut Reports>,
+) -> (bool, String) {
     let channel = match meridian_tls::endpoint(endpoint, s.credentials.tls.as_ref()) {
         Err(e) => return (false, e.to_string()),
         Ok(ep) => {
@@ -281,9 +303,40 @@ async fn watch_once<S: PlanSink>(endpoint: &str, s: &Settings, sink: &S) -> (boo
     };
     sink.observe(AgentEvent::Connected { replica: endpoint });
     tracing::info!(replica = %endpoint, "plan stream open");
+    // The latest report goes out on every new stream, then each new one.
+    if let Some(r) = reports.as_deref_mut() {
+        let latest = r.borrow_and_update().clone();
+        if let Some(report) = latest {
+            if tx.send(report_message(&report)).await.is_err() {
+                return (false, "the outgoing stream closed".into());
+            }
+        }
+    }
     let mut received = false;
     loop {
-        match stream.message().await {
+        let next = match reports.as_deref_mut() {
+            None => stream.message().await,
+            Some(r) => {
+                tokio::select! {
+                    m = stream.message() => m,
+                    changed = r.changed() => {
+                        if changed.is_err() {
+                            // The agent dropped its sender: nothing more to report.
+                            reports = None;
+                            continue;
+                        }
+                        let latest = r.borrow_and_update().clone();
+                        if let Some(report) = latest {
+                            if tx.send(report_message(&report)).await.is_err() {
+                                return (received, "the outgoing stream closed".into());
+                            }
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        match next {
             Ok(Some(update)) => {
                 let Some(plan) = update.plan else {
                     continue;
@@ -301,6 +354,13 @@ async fn watch_once<S: PlanSink>(endpoint: &str, s: &Settings, sink: &S) -> (boo
             Err(status) => return (received, format!("stream failed: {status}")),
         }
     }
+}
+
+fn report_message(report: &AgentReport) -> pb::AgentMessage {
+    let msg = match report {
+        AgentReport::Anycast(prefixes) => pb::agent_message::Msg::Anycast(anycast_report_to_pb(prefixes)),
+    };
+    pb::AgentMessage { msg: Some(msg) }
 }
 
 /// Converts a wire plan (parsing its text once) and applies it.

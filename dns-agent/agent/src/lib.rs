@@ -8,6 +8,8 @@
 //!   [`PlanSink`].
 //! * [`convert`]: the wire plan as a [`meridian_dns_core::plan::PlanSnapshot`]; the
 //!   only module that sees `meridian.v1` types.
+//! * [`report`]: what the agent reports on the same stream (the Anycast agent's
+//!   state per prefix), published on a watch channel the follower forwards.
 //! * [`cache`]: the last good plan on disk, written atomically, loaded at start-up
 //!   ([`load_cached`]) so an agent restarted during a control-plane outage serves it.
 //!
@@ -24,11 +26,13 @@
 pub mod cache;
 pub mod convert;
 pub mod follower;
+pub mod report;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use follower::{
-    load_cached, run, AgentEvent, AgentKind, Applied, Credentials, MetricNames, PlanSink, Rejection, Settings, Verdict,
+    load_cached, run, run_with_reports, AgentEvent, AgentKind, Applied, Credentials, MetricNames, PlanSink, Rejection,
+    Settings, Verdict,
 };
 
 /// Milliseconds since the Unix epoch (0 before it, saturating far after).
@@ -69,6 +73,7 @@ pub(crate) mod tests {
             ],
             epoch: String::new(),
             content_hash: String::new(),
+            anycast: Vec::new(),
         }
     }
 

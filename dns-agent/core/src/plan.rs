@@ -36,6 +36,50 @@ pub struct PlanSnapshot {
     /// The control plane's hash of what the plan steers (empty when unknown).
     #[serde(default)]
     pub content_hash: String,
+    /// What each PoP's BGP speaker should do with each anycast prefix (issue [9]).
+    /// Read by the Anycast agent only; [`validate`] (the DNS agent's) ignores it.
+    /// Left out of the cache file when empty, so DNS caches keep their shape.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anycast: Vec<AnycastSnapshot>,
+}
+
+/// One PoP's desired state for one anycast prefix, as the plan says it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnycastSnapshot {
+    pub pop: String,
+    pub prefix: IpNet,
+    pub action: AnycastAction,
+    /// How many times the PoP's AS is prepended (meaningful with
+    /// [`AnycastAction::Prepend`], and kept under a graceful shutdown).
+    #[serde(default)]
+    pub prepend_count: u32,
+}
+
+/// The rungs of an anycast drain, from fully announced to withdrawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnycastAction {
+    /// Announced as is.
+    Announce,
+    /// Announced with the AS path prepended `prepend_count` times.
+    Prepend,
+    /// Announced with the GRACEFUL_SHUTDOWN community (65535:0, RFC 8326).
+    GracefulShutdown,
+    /// Not announced.
+    Withdraw,
+}
+
+impl AnycastAction {
+    /// The name used in logs, metrics labels and NACK reasons.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnycastAction::Announce => "announce",
+            AnycastAction::Prepend => "prepend",
+            AnycastAction::GracefulShutdown => "graceful_shutdown",
+            AnycastAction::Withdraw => "withdraw",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,6 +179,14 @@ pub enum PlanRejection {
     RegionUnservable { version: u64, region: String },
     #[error("plan v{version}: default region `{region}` is not one of the plan's regions")]
     UnknownDefaultRegion { version: u64, region: String },
+    #[error("plan v{version}: anycast[{index}] (PoP `{pop}`, prefix `{prefix}`): {message}")]
+    BadAnycast {
+        version: u64,
+        index: usize,
+        pop: String,
+        prefix: String,
+        message: String,
+    },
 }
 
 impl PlanRejection {
@@ -148,6 +200,7 @@ impl PlanRejection {
             PlanRejection::BadPrefix { .. } | PlanRejection::AmbiguousPrefix { .. } => "bad_prefix",
             PlanRejection::RegionUnservable { .. } => "region_unservable",
             PlanRejection::UnknownDefaultRegion { .. } => "unknown_default_region",
+            PlanRejection::BadAnycast { .. } => "bad_anycast",
         }
     }
 }
@@ -335,6 +388,7 @@ pub(crate) mod tests {
             ],
             epoch: "e1".into(),
             content_hash: "h1".into(),
+            anycast: Vec::new(),
         }
     }
 
@@ -461,5 +515,26 @@ pub(crate) mod tests {
         assert_eq!((back.epoch.as_str(), back.content_hash.as_str()), ("", ""));
         let served = validate(&snapshot).unwrap();
         assert_eq!((served.epoch.as_str(), served.content_hash.as_str()), ("e1", "h1"));
+    }
+
+    #[test]
+    fn anycast_entries_round_trip_and_stay_out_of_dns_caches_when_empty() {
+        let json = serde_json::to_string(&sample(9)).unwrap();
+        assert!(!json.contains("anycast"), "{json}");
+        let mut snapshot = sample(9);
+        snapshot.anycast = vec![AnycastSnapshot {
+            pop: "fra1".into(),
+            prefix: "198.51.100.0/24".parse().unwrap(),
+            action: AnycastAction::GracefulShutdown,
+            prepend_count: 3,
+        }];
+        let json = serde_json::to_string(&snapshot).unwrap();
+        assert!(
+            json.contains(r#""anycast":[{"pop":"fra1","prefix":"198.51.100.0/24","action":"graceful_shutdown","prepend_count":3}]"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<PlanSnapshot>(&json).unwrap(), snapshot);
+        // The DNS agent's validation ignores anycast entries.
+        assert!(validate(&snapshot).is_ok());
     }
 }

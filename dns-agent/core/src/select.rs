@@ -393,6 +393,7 @@ mod tests {
             regions,
             epoch: String::new(),
             content_hash: String::new(),
+            anycast: Vec::new(),
         }
     }
 
