@@ -216,6 +216,32 @@ pub struct DrainIntent {
     /// per-region drain leaves the PoP in service for every other region.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub regions: Vec<String>,
+    /// A rung of a drain ladder's Anycast side (issue [9]): what the PoP's prefixes
+    /// announce meanwhile (prepended, GRACEFUL_SHUTDOWN; a withdraw comes with the
+    /// full drain). `None`: announced as usual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anycast: Option<AnycastStep>,
+}
+
+/// What a PoP's Anycast prefixes announce on one rung of a drain ladder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnycastStep {
+    pub action: AnycastAction,
+    /// AS-path prepends with `action` = prepend.
+    #[serde(default)]
+    pub prepend: u32,
+}
+
+impl AnycastStep {
+    pub fn describe(&self) -> String {
+        match self.action {
+            AnycastAction::Prepend => format!("prepend ×{}", self.prepend),
+            AnycastAction::GracefulShutdown => "GRACEFUL_SHUTDOWN".into(),
+            AnycastAction::Withdraw => "withdraw".into(),
+            AnycastAction::Announce => "announce".into(),
+        }
+    }
 }
 
 impl DrainIntent {

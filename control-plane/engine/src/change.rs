@@ -45,11 +45,14 @@ pub enum ChangeKind {
 
 /// One rung of a ladder: the share of its normal weight the target keeps, held for
 /// `bake_ms` once every agent has the plan.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
     /// 0–100: 100 is untouched, 0 fully drained.
     pub weight_percent: u8,
     pub bake_ms: u64,
+    /// The Anycast side of the rung (issue [9]), for a PoP with Anycast prefixes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anycast: Option<meridian_core::records::AnycastStep>,
 }
 
 /// The canary wave of a change: fixed when the change starts, so every leader
@@ -408,8 +411,53 @@ pub fn ladder(percents: &[u8], bake_ms: u64) -> Result<Vec<Step>, ChangeError> {
         .map(|p| Step {
             weight_percent: *p,
             bake_ms,
+            anycast: None,
         })
         .collect())
+}
+
+/// The Anycast side of a drain ladder for a PoP with Anycast prefixes (issue [9]):
+/// the last rung withdraws (with the full drain), the rungs before it escalate
+/// towards it — prepend ×1, prepend ×3, GRACEFUL_SHUTDOWN — the strongest closest
+/// to the withdraw (a two-rung ladder: GRACEFUL_SHUTDOWN, withdraw; four rungs: the
+/// whole sequence; more: prepend ×1 repeated first).
+pub fn with_anycast_rungs(steps: Vec<Step>) -> Vec<Step> {
+    use meridian_core::records::{AnycastAction, AnycastStep};
+    let escalation = [
+        AnycastStep {
+            action: AnycastAction::Prepend,
+            prepend: 1,
+        },
+        AnycastStep {
+            action: AnycastAction::Prepend,
+            prepend: 3,
+        },
+        AnycastStep {
+            action: AnycastAction::GracefulShutdown,
+            prepend: 0,
+        },
+    ];
+    let n = steps.len();
+    steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, step)| {
+            let rung = if i + 1 == n {
+                AnycastStep {
+                    action: AnycastAction::Withdraw,
+                    prepend: 0,
+                }
+            } else {
+                // Counted back from the rung before the withdraw.
+                let back = n - 1 - i; // 1 for the rung just before the withdraw
+                escalation[escalation.len().saturating_sub(back)]
+            };
+            Step {
+                anycast: Some(rung),
+                ..step
+            }
+        })
+        .collect()
 }
 
 fn moved(record: &ChangeRecord, to: ChangeState, now_ms: u64, why: impl Into<String>) -> ChangeRecord {
@@ -905,6 +953,7 @@ pub fn auto_failover(pop: &str, version: u64, why: &str, now_ms: u64) -> ChangeR
         vec![Step {
             weight_percent: 0,
             bake_ms: 0,
+            anycast: None,
         }],
         now_ms,
     );
@@ -944,6 +993,7 @@ pub fn auto_failback(
                     .map(|f| Step {
                         weight_percent: (f * 100.0).round().clamp(0.0, 100.0) as u8,
                         bake_ms,
+                        anycast: None,
                     })
                     .collect(),
                 now_ms,

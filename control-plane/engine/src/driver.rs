@@ -93,6 +93,7 @@ impl SteeringDriver {
             notes,
             now_ms,
         );
+        apply_anycast_rungs(&mut candidate, &view.intents.drains);
         let reasons = match view.current {
             None => Some(vec!["first plan for this topology".to_string()]),
             Some(current) => worth_publishing(current, &candidate, doc.policy.weight_change_threshold),
@@ -194,6 +195,59 @@ impl SteeringDriver {
             }))
             .collect();
         Ok((meridian_steering::blend(&with, &without, f), notes))
+    }
+}
+
+/// The Anycast side of drain-ladder rungs (issue [9]): a partly drained PoP's
+/// prefixes announce prepended or with GRACEFUL_SHUTDOWN instead of plainly (the
+/// withdraw comes with the full drain, decided by the steering core and its
+/// last-pop-for-prefix guardrail). GRACEFUL_SHUTDOWN is never put on the last
+/// announcer of a prefix: the only route to it is not weakened (noted in the
+/// plan's reasons).
+pub fn apply_anycast_rungs(plan: &mut StoredPlan, drains: &BTreeMap<String, DrainIntent>) {
+    for d in drains.values() {
+        let Some(step) = d.anycast else { continue };
+        if d.partial().is_none()
+            || !d.regions.is_empty()
+            || !matches!(step.action, AnycastAction::Prepend | AnycastAction::GracefulShutdown)
+        {
+            continue;
+        }
+        let mut changed = Vec::new();
+        let mut kept = Vec::new();
+        for i in 0..plan.anycast.len() {
+            let a = &plan.anycast[i];
+            if a.pop != d.pop || a.action != AnycastAction::Announce {
+                continue;
+            }
+            let prefix = a.prefix;
+            let others = plan
+                .anycast
+                .iter()
+                .any(|o| o.pop != d.pop && o.prefix == prefix && o.action != AnycastAction::Withdraw);
+            if step.action == AnycastAction::GracefulShutdown && !others {
+                kept.push(prefix.to_string());
+                continue;
+            }
+            plan.anycast[i].action = step.action;
+            plan.anycast[i].prepend_count = step.prepend;
+            changed.push(prefix.to_string());
+        }
+        if !changed.is_empty() {
+            plan.reasons.push(format!(
+                "drain ladder: {} announces {} with {}",
+                d.pop,
+                changed.join(", "),
+                step.describe()
+            ));
+        }
+        if !kept.is_empty() {
+            plan.reasons.push(format!(
+                "guardrail last-pop-for-prefix: {} keeps announcing {} plainly (no other PoP announces it)",
+                d.pop,
+                kept.join(", ")
+            ));
+        }
     }
 }
 

@@ -100,6 +100,7 @@ mod tests {
             forced_past: None,
             weight_percent: None,
             regions: Vec::new(),
+            anycast: None,
         };
         let pin = PlanPin {
             version: 7,

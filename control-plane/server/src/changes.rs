@@ -88,7 +88,9 @@ async fn drive(
     let advance = change::advance(record, &obs, policy);
     if let Some(effect) = &advance.effect {
         match effect {
-            Effect::SetWeight { weight_percent, .. } => ctx.ops.write_rung(fence, record, *weight_percent).await?,
+            Effect::SetWeight { step, weight_percent } => {
+                ctx.ops.write_rung(fence, record, *step, *weight_percent).await?
+            }
             Effect::RestoreBefore => ctx.ops.restore_before(fence, record).await?,
             Effect::ReleaseFleet => ctx.ops.release_fleet(fence, record).await?,
         }
@@ -228,6 +230,32 @@ async fn observe(ctx: &ReplicaContext, record: &ChangeRecord) -> Observed {
                 v => crate::plans::load(ctx.store.as_ref(), &ctx.keys, v).await.ok(),
             };
             obs.analysis = analyse(ctx, record, acked.as_ref().or(plan.as_deref()), plan.as_deref());
+            // Anycast agents announcing the target's prefixes must have done what the
+            // rung's plan asks (issue [9]).
+            let listed = match agents.take() {
+                Some(list) => Some(list),
+                None => crate::plan_api::list_agents(ctx.store.as_ref(), &ctx.keys).await.ok(),
+            };
+            let prefixes: Vec<String> = ctx
+                .topology
+                .borrow()
+                .doc
+                .pop(&record.target)
+                .map(|p| p.anycast_prefixes.iter().map(|n| n.to_string()).collect())
+                .unwrap_or_default();
+            match (listed.as_ref(), *plan_version) {
+                (Some(list), v) if v > 0 => {
+                    if let Some(check) = anycast_check(list, &prefixes, v) {
+                        obs.analysis.push(("anycast".into(), check));
+                    }
+                }
+                (None, _) if !prefixes.is_empty() => obs.analysis.push((
+                    "anycast".into(),
+                    Check::Inconclusive("the agents' Anycast reports could not be read".into()),
+                )),
+                _ => {}
+            }
+            agents = listed;
             if let (Phase::CanaryAnalyse { plan_version }, Some(wave)) = (phase, wave) {
                 let check = match agents.as_ref() {
                     Some(list) => canary_agents(wave, *plan_version, list),
@@ -239,6 +267,47 @@ async fn observe(ctx: &ReplicaContext, record: &ChangeRecord) -> Observed {
         Phase::Apply | Phase::Bake { .. } | Phase::CanaryBake { .. } => {}
     }
     obs
+}
+
+/// Whether the Anycast agents that report the target's `prefixes` announce what the
+/// rung's plan `version` (or a newer one) asks: `None` when no agent reports them (no
+/// Anycast agent deployed for them); a report older than the plan, or out of sync,
+/// is inconclusive — the speaker may still be converging, or refused by its own
+/// safety rules (its detail says which).
+fn anycast_check(agents: &[(String, AgentRecord)], prefixes: &[String], version: u64) -> Option<Check> {
+    let reports: Vec<(&str, &meridian_core::records::AnycastPrefixStatus)> = agents
+        .iter()
+        .flat_map(|(_, a)| a.anycast.iter().map(move |p| (a.agent_id.as_str(), p)))
+        .filter(|(_, p)| prefixes.contains(&p.prefix))
+        .collect();
+    if reports.is_empty() {
+        return None;
+    }
+    let mut unsure = Vec::new();
+    for (agent, p) in reports {
+        if p.plan_version < version {
+            unsure.push(format!("{agent} reported {} on v{} only", p.prefix, p.plan_version));
+        } else if !p.in_sync() {
+            unsure.push(format!(
+                "{agent}: {} desired {:?}×{} but announces {:?}×{}{}",
+                p.prefix,
+                p.desired,
+                p.desired_prepend,
+                p.actual,
+                p.actual_prepend,
+                if p.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", p.detail)
+                }
+            ));
+        }
+    }
+    Some(if unsure.is_empty() {
+        Check::Pass
+    } else {
+        Check::Inconclusive(unsure.join("; "))
+    })
 }
 
 /// The canary wave after its bake: every agent of it still connected and holding

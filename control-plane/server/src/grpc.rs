@@ -638,7 +638,14 @@ fn change_record_to_pb(r: &meridian_engine::change::ChangeRecord) -> pb::ChangeR
         S::RolledBack { .. } => (pb::ChangeState::RolledBack, 0),
         S::Reverted { .. } => (pb::ChangeState::Reverted, r.steps.len()),
     };
-    let rungs: Vec<String> = r.steps.iter().map(|s| format!("{}%", s.weight_percent)).collect();
+    let rungs: Vec<String> = r
+        .steps
+        .iter()
+        .map(|s| match &s.anycast {
+            Some(a) => format!("{}% ({})", s.weight_percent, a.describe()),
+            None => format!("{}%", s.weight_percent),
+        })
+        .collect();
     let kind = serde_json::to_value(r.kind)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))

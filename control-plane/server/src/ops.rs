@@ -398,6 +398,7 @@ impl Operations {
             forced_past: forced_text.clone(),
             weight_percent: None,
             regions: cmd.regions.clone(),
+            anycast: None,
         };
         let key = self.keys.drain(&cmd.pop);
         let value = encode(&key, &intent)?;

@@ -1106,3 +1106,185 @@ async fn a_topology_apply_goes_to_the_canary_wave_first_and_its_nack_restores_th
     stop.cancel();
     replica.stop().await;
 }
+
+/// An Anycast agent over real gRPC for fra1's prefix: it ACKs every plan, records
+/// fra1's announcement in it, and reports that prefix — as done (`in_sync`) or as
+/// still announced plainly.
+fn fake_anycast_agent(
+    channel: Channel,
+    in_sync: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::sync::Arc<std::sync::Mutex<Vec<(i32, u32)>>> {
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<(i32, u32)>>> = Default::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tx.send(pb::AgentMessage {
+            msg: Some(pb::agent_message::Msg::Hello(pb::AgentHello {
+                agent_id: "bgp-fra1".into(),
+                kind: pb::AgentKind::Anycast as i32,
+                applied_version: 0,
+            })),
+        })
+        .await
+        .unwrap();
+        let mut client = pb::plan_service_client::PlanServiceClient::new(channel);
+        let mut updates = client
+            .watch_plan(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        while let Ok(Some(update)) = updates.message().await {
+            let plan = update.plan.unwrap();
+            let Some(mine) = plan.anycast.iter().find(|a| a.pop == "fra1").cloned() else {
+                continue;
+            };
+            {
+                let mut log = log.lock().unwrap();
+                if log.last() != Some(&(mine.action, mine.prepend_count)) {
+                    log.push((mine.action, mine.prepend_count));
+                }
+            }
+            let done = in_sync.load(std::sync::atomic::Ordering::SeqCst);
+            let report = pb::AnycastPrefixState {
+                prefix: mine.prefix.clone(),
+                desired: mine.action,
+                desired_prepend: mine.prepend_count,
+                actual: if done {
+                    mine.action
+                } else {
+                    pb::AnycastAction::Announce as i32
+                },
+                actual_prepend: if done { mine.prepend_count } else { 0 },
+                detail: if done {
+                    String::new()
+                } else {
+                    "speaker: not converged".into()
+                },
+                plan_version: plan.version,
+            };
+            for msg in [
+                pb::agent_message::Msg::Ack(pb::PlanAck { version: plan.version }),
+                pb::agent_message::Msg::Anycast(pb::AnycastReport { prefixes: vec![report] }),
+            ] {
+                if tx.send(pb::AgentMessage { msg: Some(msg) }).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    seen
+}
+
+/// A drain ladder of a PoP with an Anycast prefix escalates its announcement rung by
+/// rung — prepend ×1, ×3, GRACEFUL_SHUTDOWN, withdraw — each analysed against what
+/// the Anycast agent reports; an agent whose speaker has not done it pauses the
+/// change (inconclusive), naming the prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anycast_pops_ladder_escalates_its_announcement_and_waits_for_the_agents_report() {
+    let replica = common::start(toml::from_str("[auth]\nmode = \"off\"\n").unwrap()).await;
+    let channel = replica.channel();
+    let mut op = pb::operator_service_client::OperatorServiceClient::new(channel.clone());
+    let topology = TOPOLOGY
+        .replace(
+            "ipv4 = [\"192.0.2.1\"]\n",
+            "ipv4 = [\"192.0.2.1\"]\nanycast_prefixes = [\"198.51.100.0/24\"]\n",
+        )
+        .replace(
+            "ipv4 = [\"192.0.2.2\"]\n",
+            "ipv4 = [\"192.0.2.2\"]\nanycast_prefixes = [\"198.51.100.0/24\"]\n",
+        );
+    apply_topology(&channel, &topology).await;
+    let stop = CancellationToken::new();
+    feed_health(channel.clone(), stop.clone());
+    wait_pops_up(&channel).await;
+    let in_sync = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let seen = fake_anycast_agent(channel.clone(), in_sync.clone());
+    wait("the Anycast agent's report", || {
+        let channel = channel.clone();
+        async move {
+            agents(&channel)
+                .await
+                .into_iter()
+                .find(|a| a.agent_id == "bgp-fra1" && !a.anycast.is_empty())
+        }
+    })
+    .await;
+
+    let started = op
+        .drain(ladder(&[75, 50, 25, 0], 300))
+        .await
+        .unwrap()
+        .into_inner()
+        .change
+        .unwrap();
+    assert!(
+        started
+            .summary
+            .contains("75% (prepend ×1) → 50% (prepend ×3) → 25% (GRACEFUL_SHUTDOWN) → 0% (withdraw)"),
+        "{}",
+        started.summary
+    );
+    let done = wait("the ladder to complete", || {
+        let channel = channel.clone();
+        let id = started.id.clone();
+        async move { Some(change(&channel, &id).await).filter(|c| c.state == pb::ChangeState::Completed as i32) }
+    })
+    .await;
+    assert!(
+        done.analysis.iter().any(|c| c.name == "anycast" && c.verdict == "pass"),
+        "{:?}",
+        done.analysis
+    );
+    use pb::AnycastAction as A;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            (A::Announce as i32, 0),
+            (A::Prepend as i32, 1),
+            (A::Prepend as i32, 3),
+            (A::GracefulShutdown as i32, 0),
+            (A::Withdraw as i32, 0),
+        ],
+        "fra1's announcement, rung by rung"
+    );
+
+    // Back; the next ladder's first rung is not done by the speaker: paused.
+    op.undrain(pb::UndrainRequest {
+        pop: "fra1".into(),
+        reason: "done".into(),
+        override_freeze: false,
+    })
+    .await
+    .unwrap();
+    wait("fra1 announced plainly again", || {
+        let seen = seen.clone();
+        async move { (seen.lock().unwrap().last() == Some(&(A::Announce as i32, 0))).then_some(()) }
+    })
+    .await;
+    in_sync.store(false, std::sync::atomic::Ordering::SeqCst);
+    let id = op
+        .drain(ladder(&[50, 0], 300))
+        .await
+        .unwrap()
+        .into_inner()
+        .change
+        .unwrap()
+        .id;
+    let paused = wait("the change to pause on the unconverged speaker", || {
+        let channel = channel.clone();
+        let id = id.clone();
+        async move { Some(change(&channel, &id).await).filter(|c| c.state == pb::ChangeState::Paused as i32) }
+    })
+    .await;
+    assert!(
+        paused.state_reason.contains("anycast") && paused.state_reason.contains("198.51.100.0/24"),
+        "{}",
+        paused.state_reason
+    );
+    let listed = agents(&channel).await;
+    let bgp = listed.iter().find(|a| a.agent_id == "bgp-fra1").unwrap();
+    assert_eq!(bgp.anycast[0].detail, "speaker: not converged");
+
+    stop.cancel();
+    replica.stop().await;
+}

@@ -59,11 +59,13 @@ fn ladders_go_down_to_zero_and_bad_ones_are_named() {
         vec![
             Step {
                 weight_percent: 50,
-                bake_ms: 10_000
+                bake_ms: 10_000,
+                anycast: None,
             },
             Step {
                 weight_percent: 0,
-                bake_ms: 10_000
+                bake_ms: 10_000,
+                anycast: None,
             }
         ]
     );
@@ -643,5 +645,42 @@ fn automatic_failover_and_failback_are_change_records_with_steps() {
     assert_eq!(
         auto_failback(None, &E::Completed { pop: "fra1".into() }, &stages, 10_000, 1),
         None
+    );
+}
+
+#[test]
+fn anycast_rungs_escalate_towards_the_withdraw() {
+    use meridian_core::records::AnycastAction as A;
+    let rungs = |percents: &[u8]| -> Vec<String> {
+        with_anycast_rungs(ladder(percents, 1_000).unwrap())
+            .iter()
+            .map(|s| s.anycast.unwrap().describe())
+            .collect()
+    };
+    assert_eq!(rungs(&[0]), vec!["withdraw"]);
+    assert_eq!(rungs(&[50, 0]), vec!["GRACEFUL_SHUTDOWN", "withdraw"]);
+    assert_eq!(
+        rungs(&[75, 50, 25, 0]),
+        vec!["prepend ×1", "prepend ×3", "GRACEFUL_SHUTDOWN", "withdraw"]
+    );
+    assert_eq!(
+        rungs(&[90, 75, 50, 25, 0]),
+        vec![
+            "prepend ×1",
+            "prepend ×1",
+            "prepend ×3",
+            "GRACEFUL_SHUTDOWN",
+            "withdraw"
+        ]
+    );
+    // The DNS weights are kept.
+    let steps = with_anycast_rungs(ladder(&[50, 0], 7).unwrap());
+    assert_eq!(
+        (
+            steps[0].weight_percent,
+            steps[0].bake_ms,
+            steps[0].anycast.unwrap().action
+        ),
+        (50, 7, A::GracefulShutdown)
     );
 }

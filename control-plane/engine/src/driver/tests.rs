@@ -210,6 +210,7 @@ fn a_drain_is_a_state_change_and_moves_the_weight() {
             forced_past: None,
             weight_percent: None,
             regions: Vec::new(),
+            anycast: None,
         },
     );
     let plan = tick_publish(&mut driver, 1, &doc, &health, &intents, &mut current)
@@ -248,6 +249,7 @@ fn a_drain_ladder_rung_keeps_that_share_of_the_weight() {
                 forced_past: None,
                 weight_percent: w,
                 regions: Vec::new(),
+                anycast: None,
             },
         );
         intents
@@ -516,6 +518,7 @@ fn only_a_pop_newly_down_is_urgent() {
             forced_past: None,
             weight_percent: None,
             regions: Vec::new(),
+            anycast: None,
         },
     );
     let with_drain = plan_for(&doc, &all_up(), &drained);
@@ -574,6 +577,7 @@ fn region_drain(pop: &str, weight_percent: Option<u8>, regions: &[&str]) -> Drai
         forced_past: None,
         weight_percent,
         regions: regions.iter().map(|r| r.to_string()).collect(),
+        anycast: None,
     }
 }
 
@@ -691,4 +695,77 @@ fn a_capacity_override_is_planned_with_until_it_expires() {
         .publish
         .expect("the expiry republishes");
     assert_eq!(later.pops.iter().find(|p| p.pop == "fra1").unwrap().capacity, 1000.0);
+}
+
+/// A rung's Anycast side: the partly drained PoP's prefixes are prepended or carry
+/// GRACEFUL_SHUTDOWN in the plan; never GRACEFUL_SHUTDOWN on the last announcer.
+#[test]
+fn anycast_rungs_prepend_and_shut_down_but_never_the_last_announcer() {
+    use meridian_core::records::{AnycastAction, AnycastStep};
+    let (doc, health) = (doc(), all_up());
+    let rung = |pop: &str, action: AnycastAction, prepend: u32| {
+        let mut intents = Intents::default();
+        intents.drains.insert(
+            pop.into(),
+            DrainIntent {
+                anycast: Some(AnycastStep { action, prepend }),
+                ..region_drain(pop, Some(50), &[])
+            },
+        );
+        intents
+    };
+    let announce = |plan: &StoredPlan, pop: &str| {
+        plan.anycast
+            .iter()
+            .find(|a| a.pop == pop)
+            .map(|a| (a.action, a.prepend_count))
+            .unwrap()
+    };
+    let plan_for = |intents: &Intents| {
+        SteeringDriver::default()
+            .tick(0, view(&doc, &health, intents, None))
+            .publish
+            .unwrap()
+    };
+    let p = plan_for(&rung("fra1", AnycastAction::Prepend, 3));
+    assert_eq!(announce(&p, "fra1"), (AnycastAction::Prepend, 3));
+    assert_eq!(
+        announce(&p, "ams1"),
+        (AnycastAction::Announce, 0),
+        "the other announcer is untouched"
+    );
+    assert!(
+        p.reasons
+            .iter()
+            .any(|r| r.contains("fra1 announces 198.51.100.0/24 with prepend ×3")),
+        "{:?}",
+        p.reasons
+    );
+    let g = plan_for(&rung("fra1", AnycastAction::GracefulShutdown, 0));
+    assert_eq!(announce(&g, "fra1"), (AnycastAction::GracefulShutdown, 0));
+    // With ams1 (the other announcer) down, fra1 is the last: no GRACEFUL_SHUTDOWN.
+    let ams_down = health_of(&[
+        ("fra1", PopVerdict::Up),
+        ("ams1", PopVerdict::Down),
+        ("iad1", PopVerdict::Up),
+    ]);
+    let last = SteeringDriver::default()
+        .tick(
+            0,
+            view(&doc, &ams_down, &rung("fra1", AnycastAction::GracefulShutdown, 0), None),
+        )
+        .publish
+        .unwrap();
+    assert_eq!(announce(&last, "fra1"), (AnycastAction::Announce, 0));
+    assert!(
+        last.reasons
+            .iter()
+            .any(|r| r.contains("guardrail last-pop-for-prefix: fra1 keeps announcing")),
+        "{:?}",
+        last.reasons
+    );
+}
+
+fn health_of(verdicts: &[(&str, PopVerdict)]) -> HealthSnapshot {
+    health(verdicts)
 }

@@ -100,7 +100,19 @@ impl Operations {
                 problem: "a drain needs a reason".into(),
             });
         }
-        let steps: Vec<Step> = change::ladder(percents, bake_ms).map_err(change_error)?;
+        let mut steps: Vec<Step> = change::ladder(percents, bake_ms).map_err(change_error)?;
+        // A PoP with Anycast prefixes drains through BGP too (issue [9]): the rungs
+        // escalate prepend → GRACEFUL_SHUTDOWN → withdraw. Per-region drains are
+        // DNS only (a route is not per client region).
+        let has_prefixes = self
+            .topology
+            .borrow()
+            .doc
+            .pop(&cmd.pop)
+            .is_some_and(|p| !p.anycast_prefixes.is_empty());
+        if has_prefixes && cmd.regions.is_empty() {
+            steps = change::with_anycast_rungs(steps);
+        }
         if steps.last().map(|s| s.weight_percent) != Some(0) {
             return Err(OpError::Invalid {
                 field: "steps",
@@ -286,7 +298,13 @@ impl Operations {
 
     /// The effect of a rung: the target keeps `weight_percent` of its weight (0: a
     /// full drain). Idempotent; retried when the drain set moves under it.
-    pub async fn write_rung(&self, fence: &Fence, record: &ChangeRecord, weight_percent: u8) -> Result<(), OpError> {
+    pub async fn write_rung(
+        &self,
+        fence: &Fence,
+        record: &ChangeRecord,
+        step: usize,
+        weight_percent: u8,
+    ) -> Result<(), OpError> {
         if record.kind == ChangeKind::SetCapacity {
             return self
                 .write_capacity(fence, record, record.capacity.as_ref(), false)
@@ -307,6 +325,7 @@ impl Operations {
                 forced_past: None,
                 weight_percent: (weight_percent > 0).then_some(weight_percent),
                 regions: record.regions.clone(),
+                anycast: record.steps.get(step).and_then(|s| s.anycast),
             };
             let mut after: Vec<&str> = set.drains.keys().map(String::as_str).collect();
             if !after.contains(&record.target.as_str()) {
@@ -470,6 +489,7 @@ impl Operations {
                 vec![Step {
                     weight_percent: 100,
                     bake_ms: CAPACITY_BAKE_MS,
+                    anycast: None,
                 }],
                 now,
             )

@@ -265,6 +265,7 @@ impl StagedApply {
                 vec![meridian_engine::change::Step {
                     weight_percent: 100,
                     bake_ms: TOPOLOGY_BAKE_MS,
+                    anycast: None,
                 }],
                 self.now_ms,
             )
