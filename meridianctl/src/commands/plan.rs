@@ -30,7 +30,16 @@ pub(super) async fn plan(
         what: "plan",
     })?;
     let view = PlanView::from(plan);
-    Ok(Report::success(render(format, &view, text::plan)?))
+    let mut out = render(format, &view, text::plan)?;
+    // For people: what each Anycast agent's speaker actually announces, beside
+    // what the plan asks (JSON readers have `meridianctl agents -o json`).
+    if format == Format::Table && !view.anycast.is_empty() {
+        if let Ok(resp) = conn.query().list_agents(pb::ListAgentsRequest {}).await {
+            let agents: Vec<AgentView> = resp.into_inner().agents.into_iter().map(AgentView::from).collect();
+            out.push_str(&text::anycast_reports(&agents));
+        }
+    }
+    Ok(Report::success(out))
 }
 
 pub(super) async fn what_if(conn: &Connected, format: Format, scenario: &str, pop: &str) -> Result<Report, CtlError> {

@@ -210,7 +210,10 @@ pub fn plan(p: &PlanView) -> String {
                 .anycast
                 .iter()
                 .filter(|a| a.pop == s.pop)
-                .map(|a| format!("{} {}", a.prefix, a.action))
+                .map(|a| match a.action {
+                    "prepend" => format!("{} prepend ×{}", a.prefix, a.prepend_count),
+                    other => format!("{} {}", a.prefix, other.replace('_', " ")),
+                })
                 .collect();
             pops.add_row(vec![
                 s.pop.clone(),
@@ -286,8 +289,13 @@ pub fn agents(agents: &[AgentView]) -> String {
             rejected,
         ]);
     }
-    let mut out = format!("{table}\n");
-    // Anycast agents: per prefix, what the plan asks for and what the speaker does.
+    format!("{table}\n{}", anycast_reports(agents))
+}
+
+/// Per Anycast agent and prefix: what the plan asks for and what the speaker
+/// announces (empty without Anycast agents).
+pub fn anycast_reports(agents: &[AgentView]) -> String {
+    let mut out = String::new();
     for a in agents.iter().filter(|a| !a.anycast.is_empty()) {
         for p in &a.anycast {
             let state = |action: &str, prepend: u32| match action {

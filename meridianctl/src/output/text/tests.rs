@@ -203,7 +203,7 @@ fn plan_text_header_tables_and_reasons() {
             vec!["us", "iad1 100.0%"],
             vec!["POP", "STATE", "LOAD / CAPACITY", "UTILISATION", "ANYCAST"],
             vec!["ams1", "up", "750 / 1000", "75%", "198.51.100.0/24 announce"],
-            vec!["fra1", "degraded", "250 / 1000", "25%", "198.51.100.0/24 prepend"],
+            vec!["fra1", "degraded", "250 / 1000", "25%", "198.51.100.0/24 prepend ×3"],
             vec!["iad1", "up", "400 / 500", "80%", "-"],
         ]
     );
