@@ -338,6 +338,16 @@ pub enum ChangeCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Approve a change that policy.approval_required holds pending (drains, forced
+    /// drains, capacity changes): it starts once approved. The one who started it
+    /// cannot approve it.
+    Approve {
+        /// The change id.
+        id: String,
+        /// Why (recorded).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Roll a change back from any rung: the intents from before it come back and
     /// steering computes from today's health.
     Rollback {

@@ -346,6 +346,8 @@ pub fn ladder() -> pb::ChangeRecord {
         regions: vec!["eu-west".into()],
         phase: "bake".into(),
         phase_since: at(BAKE_SINCE_MS / 1000, 0),
+        awaiting_approval: String::new(),
+        approved_by: String::new(),
         phase_deadline: at(BAKE_SINCE_MS / 1000 + 60, 0),
         state_reason: "inconclusive: no load data for ams1".into(),
         steps: vec![

@@ -184,6 +184,25 @@ pub struct Policy {
     pub canary_agents: Vec<String>,
     #[serde(with = "humantime_serde")]
     pub canary_bake: Duration,
+    /// Changes that need a second person's approval before they start (issue [8]):
+    /// `drain` (any drain, ladders included), `forced_drain` (a drain past a
+    /// guardrail), `set_capacity`. Empty: none.
+    pub approval_required: Vec<String>,
+}
+
+/// The changes `policy.approval_required` can name.
+pub const APPROVABLE: &[&str] = &["drain", "forced_drain", "set_capacity"];
+
+impl Policy {
+    /// The policy entry that makes a change of this kind need approval, if any
+    /// (`forced` drains match `forced_drain` as well as `drain`).
+    pub fn approval_rule(&self, kind: &str, forced: bool) -> Option<String> {
+        let wanted = |k: &str| self.approval_required.iter().any(|r| r == k);
+        if kind == "drain" && forced && wanted("forced_drain") {
+            return Some("forced_drain".into());
+        }
+        wanted(kind).then(|| kind.to_string())
+    }
 }
 
 impl Default for Policy {
@@ -213,6 +232,7 @@ impl Default for Policy {
             slow_start_bake: Duration::from_secs(10),
             canary_agents: Vec::new(),
             canary_bake: Duration::from_secs(10),
+            approval_required: Vec::new(),
         }
     }
 }
@@ -446,6 +466,14 @@ impl Policy {
                 errs.add(
                     format!("policy.canary_agents[{i}]"),
                     format!("`{agent}` is listed twice"),
+                );
+            }
+        }
+        for (i, kind) in self.approval_required.iter().enumerate() {
+            if !APPROVABLE.contains(&kind.as_str()) {
+                errs.add(
+                    format!("policy.approval_required[{i}]"),
+                    format!("`{kind}` is not one of {}", APPROVABLE.join(", ")),
                 );
             }
         }

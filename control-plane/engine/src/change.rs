@@ -201,6 +201,30 @@ pub struct ChangeRecord {
     /// The checks of the last analysis (canary or fleet), as they were judged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub analysis: Vec<CheckResult>,
+    /// A second person's approval, when policy requires one for this kind of
+    /// change: it stays `Pending` until approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<Approval>,
+}
+
+/// Approval of a change by a second person.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The policy entry that requires it (e.g. `drain`, `forced_drain`).
+    pub rule: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver_role: Option<String>,
+    #[serde(default)]
+    pub at_ms: u64,
+}
+
+impl ChangeRecord {
+    /// Waiting for an approval that has not come.
+    pub fn awaits_approval(&self) -> bool {
+        self.state == ChangeState::Pending && self.approval.as_ref().is_some_and(|a| a.approved_by.is_none())
+    }
 }
 
 /// One analysis check as kept in the record.
@@ -279,6 +303,7 @@ impl ChangeRecord {
             before_capacity: None,
             topology_revision: None,
             before_topology: None,
+            approval: None,
         }
     }
 
@@ -384,6 +409,8 @@ pub enum ChangeError {
     RevertWindowPassed { id: String, ago_s: u64, window_s: u64 },
     #[error("invalid ladder: {0}")]
     InvalidSteps(String),
+    #[error("change {id} was started by {who}: a second person must approve it")]
+    SelfApproval { id: String, who: String },
 }
 
 /// A drain ladder from `--steps` (percentages, each lower than the one before,
@@ -489,6 +516,7 @@ pub fn describe(state: &ChangeState) -> String {
             format!("progressing step {} ({phase})", step + 1)
         }
         ChangeState::Paused { step, .. } => format!("paused at step {}", step + 1),
+        ChangeState::Pending => "pending".to_string(),
         other => other.name().to_string(),
     }
 }
@@ -497,6 +525,7 @@ pub fn describe(state: &ChangeState) -> String {
 pub fn advance(record: &ChangeRecord, obs: &Observed, policy: &ChangePolicy) -> Advance {
     let now = obs.now_ms;
     match &record.state {
+        ChangeState::Pending if record.awaits_approval() => Advance::default(),
         ChangeState::Pending => {
             if record.steps.is_empty() {
                 return Advance {
@@ -865,6 +894,43 @@ pub fn pause(record: &ChangeRecord, now_ms: u64, reason: &str) -> Result<ChangeR
             what: "only a pending or progressing change can be paused".into(),
         }),
     }
+}
+
+/// A second person approves a change waiting for approval; the one who started it
+/// cannot.
+pub fn approve(
+    record: &ChangeRecord,
+    approver: &str,
+    role: Option<&str>,
+    now_ms: u64,
+) -> Result<ChangeRecord, ChangeError> {
+    if !record.awaits_approval() {
+        return Err(ChangeError::WrongState {
+            id: record.id.clone(),
+            state: record.state.name(),
+            what: "only a pending change that waits for approval can be approved".into(),
+        });
+    }
+    if approver == record.started_by {
+        return Err(ChangeError::SelfApproval {
+            id: record.id.clone(),
+            who: record.started_by.clone(),
+        });
+    }
+    let mut next = record.clone();
+    if let Some(a) = next.approval.as_mut() {
+        a.approved_by = Some(approver.to_string());
+        a.approver_role = role.map(str::to_string);
+        a.at_ms = now_ms;
+    }
+    next.history.push(Transition {
+        at_ms: now_ms,
+        from: "pending (awaiting approval)".into(),
+        to: "pending (approved)".into(),
+        why: format!("approved by {approver}"),
+    });
+    next.updated_at_ms = now_ms;
+    Ok(next)
 }
 
 /// An operator resumes a paused change: its step is applied again (idempotent) and

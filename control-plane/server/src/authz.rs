@@ -113,6 +113,10 @@ pub const RPC_ACCESS: &[(&str, Access)] = &[
         "/meridian.v1.OperatorService/RevertChange",
         Access::AtLeast(Role::Operator),
     ),
+    (
+        "/meridian.v1.OperatorService/ApproveChange",
+        Access::AtLeast(Role::Operator),
+    ),
     // Stopping the line is for operators; lifting it, for admins.
     ("/meridian.v1.OperatorService/Freeze", Access::AtLeast(Role::Operator)),
     ("/meridian.v1.OperatorService/Unfreeze", Access::AtLeast(Role::Admin)),

@@ -671,6 +671,13 @@ fn change_record_to_pb(r: &meridian_engine::change::ChangeRecord) -> pb::ChangeR
         ),
     };
     let mut state_reason = String::new();
+    if let Some(a) = r.approval.as_ref().filter(|_| r.awaits_approval()) {
+        summary.push_str(&format!(
+            ": awaiting approval by a second person (policy.approval_required: {})",
+            a.rule
+        ));
+        state_reason = format!("awaiting approval ({})", a.rule);
+    }
     match &r.state {
         S::Paused { reason, .. } | S::RollingBack { reason } => {
             summary.push_str(&format!(": {reason}"));
@@ -739,6 +746,17 @@ fn change_record_to_pb(r: &meridian_engine::change::ChangeRecord) -> pb::ChangeR
             })
             .collect(),
         role: r.role.clone().unwrap_or_default(),
+        awaiting_approval: r
+            .approval
+            .as_ref()
+            .filter(|_| r.awaits_approval())
+            .map(|a| a.rule.clone())
+            .unwrap_or_default(),
+        approved_by: r
+            .approval
+            .as_ref()
+            .and_then(|a| a.approved_by.clone())
+            .unwrap_or_default(),
         analysis: r
             .analysis
             .iter()
@@ -834,10 +852,24 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
             force: body.force,
             regions: body.regions,
         };
-        if !body.steps.is_empty() {
+        // A drain that policy wants approved is a change record even when immediate:
+        // one step, pending until a second person approves it.
+        let needs_approval = self
+            .ctx
+            .topology
+            .borrow()
+            .doc
+            .policy
+            .approval_rule("drain", body.force)
+            .is_some();
+        let steps = if body.steps.is_empty() && needs_approval {
+            vec![0]
+        } else {
+            body.steps.clone()
+        };
+        if !steps.is_empty() {
             // A drain ladder: a staged change the leader's driver walks.
-            let percents = body
-                .steps
+            let percents = steps
                 .iter()
                 .map(|p| {
                     u8::try_from(*p).map_err(|_| Status::invalid_argument(format!("steps: {p} is not a percentage")))
@@ -1001,6 +1033,13 @@ impl pb::operator_service_server::OperatorService for OperatorApi {
             Route::Forward(mut leader) => return leader.revert_change(self.forwarded(req)).await,
         };
         self.command(req, &fence, ChangeCommand::Revert).await
+    }
+    async fn approve_change(&self, req: Request<pb::ChangeIdRequest>) -> Result<Response<pb::ChangeResponse>, Status> {
+        let fence = match self.route(req.metadata()).await? {
+            Route::Local(fence) => fence,
+            Route::Forward(mut leader) => return leader.approve_change(self.forwarded(req)).await,
+        };
+        self.command(req, &fence, ChangeCommand::Approve).await
     }
     async fn freeze(&self, req: Request<pb::FreezeRequest>) -> Result<Response<pb::FreezeResponse>, Status> {
         let who = caller(&req)?;

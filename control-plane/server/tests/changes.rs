@@ -1288,3 +1288,98 @@ async fn an_anycast_pops_ladder_escalates_its_announcement_and_waits_for_the_age
     stop.cancel();
     replica.stop().await;
 }
+
+/// `req` as sent by `who` (roles off: the identity header is the caller).
+fn as_who<T>(who: &str, req: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(req);
+    r.metadata_mut().insert("x-meridian-identity", who.parse().unwrap());
+    r
+}
+
+/// With `policy.approval_required = ["drain"]`, a drain — immediate ones too —
+/// is a change that stays pending until a second person approves it; the one who
+/// started it cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_that_needs_approval_waits_for_a_second_person() {
+    let replica = common::start(toml::from_str("[auth]\nmode = \"off\"\n").unwrap()).await;
+    let channel = replica.channel();
+    let mut op = pb::operator_service_client::OperatorServiceClient::new(channel.clone());
+    let topology = TOPOLOGY.replace("[policy]\n", "[policy]\napproval_required = [\"drain\"]\n");
+    apply_topology(&channel, &topology).await;
+    let stop = CancellationToken::new();
+    feed_health(channel.clone(), stop.clone());
+    wait_pops_up(&channel).await;
+    wait("fra1 taking eu-west", || {
+        let channel = channel.clone();
+        async move { plan(&channel, 0).await.filter(|p| weight(p, "fra1") > 0.99) }
+    })
+    .await;
+    // An immediate drain (no steps) by otto: a pending one-step change.
+    let started = op
+        .drain(as_who(
+            "otto@ops",
+            pb::DrainRequest {
+                pop: "fra1".into(),
+                reason: "maintenance".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .change
+        .unwrap();
+    assert_eq!(started.state, pb::ChangeState::Pending as i32);
+    assert_eq!(started.awaiting_approval, "drain");
+    assert!(started.summary.contains("awaiting approval"), "{}", started.summary);
+    // The driver leaves it alone meanwhile (a few of its 200 ms ticks).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let still = change(&channel, &started.id).await;
+    assert_eq!(still.state, pb::ChangeState::Pending as i32);
+    assert!(
+        weight(&plan(&channel, 0).await.unwrap(), "fra1") > 0.99,
+        "nothing drained yet"
+    );
+    // otto cannot approve his own change; ada can.
+    let own = op
+        .approve_change(as_who(
+            "otto@ops",
+            pb::ChangeIdRequest {
+                change_id: started.id.clone(),
+                reason: "me".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(own.code(), tonic::Code::FailedPrecondition, "{own:?}");
+    assert!(own.message().contains("second person"), "{}", own.message());
+    let approved = op
+        .approve_change(as_who(
+            "ada@ops",
+            pb::ChangeIdRequest {
+                change_id: started.id.clone(),
+                reason: "checked the ticket".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .change
+        .unwrap();
+    assert_eq!(approved.approved_by, "operator:ada@ops");
+    let done = wait("the approved drain to complete", || {
+        let channel = channel.clone();
+        let id = started.id.clone();
+        async move { Some(change(&channel, &id).await).filter(|c| c.state == pb::ChangeState::Completed as i32) }
+    })
+    .await;
+    assert!(
+        done.history.iter().any(|t| t.why == "approved by operator:ada@ops"),
+        "{:?}",
+        done.history
+    );
+    let p = plan(&channel, 0).await.unwrap();
+    assert_eq!(pop_state(&p, "fra1"), pb::PopState::Drained as i32);
+    stop.cancel();
+    replica.stop().await;
+}

@@ -129,9 +129,11 @@ pub(super) async fn change(
     let (id, reason) = match cmd {
         C::Show { id, watch: true } => return super::watch::follow(conn, format, id).await,
         C::Show { id, watch: false } => return super::watch::show(conn, format, id).await,
-        C::Pause { id, reason } | C::Resume { id, reason } | C::Rollback { id, reason } | C::Revert { id, reason } => {
-            (id, reason)
-        }
+        C::Pause { id, reason }
+        | C::Resume { id, reason }
+        | C::Rollback { id, reason }
+        | C::Revert { id, reason }
+        | C::Approve { id, reason } => (id, reason),
     };
     let req = pb::ChangeIdRequest {
         change_id: id.clone(),
@@ -143,6 +145,7 @@ pub(super) async fn change(
         C::Resume { .. } => ("ResumeChange", op.resume_change(req).await),
         C::Rollback { .. } => ("RollbackChange", op.rollback_change(req).await),
         C::Revert { .. } => ("RevertChange", op.revert_change(req).await),
+        C::Approve { .. } => ("ApproveChange", op.approve_change(req).await),
         C::Show { .. } => unreachable!("answered above"),
     };
     let change = result

@@ -684,3 +684,35 @@ fn anycast_rungs_escalate_towards_the_withdraw() {
         (50, 7, A::GracefulShutdown)
     );
 }
+
+#[test]
+fn a_change_that_needs_approval_waits_and_only_someone_else_approves_it() {
+    let mut r = drain(ladder(&[50, 0], 1_000).unwrap());
+    r.approval = Some(Approval {
+        rule: "drain".into(),
+        approved_by: None,
+        approver_role: None,
+        at_ms: 0,
+    });
+    assert!(r.awaits_approval());
+    // The driver leaves it pending.
+    assert_eq!(advance(&r, &obs(5_000), &ChangePolicy::default()), Advance::default());
+    // The one who started it cannot approve it.
+    assert!(matches!(
+        approve(&r, "operator:otto", Some("operator"), 6_000),
+        Err(ChangeError::SelfApproval { .. })
+    ));
+    let ok = approve(&r, "operator:ada", Some("operator"), 6_000).unwrap();
+    assert!(!ok.awaits_approval());
+    assert_eq!(
+        ok.approval.as_ref().unwrap().approved_by.as_deref(),
+        Some("operator:ada")
+    );
+    assert_eq!(ok.history.last().unwrap().why, "approved by operator:ada");
+    // Approved: it starts.
+    let (started, _) = step(&ok, &obs(6_100));
+    assert!(matches!(started.state, ChangeState::Progressing { step: 0, .. }));
+    // Twice, or a change that needs none: refused.
+    assert!(approve(&ok, "operator:bob", None, 7_000).is_err());
+    assert!(approve(&drain(ladder(&[0], 1).unwrap()), "operator:bob", None, 7_000).is_err());
+}

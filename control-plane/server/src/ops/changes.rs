@@ -36,6 +36,8 @@ pub enum ChangeCommand {
     /// A completed change within its revert window: the intents from before it
     /// come back.
     Revert,
+    /// A second person approves a change waiting for approval.
+    Approve,
 }
 
 impl ChangeCommand {
@@ -45,6 +47,7 @@ impl ChangeCommand {
             ChangeCommand::Resume => "resume",
             ChangeCommand::Rollback => "rollback",
             ChangeCommand::Revert => "revert",
+            ChangeCommand::Approve => "approve",
         }
     }
 }
@@ -125,10 +128,23 @@ impl Operations {
         let (canary, canary_note) = self.canary_wave().await?;
         let now = self.clock.now_ms();
         let id = format!("drain-{}-{now}", cmd.pop);
+        let approval = self
+            .topology
+            .borrow()
+            .doc
+            .policy
+            .approval_rule("drain", cmd.force)
+            .map(|rule| change::Approval {
+                rule,
+                approved_by: None,
+                approver_role: None,
+                at_ms: 0,
+            });
         let record = ChangeRecord {
             regions: cmd.regions.clone(),
             role: caller.role.clone(),
             canary,
+            approval,
             ..ChangeRecord::new(
                 id.clone(),
                 ChangeKind::Drain,
@@ -252,6 +268,9 @@ impl Operations {
             ChangeCommand::Rollback => change::rollback(&stored.record, now, &reason),
             ChangeCommand::Revert => {
                 change::revert(&stored.record, now, &reason, &change::ChangePolicy::default()).map(|(next, _)| next)
+            }
+            ChangeCommand::Approve => {
+                change::approve(&stored.record, &caller.actor().to_string(), caller.role.as_deref(), now)
             }
         }
         .map_err(change_error)?;
@@ -468,9 +487,22 @@ impl Operations {
         let before_capacity = self.intents.borrow().capacity.get(&cmd.pop).cloned();
         let (canary, canary_note) = self.canary_wave().await?;
         let id = format!("capacity-{}-{now}", cmd.pop);
+        let approval = self
+            .topology
+            .borrow()
+            .doc
+            .policy
+            .approval_rule("set_capacity", false)
+            .map(|rule| change::Approval {
+                rule,
+                approved_by: None,
+                approver_role: None,
+                at_ms: 0,
+            });
         let record = ChangeRecord {
             role: caller.role.clone(),
             canary,
+            approval,
             capacity: Some(meridian_core::records::CapacityOverride {
                 pop: cmd.pop.clone(),
                 capacity: cmd.capacity,
