@@ -227,7 +227,7 @@ Try (or first: export MERIDIAN_CONTEXT=$PWD/$CONTEXT, then plain meridianctl):
   $CTL explain fra1           # why fra1 is in the state it is
   curl -X POST http://$SIM_CONTROL/fail/fra1   # kill fra1's server: watch it leave the answers
   curl -X POST http://$SIM_CONTROL/heal/fra1   # bring it back: it returns through slow start
-  $CTL drain ams1 --reason "maintenance"      # drain a PoP; undrain with: $CTL undrain ams1
+  $CTL drain ams1 --reason "maintenance" --bake 20s --wait   # a drain ladder 100 → 50 → 0 %, watched; undrain with: $CTL undrain ams1
   $CTL events                 # what happened and why
 
 Ctrl-C stops everything.

@@ -135,9 +135,10 @@ pub async fn load_current(store: &dyn Store, keys: &Keys) -> Result<Option<Store
 }
 
 /// Publishes `plan` as the next version under `fence`. `plan.version` is ignored and
-/// set here. Returns the stored plan. Used by a restore, which pins first.
+/// set here. Returns the stored plan. Used by a restore, which pins first: an admin's
+/// restore goes to every agent, so it also ends a canary wave's hold on the fleet.
 pub async fn publish(store: &dyn Store, keys: &Keys, fence: &Fence, plan: StoredPlan) -> Result<StoredPlan, PlanError> {
-    publish_with(store, keys, fence, plan, false, false).await
+    publish_with(store, keys, fence, plan, false, true).await
 }
 
 /// [`publish`] for the steering loop: the same transaction also requires that no
