@@ -14,7 +14,6 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::*;
 use meridian_anycast_agent::backend::Backend;
