@@ -7,9 +7,9 @@ set -euo pipefail
 # Build: protoc and the well-known protobuf types (apt does not pull in libprotobuf-dev).
 # Tests: real etcd (server and etcdctl), dig, curl for the admin endpoints, flock(1)
 # (util-linux) to hold the embedded store lock from another process.
-# The Anycast agent: GoBGP's API protos (build) and gobgpd/gobgp (tests, local stack).
+# The Anycast agent: GoBGP's API protos (build), gobgpd/gobgp and bird2 (tests).
 PACKAGES=(protobuf-compiler libprotobuf-dev etcd-server etcd-client bind9-dnsutils curl ca-certificates util-linux
-  golang-github-osrg-gobgp-dev gobgpd)
+  golang-github-osrg-gobgp-dev gobgpd bird2)
 # `--bench` adds what the benchmarks compare against: dnsperf, knot and gdnsd.
 if [[ "${1:-}" == "--bench" ]]; then
   PACKAGES+=(dnsperf knot gdnsd)

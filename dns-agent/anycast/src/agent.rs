@@ -18,9 +18,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::Backend;
-use crate::config::Validated;
+use crate::backend::{Backend, BackendError};
+use crate::bird::BirdBackend;
+use crate::config::{Speaker, Validated};
 use crate::core::{self, AnycastPlan};
+use crate::core::{Announced, Route};
 use crate::gobgp::GobgpBackend;
 use crate::metrics as m;
 use crate::reconcile::Reconciler;
@@ -164,6 +166,44 @@ fn readiness(s: &StatusInner) -> Readiness {
     })
 }
 
+/// The configured speaker.
+#[derive(Debug)]
+pub enum AnySpeaker {
+    Gobgp(GobgpBackend),
+    Bird(BirdBackend),
+}
+
+impl AnySpeaker {
+    pub fn new(speaker: Speaker) -> Result<Self, BackendError> {
+        Ok(match speaker {
+            Speaker::Gobgp(g) => AnySpeaker::Gobgp(GobgpBackend::new(g)?),
+            Speaker::Bird(b) => AnySpeaker::Bird(BirdBackend::new(b)),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for AnySpeaker {
+    async fn list(&self) -> Result<Announced, BackendError> {
+        match self {
+            AnySpeaker::Gobgp(b) => b.list().await,
+            AnySpeaker::Bird(b) => b.list().await,
+        }
+    }
+    async fn announce(&self, prefix: ipnet::IpNet, route: Route) -> Result<(), BackendError> {
+        match self {
+            AnySpeaker::Gobgp(b) => b.announce(prefix, route).await,
+            AnySpeaker::Bird(b) => b.announce(prefix, route).await,
+        }
+    }
+    async fn withdraw(&self, prefix: ipnet::IpNet) -> Result<(), BackendError> {
+        match self {
+            AnySpeaker::Gobgp(b) => b.withdraw(prefix).await,
+            AnySpeaker::Bird(b) => b.withdraw(prefix).await,
+        }
+    }
+}
+
 /// The reconcile loop's settings.
 #[derive(Debug, Clone)]
 pub struct LoopSettings {
@@ -239,7 +279,7 @@ pub async fn run(validated: Validated, admin: TcpListener, shutdown: Cancellatio
         }
     });
     let cfg = validated.config;
-    let backend = Arc::new(GobgpBackend::new(validated.gobgp).map_err(|e| e.to_string())?);
+    let backend = Arc::new(AnySpeaker::new(validated.speaker).map_err(|e| e.to_string())?);
     let status = Arc::new(Status::default());
     let (sink, plans) = AnycastPlans::new(status.clone());
     let sink = Arc::new(sink);

@@ -12,6 +12,7 @@ use meridian_core::ids::validate_id;
 use meridian_daemon::config::ConfigError;
 use serde::{Deserialize, Serialize};
 
+use crate::bird::BirdSettings;
 use crate::gobgp::{usable_next_hop, GobgpSettings};
 
 /// The agent's configuration file.
@@ -63,6 +64,47 @@ pub struct AgentConfig {
 pub enum SpeakerConfig {
     /// gobgpd, through its gRPC API.
     Gobgp(GobgpConfig),
+    /// BIRD 2, through a generated include file and `birdc configure timeout`.
+    Bird(BirdConfig),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BirdConfig {
+    /// The `birdc` binary.
+    #[serde(default = "default_birdc")]
+    pub birdc: PathBuf,
+    /// BIRD's control socket.
+    #[serde(default = "default_bird_socket")]
+    pub socket: PathBuf,
+    /// The file the agent writes and `bird.conf` includes (create it empty, or with
+    /// an empty `protocol static`, before BIRD first starts).
+    pub include_file: PathBuf,
+    /// The static protocol the file defines (IPv6: the same name with `6`); export
+    /// `where proto = "<protocol>"` to the upstream sessions.
+    #[serde(default = "default_bird_protocol")]
+    pub protocol: String,
+    /// The speaker's AS, used for prepends.
+    pub local_as: u32,
+    /// BIRD undoes a push not confirmed within this.
+    #[serde(default = "default_configure_timeout", with = "humantime_serde")]
+    pub configure_timeout: Duration,
+}
+
+fn default_birdc() -> PathBuf {
+    PathBuf::from("/usr/sbin/birdc")
+}
+
+fn default_bird_socket() -> PathBuf {
+    PathBuf::from("/run/bird/bird.ctl")
+}
+
+fn default_bird_protocol() -> String {
+    "meridian_anycast".into()
+}
+
+fn default_configure_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,7 +163,24 @@ pub struct Validated {
     /// With `state_dir` filled in when the plan cache is on and none was given.
     pub config: AgentConfig,
     pub credentials: meridian_edge_agent::Credentials,
-    pub gobgp: GobgpSettings,
+    pub speaker: Speaker,
+}
+
+/// The speaker's settings, validated.
+#[derive(Debug, Clone)]
+pub enum Speaker {
+    Gobgp(GobgpSettings),
+    Bird(BirdSettings),
+}
+
+impl Speaker {
+    /// Where the speaker is reached, for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Speaker::Gobgp(g) => format!("gobgp at {}", g.api),
+            Speaker::Bird(b) => format!("bird at {} (file {})", b.socket.display(), b.include_file.display()),
+        }
+    }
 }
 
 impl Validated {
@@ -197,40 +256,10 @@ impl AgentConfig {
             meridian_tls::check_endpoint(ep, tls.as_ref(), token.is_some())
                 .map_err(|e| invalid(&format!("control_plane[{i}]"), e.to_string()))?;
         }
-        let SpeakerConfig::Gobgp(g) = &self.speaker;
-        if g.api.parse::<SocketAddr>().is_err() && !g.api.contains(':') {
-            return Err(invalid(
-                "speaker.api",
-                format!("`{}` must be host:port, such as 127.0.0.1:50051", g.api),
-            ));
-        }
-        if !usable_next_hop(IpAddr::V4(g.next_hop)) {
-            return Err(invalid(
-                "speaker.next_hop",
-                format!(
-                    "{} cannot be announced: GoBGP treats a loopback next hop as a withdraw (use the PoP's \
-                     address toward its routers, e.g. 192.0.2.10)",
-                    g.next_hop
-                ),
-            ));
-        }
-        if let Some(v6) = g.next_hop_v6 {
-            if !usable_next_hop(IpAddr::V6(v6)) {
-                return Err(invalid(
-                    "speaker.next_hop_v6",
-                    format!("{v6} cannot be announced as a next hop"),
-                ));
-            }
-        }
-        if g.local_as == 0 {
-            return Err(invalid(
-                "speaker.local_as",
-                "the speaker's AS number is required".into(),
-            ));
-        }
-        if g.timeout.is_zero() {
-            return Err(invalid("speaker.timeout", "must be longer than 0s".into()));
-        }
+        let speaker = match &self.speaker {
+            SpeakerConfig::Gobgp(g) => Speaker::Gobgp(validate_gobgp(g, &invalid)?),
+            SpeakerConfig::Bird(b) => Speaker::Bird(validate_bird(b, &invalid)?),
+        };
         for (key, value) in [
             ("reconcile_interval", self.reconcile_interval),
             ("report_interval", self.report_interval),
@@ -257,19 +286,94 @@ impl AgentConfig {
         if self.plan_cache && self.state_dir.is_none() {
             self.state_dir = Some(default_state_dir(&self.agent_id, env));
         }
-        let gobgp = GobgpSettings {
-            api: g.api.clone(),
-            next_hop: g.next_hop,
-            next_hop_v6: g.next_hop_v6,
-            local_as: g.local_as,
-            timeout: g.timeout,
-        };
         Ok(Validated {
             config: self,
             credentials: meridian_edge_agent::Credentials { token, tls },
-            gobgp,
+            speaker,
         })
     }
+}
+
+fn validate_gobgp(
+    g: &GobgpConfig,
+    invalid: &impl Fn(&str, String) -> ConfigError,
+) -> Result<GobgpSettings, ConfigError> {
+    if g.api.parse::<SocketAddr>().is_err() && !g.api.contains(':') {
+        return Err(invalid(
+            "speaker.api",
+            format!("`{}` must be host:port, such as 127.0.0.1:50051", g.api),
+        ));
+    }
+    if !usable_next_hop(IpAddr::V4(g.next_hop)) {
+        return Err(invalid(
+            "speaker.next_hop",
+            format!(
+                "{} cannot be announced: GoBGP treats a loopback next hop as a withdraw (use the PoP's \
+                     address toward its routers, e.g. 192.0.2.10)",
+                g.next_hop
+            ),
+        ));
+    }
+    if let Some(v6) = g.next_hop_v6 {
+        if !usable_next_hop(IpAddr::V6(v6)) {
+            return Err(invalid(
+                "speaker.next_hop_v6",
+                format!("{v6} cannot be announced as a next hop"),
+            ));
+        }
+    }
+    if g.local_as == 0 {
+        return Err(invalid(
+            "speaker.local_as",
+            "the speaker's AS number is required".into(),
+        ));
+    }
+    if g.timeout.is_zero() {
+        return Err(invalid("speaker.timeout", "must be longer than 0s".into()));
+    }
+    Ok(GobgpSettings {
+        api: g.api.clone(),
+        next_hop: g.next_hop,
+        next_hop_v6: g.next_hop_v6,
+        local_as: g.local_as,
+        timeout: g.timeout,
+    })
+}
+
+fn validate_bird(b: &BirdConfig, invalid: &impl Fn(&str, String) -> ConfigError) -> Result<BirdSettings, ConfigError> {
+    if b.include_file.as_os_str().is_empty() {
+        return Err(invalid(
+            "speaker.include_file",
+            "the file bird.conf includes is required".into(),
+        ));
+    }
+    if b.protocol.is_empty() || !b.protocol.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(invalid(
+            "speaker.protocol",
+            format!("`{}` must be a BIRD protocol name (letters, digits, _)", b.protocol),
+        ));
+    }
+    if b.local_as == 0 {
+        return Err(invalid(
+            "speaker.local_as",
+            "the speaker's AS number is required".into(),
+        ));
+    }
+    if b.configure_timeout < Duration::from_secs(1) {
+        return Err(invalid(
+            "speaker.configure_timeout",
+            "must be at least 1s (BIRD counts whole seconds)".into(),
+        ));
+    }
+    Ok(BirdSettings {
+        birdc: b.birdc.clone(),
+        socket: b.socket.clone(),
+        include_file: b.include_file.clone(),
+        protocol: b.protocol.clone(),
+        local_as: b.local_as,
+        configure_timeout: b.configure_timeout,
+        verify_within: Duration::from_secs(5),
+    })
 }
 
 #[cfg(test)]
@@ -300,7 +404,10 @@ local_as = 65001
     #[test]
     fn the_sample_validates_and_the_example_file_too() {
         let v = parse(SAMPLE).unwrap();
-        assert_eq!(v.gobgp.local_as, 65001);
+        match &v.speaker {
+            Speaker::Gobgp(g) => assert_eq!(g.local_as, 65001),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(v.config.reconcile_interval, Duration::from_secs(2));
         assert_eq!(
             v.config.state_dir.unwrap(),
@@ -312,6 +419,18 @@ local_as = 65001
         ))
         .unwrap();
         parse(&example).unwrap();
+        let bird = parse(&SAMPLE.replace(
+            "kind = \"gobgp\"\napi = \"127.0.0.1:50051\"\nnext_hop = \"192.0.2.10\"\n",
+            "kind = \"bird\"\ninclude_file = \"/etc/bird/meridian-anycast.conf\"\n",
+        ))
+        .unwrap();
+        match bird.speaker {
+            Speaker::Bird(b) => {
+                assert_eq!(b.socket, PathBuf::from("/run/bird/bird.ctl"));
+                assert_eq!(b.configure_timeout, Duration::from_secs(30));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! `meridian-anycast-agent`: makes a PoP's BGP speaker announce, prepend, gracefully
 //! shut down or withdraw the PoP's anycast prefixes as the control plane's plan says
-//! (issue [9]), through a [`backend::Backend`] (GoBGP's gRPC API today).
+//! (issue [9]), through a [`backend::Backend`]: GoBGP's gRPC API or BIRD 2.
 //!
 //! * [`core`]: the decisions, pure: the plan's anycast part validated, desired vs
 //!   announced per prefix → changes, and the agent's own safety rules (the last
 //!   announcer is never withdrawn; nothing before the first plan; routes stay when the
 //!   control plane is gone and at shutdown unless configured).
 //! * [`backend`] and [`gobgp`]: the speaker behind a trait, and GoBGP through its API
-//!   (paths tracked by UUID, read back with ListPath).
+//!   (paths tracked by UUID, read back with ListPath); [`bird`]: BIRD 2 through a
+//!   generated include file, `configure timeout`, a read-back, then `configure
+//!   confirm` (a bad push undoes itself).
 //! * [`reconcile`]: one reconcile (list, decide, change, list again), drift and error
 //!   counts, the per-prefix report.
 //! * [`config`], [`agent`] and `main`: the daemon around them, on the shared edge-agent
@@ -23,6 +25,7 @@
 
 pub mod agent;
 pub mod backend;
+pub mod bird;
 pub mod config;
 pub mod core;
 pub mod gobgp;

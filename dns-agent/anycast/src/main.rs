@@ -67,7 +67,7 @@ async fn real_main(args: Args) -> anyhow::Result<()> {
     tracing::info!(
         agent = %validated.config.agent_id,
         pop = %validated.config.pop,
-        speaker = %validated.gobgp.api,
+        speaker = %validated.speaker.describe(),
         admin = %admin.local_addr()?,
         replicas = ?validated.config.control_plane,
         "anycast agent starting"

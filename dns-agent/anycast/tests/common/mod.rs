@@ -292,3 +292,149 @@ pub fn from<'a>(paths: &'a [RibPath], neighbor: &str) -> Option<&'a RibPath> {
 pub fn best(paths: &[RibPath]) -> Option<String> {
     paths.iter().find(|p| p.best).map(|p| p.neighbor.clone())
 }
+
+/// A running BIRD 2 with one eBGP session to `peer`, exporting the agent's static
+/// protocol with next hop 192.0.2.10 (a loopback next hop reads as a withdraw at a
+/// GoBGP router).
+pub struct Bird {
+    pub ip: Ipv4Addr,
+    pub socket: PathBuf,
+    pub include_file: PathBuf,
+    child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Bird {
+    pub fn start(ip: Ipv4Addr, asn: u32, bgp_port: u16, peer: &Peer) -> Bird {
+        let bin = require_tool("bird", "bird2");
+        require_tool("birdc", "bird2");
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("bird.ctl");
+        let include_file = dir.path().join("meridian-anycast.conf");
+        // What the agent's backend writes for no routes: both protocols, empty.
+        std::fs::write(
+            &include_file,
+            "protocol static meridian_anycast {\n  ipv4;\n}\nprotocol static meridian_anycast6 {\n  ipv6;\n}\n",
+        )
+        .unwrap();
+        let config = dir.path().join("bird.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "router id {ip};\nprotocol device {{}}\ninclude \"{}\";\n\
+                 protocol bgp upstream {{\n  local {ip} port {bgp_port} as {asn};\n  neighbor {} port {} as {};\n  \
+                 multihop;\n  connect retry time 1;\n  \
+                 ipv4 {{ import none; export where proto = \"meridian_anycast\"; next hop address 192.0.2.10; }};\n}}\n",
+                include_file.display(),
+                peer.ip,
+                peer.port,
+                peer.asn
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("bird.log")).unwrap();
+        let child = Command::new(bin)
+            .arg("-f")
+            .arg("-c")
+            .arg(&config)
+            .arg("-s")
+            .arg(&socket)
+            .arg("-P")
+            .arg(dir.path().join("bird.pid"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Bird {
+            ip,
+            socket,
+            include_file,
+            child,
+            dir,
+        }
+    }
+
+    pub fn backend(&self, configure_timeout: Duration) -> meridian_anycast_agent::bird::BirdBackend {
+        meridian_anycast_agent::bird::BirdBackend::new(meridian_anycast_agent::bird::BirdSettings {
+            birdc: require_tool("birdc", "bird2"),
+            socket: self.socket.clone(),
+            include_file: self.include_file.clone(),
+            protocol: "meridian_anycast".into(),
+            local_as: AS_A,
+            configure_timeout,
+            verify_within: Duration::from_secs(10),
+        })
+    }
+
+    /// `birdc` with `args`, its output.
+    pub fn birdc(&self, args: &[&str]) -> String {
+        let out = Command::new(require_tool("birdc", "bird2"))
+            .arg("-s")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+}
+
+impl Drop for Bird {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// BIRD as speaker A, gobgpd router B (RFC 8326 policy) and second announcer C.
+pub struct BirdTopology {
+    pub a: Bird,
+    pub t: RouterAndOther,
+}
+
+/// Router B and announcer C, whatever A is.
+pub struct RouterAndOther {
+    pub b: Gobgpd,
+    pub c: Gobgpd,
+    pub a_ip: Ipv4Addr,
+}
+
+impl BirdTopology {
+    pub async fn start() -> BirdTopology {
+        let [x, y] = loopback_net();
+        let ip = |z: u8| Ipv4Addr::new(127, x, y, z);
+        let (ia, ib, ic) = (ip(1), ip(2), ip(3));
+        let (pa, pb, pc) = (free_port(ia), free_port(ib), free_port(ic));
+        let peer = |ip, asn, port| Peer { ip, asn, port };
+        let b = Gobgpd::start("b", ib, AS_B, pb, &[peer(ia, AS_A, pa), peer(ic, AS_C, pc)], true);
+        let a = Bird::start(ia, AS_A, pa, &peer(ib, AS_B, pb));
+        let c = Gobgpd::start("c", ic, AS_C, pc, &[peer(ib, AS_B, pb)], false);
+        b.wait_established(ia).await;
+        b.wait_established(ic).await;
+        BirdTopology {
+            a,
+            t: RouterAndOther { b, c, a_ip: ia },
+        }
+    }
+}
+
+impl RouterAndOther {
+    pub async fn router_paths(&self, prefix: &str) -> Result<Vec<RibPath>, String> {
+        let prefix: ipnet::IpNet = prefix.parse().unwrap();
+        let rib = self.b.backend("192.0.2.99").rib().await.map_err(|e| e.to_string())?;
+        Ok(rib.into_iter().filter(|p| p.prefix == prefix).collect())
+    }
+
+    pub async fn wait_router<F>(&self, what: &str, prefix: &str, check: F) -> Vec<RibPath>
+    where
+        F: Fn(&[RibPath]) -> Result<(), String>,
+    {
+        let check = &check;
+        wait_for(what, DEADLINE, || async move {
+            let paths = self.router_paths(prefix).await?;
+            check(&paths).map_err(|e| format!("{e}; B has {paths:?}"))?;
+            Ok(paths)
+        })
+        .await
+    }
+}
