@@ -75,7 +75,10 @@ async fn main() {
             if from(&paths, &a_ip).is_some_and(|p| p.as_path.len() == want_len) {
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "trial {i}: B never saw it: {paths:?}");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "trial {i}: B never saw it: {paths:?}"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         samples.push(start.elapsed());
@@ -83,7 +86,12 @@ async fn main() {
     samples.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let pick = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-    let (min, median, p99, max) = (ms(samples[0]), ms(pick(0.5)), ms(pick(0.99)), ms(samples[samples.len() - 1]));
+    let (min, median, p99, max) = (
+        ms(samples[0]),
+        ms(pick(0.5)),
+        ms(pick(0.99)),
+        ms(samples[samples.len() - 1]),
+    );
     if json {
         println!(
             "{{\"trials\":{trials},\"backend\":\"gobgp\",\"min_ms\":{min:.2},\"median_ms\":{median:.2},\"p99_ms\":{p99:.2},\"max_ms\":{max:.2}}}"
