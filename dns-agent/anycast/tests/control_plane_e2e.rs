@@ -4,10 +4,12 @@
 //! also hears C (ams1's speaker). The route appears at B, `/ready` turns true, the
 //! agent's report reaches the control plane (`meridianctl agents`), and when the
 //! control plane is gone the route stays, drift is still corrected, and a SIGTERM
-//! leaves the route in place (withdraw_on_shutdown = false).
+//! leaves the route in place (withdraw_on_shutdown = false). A second test runs a
+//! drain ladder through the control plane (probers, bakes, analysis of the agent's
+//! reports) and watches each Anycast rung arrive at the router, then the undrain.
 //!
-//! Needs the control plane's binary: `cargo build -p meridian-control-plane
-//! -p meridianctl` (scripts/test.sh builds every binary first).
+//! Needs the other binaries: `cargo build -p meridian-control-plane -p meridianctl
+//! -p meridian-prober` (scripts/test.sh builds every binary first).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -53,6 +55,37 @@ latency_hints = { fra1 = "10ms", ams1 = "15ms" }
 
 struct KillOnDrop(std::process::Child);
 
+/// Starts `meridian-anycast-agent` for fra1 driving speaker A, following `ep` over
+/// mutual TLS; its log is `dir/anycast-agent.log`.
+fn start_agent(t: &Topology, ep: &str, dir: &std::path::Path) -> (KillOnDrop, std::net::SocketAddr) {
+    let pki = meridian_tests::pki::pki();
+    let me = pki.agent("anycast-fra1");
+    let admin = meridian_tests::util::free_addr();
+    let config = format!(
+        "agent_id = \"anycast-fra1\"\npop = \"fra1\"\ncontrol_plane = [\"{ep}\"]\nadmin_addr = \"{admin}\"\n\
+         state_dir = \"{}\"\nreconcile_interval = \"500ms\"\nreconnect_initial = \"100ms\"\nreconnect_max = \"1s\"\n\
+         connect_timeout = \"1s\"\n\n[speaker]\nkind = \"gobgp\"\napi = \"{}\"\nnext_hop = \"192.0.2.10\"\nlocal_as = {AS_A}\n\n\
+         [tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        dir.join("agent-state").display(),
+        t.a.api,
+        pki.ca_pem().display(),
+        me.cert.display(),
+        me.key.display(),
+    );
+    let config_path = dir.join("anycast-agent.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let log = std::fs::File::create(dir.join("anycast-agent.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_meridian-anycast-agent"))
+        .arg("--config")
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    (KillOnDrop(child), admin)
+}
+
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -78,33 +111,8 @@ async fn the_agent_follows_the_control_plane_and_keeps_its_routes_without_it() {
     let applied = ctl_json(&ep, &["apply", "-f", topo.to_str().unwrap()]).await;
     assert_eq!(applied["applied"], true, "{applied}");
 
-    let pki = meridian_tests::pki::pki();
-    let me = pki.agent("anycast-fra1");
-    let admin = meridian_tests::util::free_addr();
-    let config = format!(
-        "agent_id = \"anycast-fra1\"\npop = \"fra1\"\ncontrol_plane = [\"{ep}\"]\nadmin_addr = \"{admin}\"\n\
-         state_dir = \"{}\"\nreconcile_interval = \"500ms\"\nreconnect_initial = \"100ms\"\nreconnect_max = \"1s\"\n\
-         connect_timeout = \"1s\"\n\n[speaker]\nkind = \"gobgp\"\napi = \"{}\"\nnext_hop = \"192.0.2.10\"\nlocal_as = {AS_A}\n\n\
-         [tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-        dir.path().join("agent-state").display(),
-        t.a.api,
-        pki.ca_pem().display(),
-        me.cert.display(),
-        me.key.display(),
-    );
-    let config_path = dir.path().join("anycast-agent.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let log = std::fs::File::create(dir.path().join("anycast-agent.log")).unwrap();
-    let mut agent = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_meridian-anycast-agent"))
-            .arg("--config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let (agent, admin) = start_agent(&t, &ep, dir.path());
+    let mut agent = agent;
     let agent_log = || std::fs::read_to_string(dir.path().join("anycast-agent.log")).unwrap_or_default();
 
     let a_ip = t.a_ip();
@@ -203,4 +211,135 @@ async fn the_agent_follows_the_control_plane_and_keeps_its_routes_without_it() {
         "the route stays after the agent stops"
     );
     assert!(agent_log().contains("the speaker keeps its routes"), "{}", agent_log());
+}
+
+/// A drain ladder run by the control plane (probers, health, bakes, analysis) moves
+/// the router's best path rung by rung through the agent: prepend ×1, ×3,
+/// GRACEFUL_SHUTDOWN, withdraw; an undrain brings the plain announcement back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_ladder_from_the_control_plane_moves_the_routers_best_path_rung_by_rung() {
+    let t = Topology::start().await;
+    t.c.backend("192.0.2.20")
+        .announce(P.parse().unwrap(), Route::default())
+        .await
+        .unwrap();
+    let fra = meridian_tests::targets::HttpTarget::start(std::net::Ipv4Addr::new(127, 0, 0, 91)).await;
+    let ams = meridian_tests::targets::HttpTarget::start(std::net::Ipv4Addr::new(127, 0, 0, 92)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("cp-data").display().to_string();
+    let cp = ControlPlane::start("cp-1", dir.path(), &["--data-dir", &data]);
+    cp.wait_ready().await;
+    let ep = cp.endpoint();
+    let topology = format!(
+        "[policy]\nlatency_source = \"hints\"\nslow_start_stages = [1.0]\n\n\
+         [[pops]]\nid = \"fra1\"\ncapacity = 100\nipv4 = [\"127.0.0.91\"]\nanycast_prefixes = [\"{P}\"]\n\
+         [[pops.endpoints]]\nname = \"http\"\nkind = \"http\"\nurl = \"{}\"\n\n\
+         [[pops]]\nid = \"ams1\"\ncapacity = 100\nipv4 = [\"127.0.0.92\"]\nanycast_prefixes = [\"{P}\"]\n\
+         [[pops.endpoints]]\nname = \"http\"\nkind = \"http\"\nurl = \"{}\"\n\n\
+         [[regions]]\nid = \"eu\"\ndemand = 50\nclient_prefixes = [\"10.1.0.0/16\"]\n\
+         latency_hints = {{ fra1 = \"10ms\", ams1 = \"12ms\" }}\n",
+        fra.url(),
+        ams.url()
+    );
+    let topo = dir.path().join("topology.toml");
+    std::fs::write(&topo, topology).unwrap();
+    let applied = ctl_json(&ep, &["apply", "-f", topo.to_str().unwrap()]).await;
+    assert_eq!(applied["applied"], true, "{applied}");
+    let _probers: Vec<meridian_tests::meridian::Prober> = ["eu", "us", "ap"]
+        .iter()
+        .map(|r| meridian_tests::meridian::Prober::start(&format!("p-{r}"), r, &ep, None, dir.path()))
+        .collect();
+    let (_agent, _admin) = start_agent(&t, &ep, dir.path());
+    let a_ip = t.a_ip();
+    wait_for("every PoP UP", DEADLINE, || async {
+        let health = ctl_json(&ep, &["health"]).await;
+        let all_up = health["pops"]
+            .as_array()
+            .is_some_and(|p| p.iter().all(|p| p["state"] == "UP"));
+        if all_up {
+            Ok(())
+        } else {
+            Err(health.to_string())
+        }
+    })
+    .await;
+    t.wait_router("fra1's plain route", P, |paths| {
+        let p = from(paths, &a_ip).ok_or("no path from A")?;
+        (p.as_path.len() == 1).then_some(()).ok_or(format!("{p:?}"))
+    })
+    .await;
+
+    let out = meridian_tests::meridian::meridianctl_as(
+        "otto",
+        "operator",
+        &[
+            "-e",
+            &ep,
+            "drain",
+            "fra1",
+            "--reason",
+            "maintenance",
+            "--steps",
+            "75,50,25,0",
+            "--bake",
+            "3s",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let started: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = started["id"].as_str().unwrap().to_string();
+    let agent_log = || std::fs::read_to_string(dir.path().join("anycast-agent.log")).unwrap_or_default();
+    let rung = |as_len: usize, gshut: bool| {
+        let a_ip = a_ip.clone();
+        move |paths: &[meridian_anycast_agent::gobgp::RibPath]| {
+            let p = from(paths, &a_ip).ok_or("no path from A")?;
+            let has_gshut = p.communities.contains(&meridian_anycast_agent::core::GRACEFUL_SHUTDOWN);
+            if p.as_path.len() == as_len && has_gshut == gshut {
+                Ok(())
+            } else {
+                Err(format!("A has {p:?}"))
+            }
+        }
+    };
+    t.wait_router("rung 1: prepend ×1", P, rung(2, false)).await;
+    t.wait_router("rung 2: prepend ×3", P, rung(4, false)).await;
+    t.wait_router("rung 3: GRACEFUL_SHUTDOWN", P, |paths| {
+        let p = from(paths, &a_ip).ok_or("no path from A")?;
+        p.communities
+            .contains(&meridian_anycast_agent::core::GRACEFUL_SHUTDOWN)
+            .then_some(())
+            .ok_or(format!("A has {p:?}"))
+    })
+    .await;
+    t.wait_router("rung 4: withdrawn", P, |paths| match from(paths, &a_ip) {
+        None => Ok(()),
+        Some(p) => Err(format!("A still has {p:?}; agent log:\n{}", agent_log())),
+    })
+    .await;
+    // Each rung was ACKed and analysed with the agent's reports: the ladder completes.
+    wait_for("the ladder to complete", DEADLINE, || async {
+        let list = ctl_json(&ep, &["changes"]).await;
+        let c = list
+            .as_array()
+            .and_then(|l| l.iter().find(|c| c["id"] == id.as_str()).cloned())
+            .ok_or(list.to_string())?;
+        if c["state"] == "completed" {
+            Ok(())
+        } else {
+            Err(c.to_string())
+        }
+    })
+    .await;
+    let out = meridian_tests::meridian::meridianctl_as(
+        "otto",
+        "operator",
+        &["-e", &ep, "undrain", "fra1", "--reason", "done", "-o", "json"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    t.wait_router("undrained: fra1's plain route back", P, rung(1, false))
+        .await;
 }
