@@ -22,6 +22,7 @@ case "$PROFILE" in
 esac
 bash scripts/setup.sh
 cargo build --profile "$PROFILE" -p meridian-control-plane -p meridianctl -p meridian-prober -p meridian-dns-agent -p meridian-tests \
+    -p meridian-anycast-agent \
     --bin meridian-control-plane --bin meridianctl --bin meridian-prober --bin meridian-dns-agent \
-    --bin sim_pops --bin failover_bench
+    --bin meridian-anycast-agent --bin sim_pops --bin failover_bench
 exec "target/$DIR/failover_bench" "$@"

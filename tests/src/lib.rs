@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod agent;
+pub mod bgp;
 pub mod dns;
 pub mod etcd;
 pub mod meridian;

@@ -10,6 +10,12 @@
 //! * **flap**: a PoP refuses 10 % of connections at random for a while; it must never
 //!   be removed from the answers.
 //!
+//! * **Anycast column** (issue [9]): fra1 and ams1 announce one anycast prefix; an
+//!   Anycast agent for the victim drives a real gobgpd speaker peered with a gobgpd
+//!   upstream router, and each trial also times the kill until the victim's route
+//!   is gone from the router's RIB (read with the `gobgp` CLI every 20 ms), and the
+//!   flap test counts the route's withdrawals there.
+//!
 //! Min / median / p99 are printed (and as JSON with `--json`). Everything runs on this
 //! machine's 2 cores.
 //!
@@ -24,6 +30,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use std::sync::Arc;
+
+use meridian_tests::bgp::{AnycastAgent, SpeakerAndRouter};
 use meridian_tests::dns::{dig, DnsAgent};
 use meridian_tests::etcd::EtcdCluster;
 use meridian_tests::meridian::{ctl_json, meridianctl, ControlPlane, Prober};
@@ -61,6 +70,8 @@ const TRANSPORT: &str = "mtls";
 /// The PoP that is killed: the only one eu's clients use while it is healthy.
 const VICTIM: &str = "fra1";
 const VICTIM_IP: &str = "127.0.0.51";
+/// Announced by the victim (through its Anycast agent) and by ams1.
+const ANYCAST_PREFIX: &str = "198.51.100.0/24";
 const FLAPPER: &str = "iad1";
 const FLAPPER_IP: &str = "127.0.0.53";
 
@@ -72,8 +83,15 @@ fn topology(port: u16, probe_interval: Option<&str>) -> String {
         t.push_str(&format!("probe_interval = \"{i}\"\n"));
     }
     for (name, ip) in POPS {
+        // The victim and ams1 announce the same anycast prefix (ams1 keeps it up
+        // when the victim's route goes).
+        let anycast = if name == VICTIM || name == "ams1" {
+            format!("anycast_prefixes = [\"{ANYCAST_PREFIX}\"]\n")
+        } else {
+            String::new()
+        };
         t.push_str(&format!(
-            "\n[[pops]]\nid = \"{name}\"\ncapacity = 100\nipv4 = [\"{ip}\"]\n[[pops.endpoints]]\nname = \"http\"\nkind = \"http\"\nurl = \"http://{ip}:{port}/health\"\n"
+            "\n[[pops]]\nid = \"{name}\"\ncapacity = 100\nipv4 = [\"{ip}\"]\n{anycast}[[pops.endpoints]]\nname = \"http\"\nkind = \"http\"\nurl = \"http://{ip}:{port}/health\"\n"
         ));
     }
     t.push_str(
@@ -188,6 +206,13 @@ async fn main() {
         .map(|id| DnsAgent::start(id, dir.path(), &replica_list, ZONES))
         .collect();
     let agent_addrs: Vec<SocketAddr> = agents.iter().map(|a| a.dns_addr).collect();
+    // The victim's BGP speaker, the upstream router and the Anycast agent.
+    let bgp = Arc::new(SpeakerAndRouter::start(dir.path(), [127, 0, 91]));
+    let _anycast = AnycastAgent::start(dir.path(), "anycast-fra1", VICTIM, &replica_list, &bgp.speaker);
+    wait_for("the victim's route at the router", Duration::from_secs(120), || async {
+        bgp.router.has(ANYCAST_PREFIX).await.then_some(())
+    })
+    .await;
     let victim_only = |all: &[Vec<String>]| all.iter().all(|a| a == &vec![VICTIM_IP.to_string()]);
     wait_for(
         "every agent to answer eu with the victim",
@@ -206,6 +231,7 @@ async fn main() {
     };
     for with_leader_kill in scenarios {
         let mut removal = Stats { samples: Vec::new() };
+        let mut route_removal = Stats { samples: Vec::new() };
         let mut failback = Stats { samples: Vec::new() };
         for trial in 0..args.trials {
             let pause = Duration::from_millis(rand::random::<u64>() % 2000);
@@ -213,6 +239,19 @@ async fn main() {
             let mut killed_leader = None;
             let start = Instant::now();
             sim(control, "fail", VICTIM).await;
+            // The route at the router, timed from the same moment.
+            let route_gone = {
+                let bgp = bgp.clone();
+                tokio::spawn(async move {
+                    while bgp.router.has(ANYCAST_PREFIX).await {
+                        if start.elapsed() > Duration::from_secs(60) {
+                            return None;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Some(start.elapsed())
+                })
+            };
             if with_leader_kill {
                 let status = ctl_json(&replicas, &["status"]).await;
                 let leader = status["leader"].as_str().unwrap_or_default().to_string();
@@ -235,6 +274,11 @@ async fn main() {
             }
             let took = start.elapsed();
             removal.samples.push(took);
+            let route_took = route_gone
+                .await
+                .unwrap()
+                .expect("the victim's route never left the router");
+            route_removal.samples.push(route_took);
             if let Some(i) = killed_leader {
                 cps[i].restart();
                 cps[i].wait_ready().await;
@@ -269,9 +313,15 @@ async fn main() {
             }
             failback.samples.push(healed.elapsed());
             eprintln!(
-                "trial {trial} (leader kill: {with_leader_kill}): removed after {took:?}, back at full weight after {:?}",
+                "trial {trial} (leader kill: {with_leader_kill}): removed after {took:?} (route gone at the router after {route_took:?}), back at full weight after {:?}",
                 healed.elapsed()
             );
+            wait_for(
+                "the victim's route back at the router",
+                Duration::from_secs(60),
+                || async { bgp.router.has(ANYCAST_PREFIX).await.then_some(()) },
+            )
+            .await;
         }
         let key = if with_leader_kill {
             "kill_with_leader_kill"
@@ -280,7 +330,7 @@ async fn main() {
         };
         results.insert(
             key.into(),
-            serde_json::json!({"removal": removal.summary(), "failback_full_weight": failback.summary()}),
+            serde_json::json!({"removal": removal.summary(), "anycast_route_removal": route_removal.summary(), "failback_full_weight": failback.summary()}),
         );
     }
 
@@ -289,6 +339,7 @@ async fn main() {
         sim(control, "flaky", &format!("{FLAPPER}?refuse=0.1")).await;
         let start = Instant::now();
         let (mut queries, mut removals, mut was_present, mut unanswered) = (0u64, 0u64, true, 0u64);
+        let (mut route_withdrawals, mut route_was) = (0u64, bgp.router.has(ANYCAST_PREFIX).await);
         while start.elapsed() < Duration::from_secs(args.flap_seconds) {
             let all = answers(&agent_addrs, "10.2.0.0/24").await;
             queries += all.len() as u64;
@@ -303,6 +354,12 @@ async fn main() {
                 removals += 1;
             }
             was_present = present;
+            // The victim's route must not move while another PoP flaps.
+            let route = bgp.router.has(ANYCAST_PREFIX).await;
+            if route_was && !route {
+                route_withdrawals += 1;
+            }
+            route_was = route;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         sim(control, "heal", FLAPPER).await;
@@ -320,7 +377,7 @@ async fn main() {
         let (downs, degraded) = (count("→ DOWN"), count("→ DEGRADED"));
         results.insert(
             "flap".into(),
-            serde_json::json!({"seconds": args.flap_seconds, "refuse_share": 0.1, "queries": queries, "removals_from_answers": removals, "unanswered_queries": unanswered, "down_verdicts": downs, "degraded_verdicts": degraded}),
+            serde_json::json!({"seconds": args.flap_seconds, "refuse_share": 0.1, "queries": queries, "removals_from_answers": removals, "anycast_route_withdrawals": route_withdrawals, "unanswered_queries": unanswered, "down_verdicts": downs, "degraded_verdicts": degraded}),
         );
     }
     let _ = sim_pops.kill();
