@@ -37,9 +37,10 @@ if ((${#missing[@]})); then
   "${SUDO[@]}" apt-get update -qq
   "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
   # Debian's etcd-server package may start a system etcd on 2379; our tests and the
-  # local stack use their own ports, so it is harmless, but stop it where systemd runs.
+  # local stack use their own ports, so it is harmless, but stop it (and a system BIRD or
+  # gobgpd the bird2/gobgpd packages may start) where systemd runs.
   if command -v systemctl >/dev/null 2>&1; then
-    for svc in etcd knot gdnsd; do
+    for svc in etcd knot gdnsd bird gobgpd; do
       if systemctl is-active --quiet "$svc" 2>/dev/null; then "${SUDO[@]}" systemctl stop "$svc" || true; fi
     done
   fi
