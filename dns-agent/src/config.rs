@@ -137,18 +137,7 @@ impl Validated {
 /// sharing a host or a user do not share a cache. Each works unprivileged; `env`
 /// reads an environment variable (empty values count as unset).
 pub fn default_state_dir(agent_id: &str, env: impl Fn(&str) -> Option<OsString>) -> PathBuf {
-    let var = |name: &str| env(name).filter(|v| !v.is_empty());
-    let base = if let Some(dirs) = var("STATE_DIRECTORY") {
-        let first = dirs.to_string_lossy().split(':').next().unwrap_or_default().to_string();
-        PathBuf::from(first)
-    } else if let Some(xdg) = var("XDG_STATE_HOME") {
-        PathBuf::from(xdg).join("meridian")
-    } else if let Some(home) = var("HOME") {
-        PathBuf::from(home).join(".local/state/meridian")
-    } else {
-        PathBuf::from("meridian-state")
-    };
-    base.join(format!("dns-agent-{agent_id}"))
+    meridian_edge_agent::settings::default_state_dir("dns-agent", agent_id, env)
 }
 
 impl AgentConfig {
@@ -166,37 +155,12 @@ impl AgentConfig {
     ) -> Result<Validated, ConfigError> {
         let invalid = |key: &str, msg: String| ConfigError::invalid(origin, key, msg);
         validate_id("agent", &self.agent_id).map_err(|e| invalid("agent_id", e.to_string()))?;
-        if self.control_plane.is_empty() {
-            return Err(invalid(
-                "control_plane",
-                "at least one control-plane endpoint is required".into(),
-            ));
-        }
-        for (i, ep) in self.control_plane.iter().enumerate() {
-            if !(ep.starts_with("http://") || ep.starts_with("https://")) {
-                return Err(invalid(
-                    &format!("control_plane[{i}]"),
-                    format!("`{ep}` must be a URL such as http://127.0.0.1:7400"),
-                ));
-            }
-        }
-        let tls = self.tls.load().map_err(|e| match e {
-            meridian_tls::TlsError::Setting { field, message } => invalid(&field, message),
-            other => invalid("tls", other.to_string()),
-        })?;
-        let token = match &self.token_file {
-            None => None,
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| invalid("token_file", format!("cannot read {}: {e}", path.display())))?;
-                Some(text.trim().to_string())
-            }
-        };
-        for (i, ep) in self.control_plane.iter().enumerate() {
-            meridian_tls::check_endpoint(ep, tls.as_ref(), token.is_some())
-                .map_err(|e| invalid(&format!("control_plane[{i}]"), e.to_string()))?;
-        }
-        let credentials = meridian_edge_agent::Credentials { token, tls };
+        let credentials = meridian_edge_agent::settings::control_plane_credentials(
+            &self.control_plane,
+            &self.tls,
+            self.token_file.as_deref(),
+        )
+        .map_err(|e| invalid(&e.key, e.message))?;
         if self.max_udp_payload < 512 {
             return Err(invalid(
                 "max_udp_payload",

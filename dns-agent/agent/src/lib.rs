@@ -27,6 +27,7 @@ pub mod cache;
 pub mod convert;
 pub mod follower;
 pub mod report;
+pub mod settings;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
