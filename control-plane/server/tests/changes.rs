@@ -385,6 +385,34 @@ async fn a_drain_ladder_walks_its_rungs_and_can_be_paused_resumed_and_rolled_bac
     replica.stop().await;
 }
 
+/// Opens a plan watch as agent `id` of `kind`: the sender for its ACKs, NACKs and
+/// reports (the hello already sent) and the stream of plans.
+async fn watch_plans(
+    channel: Channel,
+    id: &str,
+    kind: pb::AgentKind,
+) -> (
+    tokio::sync::mpsc::Sender<pb::AgentMessage>,
+    tonic::Streaming<pb::PlanUpdate>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tx.send(pb::AgentMessage {
+        msg: Some(pb::agent_message::Msg::Hello(pb::AgentHello {
+            agent_id: id.to_string(),
+            kind: kind as i32,
+            applied_version: 0,
+        })),
+    })
+    .await
+    .unwrap();
+    let updates = pb::plan_service_client::PlanServiceClient::new(channel)
+        .watch_plan(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    (tx, updates)
+}
+
 /// Every plan an agent received: (when, version, fra1's weight).
 type Received = std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, u64, f64)>>>;
 
@@ -410,22 +438,7 @@ fn fake_agent_with(
     let log = received.clone();
     let id = id.to_string();
     tokio::spawn(async move {
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        tx.send(pb::AgentMessage {
-            msg: Some(pb::agent_message::Msg::Hello(pb::AgentHello {
-                agent_id: id.clone(),
-                kind: pb::AgentKind::Dns as i32,
-                applied_version: 0,
-            })),
-        })
-        .await
-        .unwrap();
-        let mut client = pb::plan_service_client::PlanServiceClient::new(channel);
-        let mut updates = client
-            .watch_plan(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
+        let (tx, mut updates) = watch_plans(channel, &id, pb::AgentKind::Dns).await;
         while let Ok(Some(update)) = updates.message().await {
             let plan = update.plan.unwrap();
             let w = weight(&plan, "fra1");
@@ -1117,22 +1130,7 @@ fn fake_anycast_agent(
     let seen: std::sync::Arc<std::sync::Mutex<Vec<(i32, u32)>>> = Default::default();
     let log = seen.clone();
     tokio::spawn(async move {
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        tx.send(pb::AgentMessage {
-            msg: Some(pb::agent_message::Msg::Hello(pb::AgentHello {
-                agent_id: "bgp-fra1".into(),
-                kind: pb::AgentKind::Anycast as i32,
-                applied_version: 0,
-            })),
-        })
-        .await
-        .unwrap();
-        let mut client = pb::plan_service_client::PlanServiceClient::new(channel);
-        let mut updates = client
-            .watch_plan(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
+        let (tx, mut updates) = watch_plans(channel, "bgp-fra1", pb::AgentKind::Anycast).await;
         while let Ok(Some(update)) = updates.message().await {
             let plan = update.plan.unwrap();
             let Some(mine) = plan.anycast.iter().find(|a| a.pop == "fra1").cloned() else {
