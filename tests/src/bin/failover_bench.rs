@@ -7,8 +7,12 @@
 //!   time until it is back at full weight (through slow start).
 //! * **kill + leader**: the same, with the control-plane leader SIGKILLed at the same
 //!   moment as the PoP.
-//! * **flap**: a PoP refuses 10 % of connections at random for a while; it must never
-//!   be removed from the answers.
+//! * **silent**: the same as kill, but the PoP goes silent instead (`sim_pops`'
+//!   `/silence`: connections are accepted and never answered, so every health check
+//!   times out — packets dropped after a power or network loss).
+//! * **flap**: a PoP refuses a share of connections at random for a while (10 %, then
+//!   20 % by default, healed and back UP between shares); it must never be removed
+//!   from the answers.
 //!
 //! * **Anycast column** (issue [9]): fra1 and ams1 announce one anycast prefix; an
 //!   Anycast agent for the victim drives a real gobgpd speaker peered with a gobgpd
@@ -41,21 +45,34 @@ use meridian_tests::util::{free_addr, wait_for};
 /// Measure failover and failback times end to end.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Trials per scenario.
-    #[arg(long, default_value_t = 10)]
+    /// Trials per scenario (p99 wants at least 20).
+    #[arg(long, default_value_t = 20)]
     trials: usize,
-    /// How long the flap test runs, in seconds (0 skips it).
+    /// How long the flap test runs at each share, in seconds (0 skips it).
     #[arg(long, default_value_t = 300)]
     flap_seconds: u64,
+    /// The flap test's shares of refused connections, run one after the other.
+    #[arg(long, value_delimiter = ',', default_values_t = [0.1, 0.2], value_parser = parse_share)]
+    flap_shares: Vec<f64>,
     /// Skip the leader-kill scenario.
     #[arg(long)]
     no_leader_kill: bool,
+    /// Skip the silent-PoP scenario.
+    #[arg(long)]
+    no_silent: bool,
     /// Print one JSON object at the end.
     #[arg(long)]
     json: bool,
     /// Override the policy's probe interval (e.g. 500ms); default: the policy default.
     #[arg(long)]
     probe_interval: Option<String>,
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| (0.0..=1.0).contains(v))
+        .ok_or_else(|| format!("`{s}` is not a share in [0, 1]"))
 }
 
 const POPS: [(&str, &str); 5] = [
@@ -151,11 +168,241 @@ impl Stats {
 
 async fn sim(control: SocketAddr, action: &str, pop: &str) {
     let out = tokio::process::Command::new("curl")
-        .args(["-s", "-X", "POST", &format!("http://{control}/{action}/{pop}")])
+        .args(["-sf", "-X", "POST", &format!("http://{control}/{action}/{pop}")])
         .output()
         .await
         .expect("curl");
     assert!(out.status.success(), "sim_pops {action} {pop}: {out:?}");
+}
+
+/// What happens to the victim in an outage scenario.
+#[derive(Clone, Copy, Debug)]
+enum Outage {
+    /// The PoP's server stops: connections refused.
+    Kill,
+    /// The PoP goes silent: connections accepted, never answered.
+    Silence,
+}
+
+impl Outage {
+    /// The `sim_pops` control action.
+    fn action(self) -> &'static str {
+        match self {
+            Outage::Kill => "fail",
+            Outage::Silence => "silence",
+        }
+    }
+}
+
+/// The running stack, as the scenarios use it.
+struct Stack {
+    cps: Vec<ControlPlane>,
+    /// The replicas' endpoints, comma-separated (for meridianctl).
+    replicas: String,
+    /// `sim_pops`' control API.
+    control: SocketAddr,
+    agent_addrs: Vec<SocketAddr>,
+    bgp: Arc<SpeakerAndRouter>,
+}
+
+impl Stack {
+    /// Whether every agent answers eu with the victim alone.
+    async fn victim_only(&self) -> bool {
+        answers(&self.agent_addrs, "127.0.0.0/24")
+            .await
+            .iter()
+            .all(|a| a == &vec![VICTIM_IP.to_string()])
+    }
+
+    /// Waits until `pop`'s verdict is `state`.
+    async fn wait_state(&self, pop: &str, state: &str) {
+        wait_for(
+            &format!("{pop}'s verdict to be {state}"),
+            Duration::from_secs(120),
+            || async {
+                let health = ctl_json(&self.replicas, &["health"]).await;
+                health["pops"]
+                    .as_array()?
+                    .iter()
+                    .any(|p| p["pop"] == pop && p["state"] == state)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+/// The outage scenarios (kill, kill + leader, silent): `trials` times, after a random
+/// 0–2 s pause, the victim goes down (`outage`), with the leader SIGKILLed at the same
+/// moment if asked; times until no agent returns the victim and until its anycast
+/// route leaves the router, then heals it and times until it is back at full weight.
+async fn outage_scenario(
+    stack: &mut Stack,
+    outage: Outage,
+    with_leader_kill: bool,
+    trials: usize,
+) -> serde_json::Value {
+    let mut removal = Stats { samples: Vec::new() };
+    let mut route_removal = Stats { samples: Vec::new() };
+    let mut failback = Stats { samples: Vec::new() };
+    for trial in 0..trials {
+        let pause = Duration::from_millis(rand::random::<u64>() % 2000);
+        tokio::time::sleep(pause).await;
+        let mut killed_leader = None;
+        let start = Instant::now();
+        sim(stack.control, outage.action(), VICTIM).await;
+        // The route at the router, timed from the same moment.
+        let route_gone = {
+            let bgp = stack.bgp.clone();
+            tokio::spawn(async move {
+                while bgp.router.has(ANYCAST_PREFIX).await {
+                    if start.elapsed() > Duration::from_secs(60) {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Some(start.elapsed())
+            })
+        };
+        if with_leader_kill {
+            let status = ctl_json(&stack.replicas, &["status"]).await;
+            let leader = status["leader"].as_str().unwrap_or_default().to_string();
+            if let Some(i) = stack.cps.iter().position(|c| c.id == leader) {
+                stack.cps[i].kill();
+                killed_leader = Some(i);
+            }
+        }
+        // Poll every 50 ms until no agent returns the victim.
+        loop {
+            let all = answers(&stack.agent_addrs, "127.0.0.0/24").await;
+            if all.iter().all(|a| !a.is_empty() && !a.contains(&VICTIM_IP.to_string())) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the victim never left the answers ({outage:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let took = start.elapsed();
+        removal.samples.push(took);
+        let route_took = route_gone
+            .await
+            .unwrap()
+            .expect("the victim's route never left the router");
+        route_removal.samples.push(route_took);
+        if let Some(i) = killed_leader {
+            stack.cps[i].restart();
+            stack.cps[i].wait_ready().await;
+        }
+        // A real outage lasts: let the verdict settle on DOWN (every region agrees)
+        // before healing, so failback starts from a removed PoP.
+        stack.wait_state(VICTIM, "DOWN").await;
+        let healed = Instant::now();
+        sim(stack.control, "heal", VICTIM).await;
+        loop {
+            let plan = ctl_json(&stack.replicas, &["plan", "--region", "eu"]).await;
+            let full = plan["regions"][0]["pops"].as_array().is_some_and(|ws| {
+                ws.iter()
+                    .any(|w| w["pop"] == VICTIM && w["weight"].as_f64().unwrap_or(0.0) > 0.999)
+            });
+            if full && stack.victim_only().await {
+                break;
+            }
+            assert!(
+                healed.elapsed() < Duration::from_secs(120),
+                "the victim never came back at full weight"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        failback.samples.push(healed.elapsed());
+        eprintln!(
+            "trial {trial} ({outage:?}, leader kill: {with_leader_kill}): removed after {took:?} (route gone at the router after {route_took:?}), back at full weight after {:?}",
+            healed.elapsed()
+        );
+        wait_for(
+            "the victim's route back at the router",
+            Duration::from_secs(60),
+            || async { stack.bgp.router.has(ANYCAST_PREFIX).await.then_some(()) },
+        )
+        .await;
+    }
+    serde_json::json!({"removal": removal.summary(), "anycast_route_removal": route_removal.summary(), "failback_full_weight": failback.summary()})
+}
+
+/// The flap test at one share: the flapper (us's only PoP in use) refuses `share` of
+/// connections for `seconds`; counts its removals from us's answers, unanswered
+/// queries, the victim's anycast route withdrawals and the flapper's DOWN and
+/// DEGRADED verdicts. Heals the flapper and waits until it is UP and back in every
+/// answer before returning, so the next share starts clean.
+async fn flap_scenario(stack: &Stack, share: f64, seconds: u64) -> serde_json::Value {
+    let since_ms = unix_ms_now();
+    sim(stack.control, "flaky", &format!("{FLAPPER}?refuse={share}")).await;
+    let start = Instant::now();
+    let (mut queries, mut removals, mut was_present, mut unanswered) = (0u64, 0u64, true, 0u64);
+    let (mut route_withdrawals, mut route_was) = (0u64, stack.bgp.router.has(ANYCAST_PREFIX).await);
+    while start.elapsed() < Duration::from_secs(seconds) {
+        let all = answers(&stack.agent_addrs, "10.2.0.0/24").await;
+        queries += all.len() as u64;
+        // A query dig got no answer to (a lost UDP packet on a busy machine) says
+        // nothing about the plan: count it apart, not as a removal.
+        unanswered += all.iter().filter(|a| a.is_empty()).count() as u64;
+        let present = all
+            .iter()
+            .filter(|a| !a.is_empty())
+            .all(|a| a.contains(&FLAPPER_IP.to_string()));
+        if was_present && !present {
+            removals += 1;
+        }
+        was_present = present;
+        // The victim's route must not move while another PoP flaps.
+        let route = stack.bgp.router.has(ANYCAST_PREFIX).await;
+        if route_was && !route {
+            route_withdrawals += 1;
+        }
+        route_was = route;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sim(stack.control, "heal", FLAPPER).await;
+    // Only this share's verdicts: events since it started (earlier shares' are older).
+    let events = ctl_json(&stack.replicas, &["events", "--pop", FLAPPER, "--limit", "2000"]).await;
+    let count = |what: &str| {
+        events
+            .as_array()
+            .map(|e| {
+                e.iter()
+                    .filter(|e| e["at_unix_ms"].as_i64().unwrap_or(0) >= since_ms)
+                    .filter(|e| e["message"].as_str().unwrap_or("").contains(what))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let (downs, degraded) = (count("→ DOWN"), count("→ DEGRADED"));
+    eprintln!(
+        "flap at {share}: {removals} removals from answers, {unanswered} unanswered of {queries} queries, {downs} DOWN and {degraded} DEGRADED verdicts, {route_withdrawals} route withdrawals"
+    );
+    stack.wait_state(FLAPPER, "UP").await;
+    wait_for(
+        "every agent to answer us with the flapper again",
+        Duration::from_secs(120),
+        || async {
+            answers(&stack.agent_addrs, "10.2.0.0/24")
+                .await
+                .iter()
+                .all(|a| a.contains(&FLAPPER_IP.to_string()))
+                .then_some(())
+        },
+    )
+    .await;
+    serde_json::json!({"seconds": seconds, "refuse_share": share, "queries": queries, "removals_from_answers": removals, "anycast_route_withdrawals": route_withdrawals, "unanswered_queries": unanswered, "down_verdicts": downs, "degraded_verdicts": degraded})
+}
+
+/// Now, in ms since the Unix epoch (as events' `at_unix_ms`).
+fn unix_ms_now() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(now.as_millis()).unwrap()
 }
 
 #[tokio::main]
@@ -164,7 +411,7 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let etcd = EtcdCluster::start(1).await;
     let endpoints = etcd.endpoints_csv();
-    let mut cps: Vec<ControlPlane> = ["cp-1", "cp-2", "cp-3"]
+    let cps: Vec<ControlPlane> = ["cp-1", "cp-2", "cp-3"]
         .iter()
         .map(|id| {
             ControlPlane::start(
@@ -213,172 +460,41 @@ async fn main() {
         bgp.router.has(ANYCAST_PREFIX).await.then_some(())
     })
     .await;
-    let victim_only = |all: &[Vec<String>]| all.iter().all(|a| a == &vec![VICTIM_IP.to_string()]);
+    let mut stack = Stack {
+        cps,
+        replicas,
+        control,
+        agent_addrs,
+        bgp,
+    };
     wait_for(
         "every agent to answer eu with the victim",
         Duration::from_secs(120),
-        || async { victim_only(&answers(&agent_addrs, "127.0.0.0/24").await).then_some(()) },
+        || async { stack.victim_only().await.then_some(()) },
     )
     .await;
     eprintln!("stack up ({TRANSPORT}: mutual TLS, roles enforced): etcd, 3 replicas, 3 probers, 2 DNS agents, 5 PoPs; starting trials");
 
     let mut results = serde_json::Map::new();
     results.insert("transport".into(), serde_json::json!(TRANSPORT));
-    let scenarios: Vec<bool> = if args.no_leader_kill {
-        vec![false]
-    } else {
-        vec![false, true]
-    };
-    for with_leader_kill in scenarios {
-        let mut removal = Stats { samples: Vec::new() };
-        let mut route_removal = Stats { samples: Vec::new() };
-        let mut failback = Stats { samples: Vec::new() };
-        for trial in 0..args.trials {
-            let pause = Duration::from_millis(rand::random::<u64>() % 2000);
-            tokio::time::sleep(pause).await;
-            let mut killed_leader = None;
-            let start = Instant::now();
-            sim(control, "fail", VICTIM).await;
-            // The route at the router, timed from the same moment.
-            let route_gone = {
-                let bgp = bgp.clone();
-                tokio::spawn(async move {
-                    while bgp.router.has(ANYCAST_PREFIX).await {
-                        if start.elapsed() > Duration::from_secs(60) {
-                            return None;
-                        }
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    Some(start.elapsed())
-                })
-            };
-            if with_leader_kill {
-                let status = ctl_json(&replicas, &["status"]).await;
-                let leader = status["leader"].as_str().unwrap_or_default().to_string();
-                if let Some(i) = cps.iter().position(|c| c.id == leader) {
-                    cps[i].kill();
-                    killed_leader = Some(i);
-                }
-            }
-            // Poll every 50 ms until no agent returns the victim.
-            loop {
-                let all = answers(&agent_addrs, "127.0.0.0/24").await;
-                if all.iter().all(|a| !a.is_empty() && !a.contains(&VICTIM_IP.to_string())) {
-                    break;
-                }
-                assert!(
-                    start.elapsed() < Duration::from_secs(60),
-                    "the victim never left the answers"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            let took = start.elapsed();
-            removal.samples.push(took);
-            let route_took = route_gone
-                .await
-                .unwrap()
-                .expect("the victim's route never left the router");
-            route_removal.samples.push(route_took);
-            if let Some(i) = killed_leader {
-                cps[i].restart();
-                cps[i].wait_ready().await;
-            }
-            // A real outage lasts: let the verdict settle on DOWN (every region agrees)
-            // before healing, so failback starts from a removed PoP.
-            wait_for("the victim's verdict to be DOWN", Duration::from_secs(60), || async {
-                let health = ctl_json(&replicas, &["health"]).await;
-                health["pops"]
-                    .as_array()?
-                    .iter()
-                    .any(|p| p["pop"] == VICTIM && p["state"] == "DOWN")
-                    .then_some(())
-            })
-            .await;
-            let healed = Instant::now();
-            sim(control, "heal", VICTIM).await;
-            loop {
-                let plan = ctl_json(&replicas, &["plan", "--region", "eu"]).await;
-                let full = plan["regions"][0]["pops"].as_array().is_some_and(|ws| {
-                    ws.iter()
-                        .any(|w| w["pop"] == VICTIM && w["weight"].as_f64().unwrap_or(0.0) > 0.999)
-                });
-                if full && victim_only(&answers(&agent_addrs, "127.0.0.0/24").await) {
-                    break;
-                }
-                assert!(
-                    healed.elapsed() < Duration::from_secs(120),
-                    "the victim never came back at full weight"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            failback.samples.push(healed.elapsed());
-            eprintln!(
-                "trial {trial} (leader kill: {with_leader_kill}): removed after {took:?} (route gone at the router after {route_took:?}), back at full weight after {:?}",
-                healed.elapsed()
-            );
-            wait_for(
-                "the victim's route back at the router",
-                Duration::from_secs(60),
-                || async { bgp.router.has(ANYCAST_PREFIX).await.then_some(()) },
-            )
-            .await;
-        }
-        let key = if with_leader_kill {
-            "kill_with_leader_kill"
-        } else {
-            "kill"
-        };
-        results.insert(
-            key.into(),
-            serde_json::json!({"removal": removal.summary(), "anycast_route_removal": route_removal.summary(), "failback_full_weight": failback.summary()}),
-        );
+    let mut scenarios = vec![("kill", Outage::Kill, false)];
+    if !args.no_leader_kill {
+        scenarios.push(("kill_with_leader_kill", Outage::Kill, true));
+    }
+    if !args.no_silent {
+        scenarios.push(("silent", Outage::Silence, false));
+    }
+    for (key, outage, with_leader_kill) in scenarios {
+        let summary = outage_scenario(&mut stack, outage, with_leader_kill, args.trials).await;
+        results.insert(key.into(), summary);
     }
 
-    if args.flap_seconds > 0 {
-        // The flapper is us's only PoP in use; watch it in us's answers.
-        sim(control, "flaky", &format!("{FLAPPER}?refuse=0.1")).await;
-        let start = Instant::now();
-        let (mut queries, mut removals, mut was_present, mut unanswered) = (0u64, 0u64, true, 0u64);
-        let (mut route_withdrawals, mut route_was) = (0u64, bgp.router.has(ANYCAST_PREFIX).await);
-        while start.elapsed() < Duration::from_secs(args.flap_seconds) {
-            let all = answers(&agent_addrs, "10.2.0.0/24").await;
-            queries += all.len() as u64;
-            // A query dig got no answer to (a lost UDP packet on a busy machine) says
-            // nothing about the plan: count it apart, not as a removal.
-            unanswered += all.iter().filter(|a| a.is_empty()).count() as u64;
-            let present = all
-                .iter()
-                .filter(|a| !a.is_empty())
-                .all(|a| a.contains(&FLAPPER_IP.to_string()));
-            if was_present && !present {
-                removals += 1;
-            }
-            was_present = present;
-            // The victim's route must not move while another PoP flaps.
-            let route = bgp.router.has(ANYCAST_PREFIX).await;
-            if route_was && !route {
-                route_withdrawals += 1;
-            }
-            route_was = route;
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    if args.flap_seconds > 0 && !args.flap_shares.is_empty() {
+        let mut flaps = Vec::new();
+        for &share in &args.flap_shares {
+            flaps.push(flap_scenario(&stack, share, args.flap_seconds).await);
         }
-        sim(control, "heal", FLAPPER).await;
-        let events = ctl_json(&replicas, &["events", "--pop", FLAPPER, "--limit", "2000"]).await;
-        let count = |what: &str| {
-            events
-                .as_array()
-                .map(|e| {
-                    e.iter()
-                        .filter(|e| e["message"].as_str().unwrap_or("").contains(what))
-                        .count()
-                })
-                .unwrap_or(0)
-        };
-        let (downs, degraded) = (count("→ DOWN"), count("→ DEGRADED"));
-        results.insert(
-            "flap".into(),
-            serde_json::json!({"seconds": args.flap_seconds, "refuse_share": 0.1, "queries": queries, "removals_from_answers": removals, "anycast_route_withdrawals": route_withdrawals, "unanswered_queries": unanswered, "down_verdicts": downs, "degraded_verdicts": degraded}),
-        );
+        results.insert("flap".into(), serde_json::Value::Array(flaps));
     }
     let _ = sim_pops.kill();
     let _ = sim_pops.wait();

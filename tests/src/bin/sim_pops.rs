@@ -4,9 +4,17 @@
 //! address. A small control API fails and heals them the way real failures look:
 //!
 //! * `POST /fail/POP`   — stop listening: probes see "connection refused" (a dead server)
-//! * `POST /heal/POP`   — listen again on the same address
+//! * `POST /silence/POP` — go silent: connections are still accepted (the handshake
+//!   completes) but never answered and never closed (no RST, no FIN), so every health
+//!   check times out — a PoP whose packets are dropped after a power or network loss
+//! * `POST /heal/POP`   — answer again: listen again on the same address, end
+//!   silence and flakiness (connections held while silent are dropped)
 //! * `POST /flaky/POP?refuse=0.1` — refuse (reset) that share of connections at random
-//! * `GET  /status`     — every PoP and its mode, as JSON
+//! * `GET  /status`     — every PoP and its mode (`healthy`, `failed`, `silent`,
+//!   `flaky SHARE`), as JSON
+//!
+//! Each request sets the PoP's mode: silencing a flaky or failed PoP makes it silent
+//! (listening again), making a silent PoP flaky ends its silence.
 //!
 //! `curl -X POST http://127.0.0.1:7490/fail/fra1` is the documented way to kill one.
 
@@ -20,7 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 /// Run simulated PoPs (HTTP health endpoints on loopback addresses) with a control API
-/// to fail, heal or make them flaky.
+/// to fail, silence, heal or make them flaky.
 #[derive(Debug, Parser)]
 struct Args {
     /// PoPs as NAME=ADDR, comma-separated, e.g. fra1=127.0.0.11:8080,iad1=127.0.0.12:8080.
@@ -36,7 +44,20 @@ struct Pop {
     addr: SocketAddr,
     /// Share of connections to reset at random (0.0: healthy).
     refuse: f64,
+    /// Silent: connections are accepted and held in `held`, never answered.
+    silent: bool,
+    /// The connections accepted while silent, held open (not read, not closed) until
+    /// the PoP leaves silence; dropping them then resets them.
+    held: Vec<TcpStream>,
     task: Option<JoinHandle<()>>,
+}
+
+impl Pop {
+    /// Ends silence and drops the connections it held.
+    fn unsilence(&mut self) {
+        self.silent = false;
+        self.held.clear();
+    }
 }
 
 type Pops = Arc<Mutex<BTreeMap<String, Pop>>>;
@@ -53,6 +74,8 @@ async fn main() -> Result<(), String> {
         let pop = Pop {
             addr,
             refuse: 0.0,
+            silent: false,
+            held: Vec::new(),
             task: None,
         };
         pops.lock().map_err(|e| e.to_string())?.insert(name.to_string(), pop);
@@ -101,11 +124,18 @@ async fn start(pops: &Pops, name: &str) -> Result<(), String> {
             let Ok((sock, _)) = listener.accept().await else {
                 continue;
             };
-            let refuse = pops2
-                .lock()
-                .ok()
-                .and_then(|m| m.get(&name2).map(|p| p.refuse))
-                .unwrap_or(0.0);
+            let refuse = {
+                let Ok(mut m) = pops2.lock() else { continue };
+                let Some(p) = m.get_mut(&name2) else { continue };
+                if p.silent {
+                    // Hold the connection: the client's request sits unread in the
+                    // kernel's buffer and no answer, FIN or RST ever comes, so the
+                    // client times out.
+                    p.held.push(sock);
+                    continue;
+                }
+                p.refuse
+            };
             if refuse > 0.0 && rand::random::<f64>() < refuse {
                 // Reset the connection: SO_LINGER 0 then drop sends an RST at once
                 // (the deprecation is about non-zero linger blocking on drop).
@@ -162,7 +192,7 @@ async fn control_request(mut sock: TcpStream, pops: Pops) -> std::io::Result<()>
         ("POST", [action, name]) => act(&pops, action, name, query).await,
         _ => (
             404,
-            "{\"error\": \"use GET /status or POST /fail|heal|flaky/POP\"}\n".to_string(),
+            "{\"error\": \"use GET /status or POST /fail|silence|heal|flaky/POP\"}\n".to_string(),
         ),
     };
     let reason = if code == 200 { "OK" } else { "Error" };
@@ -178,8 +208,11 @@ async fn act(pops: &Pops, action: &str, name: &str, query: &str) -> (u16, String
     match action {
         "fail" => {
             if let Ok(mut m) = pops.lock() {
-                if let Some(t) = m.get_mut(name).and_then(|p| p.task.take()) {
-                    t.abort();
+                if let Some(p) = m.get_mut(name) {
+                    p.unsilence();
+                    if let Some(t) = p.task.take() {
+                        t.abort();
+                    }
                 }
             }
             eprintln!("sim_pops: {name} failed (connections refused)");
@@ -189,16 +222,11 @@ async fn act(pops: &Pops, action: &str, name: &str, query: &str) -> (u16, String
             if let Ok(mut m) = pops.lock() {
                 if let Some(p) = m.get_mut(name) {
                     p.refuse = 0.0;
+                    p.unsilence();
                 }
             }
-            let running = pops
-                .lock()
-                .map(|m| m.get(name).is_some_and(|p| p.task.is_some()))
-                .unwrap_or(false);
-            if !running {
-                if let Err(e) = start(pops, name).await {
-                    return (500, format!("{{\"error\": \"{e}\"}}\n"));
-                }
+            if let Err(e) = ensure_listening(pops, name).await {
+                return (500, format!("{{\"error\": \"{e}\"}}\n"));
             }
             eprintln!("sim_pops: {name} healed");
             (200, format!("{{\"pop\": \"{name}\", \"mode\": \"healthy\"}}\n"))
@@ -218,6 +246,7 @@ async fn act(pops: &Pops, action: &str, name: &str, query: &str) -> (u16, String
             if let Ok(mut m) = pops.lock() {
                 if let Some(p) = m.get_mut(name) {
                     p.refuse = refuse;
+                    p.unsilence();
                 }
             }
             eprintln!("sim_pops: {name} refuses {:.0}% of connections", refuse * 100.0);
@@ -226,11 +255,37 @@ async fn act(pops: &Pops, action: &str, name: &str, query: &str) -> (u16, String
                 format!("{{\"pop\": \"{name}\", \"mode\": \"flaky\", \"refuse\": {refuse}}}\n"),
             )
         }
+        "silence" => {
+            if let Ok(mut m) = pops.lock() {
+                if let Some(p) = m.get_mut(name) {
+                    p.refuse = 0.0;
+                    p.silent = true;
+                }
+            }
+            // A failed PoP goes silent too: its address accepts connections again.
+            if let Err(e) = ensure_listening(pops, name).await {
+                return (500, format!("{{\"error\": \"{e}\"}}\n"));
+            }
+            eprintln!("sim_pops: {name} silent (connections accepted, never answered)");
+            (200, format!("{{\"pop\": \"{name}\", \"mode\": \"silent\"}}\n"))
+        }
         _ => (
             404,
-            format!("{{\"error\": \"unknown action {action}: use fail, heal or flaky\"}}\n"),
+            format!("{{\"error\": \"unknown action {action}: use fail, silence, heal or flaky\"}}\n"),
         ),
     }
+}
+
+/// Starts the PoP's listener unless it is running.
+async fn ensure_listening(pops: &Pops, name: &str) -> Result<(), String> {
+    let running = pops
+        .lock()
+        .map(|m| m.get(name).is_some_and(|p| p.task.is_some()))
+        .unwrap_or(false);
+    if running {
+        return Ok(());
+    }
+    start(pops, name).await
 }
 
 fn status_json(pops: &Pops) -> String {
@@ -238,12 +293,18 @@ fn status_json(pops: &Pops) -> String {
     let entries: Vec<String> = m
         .iter()
         .map(|(name, p)| {
-            let mode = match (&p.task, p.refuse) {
-                (None, _) => "failed".to_string(),
-                (Some(_), r) if r > 0.0 => format!("flaky {r}"),
+            let mode = match (&p.task, p.silent, p.refuse) {
+                (None, _, _) => "failed".to_string(),
+                (Some(_), true, _) => "silent".to_string(),
+                (Some(_), false, r) if r > 0.0 => format!("flaky {r}"),
                 _ => "healthy".to_string(),
             };
-            format!("\"{name}\": {{\"addr\": \"{}\", \"mode\": \"{mode}\"}}", p.addr)
+            let held = if p.silent {
+                format!(", \"held_connections\": {}", p.held.len())
+            } else {
+                String::new()
+            };
+            format!("\"{name}\": {{\"addr\": \"{}\", \"mode\": \"{mode}\"{held}}}", p.addr)
         })
         .collect();
     format!("{{{}}}\n", entries.join(", "))
