@@ -138,6 +138,14 @@ pub fn explain() -> pb::ExplainPopResponse {
                     endpoint: "https://fra1.example.net/health".into(),
                     state: pb::PopState::Down as i32,
                     consecutive_failures: 3,
+                    evidence: Some(pb::Evidence {
+                        llr: 15.9,
+                        threshold: 15.9,
+                        loss: 0.005,
+                        hard_loss: 1e-7,
+                        soft_failures_needed: 0,
+                        hard_failures_needed: 0,
+                    }),
                     recent: vec![
                         pb::RecentResult {
                             age: ms(100),

@@ -204,9 +204,23 @@ pub struct EndpointEvidenceView {
     pub consecutive_failures: u32,
     pub consecutive_successes: u32,
     pub endpoint: String,
+    /// The sequential test behind DOWN; absent from an older control plane.
+    pub evidence: Option<EvidenceView>,
     pub fresh: bool,
     pub recent: Vec<RecentResultView>,
     pub state: &'static str,
+}
+
+/// The evidence for "dead" (log-likelihood ratio, nats) against the threshold, the
+/// endpoint's learnt loss rates, and how many failures would call DOWN from here.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvidenceView {
+    pub hard_failures_needed: u32,
+    pub hard_loss: f64,
+    pub llr: f64,
+    pub loss: f64,
+    pub soft_failures_needed: u32,
+    pub threshold: f64,
 }
 
 /// One probe result.
@@ -262,6 +276,14 @@ impl From<pb::EndpointEvidence> for EndpointEvidenceView {
             consecutive_failures: e.consecutive_failures,
             consecutive_successes: e.consecutive_successes,
             endpoint: e.endpoint,
+            evidence: e.evidence.map(|x| EvidenceView {
+                llr: x.llr,
+                threshold: x.threshold,
+                loss: x.loss,
+                hard_loss: x.hard_loss,
+                soft_failures_needed: x.soft_failures_needed,
+                hard_failures_needed: x.hard_failures_needed,
+            }),
             fresh: e.fresh,
             state: state_name(e.state),
             recent: e

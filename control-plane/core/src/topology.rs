@@ -126,7 +126,10 @@ pub struct ClientRegion {
 pub struct Policy {
     /// Consecutive successes that bring an endpoint UP.
     pub rise: u32,
-    /// Consecutive failures that take an endpoint DOWN.
+    /// Consecutive timeouts or resets that take a clean endpoint DOWN (per prober).
+    /// The verdict weighs evidence: one refused connection or HTTP error from a
+    /// clean endpoint is enough; an endpoint that has been losing probes needs more
+    /// failures in proportion (see `meridian_health::evidence`).
     pub fall: u32,
     /// Normal probe interval.
     #[serde(with = "humantime_serde")]

@@ -6,8 +6,10 @@
 //! probe of one endpoint of one PoP. [`HealthState`] turns them into verdicts in
 //! four layers:
 //!
-//! 1. **Endpoint, per prober**: rise/fall hysteresis ([`HealthPolicy::rise`],
-//!    [`HealthPolicy::fall`]) gives UP, DOWN or UNKNOWN. Results older than the last
+//! 1. **Endpoint, per prober**: UP after [`HealthPolicy::rise`] consecutive
+//!    successes; DOWN when a sequential test between "dead" and "alive, losing at its
+//!    usual rate" has enough evidence ([`evidence`]: `fall` timeouts from a clean
+//!    endpoint, one refused connection, more from a lossy one); UNKNOWN otherwise. Results older than the last
 //!    one applied (a replayed buffer, a duplicate) are kept for `explain` but never
 //!    move the state; a gap longer than `freshness` restarts from UNKNOWN.
 //! 2. **PoP, per prober**: DOWN if any *fresh* endpoint is DOWN, UP if every endpoint
@@ -47,6 +49,7 @@
 //! evaluation of 200 PoPs × 3 endpoints × 30 probers costs about 0.15 ms, so the
 //! caller evaluates once per received batch that transitioned, not once per result.
 
+pub mod evidence;
 mod hysteresis;
 mod policy;
 mod probe;
@@ -56,6 +59,7 @@ mod state;
 mod time;
 mod topology;
 
+pub use evidence::EvidenceInfo;
 pub use hysteresis::Reachability;
 pub use policy::{HealthPolicy, PolicyError};
 pub use probe::{FailureClass, ProbeOutcome, ProbeReport};

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 pub struct HealthPolicy {
     /// Consecutive successes that turn an endpoint (per prober) UP.
     pub rise: u32,
-    /// Consecutive failures that turn an endpoint (per prober) DOWN.
+    /// Consecutive timeouts or resets that turn a clean endpoint (per prober) DOWN;
+    /// the DOWN threshold of the sequential test (see [`crate::evidence`]). Hard
+    /// failures and lossy endpoints are weighed from it.
     pub fall: u32,
     /// A prober's view of an endpoint is fresh while its latest result is younger
     /// than this. Stale views do not vote.
@@ -45,7 +47,7 @@ impl Default for HealthPolicy {
     fn default() -> Self {
         Self {
             rise: 2,
-            fall: 2,
+            fall: 3,
             freshness: Duration::from_secs(5),
             quorum: 0.5,
             min_regions: 2,

@@ -219,6 +219,8 @@ pub struct EndpointEvidence {
     pub fresh: bool,
     pub consecutive_successes: u32,
     pub consecutive_failures: u32,
+    /// The sequential test behind a DOWN: evidence so far, threshold, loss estimates.
+    pub evidence: crate::evidence::EvidenceInfo,
     /// Newest first.
     pub recent: Vec<RecentResult>,
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use meridian_core::ids::validate_id;
 
+use crate::evidence::EvidenceInfo;
 use crate::hysteresis::{Applied, Reachability, Recent, Thresholds, Track};
 use crate::policy::{HealthPolicy, PolicyError};
 use crate::probe::{FailureClass, ProbeOutcome, ProbeReport};
@@ -224,6 +225,7 @@ impl HealthState {
                             fresh: t.is_fresh(now, freshness),
                             consecutive_successes: t.successes,
                             consecutive_failures: t.failures,
+                            evidence: EvidenceInfo::of(&t.evidence, self.policy.fall),
                             recent: t
                                 .recent
                                 .iter()
@@ -542,7 +544,7 @@ impl HealthState {
         let region = self.vantages[vantage].region;
         let thresholds = Thresholds {
             rise: self.policy.rise,
-            fall: self.policy.fall,
+            down_at: crate::evidence::threshold(self.policy.fall),
             gap: self.policy.freshness,
             history: self.policy.history,
         };

@@ -176,6 +176,14 @@ pub(crate) fn explanation(e: meridian_health::Explanation) -> pb::ExplainPopResp
                                 fresh: ep.fresh,
                                 consecutive_successes: ep.consecutive_successes,
                                 consecutive_failures: ep.consecutive_failures,
+                                evidence: Some(pb::Evidence {
+                                    llr: ep.evidence.llr,
+                                    threshold: ep.evidence.threshold,
+                                    loss: ep.evidence.loss,
+                                    hard_loss: ep.evidence.hard_loss,
+                                    soft_failures_needed: ep.evidence.soft_failures_needed,
+                                    hard_failures_needed: ep.evidence.hard_failures_needed,
+                                }),
                                 recent: ep
                                     .recent
                                     .into_iter()

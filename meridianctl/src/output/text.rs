@@ -145,6 +145,23 @@ pub fn explain(v: &ExplainView) -> String {
                     e.consecutive_failures,
                     recent.join(", ")
                 ));
+                if let Some(ev) = &e.evidence {
+                    let verdict = if ev.llr >= ev.threshold {
+                        "enough for DOWN".to_string()
+                    } else {
+                        format!(
+                            "DOWN after {} more timeouts or {} refused/HTTP errors",
+                            ev.soft_failures_needed, ev.hard_failures_needed
+                        )
+                    };
+                    out.line(format_args!(
+                        "        evidence {:.1} of {:.1} (loss {:.1} %, hard {:.2} %): {verdict}",
+                        ev.llr,
+                        ev.threshold,
+                        ev.loss * 100.0,
+                        ev.hard_loss * 100.0,
+                    ));
+                }
                 // The newest failure's own words, when the prober sent any.
                 if let Some(x) = e.recent.iter().take(5).find(|x| !x.success && !x.detail.is_empty()) {
                     out.line(format_args!("        last failure ({}): {}", x.failure_class, x.detail));

@@ -189,12 +189,15 @@ fn explain_json_keys_and_values() {
             "consecutive_failures",
             "consecutive_successes",
             "endpoint",
+            "evidence",
             "fresh",
             "recent",
             "state"
         ]
     );
     assert_eq!(endpoint["consecutive_failures"], 3);
+    assert_eq!(endpoint["evidence"]["threshold"], 15.9);
+    assert_eq!(endpoint["evidence"]["soft_failures_needed"], 0);
     assert_eq!(endpoint["fresh"], false);
     assert_eq!(
         endpoint["recent"],
@@ -640,6 +643,14 @@ fn legacy_explain(resp: &pb::ExplainPopResponse) -> Value {
                         "fresh": e.fresh,
                         "consecutive_successes": e.consecutive_successes,
                         "consecutive_failures": e.consecutive_failures,
+                        "evidence": e.evidence.as_ref().map(|x| json!({
+                            "llr": x.llr,
+                            "threshold": x.threshold,
+                            "loss": x.loss,
+                            "hard_loss": x.hard_loss,
+                            "soft_failures_needed": x.soft_failures_needed,
+                            "hard_failures_needed": x.hard_failures_needed,
+                        })),
                         "recent": e.recent.iter().map(|x| json!({
                             "age_ms": dur(&x.age),
                             "success": x.success,

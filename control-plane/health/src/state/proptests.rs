@@ -184,10 +184,12 @@ proptest! {
 
     /// DOWN needs fresh evidence from a quorum: at least `min_regions` regions with a
     /// fresh result for the PoP, and more than `quorum × min_regions` of them with
-    /// a fresh key that failed at least `fall` times.
+    /// a fresh key that failed at least as often as a clean endpoint needs to be
+    /// called DOWN (the failures here are refused connections: hard evidence).
     #[test]
     fn down_needs_a_fresh_quorum(policy in policy(), ops in prop::collection::vec(op(0.3), 0..400)) {
         let mut state = HealthState::new(topology(), policy.clone()).unwrap();
+        let needed = crate::evidence::failures_needed(policy.fall, crate::evidence::HARD_FLOOR) as usize;
         let mut violations = Vec::new();
         drive(&mut state, &ops, true, |state, now, _, seen| {
             for (p, pop) in POPS.iter().enumerate() {
@@ -199,7 +201,7 @@ proptest! {
                 let fresh_regions: BTreeSet<usize> = keys.iter().map(|k| k.2).collect();
                 let failing_regions: BTreeSet<usize> = keys
                     .iter()
-                    .filter(|k| seen[**k].iter().filter(|s| !s.success).count() >= policy.fall as usize)
+                    .filter(|k| seen[**k].iter().filter(|s| !s.success).count() >= needed)
                     .map(|k| k.2)
                     .collect();
                 if fresh_regions.len() < policy.min_regions

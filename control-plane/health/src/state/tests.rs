@@ -11,6 +11,15 @@ const REGIONS: [&str; 3] = ["ap-south", "eu-west", "us-east"];
 const POPS: [&str; 4] = ["ams", "fra", "lon", "nyc"];
 const ENDPOINTS: [&str; 2] = ["dns", "http"];
 
+/// The policy these tests were written for: the defaults with `fall` 2 (two
+/// timeouts call a clean endpoint DOWN).
+fn base_policy() -> HealthPolicy {
+    HealthPolicy {
+        fall: 2,
+        ..HealthPolicy::default()
+    }
+}
+
 fn topology() -> HealthTopology {
     HealthTopology::new(POPS.map(|p| (p, ENDPOINTS)))
 }
@@ -443,7 +452,7 @@ fn scenarios() -> Vec<Scenario> {
 #[test]
 fn scenarios_with_a_fake_clock() {
     for scenario in scenarios() {
-        let mut sim = Sim::new(HealthPolicy::default());
+        let mut sim = Sim::new(base_policy());
         for step in &scenario.steps {
             sim.run(scenario.name, step);
         }
@@ -456,7 +465,7 @@ fn fall_and_quorum_follow_the_policy() {
     // silent: UNKNOWN.
     let policy = HealthPolicy {
         fall: 3,
-        ..HealthPolicy::default()
+        ..base_policy()
     };
     let mut sim = Sim::new(policy);
     sim.round(&REGIONS, &[]);
@@ -469,7 +478,7 @@ fn fall_and_quorum_follow_the_policy() {
 
     let policy = HealthPolicy {
         min_regions: 3,
-        ..HealthPolicy::default()
+        ..base_policy()
     };
     let mut sim = Sim::new(policy);
     for _ in 0..2 {
@@ -482,7 +491,7 @@ fn fall_and_quorum_follow_the_policy() {
 
 #[test]
 fn verdict_events_carry_time_rule_and_per_region_evidence() {
-    let mut sim = Sim::new(HealthPolicy::default());
+    let mut sim = Sim::new(base_policy());
     sim.round(&REGIONS, &[]);
     sim.round(&REGIONS, &[]);
     sim.round(&REGIONS, &[pop_from("ams", "eu-west"), pop_from("ams", "us-east")]);
@@ -583,7 +592,7 @@ fn rejections_name_the_offending_value_and_are_counted() {
             "success=true with failure class `tls`",
         ),
     ];
-    let mut state = HealthState::new(topology(), HealthPolicy::default()).unwrap();
+    let mut state = HealthState::new(topology(), base_policy()).unwrap();
     for (name, tweak, reason, text) in cases {
         let mut o = good();
         tweak(&mut o);
@@ -624,7 +633,7 @@ fn rejections_name_the_offending_value_and_are_counted() {
 
 #[test]
 fn out_of_order_results_are_recorded_but_do_not_flip_hysteresis() {
-    let mut state = HealthState::new(topology(), HealthPolicy::default()).unwrap();
+    let mut state = HealthState::new(topology(), base_policy()).unwrap();
     let now = UnixMillis(START + 20_000);
     for region in ["eu-west", "us-east"] {
         for at in [START + 18_000, START + 19_000] {
@@ -690,7 +699,7 @@ fn out_of_order_results_are_recorded_but_do_not_flip_hysteresis() {
 
 #[test]
 fn ingest_reports_transitions_for_fast_failover() {
-    let mut state = HealthState::new(topology(), HealthPolicy::default()).unwrap();
+    let mut state = HealthState::new(topology(), base_policy()).unwrap();
     let flags: Vec<bool> = [true, true, false, false, false]
         .iter()
         .enumerate()
@@ -707,7 +716,7 @@ fn ingest_reports_transitions_for_fast_failover() {
 
 #[test]
 fn topology_changes_drop_removed_pops_and_endpoints_and_keep_the_rest() {
-    let mut sim = Sim::new(HealthPolicy::default());
+    let mut sim = Sim::new(base_policy());
     sim.round(&REGIONS, &[]);
     sim.round(&REGIONS, &[]);
     sim.round(&REGIONS, &[endpoint_of("fra", "dns")]);
@@ -772,7 +781,7 @@ fn topology_changes_drop_removed_pops_and_endpoints_and_keep_the_rest() {
 fn matrix_shows_state_latency_freshness_and_suspects() {
     let mut sim = Sim::new(HealthPolicy {
         latency_alpha: 0.5,
-        ..HealthPolicy::default()
+        ..base_policy()
     });
     sim.round(&REGIONS, &[]);
     sim.round(&REGIONS, &[]);
@@ -832,7 +841,7 @@ fn matrix_shows_state_latency_freshness_and_suspects() {
 fn explain_lists_regions_probers_and_endpoints_in_order() {
     let mut sim = Sim::new(HealthPolicy {
         history: 3,
-        ..HealthPolicy::default()
+        ..base_policy()
     });
     for _ in 0..4 {
         sim.round(&REGIONS, &[pop_from("lon", "ap-south")]);
@@ -918,10 +927,10 @@ fn explain_lists_regions_probers_and_endpoints_in_order() {
 
 #[test]
 fn policy_changes_take_effect_and_are_validated() {
-    let mut sim = Sim::new(HealthPolicy::default());
+    let mut sim = Sim::new(base_policy());
     let bad = HealthPolicy {
         quorum: 2.0,
-        ..HealthPolicy::default()
+        ..base_policy()
     };
     assert_eq!(sim.state.set_policy(bad.clone()).unwrap_err().field, "quorum");
     assert_eq!(HealthState::new(topology(), bad).unwrap_err().field, "quorum");
@@ -929,7 +938,7 @@ fn policy_changes_take_effect_and_are_validated() {
         .set_policy(HealthPolicy {
             rise: 1,
             history: 1,
-            ..HealthPolicy::default()
+            ..base_policy()
         })
         .unwrap();
     sim.round(&REGIONS, &[]);

@@ -102,6 +102,7 @@ fra1: DOWN — quorum-down
   region eu: DOWN (suspect: votes discounted, not counted), latency 20ms
     prober eu-1: DOWN
       https://fra1.example.net/health: DOWN STALE (0 ok / 3 failed in a row) recent: timeout, ok 18ms
+        evidence 15.9 of 15.9 (loss 0.5 %, hard 0.00 %): enough for DOWN
 ";
     assert_eq!(text, expected);
 }
@@ -119,7 +120,9 @@ fn explain_text_shows_the_newest_failure_detail_the_prober_sent() {
     let view = ExplainView::from(resp);
     let text = explain(&view);
     assert!(
-        text.ends_with("recent: timeout, ok 18ms, tls\n        last failure (timeout): no result within 2s\n"),
+        text.ends_with(
+            "recent: timeout, ok 18ms, tls\n        evidence 15.9 of 15.9 (loss 0.5 %, hard 0.00 %): enough for DOWN\n        last failure (timeout): no result within 2s\n"
+        ),
         "{text}"
     );
     // JSON carries every result's detail, and none on a success.
