@@ -92,12 +92,36 @@ async fn watch_once(
     let mut received = false;
     loop {
         match stream.message().await {
-            Ok(Some(msg)) => {
+            Ok(Some(pb::AssignmentUpdate {
+                update: Some(pb::assignment_update::Update::Assignments(msg)),
+            })) => {
                 received = true;
                 apply(msg, endpoint, s, runner, shared);
             }
+            Ok(Some(pb::AssignmentUpdate {
+                update: Some(pb::assignment_update::Update::ProbeNow(req)),
+            })) => probe_now(&req, runner),
+            Ok(Some(pb::AssignmentUpdate { update: None })) => {
+                tracing::debug!(replica = %endpoint, "empty assignment update ignored");
+            }
             Ok(None) => return (received, "the replica ended the stream".into()),
             Err(status) => return (received, format!("stream failed: {status}")),
+        }
+    }
+}
+
+/// On-demand confirmation: probe the named targets now. A target this prober does
+/// not run (an older assignment set) is counted and skipped.
+fn probe_now(req: &pb::ProbeNow, runner: &ProbeRunner) {
+    for t in &req.targets {
+        let key = crate::target::TargetKey {
+            pop: t.pop.clone(),
+            endpoint: t.endpoint.clone(),
+        };
+        if runner.probe_now(&key) {
+            tracing::debug!(target = %key, seen_by = %t.region, "probing now: another region saw a failure");
+        } else {
+            metrics::counter!(m::PROBE_NOW_UNKNOWN).increment(1);
         }
     }
 }

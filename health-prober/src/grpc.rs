@@ -101,8 +101,12 @@ pub struct TargetError {
 pub fn assignments_from_pb(msg: pb::ProbeAssignments) -> (Assignments, Vec<TargetError>) {
     let mut targets: Vec<TargetSpec> = Vec::with_capacity(msg.targets.len());
     let mut errors = Vec::new();
+    let phase = msg.phase.filter(|p| p.is_finite() && (0.0..=1.0).contains(p));
     for t in msg.targets {
-        match target_from_pb(t) {
+        match target_from_pb(t).map(|mut spec| {
+            spec.schedule = spec.schedule.with_phase(phase);
+            spec
+        }) {
             Ok(spec) if targets.iter().any(|s| s.key == spec.key) => errors.push(TargetError {
                 pop: spec.key.pop.clone(),
                 endpoint: spec.key.endpoint.clone(),
@@ -125,6 +129,7 @@ pub fn assignments_from_pb(msg: pb::ProbeAssignments) -> (Assignments, Vec<Targe
             targets,
             max_concurrency,
             batch_interval,
+            phase,
         },
         errors,
     )
@@ -332,6 +337,7 @@ mod tests {
             nanos: 100_000_000,
         });
         let msg = pb::ProbeAssignments {
+            phase: Some(0.5),
             version: 7,
             targets: vec![
                 http_target("fra1", "web", "https://192.0.2.1/health"),

@@ -14,6 +14,8 @@ pub const TARGETS: &str = "meridian_prober_targets";
 pub const TARGETS_REJECTED: &str = "meridian_prober_targets_rejected_total";
 pub const ASSIGNMENTS_STALE: &str = "meridian_prober_assignments_stale_total";
 pub const ASSIGNMENT_RECONNECTS: &str = "meridian_prober_assignment_reconnects_total";
+pub const PROBE_NOW: &str = "meridian_prober_probe_now_total";
+pub const PROBE_NOW_UNKNOWN: &str = "meridian_prober_probe_now_unknown_targets_total";
 
 /// Registers the descriptions (shown as `# HELP` on /metrics).
 pub fn describe() {
@@ -47,6 +49,14 @@ pub fn describe() {
     describe_counter!(
         ASSIGNMENTS_STALE,
         "Assignment sets ignored because their version was older than the one applied."
+    );
+    describe_counter!(
+        PROBE_NOW,
+        "Requests from the control plane to probe a target now (another region saw it fail), by pop."
+    );
+    describe_counter!(
+        PROBE_NOW_UNKNOWN,
+        "Requests to probe now that named a target this prober does not run."
     );
     describe_counter!(
         ASSIGNMENT_RECONNECTS,

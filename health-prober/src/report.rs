@@ -52,6 +52,8 @@ pub(crate) struct ReplicaQueue {
     pub(crate) endpoint: String,
     buffer: Mutex<ReplicaBuffer<Arc<ProbeRecord>>>,
     wake: Notify,
+    /// A result that should not wait for the batch interval is queued.
+    urgent: AtomicBool,
     batch_size: usize,
     pub(crate) connected: AtomicBool,
     pub(crate) reconnects: AtomicU64,
@@ -66,6 +68,7 @@ impl ReplicaQueue {
             endpoint,
             buffer: Mutex::new(ReplicaBuffer::new(limit)),
             wake: Notify::new(),
+            urgent: AtomicBool::new(false),
             batch_size: batch_size.max(1),
             connected: AtomicBool::new(false),
             reconnects: AtomicU64::new(0),
@@ -145,10 +148,16 @@ pub(crate) struct ResultSink {
 }
 
 impl ResultSink {
-    pub(crate) fn emit(&self, record: ProbeRecord) {
+    /// Queues a result for every replica; `urgent` sends it at once instead of with
+    /// the next batch (a failure, a confirmation: the verdict waits for it).
+    pub(crate) fn emit(&self, record: ProbeRecord, urgent: bool) {
         let record = Arc::new(record);
         for q in &self.queues {
             q.push(record.clone());
+            if urgent {
+                q.urgent.store(true, Ordering::Relaxed);
+                q.wake.notify_one();
+            }
         }
     }
 }
@@ -279,7 +288,7 @@ async fn session(q: &ReplicaQueue, s: &ReporterSettings, shared: &Shared, shutdo
     loop {
         let draining = shutdown.is_cancelled();
         let now = tokio::time::Instant::now();
-        let flush = draining || now >= next_flush;
+        let flush = draining || now >= next_flush || q.urgent.swap(false, Ordering::Relaxed);
         if flush {
             next_flush = now + shared.batch_interval();
         }

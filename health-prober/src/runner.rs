@@ -1,13 +1,18 @@
 //! Runs the assigned probes: one task per target, scheduled by the pure
-//! [`TargetSchedule`], limited globally by a semaphore, reconciled against each new
-//! assignment set without restarting targets whose spec did not change.
+//! [`TargetSchedule`] (which may keep several probes of a target in flight: a late
+//! probe gets company, and confirmations never wait for a timeout), limited globally
+//! by a semaphore, reconciled against each new assignment set without restarting
+//! targets whose spec did not change. A target can be asked to probe now (on-demand
+//! confirmation from the control plane).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::Semaphore;
+use futures::stream::{FuturesUnordered, StreamExt};
+use meridian_core::probe::{FailureClass, ProbeOutcome};
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -87,6 +92,8 @@ pub(crate) struct ProbeContext {
 struct Running {
     spec: TargetSpec,
     cancel: CancellationToken,
+    /// Wakes the target to probe now.
+    probe_now: Arc<Notify>,
     task: JoinHandle<()>,
 }
 
@@ -121,17 +128,29 @@ impl ProbeRunner {
                 old.cancel.cancel();
             }
             let cancel = CancellationToken::new();
-            let task = tokio::spawn(run_target(spec.clone(), self.ctx.clone(), cancel.clone()));
+            let probe_now = Arc::new(Notify::new());
+            let task = tokio::spawn(run_target(
+                spec.clone(),
+                self.ctx.clone(),
+                cancel.clone(),
+                probe_now.clone(),
+            ));
             self.running.insert(
                 spec.key.clone(),
                 Running {
                     spec: spec.clone(),
                     cancel,
+                    probe_now,
                     task,
                 },
             );
         }
         plan
+    }
+
+    /// Asks the running target `key` to probe now; false if it is not running.
+    pub(crate) fn probe_now(&self, key: &TargetKey) -> bool {
+        self.running.get(key).map(|r| r.probe_now.notify_one()).is_some()
     }
 
     /// Stops every target and waits for the tasks to end (each ends at its next
@@ -147,47 +166,87 @@ impl ProbeRunner {
     }
 }
 
-async fn run_target(spec: TargetSpec, ctx: Arc<ProbeContext>, cancel: CancellationToken) {
-    let probe = PreparedProbe::new(&spec, &ctx.prober_id, &ctx.region);
+fn wall_clock() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+async fn run_target(spec: TargetSpec, ctx: Arc<ProbeContext>, cancel: CancellationToken, probe_now: Arc<Notify>) {
+    let probe = Arc::new(PreparedProbe::new(&spec, &ctx.prober_id, &ctx.region));
     let kind = spec.check.kind();
-    let mut schedule = TargetSchedule::new(spec.schedule, Instant::now(), rand::random());
+    let mut schedule = TargetSchedule::new(spec.schedule, Instant::now(), wall_clock(), rand::random());
+    let mut in_flight = FuturesUnordered::new();
     tracing::debug!(pop = %spec.key.pop, endpoint = %spec.key.endpoint, kind, "probing target");
     loop {
+        let can_start = schedule.can_start();
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep_until(schedule.next_due().into()) => {}
+            _ = tokio::time::sleep_until(schedule.next_due().into()), if can_start => {
+                let confirming = schedule.is_confirming();
+                let limit = schedule.probe_timeout();
+                schedule.on_start(Instant::now());
+                in_flight.push(run_one(probe.clone(), ctx.clone(), limit, confirming));
+            }
+            Some((outcome, confirming)) = in_flight.next(), if !in_flight.is_empty() => {
+                let outcome: ProbeOutcome = outcome;
+                let now = Instant::now();
+                ctx.probes_run.fetch_add(1, Ordering::Relaxed);
+                let outcome_label = if outcome.success { "success" } else { "failure" };
+                metrics::counter!(m::PROBES, "pop" => spec.key.pop.clone(), "kind" => kind, "outcome" => outcome_label, "class" => outcome.class.as_str()).increment(1);
+                metrics::histogram!(m::PROBE_DURATION, "pop" => spec.key.pop.clone(), "kind" => kind)
+                    .record(outcome.latency.as_secs_f64());
+                let before = schedule.belief();
+                schedule.on_result(outcome.success, outcome.latency, now, wall_clock(), rand::random());
+                let after = schedule.belief();
+                if before != after && after != Belief::Unknown {
+                    let state = if after == Belief::Up { "up" } else { "down" };
+                    tracing::info!(pop = %spec.key.pop, endpoint = %spec.key.endpoint, kind, state, class = %outcome.class, detail = %outcome.detail, "target confirmed {state}");
+                }
+                // A failure, or any result of a confirmation, is news: send it now
+                // rather than with the next batch.
+                let urgent = !outcome.success || confirming || schedule.is_confirming();
+                ctx.sink.emit(
+                    ProbeRecord {
+                        prober_id: ctx.prober_id.clone(),
+                        region: ctx.region.clone(),
+                        key: spec.key.clone(),
+                        observed_at: SystemTime::now(),
+                        outcome,
+                    },
+                    urgent,
+                );
+            }
+            _ = probe_now.notified() => {
+                metrics::counter!(m::PROBE_NOW, "pop" => spec.key.pop.clone()).increment(1);
+                schedule.on_probe_now(Instant::now());
+            }
         }
-        let semaphore = ctx.limiter.get();
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => return,
-            p = semaphore.acquire_owned() => p,
-        };
-        let outcome = tokio::select! {
-            _ = cancel.cancelled() => return,
-            o = probe.run() => o,
-        };
-        drop(permit);
-        let now = Instant::now();
-        ctx.probes_run.fetch_add(1, Ordering::Relaxed);
-        let outcome_label = if outcome.success { "success" } else { "failure" };
-        metrics::counter!(m::PROBES, "pop" => spec.key.pop.clone(), "kind" => kind, "outcome" => outcome_label, "class" => outcome.class.as_str()).increment(1);
-        metrics::histogram!(m::PROBE_DURATION, "pop" => spec.key.pop.clone(), "kind" => kind)
-            .record(outcome.latency.as_secs_f64());
-        let before = schedule.belief();
-        schedule.on_result(outcome.success, now, rand::random());
-        let after = schedule.belief();
-        if before != after && after != Belief::Unknown {
-            let state = if after == Belief::Up { "up" } else { "down" };
-            tracing::info!(pop = %spec.key.pop, endpoint = %spec.key.endpoint, kind, state, class = %outcome.class, detail = %outcome.detail, "target confirmed {state}");
-        }
-        ctx.sink.emit(ProbeRecord {
-            prober_id: ctx.prober_id.clone(),
-            region: ctx.region.clone(),
-            key: spec.key.clone(),
-            observed_at: SystemTime::now(),
-            outcome,
-        });
     }
+}
+
+/// One probe under the global limit, cut at the adaptive timeout `limit` when the
+/// target usually answers far sooner. Returns the outcome and whether it was a
+/// confirmation.
+async fn run_one(
+    probe: Arc<PreparedProbe>,
+    ctx: Arc<ProbeContext>,
+    limit: Option<Duration>,
+    confirming: bool,
+) -> (ProbeOutcome, bool) {
+    let semaphore = ctx.limiter.get();
+    let _permit = semaphore.acquire_owned().await;
+    let start = Instant::now();
+    let outcome = match limit {
+        None => probe.run().await,
+        Some(limit) => match tokio::time::timeout(limit, probe.run()).await {
+            Ok(outcome) => outcome,
+            Err(_) => ProbeOutcome::failed(
+                start.elapsed(),
+                FailureClass::Timeout,
+                format!("no answer within {limit:?} (adaptive timeout: this target usually answers far sooner)"),
+            ),
+        },
+    };
+    (outcome, confirming)
 }
 
 #[cfg(test)]

@@ -1,16 +1,37 @@
 //! When to probe a target next: a pure state machine with no clock, no tokio and no
-//! randomness of its own. The caller passes `now` and a uniform random number in
-//! `[0, 1)`, so the whole behaviour is testable with plain values.
+//! randomness of its own. The caller passes `now` (monotonic), the wall clock (for
+//! phases shared across probers) and a uniform random number in `[0, 1)`, so the
+//! whole behaviour is testable with plain values.
 //!
 //! **Fast confirmation.** A target the prober believes UP that fails once is not
 //! declared DOWN on that lost probe, and is not left alone for a whole interval
 //! either: it is re-probed every `confirm_interval` until `fall` consecutive failures
 //! confirm DOWN or a success cancels. The same with `rise` when a DOWN target first
 //! succeeds. Then the normal interval (with jitter) resumes. At start the belief is
-//! unknown, and the first results are confirmed the same way, so a cold start
-//! converges in `rise`/`fall` × `confirm_interval` rather than in whole intervals.
+//! unknown, and the first results are confirmed the same way.
 //!
-//! The control plane keeps its own rise/fall hysteresis on the results: the belief
+//! **Concurrent, staggered confirmation.** Confirmation probes are spaced from the
+//! previous probe's *start*, never from its result: a probe that has not answered
+//! within [`TargetSchedule::late_after`] (the usual latency, at least
+//! `confirm_interval`) gets another probe beside it, up to [`MAX_IN_FLIGHT`], so
+//! a silent target's timeouts arrive `confirm_interval` apart instead of one timeout
+//! apart.
+//!
+//! **Adaptive timeout.** Once a target has answered [`RTT_SAMPLES`] times, a probe
+//! that takes far longer than it usually does is cut at
+//! [`TargetSchedule::probe_timeout`]: the retransmission timeout of TCP (smoothed
+//! latency + 4 × its deviation), at least [`MIN_ADAPTIVE_TIMEOUT`], at most the
+//! configured timeouts.
+//!
+//! **Phases.** With a phase (a fraction of the interval, given per region by the
+//! control plane), steady probes start at that point of each interval on the wall
+//! clock, so regions take turns and some region probes every target every
+//! `interval / regions`.
+//!
+//! **On demand.** When another region saw the target fail, the control plane asks
+//! every region to probe it now ([`TargetSchedule::on_probe_now`]).
+//!
+//! The control plane weighs the results (see `meridian_health::evidence`); the belief
 //! here only decides how soon the next probe runs.
 
 use std::time::{Duration, Instant};
@@ -31,7 +52,13 @@ pub const DEFAULT_JITTER: f64 = 0.1;
 pub const DEFAULT_RISE: u32 = 2;
 pub const DEFAULT_FALL: u32 = 2;
 /// Rise and fall above this are clamped: confirming takes `fall × confirm_interval`.
-pub const MAX_THRESHOLD: u32 = 10;
+pub const MAX_THRESHOLD: u32 = 32;
+/// Probes of one target in flight at once.
+pub const MAX_IN_FLIGHT: u32 = 4;
+/// Successful probes before the adaptive timeout applies.
+pub const RTT_SAMPLES: u32 = 5;
+/// The shortest adaptive timeout.
+pub const MIN_ADAPTIVE_TIMEOUT: Duration = Duration::from_millis(400);
 
 /// How one target is scheduled. Build it with [`ScheduleParams::new`], which clamps
 /// every value into the supported range, so a scheduler never sees nonsense.
@@ -42,11 +69,12 @@ pub struct ScheduleParams {
     rise: u32,
     fall: u32,
     jitter: f64,
+    phase: Option<f64>,
 }
 
 impl ScheduleParams {
     /// Clamps: `interval >= 250 ms`; `50 ms <= confirm_interval <= interval`;
-    /// `1 <= rise, fall <= 10`; `0 <= jitter <= 0.5` (NaN counts as 0).
+    /// `1 <= rise, fall <= 32`; `0 <= jitter <= 0.5` (NaN counts as 0).
     pub fn new(interval: Duration, confirm_interval: Duration, rise: u32, fall: u32, jitter: f64) -> Self {
         let interval = interval.max(MIN_INTERVAL);
         let confirm_interval = confirm_interval.clamp(MIN_CONFIRM_INTERVAL, interval);
@@ -61,6 +89,16 @@ impl ScheduleParams {
             rise: rise.clamp(1, MAX_THRESHOLD),
             fall: fall.clamp(1, MAX_THRESHOLD),
             jitter,
+            phase: None,
+        }
+    }
+
+    /// The same with steady probes at `phase` (a fraction of the interval, taken
+    /// modulo 1; a non-finite value means no phase).
+    pub fn with_phase(self, phase: Option<f64>) -> Self {
+        Self {
+            phase: phase.filter(|p| p.is_finite()).map(|p| p.rem_euclid(1.0)),
+            ..self
         }
     }
 
@@ -79,10 +117,34 @@ impl ScheduleParams {
     pub fn jitter(&self) -> f64 {
         self.jitter
     }
+    pub fn phase(&self) -> Option<f64> {
+        self.phase
+    }
 
-    /// The normal gap after a result: the interval plus up to `jitter × interval`.
-    fn normal_gap(&self, unit: f64) -> Duration {
-        self.interval + self.interval.mul_f64(self.jitter * clamp_unit(unit))
+    /// With a phase, the delay from `wall` (time since the Unix epoch) to the next
+    /// point of the phase, in `[0, interval)`.
+    fn phase_delay(&self, wall: Duration) -> Option<Duration> {
+        let i = self.interval.as_nanos();
+        self.phase.map(|phase| {
+            let target = (phase * i as f64) as u128 % i;
+            Duration::from_nanos(((target + i - wall.as_nanos() % i) % i) as u64)
+        })
+    }
+
+    /// The delay to the next steady probe: without a phase, the interval; with one,
+    /// the next point of the phase at least half an interval away. Plus up to
+    /// `jitter × interval`.
+    fn steady_gap(&self, wall: Duration, unit: f64) -> Duration {
+        let base = match self.phase_delay(wall) {
+            None => self.interval,
+            Some(d) if d < self.interval / 2 => d + self.interval,
+            Some(d) => d,
+        };
+        base + self.jitter_of(unit)
+    }
+
+    fn jitter_of(&self, unit: f64) -> Duration {
+        self.interval.mul_f64(self.jitter * clamp_unit(unit))
     }
 }
 
@@ -117,6 +179,33 @@ pub enum Phase {
     },
 }
 
+/// Smoothed latency and its deviation (Jacobson/Karels, as TCP's RTT estimator).
+#[derive(Debug, Clone, Copy, Default)]
+struct Rtt {
+    samples: u32,
+    srtt: Duration,
+    rttvar: Duration,
+}
+
+impl Rtt {
+    fn sample(&mut self, r: Duration) {
+        if self.samples == 0 {
+            self.srtt = r;
+            self.rttvar = r / 2;
+        } else {
+            let diff = self.srtt.abs_diff(r);
+            self.rttvar = self.rttvar * 3 / 4 + diff / 4;
+            self.srtt = self.srtt * 7 / 8 + r / 8;
+        }
+        self.samples = self.samples.saturating_add(1);
+    }
+
+    /// Smoothed latency + 4 × deviation, once there are enough samples.
+    fn rto(&self) -> Option<Duration> {
+        (self.samples >= RTT_SAMPLES).then(|| self.srtt + self.rttvar * 4)
+    }
+}
+
 /// The schedule of one target.
 #[derive(Debug, Clone)]
 pub struct TargetSchedule {
@@ -124,17 +213,28 @@ pub struct TargetSchedule {
     belief: Belief,
     phase: Phase,
     next_due: Instant,
+    in_flight: u32,
+    last_start: Option<Instant>,
+    rtt: Rtt,
 }
 
 impl TargetSchedule {
     /// A new target. Its first probe is spread over one interval (`unit` in `[0, 1)`)
-    /// so that many targets assigned at once do not probe in lockstep.
-    pub fn new(params: ScheduleParams, now: Instant, unit: f64) -> Self {
+    /// so that many targets assigned at once do not probe in lockstep; with a phase,
+    /// it waits for the phase (`wall` is the time since the Unix epoch).
+    pub fn new(params: ScheduleParams, now: Instant, wall: Duration, unit: f64) -> Self {
+        let first = match params.phase_delay(wall) {
+            None => params.interval.mul_f64(clamp_unit(unit)),
+            Some(d) => d + params.jitter_of(unit),
+        };
         Self {
             params,
             belief: Belief::Unknown,
             phase: Phase::Steady,
-            next_due: now + params.interval.mul_f64(clamp_unit(unit)),
+            next_due: now + first,
+            in_flight: 0,
+            last_start: None,
+            rtt: Rtt::default(),
         }
     }
 
@@ -151,10 +251,75 @@ impl TargetSchedule {
     pub fn next_due(&self) -> Instant {
         self.next_due
     }
+    /// Probes started and not answered yet.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+    /// Whether another probe may start beside those in flight.
+    pub fn can_start(&self) -> bool {
+        self.in_flight < MAX_IN_FLIGHT
+    }
+    /// Whether results now are confirming a change (and worth sending at once).
+    pub fn is_confirming(&self) -> bool {
+        matches!(self.phase, Phase::Confirming { .. })
+    }
 
-    /// Records a probe result that completed at `now` and returns when the next
-    /// probe is due. `unit` (in `[0, 1)`) draws the jitter of a normal interval.
-    pub fn on_result(&mut self, success: bool, now: Instant, unit: f64) -> Instant {
+    /// How long a probe may go unanswered before another one starts beside it: the
+    /// usual latency bound, at least `confirm_interval`.
+    pub fn late_after(&self) -> Duration {
+        self.rtt.rto().map_or(self.params.confirm_interval, |rto| {
+            rto.max(self.params.confirm_interval)
+        })
+    }
+
+    /// The adaptive timeout for the next probe, if the target has answered often
+    /// enough to know what is usual; `None`: the configured timeouts.
+    pub fn probe_timeout(&self) -> Option<Duration> {
+        self.rtt.rto().map(|rto| rto.max(MIN_ADAPTIVE_TIMEOUT))
+    }
+
+    /// A probe starts at `now`. The next one is due a confirmation interval later
+    /// while confirming, or once this one is late otherwise (a result first moves it).
+    pub fn on_start(&mut self, now: Instant) {
+        self.in_flight = self.in_flight.saturating_add(1);
+        self.last_start = Some(now);
+        self.next_due = now
+            + match self.phase {
+                Phase::Confirming { .. } => self.params.confirm_interval,
+                Phase::Steady => self.late_after(),
+            };
+    }
+
+    /// Another region saw this target fail: probe it now (unless a probe started
+    /// within the last confirmation interval) and keep confirming until a result
+    /// decides. A target already believed DOWN has nothing to confirm.
+    pub fn on_probe_now(&mut self, now: Instant) {
+        if self.belief == Belief::Down {
+            return;
+        }
+        if self
+            .last_start
+            .is_some_and(|s| now.saturating_duration_since(s) < self.params.confirm_interval)
+        {
+            return;
+        }
+        if !self.is_confirming() {
+            self.phase = Phase::Confirming {
+                toward: Belief::Down,
+                streak: 0,
+            };
+        }
+        self.next_due = self.next_due.min(now);
+    }
+
+    /// Records a probe result that completed at `now` after `latency` and returns
+    /// when the next probe is due. `wall` is the time since the Unix epoch (for the
+    /// phase); `unit` (in `[0, 1)`) draws the jitter of a normal interval.
+    pub fn on_result(&mut self, success: bool, latency: Duration, now: Instant, wall: Duration, unit: f64) -> Instant {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if success {
+            self.rtt.sample(latency);
+        }
         let observed = if success { Belief::Up } else { Belief::Down };
         let streak = match self.phase {
             Phase::Confirming { toward, streak } if toward == observed => streak + 1,
@@ -173,8 +338,12 @@ impl TargetSchedule {
             };
         }
         self.next_due = match self.phase {
-            Phase::Steady => now + self.params.normal_gap(unit),
-            Phase::Confirming { .. } => now + self.params.confirm_interval,
+            Phase::Steady => now + self.params.steady_gap(wall, unit),
+            // Spaced from the previous start, not from this result.
+            Phase::Confirming { .. } => match self.last_start {
+                Some(s) => (s + self.params.confirm_interval).max(now),
+                None => now + self.params.confirm_interval,
+            },
         };
         self.next_due
     }
@@ -200,6 +369,8 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+    /// A wall clock reading (time since the Unix epoch) on a whole second.
+    const WALL: Duration = Duration::from_secs(1_800_000_000);
 
     fn params(interval_ms: u64, confirm_ms: u64, rise: u32, fall: u32) -> ScheduleParams {
         ScheduleParams::new(
@@ -215,12 +386,12 @@ mod tests {
     /// gap to the next probe and the belief after it.
     fn run(p: ScheduleParams, start_belief: Belief, results: &[bool]) -> Vec<(Duration, Belief)> {
         let t0 = Instant::now();
-        let mut s = TargetSchedule::new(p, t0, 0.0);
+        let mut s = TargetSchedule::new(p, t0, WALL, 0.0);
         s.belief = start_belief;
         let mut now = s.next_due();
         let mut out = Vec::new();
         for &ok in results {
-            let next = s.on_result(ok, now, 0.0);
+            let next = s.on_result(ok, MS, now, WALL, 0.0);
             out.push((next - now, s.belief()));
             now = next;
         }
@@ -296,23 +467,26 @@ mod tests {
         let t0 = Instant::now();
         for k in 0..=100 {
             let unit = k as f64 / 100.0;
-            let mut s = TargetSchedule::new(p, t0, unit);
+            let mut s = TargetSchedule::new(p, t0, WALL, unit);
             assert!(
                 s.next_due() >= t0 && s.next_due() <= t0 + Duration::from_secs(1),
                 "first probe within one interval"
             );
             s.belief = Belief::Up;
-            let gap = s.on_result(true, t0, unit) - t0;
+            let gap = s.on_result(true, MS, t0, WALL, unit) - t0;
             assert!(
                 gap >= Duration::from_secs(1) && gap <= Duration::from_millis(1200),
                 "unit {unit}: {gap:?}"
             );
         }
         // Out-of-range and non-finite units are clamped rather than trusted.
-        let mut s = TargetSchedule::new(p, t0, f64::NAN);
+        let mut s = TargetSchedule::new(p, t0, WALL, f64::NAN);
         s.belief = Belief::Up;
-        assert_eq!(s.on_result(true, t0, 7.0) - t0, Duration::from_millis(1200));
-        assert_eq!(s.on_result(true, t0, f64::INFINITY) - t0, Duration::from_secs(1));
+        assert_eq!(s.on_result(true, MS, t0, WALL, 7.0) - t0, Duration::from_millis(1200));
+        assert_eq!(
+            s.on_result(true, MS, t0, WALL, f64::INFINITY) - t0,
+            Duration::from_secs(1)
+        );
     }
 
     #[test]
@@ -334,5 +508,141 @@ mod tests {
             (d.interval(), d.confirm_interval(), d.rise(), d.fall()),
             (Duration::from_secs(1), Duration::from_millis(150), 2, 2)
         );
+    }
+
+    #[test]
+    fn phases_put_regions_at_their_point_of_each_interval() {
+        let t0 = Instant::now();
+        let p = params(1000, 100, 2, 3).with_phase(Some(1.0 / 3.0));
+        // The first probe waits for the phase: 333 ms after a whole second.
+        let s = TargetSchedule::new(p, t0, WALL, 0.0);
+        assert_eq!(s.next_due() - t0, Duration::from_nanos(333_333_333));
+        let s = TargetSchedule::new(p, t0, WALL + Duration::from_millis(500), 0.0);
+        assert_eq!(s.next_due() - t0, Duration::from_nanos(833_333_333));
+        // Steady probes stay on it whatever the result's time: the next point at
+        // least half an interval away.
+        let mut s = TargetSchedule::new(p, t0, WALL, 0.0);
+        s.belief = Belief::Up;
+        let wall = WALL + Duration::from_millis(334);
+        assert_eq!(
+            s.on_result(true, MS, t0, wall, 0.0) - t0,
+            Duration::from_nanos(999_333_333)
+        );
+        let wall = WALL + Duration::from_millis(900);
+        assert_eq!(
+            s.on_result(true, MS, t0, wall, 0.0) - t0,
+            Duration::from_nanos(1_433_333_333),
+            "400 ms to the next point is too close: the one after"
+        );
+        // Three regions at 0, 1/3 and 2/3: between them, a probe every third.
+        let starts: Vec<Duration> = [0.0, 1.0 / 3.0, 2.0 / 3.0]
+            .map(|ph| TargetSchedule::new(params(900, 100, 2, 3).with_phase(Some(ph)), t0, WALL, 0.0).next_due() - t0)
+            .to_vec();
+        assert_eq!(starts, [0, 300, 600].map(Duration::from_millis));
+        // Non-finite phases mean none; others are taken modulo 1.
+        assert_eq!(p.with_phase(Some(f64::NAN)).phase(), None);
+        assert_eq!(p.with_phase(Some(1.25)).phase(), Some(0.25));
+    }
+
+    #[test]
+    fn a_late_probe_gets_company_and_confirmations_never_wait_for_timeouts() {
+        let t0 = Instant::now();
+        let c = Duration::from_millis(100);
+        let mut s = TargetSchedule::new(params(1000, 100, 2, 3), t0, WALL, 0.0);
+        s.belief = Belief::Up;
+        // Steady: one probe starts; if it is not back within the confirmation
+        // interval another starts beside it, and so on up to MAX_IN_FLIGHT.
+        let mut now = t0;
+        for k in 1..=MAX_IN_FLIGHT {
+            assert!(s.can_start());
+            s.on_start(now);
+            assert_eq!(s.in_flight(), k);
+            assert_eq!(s.next_due(), now + c);
+            now += c;
+        }
+        assert!(!s.can_start(), "at most {MAX_IN_FLIGHT} in flight");
+        // The first times out at 1.3 s: the next is due 100 ms after the last start,
+        // not 100 ms after this result.
+        let last_start = now - c;
+        let next = s.on_result(
+            false,
+            Duration::from_millis(1300),
+            t0 + Duration::from_millis(1300),
+            WALL,
+            0.0,
+        );
+        assert_eq!(next, t0 + Duration::from_millis(1300), "overdue: at once");
+        assert_eq!(
+            s.phase(),
+            Phase::Confirming {
+                toward: Belief::Down,
+                streak: 1
+            }
+        );
+        s.on_start(next);
+        assert_eq!(s.next_due(), next + c);
+        assert!(last_start < next);
+    }
+
+    #[test]
+    fn the_adaptive_timeout_follows_the_usual_latency() {
+        let t0 = Instant::now();
+        let mut s = TargetSchedule::new(params(1000, 100, 2, 3), t0, WALL, 0.0);
+        assert_eq!(s.probe_timeout(), None, "nothing known: the configured timeouts");
+        assert_eq!(s.late_after(), Duration::from_millis(100));
+        for _ in 0..RTT_SAMPLES {
+            s.on_result(true, Duration::from_millis(2), t0, WALL, 0.0);
+        }
+        assert_eq!(s.probe_timeout(), Some(MIN_ADAPTIVE_TIMEOUT), "fast target: the floor");
+        assert_eq!(s.late_after(), Duration::from_millis(100));
+        // A far target: its own latency bound, above the floor.
+        let mut far = TargetSchedule::new(params(1000, 100, 2, 3), t0, WALL, 0.0);
+        for ms in [180, 220, 200, 190, 210, 200] {
+            far.on_result(true, Duration::from_millis(ms), t0, WALL, 0.0);
+        }
+        let rto = far.probe_timeout().unwrap();
+        assert!(
+            rto > Duration::from_millis(250) && rto < Duration::from_millis(700),
+            "{rto:?}"
+        );
+        let late = far.late_after();
+        assert!(
+            late > Duration::from_millis(250) && late <= rto,
+            "late after {late:?}, timeout {rto:?}"
+        );
+        // Failures do not teach it anything.
+        let before = far.probe_timeout();
+        far.on_result(false, Duration::from_secs(5), t0, WALL, 0.0);
+        assert_eq!(far.probe_timeout(), before);
+    }
+
+    #[test]
+    fn probe_now_starts_a_confirmation_unless_one_just_started() {
+        let t0 = Instant::now();
+        let c = Duration::from_millis(100);
+        let mut s = TargetSchedule::new(params(1000, 100, 2, 3), t0, WALL, 0.0);
+        s.belief = Belief::Up;
+        s.on_start(t0);
+        s.on_result(true, MS, t0, WALL, 0.0);
+        let steady = s.next_due();
+        // Just probed: the request is already answered.
+        s.on_probe_now(t0 + Duration::from_millis(50));
+        assert_eq!(s.next_due(), steady);
+        // Later: probe now, and keep confirming until a result decides.
+        let now = t0 + Duration::from_millis(400);
+        s.on_probe_now(now);
+        assert_eq!(s.next_due(), now);
+        assert!(s.is_confirming());
+        s.on_start(now);
+        assert_eq!(s.next_due(), now + c);
+        // A success here: the other region's failure was not ours; back to steady.
+        s.on_result(true, MS, now + MS, WALL, 0.0);
+        assert_eq!(s.phase(), Phase::Steady);
+        // A target already DOWN has nothing to confirm.
+        let mut down = TargetSchedule::new(params(1000, 100, 2, 3), t0, WALL, 0.0);
+        down.belief = Belief::Down;
+        let due = down.next_due();
+        down.on_probe_now(t0 + Duration::from_secs(5));
+        assert_eq!(down.next_due(), due);
     }
 }

@@ -123,6 +123,8 @@ pub struct Assignments {
     pub max_concurrency: Option<usize>,
     /// Overrides the configured batch interval when set.
     pub batch_interval: Option<Duration>,
+    /// Where in each interval steady probes start (a fraction), when given.
+    pub phase: Option<f64>,
 }
 
 /// The DNS response codes by name, for `expected_rcode`.

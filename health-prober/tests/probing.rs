@@ -255,3 +255,83 @@ async fn assignments_are_versioned_reconciled_authenticated_and_gate_readiness()
         "everything was flushed on shutdown: {stats:?}"
     );
 }
+
+/// On-demand confirmation: a target whose next steady probe is far away (its phase
+/// is about 40 s ahead on a 60 s interval) is probed as soon as the control plane
+/// asks, well before its phase comes round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_now_request_probes_at_once_between_phases() {
+    let replica = FakeReplica::start(ReplicaState::new(), 0);
+    let (tcp_addr, _tcp) = tcp_target_on(0).await;
+    let interval = Duration::from_secs(60);
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    // The phase point 40 s from now.
+    let phase = ((wall + Duration::from_secs(40)).as_secs_f64() % 60.0) / 60.0;
+    let mut t = target("fra1", "tcp", tcp(tcp_addr));
+    t.interval = dur(interval);
+    t.jitter = 0.0;
+    let mut a = assignments(1, vec![t]);
+    a.phase = Some(phase);
+    replica.state.assign(a);
+    let mut prober = RunningProber::start(prober_config(vec![replica.endpoint()]));
+    let state = replica.state.clone();
+    let started = std::time::Instant::now();
+    // The target may not be running yet when the first request arrives; the control
+    // plane would ask again on the next failure, the test asks every half second.
+    let mut last_ask = None::<std::time::Instant>;
+    let result = wait_for("a result after asking to probe now", || {
+        if last_ask.is_none_or(|t| t.elapsed() > Duration::from_millis(500)) {
+            state.probe_now(&[("fra1", "tcp")]);
+            last_ask = Some(std::time::Instant::now());
+        }
+        state.results_for("tcp").into_iter().next()
+    })
+    .await;
+    assert!(result.result.success, "{:?}", result.result);
+    assert!(
+        started.elapsed() < Duration::from_secs(35),
+        "the result must come from the request, not from the phase 40 s away"
+    );
+    // A request for a target this prober does not run is skipped.
+    state.probe_now(&[("nowhere", "tcp")]);
+    prober.stop().await;
+}
+
+/// Confirmations never wait for a previous probe's timeout: against a target that
+/// accepts connections and never answers, the probes overlap (one starts before the
+/// previous one has timed out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_targets_probes_overlap_instead_of_waiting_for_each_timeout() {
+    let replica = FakeReplica::start(ReplicaState::new(), 0);
+    let (silent_addr, _silent) = silent_target().await;
+    let mut t = target("fra1", "silent", http(format!("http://{silent_addr}/")));
+    t.interval = dur(Duration::from_secs(1));
+    t.fall = 4;
+    replica.state.assign(assignments(1, vec![t]));
+    let mut prober = RunningProber::start(prober_config(vec![replica.endpoint()]));
+    let state = replica.state.clone();
+    let timeouts = wait_for("three timeouts", || {
+        let r: Vec<Received> = state
+            .results_for("silent")
+            .into_iter()
+            .filter(|r| r.class() == pb::FailureClass::Timeout)
+            .collect();
+        (r.len() >= 3).then_some(r)
+    })
+    .await;
+    prober.stop().await;
+    let span = |r: &Received| {
+        let end = r.observed_at();
+        let latency: Duration = r.result.latency.unwrap().try_into().unwrap();
+        (end - latency, end)
+    };
+    let (_, first_end) = span(&timeouts[0]);
+    let (second_start, _) = span(&timeouts[1]);
+    assert!(
+        second_start < first_end,
+        "the second probe started after the first had timed out: {:?}",
+        timeouts.iter().map(span).collect::<Vec<_>>()
+    );
+}

@@ -68,6 +68,6 @@ pub use report::{
     EndpointEvidence, Explanation, HealthEvent, HealthSnapshot, HealthStats, IngestEffect, PopHealthRow, PopVerdict,
     ProberEvidence, RecentResult, RegionCell, RegionEvidence, RejectReason, SuspectRegion, VerdictInfo,
 };
-pub use state::HealthState;
+pub use state::{HealthState, CONFIRMATION_WINDOW};
 pub use time::UnixMillis;
 pub use topology::HealthTopology;

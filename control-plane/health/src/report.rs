@@ -148,6 +148,10 @@ pub struct IngestEffect {
     /// A hysteresis state changed: evaluate now for fast failover rather than at
     /// the next tick (once per batch of results, not once per result).
     pub transitioned: bool,
+    /// The first failure of this endpoint seen by this prober after a success:
+    /// every region should probe the endpoint now (on-demand confirmation). At most
+    /// once per endpoint per [`crate::CONFIRMATION_WINDOW`], whoever reported it.
+    pub confirm: bool,
 }
 
 /// A region currently discounted.
@@ -283,6 +287,8 @@ pub struct HealthStats {
     pub out_of_order: u64,
     /// Hysteresis state changes.
     pub transitions: u64,
+    /// Requests to every region to confirm a failure now.
+    pub confirmations: u64,
     /// Rejected results by reason; every reason is present, zero or not.
     pub rejected: BTreeMap<RejectReason, u64>,
 }

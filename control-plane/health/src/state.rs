@@ -17,6 +17,11 @@ use crate::report::{
 use crate::time::UnixMillis;
 use crate::topology::HealthTopology;
 
+/// How long after asking every region to confirm an endpoint's failure the next
+/// first failure of it asks again: one request per endpoint per incident, not one per
+/// region and failure.
+pub const CONFIRMATION_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The health view of one control-plane replica: soft state, rebuilt from probe
 /// results after a restart (every PoP starts UNKNOWN).
 #[derive(Debug)]
@@ -320,6 +325,7 @@ impl HealthState {
             ingested: self.counters.ingested,
             out_of_order: self.counters.out_of_order,
             transitions: self.counters.transitions,
+            confirmations: self.counters.confirmations,
             rejected: RejectReason::ALL
                 .iter()
                 .map(|&r| (r, self.counters.rejected[r as usize]))
@@ -344,6 +350,8 @@ struct PopSlot {
     verdict: VerdictInfo,
     /// What `verdict.rule` was worded from; `None` forces a rewording.
     rule_inputs: Option<RuleInputs>,
+    /// By endpoint index: when every region was last asked to confirm a failure.
+    confirm_requested: Vec<Option<UnixMillis>>,
 }
 
 impl PopSlot {
@@ -352,6 +360,7 @@ impl PopSlot {
         let endpoint_index = endpoints.iter().enumerate().map(|(i, e)| (e.clone(), i)).collect();
         Self {
             name,
+            confirm_requested: vec![None; endpoints.len()],
             endpoints,
             endpoint_index,
             views: Vec::new(),
@@ -449,6 +458,7 @@ struct Counters {
     ingested: u64,
     out_of_order: u64,
     transitions: u64,
+    confirmations: u64,
     rejected: [u64; RejectReason::ALL.len()],
 }
 
@@ -560,12 +570,23 @@ impl HealthState {
         if !success {
             tracks[e].note_failure_detail(o.observed_at, &o.outcome.detail);
         }
+        // The first failure after a success (or at start) of a view that is not DOWN.
+        let first_failure = !success && tracks[e].failures == 0 && tracks[e].state != Reachability::Down;
         match tracks[e].record(recent, thresholds) {
             Applied::OutOfOrder => {
                 self.counters.out_of_order += 1;
-                Ok(IngestEffect { transitioned: false })
+                Ok(IngestEffect::default())
             }
             Applied::InOrder { transitioned } => {
+                let confirm = first_failure && {
+                    let last = &mut pop.confirm_requested[e];
+                    let due = last.is_none_or(|t| t.age_at(now) >= CONFIRMATION_WINDOW);
+                    if due {
+                        *last = Some(now);
+                        self.counters.confirmations += 1;
+                    }
+                    due
+                };
                 if pop.per_region.len() <= region {
                     pop.per_region.resize_with(region + 1, PopRegion::default);
                 }
@@ -579,7 +600,7 @@ impl HealthState {
                         None => sample,
                     });
                 }
-                Ok(IngestEffect { transitioned })
+                Ok(IngestEffect { transitioned, confirm })
             }
         }
     }

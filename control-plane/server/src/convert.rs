@@ -39,9 +39,36 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The probe assignments every prober receives for a topology: each endpoint of each
-/// PoP, with the policy's intervals, timeouts and thresholds.
-pub(crate) fn assignments(doc: &TopologyDoc, version: u64) -> pb::ProbeAssignments {
+/// Where in each probe interval a region's steady probes start, as a fraction: the
+/// topology's client regions share the interval evenly (the `k`-th of `n` at `k/n`),
+/// so some region probes every PoP every `interval / n`; a prober region that is not
+/// a client region gets a stable fraction from its name.
+pub(crate) fn probe_phase(doc: &TopologyDoc, region: &str) -> f64 {
+    let mut ids: Vec<&str> = doc.regions.iter().map(|r| r.id.as_str()).collect();
+    ids.sort_unstable();
+    match ids.iter().position(|id| *id == region) {
+        Some(k) => k as f64 / ids.len() as f64,
+        None => {
+            // FNV-1a: stable across builds and machines, unlike the std hasher.
+            let h = region.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            });
+            (h % 1_000) as f64 / 1_000.0
+        }
+    }
+}
+
+/// How many confirmation probes a prober runs before it goes back to its normal
+/// interval: enough for the control plane's verdict on the lossiest endpoint it still
+/// counts as alive (see `meridian_health::evidence`).
+fn confirm_probes(fall: u32) -> u32 {
+    meridian_health::evidence::failures_needed(fall, meridian_health::evidence::LOSS_CAP)
+}
+
+/// The probe assignments a prober of `region` receives for a topology: each endpoint
+/// of each PoP, with the policy's intervals, timeouts and thresholds, and the region's
+/// phase.
+pub(crate) fn assignments(doc: &TopologyDoc, version: u64, region: &str) -> pb::ProbeAssignments {
     let policy = &doc.policy;
     let mut targets = Vec::new();
     for pop in &doc.pops {
@@ -74,7 +101,7 @@ pub(crate) fn assignments(doc: &TopologyDoc, version: u64) -> pb::ProbeAssignmen
                 connect_timeout: Some(duration(ep.connect_timeout.unwrap_or(policy.connect_timeout))),
                 response_timeout: Some(duration(ep.response_timeout.unwrap_or(policy.response_timeout))),
                 rise: policy.rise,
-                fall: policy.fall,
+                fall: confirm_probes(policy.fall),
                 jitter: policy.jitter,
                 check: Some(check),
             });
@@ -85,6 +112,7 @@ pub(crate) fn assignments(doc: &TopologyDoc, version: u64) -> pb::ProbeAssignmen
         targets,
         max_concurrency: policy.max_concurrency,
         batch_interval: Some(duration(Duration::from_millis(100))),
+        phase: Some(probe_phase(doc, region)),
     }
 }
 

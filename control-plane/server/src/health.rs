@@ -37,6 +37,20 @@ pub struct BatchOutcome {
     pub errors: Vec<String>,
 }
 
+/// One endpoint every region is asked to probe now: a region saw it fail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfirmRequest {
+    pub pop: String,
+    pub endpoint: String,
+    /// Who saw the failure, and what it was.
+    pub region: String,
+    pub class: meridian_health::FailureClass,
+}
+
+/// Confirmation requests queued for a slow assignment stream before the oldest are
+/// dropped (a dropped request only costs that prober's speed, never correctness).
+const CONFIRM_QUEUE: usize = 256;
+
 /// The health view shared by the gRPC handlers and the evaluator task.
 pub struct HealthView {
     state: Mutex<HealthState>,
@@ -44,6 +58,9 @@ pub struct HealthView {
     rejection_log: Mutex<HashMap<RejectReason, (Instant, u64)>>,
     /// Bumped whenever verdicts change (steering will follow it).
     generation: watch::Sender<u64>,
+    /// On-demand confirmation: each batch's first failures, to every assignment
+    /// stream of this replica.
+    confirmations: tokio::sync::broadcast::Sender<Arc<Vec<ConfirmRequest>>>,
 }
 
 impl HealthView {
@@ -54,7 +71,13 @@ impl HealthView {
             evaluate_now: Notify::new(),
             rejection_log: Mutex::new(HashMap::new()),
             generation: watch::channel(0).0,
+            confirmations: tokio::sync::broadcast::channel(CONFIRM_QUEUE).0,
         }))
+    }
+
+    /// Confirmation requests from now on (for one assignment stream).
+    pub fn confirmations(&self) -> tokio::sync::broadcast::Receiver<Arc<Vec<ConfirmRequest>>> {
+        self.confirmations.subscribe()
     }
 
     /// Locks the state. A panic while holding the lock cannot leave the health state
@@ -76,6 +99,7 @@ impl HealthView {
         let now = UnixMillis(now_ms());
         let mut out = BatchOutcome::default();
         let mut transitioned = false;
+        let mut confirm = Vec::new();
         let mut counts: HashMap<(String, String, &'static str), u64> = HashMap::new();
         let mut rejected: BTreeMap<RejectReason, (u64, String)> = BTreeMap::new();
         {
@@ -93,10 +117,19 @@ impl HealthView {
                 };
                 let label = if report.outcome.success { "success" } else { "failure" };
                 let key = (report.pop.clone(), report.region.clone(), label);
+                let asked = (!report.outcome.success).then(|| ConfirmRequest {
+                    pop: report.pop.clone(),
+                    endpoint: report.endpoint.clone(),
+                    region: report.region.clone(),
+                    class: report.outcome.class,
+                });
                 match state.ingest(report, now) {
                     Ok(effect) => {
                         out.accepted += 1;
                         transitioned |= effect.transitioned;
+                        if effect.confirm {
+                            confirm.extend(asked);
+                        }
                         *counts.entry(key).or_default() += 1;
                     }
                     Err(rejection) => {
@@ -119,6 +152,11 @@ impl HealthView {
         }
         if transitioned {
             self.evaluate_now.notify_one();
+        }
+        if !confirm.is_empty() {
+            metrics::counter!("meridian_control_plane_confirmation_requests_total").increment(confirm.len() as u64);
+            // No stream listening is fine: nobody to ask.
+            let _ = self.confirmations.send(Arc::new(confirm));
         }
         out
     }

@@ -75,7 +75,7 @@ fn check_claim(caller: &Caller, prober: &str, region: &str) -> Result<(), String
 
 #[tonic::async_trait]
 impl pb::probe_service_server::ProbeService for ProbeApi {
-    type WatchAssignmentsStream = BoxStream<pb::ProbeAssignments>;
+    type WatchAssignmentsStream = BoxStream<pb::AssignmentUpdate>;
     type ReportResultsStream = BoxStream<pb::ProbeResultAck>;
 
     async fn watch_assignments(
@@ -89,13 +89,31 @@ impl pb::probe_service_server::ProbeService for ProbeApi {
         }
         check_claim(&caller, &body.prober_id, &body.region).map_err(Status::permission_denied)?;
         tracing::info!(prober = %body.prober_id, region = %body.region, "prober subscribed to assignments");
-        // The full desired set now, then again whenever the topology changes.
+        // The full desired set now, then again whenever the topology changes; between
+        // them, every region's first failures to confirm now.
         let slot = self.streams.acquire()?;
-        let topology = tokio_stream::wrappers::WatchStream::new(self.topology.clone());
+        let region = body.region;
+        let topology = tokio_stream::wrappers::WatchStream::new(self.topology.clone()).map(move |applied| {
+            pb::assignment_update::Update::Assignments(assignments(
+                &applied.doc,
+                applied.revision.max(0) as u64,
+                &region,
+            ))
+        });
+        let confirmations =
+            tokio_stream::wrappers::BroadcastStream::new(self.health.confirmations()).filter_map(|r| async move {
+                match r {
+                    Ok(batch) => Some(pb::assignment_update::Update::ProbeNow(probe_now(&batch))),
+                    Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                        metrics::counter!("meridian_control_plane_confirmation_requests_dropped_total").increment(n);
+                        None
+                    }
+                }
+            });
         // The slot lives as long as the stream.
-        let stream = topology.map(move |applied| {
+        let stream = futures::stream::select(topology, confirmations).map(move |update| {
             let _held = &slot;
-            Ok(assignments(&applied.doc, applied.revision.max(0) as u64))
+            Ok(pb::AssignmentUpdate { update: Some(update) })
         });
         Ok(Response::new(Box::pin(stream)))
     }
@@ -126,6 +144,21 @@ impl pb::probe_service_server::ProbeService for ProbeApi {
             }
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+/// Confirmation requests on the wire.
+fn probe_now(batch: &[crate::health::ConfirmRequest]) -> pb::ProbeNow {
+    pb::ProbeNow {
+        targets: batch
+            .iter()
+            .map(|c| pb::ProbeNowTarget {
+                pop: c.pop.clone(),
+                endpoint: c.endpoint.clone(),
+                region: c.region.clone(),
+                failure_class: meridian_proto::probe::failure_class_to_wire(c.class),
+            })
+            .collect(),
     }
 }
 

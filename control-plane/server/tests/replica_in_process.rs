@@ -270,3 +270,123 @@ async fn bad_probe_results_are_rejected_one_by_one_and_the_rest_of_the_batch_lan
     shutdown.cancel();
     task.await.unwrap();
 }
+
+/// On-demand confirmation end to end in one replica: the first failure of an
+/// endpoint reported by the eu prober reaches the us prober's assignment stream as a
+/// request to probe that endpoint now; the assignment set carries each region's
+/// phase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_seen_in_one_region_asks_every_region_to_probe_now() {
+    use meridian_proto::v1 as pb;
+    let (endpoint, shutdown, task) = start_replica(
+        "[[probers]]\nid = \"p-eu\"\nregion = \"eu\"\ntoken = \"eu-prober-token-0123456789\"\n\
+         [[probers]]\nid = \"p-us\"\nregion = \"us\"\ntoken = \"us-prober-token-0123456789\"\n",
+    )
+    .await;
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
+        .unwrap()
+        .connect_lazy();
+    let mut ops = pb::operator_service_client::OperatorServiceClient::new(channel.clone());
+    let topology = "[[pops]]\nid = \"fra1\"\ncapacity = 10\nipv4 = [\"127.0.0.1\"]\n[[pops.endpoints]]\nname = \"tcp\"\nkind = \"tcp\"\naddress = \"127.0.0.1:9\"\n\
+                    [[regions]]\nid = \"eu\"\ndemand = 1\n[[regions]]\nid = \"us\"\ndemand = 1\n";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let req = pb::ApplyTopologyRequest {
+            topology_toml: topology.into(),
+            dry_run: false,
+            reason: "test".into(),
+            override_freeze: false,
+        };
+        match ops.apply_topology(req).await {
+            Ok(r) if r.get_ref().applied => break,
+            other => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "apply never succeeded: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    fn authed<T>(token: &str, body: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(body);
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        req
+    }
+    // The us prober watches its assignments: the set first, with us's phase.
+    let mut probes = pb::probe_service_client::ProbeServiceClient::new(channel.clone());
+    let mut us = probes
+        .watch_assignments(authed(
+            "us-prober-token-0123456789",
+            pb::WatchAssignmentsRequest {
+                prober_id: "p-us".into(),
+                region: "us".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let set = loop {
+        match us.message().await.unwrap().unwrap().update {
+            Some(pb::assignment_update::Update::Assignments(a)) if !a.targets.is_empty() => break a,
+            _ => continue,
+        }
+    };
+    assert_eq!(set.phase, Some(0.5), "us is the second of two client regions");
+    // eu reports a success, then a failure of fra1/tcp.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let result = |ms: u64, success: bool| pb::ProbeResult {
+        prober_id: "p-eu".into(),
+        region: "eu".into(),
+        pop: "fra1".into(),
+        endpoint: "tcp".into(),
+        observed_at: Some(meridian_proto::prost_types::Timestamp {
+            seconds: (now.as_millis() as u64 + ms) as i64 / 1000,
+            nanos: (((now.as_millis() as u64 + ms) % 1000) * 1_000_000) as i32,
+        }),
+        success,
+        latency: Some(meridian_proto::prost_types::Duration {
+            seconds: 0,
+            nanos: 1_000_000,
+        }),
+        failure_class: if success {
+            pb::FailureClass::None
+        } else {
+            pb::FailureClass::Refused
+        } as i32,
+        detail: String::new(),
+    };
+    let batch = pb::ProbeResultBatch {
+        sequence: 1,
+        prober_id: "p-eu".into(),
+        region: "eu".into(),
+        results: vec![result(0, true), result(1, false)],
+    };
+    let mut acks = probes
+        .report_results(authed("eu-prober-token-0123456789", tokio_stream::iter(vec![batch])))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acks.message().await.unwrap().unwrap().accepted, 2);
+    let ask = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let Some(pb::assignment_update::Update::ProbeNow(p)) = us.message().await.unwrap().unwrap().update {
+                break p;
+            }
+        }
+    })
+    .await
+    .expect("a probe-now request on the us stream");
+    assert_eq!(ask.targets.len(), 1, "{ask:?}");
+    let t = &ask.targets[0];
+    assert_eq!(
+        (t.pop.as_str(), t.endpoint.as_str(), t.region.as_str()),
+        ("fra1", "tcp", "eu")
+    );
+    assert_eq!(t.failure_class, pb::FailureClass::Refused as i32);
+    shutdown.cancel();
+    task.await.unwrap();
+}

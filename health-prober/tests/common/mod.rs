@@ -79,7 +79,7 @@ impl Received {
 #[derive(Debug)]
 pub struct ReplicaState {
     latest: Mutex<Option<pb::ProbeAssignments>>,
-    updates: broadcast::Sender<pb::ProbeAssignments>,
+    updates: broadcast::Sender<pb::AssignmentUpdate>,
     pub received: Mutex<Vec<Received>>,
     pub batches: Mutex<Vec<pb::ProbeResultBatch>>,
     pub authorization: Mutex<Vec<Option<String>>>,
@@ -103,7 +103,26 @@ impl ReplicaState {
     /// Publishes an assignment set to connected probers and to those that connect later.
     pub fn assign(&self, a: pb::ProbeAssignments) {
         *self.latest.lock().unwrap() = Some(a.clone());
-        let _ = self.updates.send(a);
+        let _ = self.updates.send(pb::AssignmentUpdate {
+            update: Some(pb::assignment_update::Update::Assignments(a)),
+        });
+    }
+
+    /// Asks connected probers to probe these (pop, endpoint) targets now, as the
+    /// control plane does when another region saw them fail.
+    pub fn probe_now(&self, targets: &[(&str, &str)]) {
+        let targets = targets
+            .iter()
+            .map(|(pop, endpoint)| pb::ProbeNowTarget {
+                pop: pop.to_string(),
+                endpoint: endpoint.to_string(),
+                region: "elsewhere".into(),
+                failure_class: pb::FailureClass::Refused as i32,
+            })
+            .collect();
+        let _ = self.updates.send(pb::AssignmentUpdate {
+            update: Some(pb::assignment_update::Update::ProbeNow(pb::ProbeNow { targets })),
+        });
     }
 
     pub fn results(&self) -> Vec<Received> {
@@ -142,7 +161,7 @@ fn auth_of<T>(req: &Request<T>) -> Option<String> {
 
 #[tonic::async_trait]
 impl pb::probe_service_server::ProbeService for FakeService {
-    type WatchAssignmentsStream = BoxStream<pb::ProbeAssignments>;
+    type WatchAssignmentsStream = BoxStream<pb::AssignmentUpdate>;
     type ReportResultsStream = BoxStream<pb::ProbeResultAck>;
 
     async fn watch_assignments(
@@ -154,7 +173,10 @@ impl pb::probe_service_server::ProbeService for FakeService {
         let first = self.state.latest.lock().unwrap().clone();
         let stream = async_stream(move |tx| async move {
             if let Some(a) = first {
-                if tx.send(Ok(a)).await.is_err() {
+                let first = pb::AssignmentUpdate {
+                    update: Some(pb::assignment_update::Update::Assignments(a)),
+                };
+                if tx.send(Ok(first)).await.is_err() {
                     return;
                 }
             }
@@ -396,6 +418,7 @@ pub fn assignments(version: u64, targets: Vec<pb::ProbeTarget>) -> pb::ProbeAssi
         targets,
         max_concurrency: 0,
         batch_interval: None,
+        phase: None,
     }
 }
 

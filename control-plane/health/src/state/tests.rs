@@ -715,6 +715,41 @@ fn ingest_reports_transitions_for_fast_failover() {
 }
 
 #[test]
+fn a_first_failure_asks_every_region_to_confirm_once_per_window() {
+    let mut state = HealthState::new(topology(), base_policy()).unwrap();
+    let mut confirm = |prober: &str, region: &str, endpoint: &str, at: u64, ok: bool| {
+        state
+            .ingest(outcome(prober, region, "ams", endpoint, at, ok), UnixMillis(at))
+            .unwrap()
+            .confirm
+    };
+    let t = START;
+    assert!(!confirm("p1", "eu-west", "http", t, true), "a success asks nothing");
+    assert!(
+        confirm("p1", "eu-west", "http", t + 100, false),
+        "the first failure asks"
+    );
+    assert!(
+        !confirm("p1", "eu-west", "http", t + 200, false),
+        "its second failure does not"
+    );
+    // Another region's first failure within the window: already asked.
+    assert!(!confirm("p1", "us-east", "http", t + 300, false));
+    // Another endpoint is its own question.
+    assert!(confirm("p1", "us-east", "dns", t + 300, false));
+    // After the window, a new incident (UP again, then a failure) asks again.
+    assert!(!confirm("p1", "eu-west", "http", t + 1_200, true));
+    assert!(!confirm("p1", "eu-west", "http", t + 1_250, true));
+    assert!(confirm("p1", "eu-west", "http", t + 1_300, false));
+    // A view already DOWN does not ask: its failures are not news.
+    for i in 0..3 {
+        confirm("p2", "ap-south", "http", t + 2_000 + i, false);
+    }
+    assert!(!confirm("p2", "ap-south", "http", t + 3_500, false));
+    assert_eq!(state.stats().confirmations, 3);
+}
+
+#[test]
 fn topology_changes_drop_removed_pops_and_endpoints_and_keep_the_rest() {
     let mut sim = Sim::new(base_policy());
     sim.round(&REGIONS, &[]);
