@@ -104,7 +104,10 @@ pub fn assignments_from_pb(msg: pb::ProbeAssignments) -> (Assignments, Vec<Targe
     let phase = msg.phase.filter(|p| p.is_finite() && (0.0..=1.0).contains(p));
     for t in msg.targets {
         match target_from_pb(t).map(|mut spec| {
-            spec.schedule = spec.schedule.with_phase(phase);
+            // The region's phase plus the target's own offset: regions stay apart
+            // on each target, and one prober's targets spread over the interval.
+            let offset = scheduler::target_offset(&spec.key.pop, &spec.key.endpoint);
+            spec.schedule = spec.schedule.with_phase(phase.map(|p| p + offset));
             spec
         }) {
             Ok(spec) if targets.iter().any(|s| s.key == spec.key) => errors.push(TargetError {

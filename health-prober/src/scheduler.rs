@@ -148,6 +148,22 @@ impl ScheduleParams {
     }
 }
 
+/// A target's own offset within the interval, as a fraction: the same in every
+/// prober (a stable hash of the target's key), so that one prober's targets spread
+/// over the interval instead of all starting at its region's phase, while the
+/// regions stay `1/n` apart on each target.
+pub fn target_offset(pop: &str, endpoint: &str) -> f64 {
+    // FNV-1a over "pop/endpoint": stable across builds and machines.
+    let h = pop
+        .bytes()
+        .chain(std::iter::once(b'/'))
+        .chain(endpoint.bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
 impl Default for ScheduleParams {
     fn default() -> Self {
         Self::new(
@@ -539,6 +555,15 @@ mod tests {
             .map(|ph| TargetSchedule::new(params(900, 100, 2, 3).with_phase(Some(ph)), t0, WALL, 0.0).next_due() - t0)
             .to_vec();
         assert_eq!(starts, [0, 300, 600].map(Duration::from_millis));
+        // A target's offset is the same in every prober and spreads targets out.
+        let offsets: Vec<f64> = (0..1_000).map(|i| target_offset(&format!("pop{i}"), "http")).collect();
+        assert!(offsets.iter().all(|o| (0.0..1.0).contains(o)));
+        assert_eq!(target_offset("fra1", "http"), target_offset("fra1", "http"));
+        assert_ne!(target_offset("fra1", "http"), target_offset("fra1", "tcp"));
+        let per_tenth = (0..10)
+            .map(|k| offsets.iter().filter(|o| (**o * 10.0) as usize == k).count())
+            .collect::<Vec<_>>();
+        assert!(per_tenth.iter().all(|n| (50..150).contains(n)), "{per_tenth:?}");
         // Non-finite phases mean none; others are taken modulo 1.
         assert_eq!(p.with_phase(Some(f64::NAN)).phase(), None);
         assert_eq!(p.with_phase(Some(1.25)).phase(), Some(0.25));

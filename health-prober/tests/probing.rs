@@ -267,8 +267,10 @@ async fn a_probe_now_request_probes_at_once_between_phases() {
     let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
-    // The phase point 40 s from now.
-    let phase = ((wall + Duration::from_secs(40)).as_secs_f64() % 60.0) / 60.0;
+    // The target's phase point 40 s from now (the prober adds the target's own
+    // offset to the region's phase).
+    let point = ((wall + Duration::from_secs(40)).as_secs_f64() % 60.0) / 60.0;
+    let phase = (point - meridian_prober::scheduler::target_offset("fra1", "tcp")).rem_euclid(1.0);
     let mut t = target("fra1", "tcp", tcp(tcp_addr));
     t.interval = dur(interval);
     t.jitter = 0.0;

@@ -26,8 +26,10 @@
 //! **Learning the loss rate.** Failures enter the estimates once the run they belong
 //! to has ended with a success, if the run was short (at most [`MAX_LOSS_RUN`]
 //! failures): a longer run was an outage, not loss, and must not make the next outage
-//! slower to call. A short run counts even when it turned the view DOWN: an endpoint
-//! whose isolated 503s each call DOWN for a moment must learn that it does that. The estimates are exponentially weighted, learning loss faster
+//! slower to call. A short run counts even when it turned this prober's view DOWN (an
+//! endpoint whose isolated 503s each call DOWN for a moment must learn that it does
+//! that), but never while another vantage point sees the endpoint DOWN: an outage
+//! others saw too is not loss, however short. The estimates are exponentially weighted, learning loss faster
 //! ([`LOSS_ALPHA`]) than they forget it ([`FORGET_ALPHA`]), and start at their floors:
 //! a new endpoint counts as clean.
 
@@ -137,10 +139,11 @@ impl Evidence {
     }
 
     /// Takes a success's evidence away; the run of failures it ends enters the
-    /// estimates if it was short enough to be loss.
-    pub fn on_success(&mut self) {
+    /// estimates if it was short enough to be loss and `learn` (no other vantage point
+    /// sees the endpoint DOWN: an outage others saw too is not loss, however short).
+    pub fn on_success(&mut self, learn: bool) {
         self.llr = (self.llr - success_weight(self.loss.max(SOFT_FLOOR))).max(0.0);
-        if self.pending <= MAX_LOSS_RUN {
+        if learn && self.pending <= MAX_LOSS_RUN {
             for i in 0..self.pending {
                 self.loss += LOSS_ALPHA * (1.0 - self.loss);
                 if i < self.pending_hard {
@@ -222,7 +225,7 @@ mod tests {
         let mut e = Evidence::default();
         e.on_failure(FailureClass::Timeout);
         assert!(e.llr > 5.0);
-        e.on_success();
+        e.on_success(true);
         assert_eq!(e.llr, 0.0);
     }
 
@@ -232,7 +235,7 @@ mod tests {
         for _ in 0..200 {
             e.on_failure(FailureClass::Reset);
             for _ in 0..4 {
-                e.on_success();
+                e.on_success(true);
             }
         }
         // One failure in five: the estimate settles above 0.2, near a third.
@@ -243,7 +246,7 @@ mod tests {
         for _ in 0..=MAX_LOSS_RUN {
             e.on_failure(FailureClass::Timeout);
         }
-        e.on_success();
+        e.on_success(true);
         assert!(e.loss <= before, "{} > {before}", e.loss);
     }
 
@@ -251,10 +254,10 @@ mod tests {
     fn the_odd_http_error_raises_the_hard_estimate() {
         let mut e = Evidence::default();
         e.on_failure(FailureClass::HttpStatus);
-        e.on_success();
+        e.on_success(true);
         assert!(e.llr > 0.0, "one success does not erase a hard failure entirely");
-        e.on_success();
-        e.on_success();
+        e.on_success(true);
+        e.on_success(true);
         assert_eq!(e.llr, 0.0);
         assert!(e.hard_loss > 0.01, "{}", e.hard_loss);
         let info = EvidenceInfo::of(&e, 2);

@@ -103,7 +103,15 @@ impl Track {
     /// A result arriving after a gap longer than `gap` (the prober restarted or
     /// stopped probing) starts from UNKNOWN: the state before the gap is not
     /// evidence about the present.
+    #[cfg(test)]
     pub fn record(&mut self, r: Recent, t: Thresholds) -> Applied {
+        self.record_during(r, t, false)
+    }
+
+    /// As [`Track::record`]; `others_down`: another vantage point sees the endpoint
+    /// DOWN, so a run of failures this result ends was part of an outage, never loss
+    /// to learn.
+    pub fn record_during(&mut self, r: Recent, t: Thresholds, others_down: bool) -> Applied {
         let applied = match self.last_applied {
             Some(last) if r.observed_at <= last => false,
             Some(last) => {
@@ -127,7 +135,7 @@ impl Track {
         if success {
             self.successes = self.successes.saturating_add(1);
             self.failures = 0;
-            self.evidence.on_success();
+            self.evidence.on_success(!others_down);
             if self.successes >= t.rise && self.state != Reachability::Up {
                 self.state = Reachability::Up;
                 self.evidence.restart();

@@ -563,6 +563,19 @@ impl HealthState {
             pop.views.resize_with(vantage + 1, || None);
         }
         let endpoints = pop.endpoints.len();
+        // Whether another vantage point sees this endpoint DOWN: then a short run of
+        // failures this success ends was an outage, not loss. Looked at only when it
+        // matters (a success ending a run), to keep the hot path to lookups.
+        let ends_run = o.outcome.success
+            && pop.views[vantage]
+                .as_ref()
+                .is_some_and(|t| t[e].failures > 0 && t[e].failures <= crate::evidence::MAX_LOSS_RUN);
+        let others_down = ends_run
+            && pop
+                .views
+                .iter()
+                .enumerate()
+                .any(|(v, t)| v != vantage && t.as_ref().is_some_and(|t| t[e].state == Reachability::Down));
         let tracks = pop.views[vantage].get_or_insert_with(|| (0..endpoints).map(|_| Track::default()).collect());
         // `e` came from this PoP's endpoint index, so it is within `tracks`.
         let (success, latency) = (o.outcome.success, o.outcome.latency);
@@ -572,7 +585,7 @@ impl HealthState {
         }
         // The first failure after a success (or at start) of a view that is not DOWN.
         let first_failure = !success && tracks[e].failures == 0 && tracks[e].state != Reachability::Down;
-        match tracks[e].record(recent, thresholds) {
+        match tracks[e].record_during(recent, thresholds, others_down) {
             Applied::OutOfOrder => {
                 self.counters.out_of_order += 1;
                 Ok(IngestEffect::default())

@@ -245,11 +245,17 @@ async fn outage_scenario(
     let mut removal = Stats { samples: Vec::new() };
     let mut route_removal = Stats { samples: Vec::new() };
     let mut failback = Stats { samples: Vec::new() };
+    // Where the time goes, from the events: the kill to the first verdict change
+    // (a region saw it), to DOWN (the quorum), to the first plan published after.
+    let mut first_verdict = Stats { samples: Vec::new() };
+    let mut down_verdict = Stats { samples: Vec::new() };
+    let mut first_plan = Stats { samples: Vec::new() };
     for trial in 0..trials {
         let pause = Duration::from_millis(rand::random::<u64>() % 2000);
         tokio::time::sleep(pause).await;
         let mut killed_leader = None;
         let start = Instant::now();
+        let start_ms = unix_ms();
         sim(stack.control, outage.action(), VICTIM).await;
         // The route at the router, timed from the same moment.
         let route_gone = {
@@ -286,6 +292,14 @@ async fn outage_scenario(
         }
         let took = start.elapsed();
         removal.samples.push(took);
+        let timeline = timeline(stack, start_ms).await;
+        for (stats, at) in [
+            (&mut first_verdict, timeline.0),
+            (&mut down_verdict, timeline.1),
+            (&mut first_plan, timeline.2),
+        ] {
+            stats.samples.extend(at);
+        }
         let route_took = route_gone
             .await
             .unwrap()
@@ -317,7 +331,10 @@ async fn outage_scenario(
         }
         failback.samples.push(healed.elapsed());
         eprintln!(
-            "trial {trial} ({outage:?}, leader kill: {with_leader_kill}): removed after {took:?} (route gone at the router after {route_took:?}), back at full weight after {:?}",
+            "trial {trial} ({outage:?}, leader kill: {with_leader_kill}): removed after {took:?} (route gone at the router after {route_took:?}; first verdict change {:?}, DOWN {:?}, first plan {:?}), back at full weight after {:?}",
+            timeline.0,
+            timeline.1,
+            timeline.2,
             healed.elapsed()
         );
         wait_for(
@@ -327,7 +344,14 @@ async fn outage_scenario(
         )
         .await;
     }
-    serde_json::json!({"removal": removal.summary(), "anycast_route_removal": route_removal.summary(), "failback_full_weight": failback.summary()})
+    serde_json::json!({
+        "removal": removal.summary(),
+        "anycast_route_removal": route_removal.summary(),
+        "failback_full_weight": failback.summary(),
+        "events_first_verdict_change": first_verdict.summary(),
+        "events_down": down_verdict.summary(),
+        "events_first_plan": first_plan.summary(),
+    })
 }
 
 /// The flap test at one share: the flapper (us's only PoP in use) refuses `share` of
@@ -507,3 +531,37 @@ async fn main() {
         println!("{}", serde_json::to_string_pretty(&report).unwrap());
     }
 }
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// From the events (stamped by the replica that recorded them, on this machine's
+/// clock): how long after `start_ms` the victim's verdict first changed, turned
+/// DOWN, and the first plan was published.
+async fn timeline(stack: &Stack, start_ms: i64) -> (Option<Duration>, Option<Duration>, Option<Duration>) {
+    let events = ctl_json(&stack.replicas, &["events", "--limit", "200"]).await;
+    let after = |pred: &dyn Fn(&serde_json::Value) -> bool| {
+        events
+            .as_array()?
+            .iter()
+            .filter(|e| e["at_unix_ms"].as_i64().unwrap_or(0) >= start_ms)
+            .filter(|e| pred(e))
+            .map(|e| e["at_unix_ms"].as_i64().unwrap_or(0))
+            .min()
+            .map(|at| Duration::from_millis((at - start_ms).max(0) as u64))
+    };
+    let verdict = |e: &serde_json::Value| {
+        let m = e["message"].as_str().unwrap_or("");
+        m.starts_with(&format!("{VICTIM}:")) && m.contains(" → ")
+    };
+    (
+        after(&verdict),
+        after(&|e| verdict(e) && e["message"].as_str().unwrap_or("").contains("→ DOWN")),
+        after(&|e| e["kind"] == "plan_published"),
+    )
+}
+

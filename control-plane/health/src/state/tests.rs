@@ -750,6 +750,57 @@ fn a_first_failure_asks_every_region_to_confirm_once_per_window() {
 }
 
 #[test]
+fn short_outages_the_regions_agree_on_are_not_learnt_as_loss_but_isolated_errors_are() {
+    let mut state = HealthState::new(topology(), base_policy()).unwrap();
+    let mut at = START;
+    let mut feed = |state: &mut HealthState, region: &str, ok: bool| {
+        at += 100;
+        let mut r = outcome("p1", region, "ams", "http", at, ok);
+        if !ok {
+            r.outcome = ProbeOutcome::failed(Duration::from_millis(1), FailureClass::Refused, "refused");
+        }
+        state.ingest(r, UnixMillis(at)).unwrap();
+    };
+    let hard_loss = |state: &HealthState, region: &str| {
+        let e = state.explain("ams", UnixMillis(START + 100_000)).unwrap();
+        let r = e.regions.iter().find(|r| r.region == region).unwrap();
+        let ep = r.probers[0].endpoints.iter().find(|x| x.endpoint == "http").unwrap();
+        (ep.evidence.hard_loss, ep.evidence.hard_failures_needed, ep.state)
+    };
+    for _ in 0..3 {
+        for region in REGIONS {
+            feed(&mut state, region, true);
+        }
+    }
+    // A short outage every region saw (two refused each), then back.
+    for region in REGIONS {
+        feed(&mut state, region, false);
+        feed(&mut state, region, false);
+    }
+    for region in REGIONS {
+        assert_eq!(hard_loss(&state, region).2, Reachability::Down, "{region}");
+    }
+    for _ in 0..2 {
+        for region in REGIONS {
+            feed(&mut state, region, true);
+        }
+    }
+    // Not loss: the next refused connection still calls DOWN at once.
+    let (loss, needed, view) = hard_loss(&state, "eu-west");
+    assert_eq!(view, Reachability::Up);
+    assert_eq!(loss, crate::evidence::HARD_FLOOR, "an outage others saw is not loss");
+    assert_eq!(needed, 1);
+    // An isolated refused connection seen by one region while the others see UP is
+    // loss: that region needs more evidence next time.
+    feed(&mut state, "eu-west", false);
+    feed(&mut state, "eu-west", true);
+    feed(&mut state, "eu-west", true);
+    let (loss, needed, _) = hard_loss(&state, "eu-west");
+    assert!(loss > 0.01, "{loss}");
+    assert!(needed > 1, "{needed}");
+}
+
+#[test]
 fn topology_changes_drop_removed_pops_and_endpoints_and_keep_the_rest() {
     let mut sim = Sim::new(base_policy());
     sim.round(&REGIONS, &[]);
