@@ -54,6 +54,8 @@ pub(crate) struct ReplicaQueue {
     wake: Notify,
     /// A result that should not wait for the batch interval is queued.
     urgent: AtomicBool,
+    /// Targets with a late probe, sent with the next batch (or alone).
+    suspects: Mutex<Vec<pb::ProbeSuspect>>,
     batch_size: usize,
     pub(crate) connected: AtomicBool,
     pub(crate) reconnects: AtomicU64,
@@ -69,6 +71,7 @@ impl ReplicaQueue {
             buffer: Mutex::new(ReplicaBuffer::new(limit)),
             wake: Notify::new(),
             urgent: AtomicBool::new(false),
+            suspects: Mutex::new(Vec::new()),
             batch_size: batch_size.max(1),
             connected: AtomicBool::new(false),
             reconnects: AtomicU64::new(0),
@@ -82,6 +85,10 @@ impl ReplicaQueue {
         // A poisoned lock only means another thread panicked while holding it; the
         // buffer's own operations cannot leave it inconsistent, so keep going.
         self.buffer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take_suspects(&self) -> Vec<pb::ProbeSuspect> {
+        std::mem::take(&mut *self.suspects.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Adds a result; never waits for the network.
@@ -158,6 +165,23 @@ impl ResultSink {
                 q.urgent.store(true, Ordering::Relaxed);
                 q.wake.notify_one();
             }
+        }
+    }
+
+    /// A probe of `key` is late beyond the target's usual latency: tell every
+    /// replica at once (it asks the other regions to probe now).
+    pub(crate) fn suspect(&self, key: &crate::target::TargetKey, outstanding: Duration) {
+        for q in &self.queues {
+            q.suspects
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(pb::ProbeSuspect {
+                    pop: key.pop.clone(),
+                    endpoint: key.endpoint.clone(),
+                    outstanding: meridian_proto::prost_types::Duration::try_from(outstanding).ok(),
+                });
+            q.urgent.store(true, Ordering::Relaxed);
+            q.wake.notify_one();
         }
     }
 }
@@ -342,7 +366,18 @@ fn pump(
                 b.take_batch(q.batch_size, Instant::now())
             }
         };
+        let suspects = q.take_suspects();
         let Some((sequence, records)) = batch else {
+            if !suspects.is_empty() {
+                // Suspects alone: sequence 0, nothing to acknowledge or resend.
+                permit.send(pb::ProbeResultBatch {
+                    sequence: 0,
+                    results: Vec::new(),
+                    prober_id: s.prober_id.clone(),
+                    region: s.region.clone(),
+                    suspects,
+                });
+            }
             return Ok(());
         };
         permit.send(pb::ProbeResultBatch {
@@ -350,6 +385,7 @@ fn pump(
             results: records.iter().map(|r| grpc::result_to_pb(r)).collect(),
             prober_id: s.prober_id.clone(),
             region: s.region.clone(),
+            suspects,
         });
     }
 }

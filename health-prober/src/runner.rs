@@ -175,6 +175,8 @@ async fn run_target(spec: TargetSpec, ctx: Arc<ProbeContext>, cancel: Cancellati
     let kind = spec.check.kind();
     let mut schedule = TargetSchedule::new(spec.schedule, Instant::now(), wall_clock(), rand::random());
     let mut in_flight = FuturesUnordered::new();
+    // Whether the probes in flight were reported late already.
+    let mut suspected = false;
     tracing::debug!(pop = %spec.key.pop, endpoint = %spec.key.endpoint, kind, "probing target");
     loop {
         let can_start = schedule.can_start();
@@ -183,12 +185,19 @@ async fn run_target(spec: TargetSpec, ctx: Arc<ProbeContext>, cancel: Cancellati
             _ = tokio::time::sleep_until(schedule.next_due().into()), if can_start => {
                 let confirming = schedule.is_confirming();
                 let limit = schedule.probe_timeout();
+                // A steady probe still in flight when the next is due is late beyond
+                // the target's usual latency: tell the control plane now, once.
+                if schedule.in_flight() > 0 && !confirming && !suspected && schedule.belief() != Belief::Down {
+                    suspected = true;
+                    ctx.sink.suspect(&spec.key, schedule.late_after());
+                }
                 schedule.on_start(Instant::now());
                 in_flight.push(run_one(probe.clone(), ctx.clone(), limit, confirming));
             }
             Some((outcome, confirming)) = in_flight.next(), if !in_flight.is_empty() => {
                 let outcome: ProbeOutcome = outcome;
                 let now = Instant::now();
+                suspected = false;
                 ctx.probes_run.fetch_add(1, Ordering::Relaxed);
                 let outcome_label = if outcome.success { "success" } else { "failure" };
                 metrics::counter!(m::PROBES, "pop" => spec.key.pop.clone(), "kind" => kind, "outcome" => outcome_label, "class" => outcome.class.as_str()).increment(1);

@@ -323,6 +323,14 @@ async fn a_silent_targets_probes_overlap_instead_of_waiting_for_each_timeout() {
         (r.len() >= 3).then_some(r)
     })
     .await;
+    // The first late probe was reported before any timeout came back.
+    let suspected = state
+        .batches
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|b| b.suspects.iter().any(|s| s.pop == "fra1" && s.endpoint == "silent"));
+    assert!(suspected, "no batch reported the late probe as a suspect");
     prober.stop().await;
     let span = |r: &Received| {
         let end = r.observed_at();

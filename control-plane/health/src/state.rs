@@ -109,6 +109,30 @@ impl HealthState {
         }
     }
 
+    /// A prober's probe of `pop`/`endpoint` is late beyond its usual latency (no
+    /// result yet): whether every region should be asked to probe it now. Shares the
+    /// once-per-[`CONFIRMATION_WINDOW`] gate with first failures. Unknown PoPs and
+    /// endpoints are rejected like results.
+    pub fn suspect(&mut self, pop: &str, endpoint: &str, now: UnixMillis) -> Result<bool, Rejection> {
+        let Some(&p) = self.pop_index.get(pop) else {
+            return Err(Rejection::UnknownPop { pop: pop.to_string() });
+        };
+        let slot = &mut self.pops[p];
+        let Some(&e) = slot.endpoint_index.get(endpoint) else {
+            return Err(Rejection::UnknownEndpoint {
+                pop: pop.to_string(),
+                endpoint: endpoint.to_string(),
+            });
+        };
+        let last = &mut slot.confirm_requested[e];
+        let due = last.is_none_or(|t| t.age_at(now) >= CONFIRMATION_WINDOW);
+        if due {
+            *last = Some(now);
+            self.counters.confirmations += 1;
+        }
+        Ok(due)
+    }
+
     /// Recomputes every region's judgement and every PoP's verdict at `now`, and
     /// returns what changed: region events first (by region), then verdict changes
     /// (by PoP).

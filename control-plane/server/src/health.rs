@@ -161,6 +161,37 @@ impl HealthView {
         out
     }
 
+    /// A prober's late probes: asks every region to probe those targets now (at most
+    /// once per endpoint per window, shared with first failures). Unknown targets
+    /// are counted as rejected.
+    pub fn suspects(&self, region: &str, suspects: &[meridian_proto::v1::ProbeSuspect]) {
+        if suspects.is_empty() {
+            return;
+        }
+        let now = UnixMillis(now_ms());
+        let mut confirm = Vec::new();
+        {
+            let mut state = self.lock();
+            for s in suspects {
+                match state.suspect(&s.pop, &s.endpoint, now) {
+                    Ok(true) => confirm.push(ConfirmRequest {
+                        pop: s.pop.clone(),
+                        endpoint: s.endpoint.clone(),
+                        region: region.to_string(),
+                        class: meridian_health::FailureClass::Timeout,
+                    }),
+                    Ok(false) => {}
+                    Err(rejection) => self.reject_outside(rejection.reason(), 1, &rejection.to_string()),
+                }
+            }
+        }
+        metrics::counter!("meridian_control_plane_probe_suspects_total").increment(suspects.len() as u64);
+        if !confirm.is_empty() {
+            metrics::counter!("meridian_control_plane_confirmation_requests_total").increment(confirm.len() as u64);
+            let _ = self.confirmations.send(Arc::new(confirm));
+        }
+    }
+
     /// Counts one result rejected before it reached the core (authentication, wire
     /// format), with the same rate-limited log as the core's rejections.
     pub fn reject_outside(&self, reason: RejectReason, n: u64, example: &str) {

@@ -166,6 +166,13 @@ fn probe_now(batch: &[crate::health::ConfirmRequest]) -> pb::ProbeNow {
 fn ingest(health: &HealthView, caller: &Caller, batch: pb::ProbeResultBatch) -> pb::ProbeResultAck {
     metrics::counter!("meridian_control_plane_probe_batches_total").increment(1);
     let sequence = batch.sequence;
+    // Late probes: only from a caller allowed to speak for the batch's region.
+    if !batch.suspects.is_empty() {
+        match check_claim(caller, &batch.prober_id, &batch.region) {
+            Ok(()) => health.suspects(&batch.region, &batch.suspects),
+            Err(msg) => health.reject_outside(RejectReason::Invalid, batch.suspects.len() as u64, &msg),
+        }
+    }
     let mut refused = 0u32;
     let mut refused_errors = Vec::new();
     let mut converted = Vec::with_capacity(batch.results.len());

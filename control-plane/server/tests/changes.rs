@@ -83,6 +83,7 @@ fn feed_health_with(channel: Channel, stop: CancellationToken, down: DownPops) {
                     sequence: seq,
                     prober_id: format!("p-{region}"),
                     region: region.into(),
+                    suspects: Vec::new(),
                     results: vec![result("fra1"), result("ams1")],
                 };
                 let mut probes = pb::probe_service_client::ProbeServiceClient::new(channel.clone());

@@ -141,6 +141,7 @@ async fn bad_probe_results_are_rejected_one_by_one_and_the_rest_of_the_batch_lan
         sequence: 7,
         prober_id: "p-eu".into(),
         region: "eu".into(),
+        suspects: Vec::new(),
         results: vec![
             result("fra1", "eu", ts(0)),
             result("nowhere", "eu", ts(0)),
@@ -205,6 +206,7 @@ async fn bad_probe_results_are_rejected_one_by_one_and_the_rest_of_the_batch_lan
         sequence: 8,
         prober_id: "p-eu".into(),
         region: "eu".into(),
+        suspects: Vec::new(),
         results: vec![
             failed(meridian_proto::probe::failure_class_to_wire(
                 meridian_core::probe::FailureClass::Tls,
@@ -288,6 +290,7 @@ async fn a_failure_seen_in_one_region_asks_every_region_to_probe_now() {
         .connect_lazy();
     let mut ops = pb::operator_service_client::OperatorServiceClient::new(channel.clone());
     let topology = "[[pops]]\nid = \"fra1\"\ncapacity = 10\nipv4 = [\"127.0.0.1\"]\n[[pops.endpoints]]\nname = \"tcp\"\nkind = \"tcp\"\naddress = \"127.0.0.1:9\"\n\
+                    [[pops.endpoints]]\nname = \"web\"\nkind = \"tcp\"\naddress = \"127.0.0.1:10\"\n\
                     [[regions]]\nid = \"eu\"\ndemand = 1\n[[regions]]\nid = \"us\"\ndemand = 1\n";
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -363,6 +366,7 @@ async fn a_failure_seen_in_one_region_asks_every_region_to_probe_now() {
         sequence: 1,
         prober_id: "p-eu".into(),
         region: "eu".into(),
+        suspects: Vec::new(),
         results: vec![result(0, true), result(1, false)],
     };
     let mut acks = probes
@@ -387,6 +391,35 @@ async fn a_failure_seen_in_one_region_asks_every_region_to_probe_now() {
         ("fra1", "tcp", "eu")
     );
     assert_eq!(t.failure_class, pb::FailureClass::Refused as i32);
+    // A late probe (no result yet) asks too: a batch carrying only a suspect.
+    let late = pb::ProbeResultBatch {
+        sequence: 0,
+        prober_id: "p-eu".into(),
+        region: "eu".into(),
+        suspects: vec![pb::ProbeSuspect {
+            pop: "fra1".into(),
+            endpoint: "web".into(),
+            outstanding: None,
+        }],
+        results: vec![],
+    };
+    let mut acks = probes
+        .report_results(authed("eu-prober-token-0123456789", tokio_stream::iter(vec![late])))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acks.message().await.unwrap().unwrap().accepted, 0);
+    let ask = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let Some(pb::assignment_update::Update::ProbeNow(p)) = us.message().await.unwrap().unwrap().update {
+                break p;
+            }
+        }
+    })
+    .await
+    .expect("a probe-now request for the late probe");
+    assert_eq!(ask.targets[0].endpoint, "web");
+    assert_eq!(ask.targets[0].failure_class, pb::FailureClass::Timeout as i32);
     shutdown.cancel();
     task.await.unwrap();
 }

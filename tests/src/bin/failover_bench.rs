@@ -564,4 +564,3 @@ async fn timeline(stack: &Stack, start_ms: i64) -> (Option<Duration>, Option<Dur
         after(&|e| e["kind"] == "plan_published"),
     )
 }
-

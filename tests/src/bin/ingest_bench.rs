@@ -611,6 +611,7 @@ impl Generator {
             results,
             prober_id: self.prober.clone(),
             region: self.region.clone(),
+            suspects: Vec::new(),
         }
     }
 

@@ -747,6 +747,11 @@ fn a_first_failure_asks_every_region_to_confirm_once_per_window() {
     }
     assert!(!confirm("p2", "ap-south", "http", t + 3_500, false));
     assert_eq!(state.stats().confirmations, 3);
+    // A late probe asks through the same gate; unknown targets are rejected.
+    assert_eq!(state.suspect("ams", "dns", UnixMillis(t + 3_600)), Ok(true));
+    assert_eq!(state.suspect("ams", "dns", UnixMillis(t + 3_700)), Ok(false));
+    assert!(state.suspect("nowhere", "dns", UnixMillis(t)).is_err());
+    assert!(state.suspect("ams", "nothing", UnixMillis(t)).is_err());
 }
 
 #[test]
