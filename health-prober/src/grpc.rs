@@ -291,11 +291,12 @@ fn duration(d: Option<prost_types::Duration>) -> Result<Option<Duration>, String
     }
 }
 
-/// The wire form of one result.
+/// The wire form of one result. The prober id and region go once per batch
+/// (`ProbeResultBatch`), not with every result.
 pub fn result_to_pb(r: &ProbeRecord) -> pb::ProbeResult {
     pb::ProbeResult {
-        prober_id: r.prober_id.to_string(),
-        region: r.region.to_string(),
+        prober_id: String::new(),
+        region: String::new(),
         pop: r.key.pop.clone(),
         endpoint: r.key.endpoint.clone(),
         observed_at: Some(prost_types::Timestamp::from(r.observed_at)),

@@ -83,13 +83,21 @@ async fn probes_report_the_right_failure_classes_and_a_hung_target_stalls_nothin
                 r.result.region.as_str(),
                 r.result.pop.as_str()
             ),
-            ("p1", "eu-west", "fra1")
+            ("", "", "fra1"),
+            "the prober and region go once per batch"
         );
         assert!(r.result.observed_at.is_some() && r.result.latency.is_some());
         if class != C::None {
             assert!(!r.result.detail.is_empty(), "{endpoint}: a failure says why");
         }
     }
+
+    assert!(state
+        .batches
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|b| b.prober_id == "p1" && b.region == "eu-west"));
 
     // The hung target keeps timing out while the others are probed on schedule.
     let silent_before = state.results_for("silent").len();

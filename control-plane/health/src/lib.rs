@@ -62,7 +62,7 @@ mod topology;
 pub use evidence::EvidenceInfo;
 pub use hysteresis::Reachability;
 pub use policy::{HealthPolicy, PolicyError};
-pub use probe::{FailureClass, ProbeOutcome, ProbeReport};
+pub use probe::{FailureClass, ProbeOutcome, ProbeReport, ReportRef};
 pub use rejection::Rejection;
 pub use report::{
     EndpointEvidence, Explanation, HealthEvent, HealthSnapshot, HealthStats, IngestEffect, PopHealthRow, PopVerdict,

@@ -24,6 +24,30 @@ pub struct ProbeReport {
     pub outcome: ProbeOutcome,
 }
 
+/// A [`ProbeReport`] borrowed from wherever it was decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReportRef<'a> {
+    pub prober: &'a str,
+    pub region: &'a str,
+    pub pop: &'a str,
+    pub endpoint: &'a str,
+    pub observed_at: UnixMillis,
+    pub outcome: &'a ProbeOutcome,
+}
+
+impl ProbeReport {
+    pub fn as_ref(&self) -> ReportRef<'_> {
+        ReportRef {
+            prober: &self.prober,
+            region: &self.region,
+            pop: &self.pop,
+            endpoint: &self.endpoint,
+            observed_at: self.observed_at,
+            outcome: &self.outcome,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

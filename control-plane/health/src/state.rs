@@ -8,7 +8,7 @@ use meridian_core::ids::validate_id;
 use crate::evidence::EvidenceInfo;
 use crate::hysteresis::{Applied, Reachability, Recent, Thresholds, Track};
 use crate::policy::{HealthPolicy, PolicyError};
-use crate::probe::{FailureClass, ProbeOutcome, ProbeReport};
+use crate::probe::{FailureClass, ProbeOutcome, ProbeReport, ReportRef};
 use crate::rejection::Rejection;
 use crate::report::{
     EndpointEvidence, Explanation, HealthEvent, HealthSnapshot, HealthStats, IngestEffect, PopHealthRow, PopVerdict,
@@ -38,12 +38,15 @@ pub struct HealthState {
     /// is a new vantage; the old one goes stale.
     vantages: Vec<Vantage>,
     counters: Counters,
+    /// `evidence::threshold(policy.fall)`, computed when the policy is set.
+    down_at: f64,
 }
 
 impl HealthState {
     /// Starts with every PoP UNKNOWN and no results.
     pub fn new(topology: HealthTopology, policy: HealthPolicy) -> Result<Self, PolicyError> {
         let policy = policy.validate()?;
+        let down_at = crate::evidence::threshold(policy.fall);
         let mut state = Self {
             policy,
             pops: Vec::new(),
@@ -53,6 +56,7 @@ impl HealthState {
             region_index: HashMap::new(),
             vantages: Vec::new(),
             counters: Counters::default(),
+            down_at,
         };
         state.set_topology(topology);
         Ok(state)
@@ -66,6 +70,7 @@ impl HealthState {
     /// next result); histories are trimmed to the new length.
     pub fn set_policy(&mut self, policy: HealthPolicy) -> Result<(), PolicyError> {
         self.policy = policy.validate()?;
+        self.down_at = crate::evidence::threshold(self.policy.fall);
         let history = self.policy.history;
         for pop in &mut self.pops {
             // Quorum and min_regions appear in the wording.
@@ -96,6 +101,13 @@ impl HealthState {
     /// evaluation. When the result changed a hysteresis state the effect says so,
     /// and the caller should [`evaluate`](Self::evaluate) soon.
     pub fn ingest(&mut self, report: ProbeReport, now: UnixMillis) -> Result<IngestEffect, Rejection> {
+        self.ingest_ref(report.as_ref(), now)
+    }
+
+    /// As [`ingest`](Self::ingest), from borrowed parts: the ingest path of a
+    /// server takes them straight from the decoded batch, with no string copied per
+    /// result.
+    pub fn ingest_ref(&mut self, report: ReportRef<'_>, now: UnixMillis) -> Result<IngestEffect, Rejection> {
         match self.try_ingest(report, now) {
             Ok(effect) => {
                 self.counters.ingested += 1;
@@ -532,12 +544,12 @@ fn prober_view(tracks: &[Track], now: UnixMillis, freshness: Duration) -> Option
 }
 
 impl HealthState {
-    fn try_ingest(&mut self, o: ProbeReport, now: UnixMillis) -> Result<IngestEffect, Rejection> {
+    fn try_ingest(&mut self, o: ReportRef<'_>, now: UnixMillis) -> Result<IngestEffect, Rejection> {
         for (what, id) in [
-            ("prober", &o.prober),
-            ("region", &o.region),
-            ("pop", &o.pop),
-            ("endpoint", &o.endpoint),
+            ("prober", o.prober),
+            ("region", o.region),
+            ("pop", o.pop),
+            ("endpoint", o.endpoint),
         ] {
             if id.is_empty() {
                 return Err(Rejection::Invalid(format!("empty {what} id")));
@@ -565,20 +577,20 @@ impl HealthState {
                 max: self.policy.max_age,
             });
         }
-        let Some(&p) = self.pop_index.get(&o.pop) else {
-            return Err(Rejection::UnknownPop { pop: o.pop });
+        let Some(&p) = self.pop_index.get(o.pop) else {
+            return Err(Rejection::UnknownPop { pop: o.pop.to_string() });
         };
-        let Some(&e) = self.pops[p].endpoint_index.get(&o.endpoint) else {
+        let Some(&e) = self.pops[p].endpoint_index.get(o.endpoint) else {
             return Err(Rejection::UnknownEndpoint {
-                pop: o.pop,
-                endpoint: o.endpoint,
+                pop: o.pop.to_string(),
+                endpoint: o.endpoint.to_string(),
             });
         };
-        let vantage = self.vantage(&o.region, &o.prober)?;
+        let vantage = self.vantage(o.region, o.prober)?;
         let region = self.vantages[vantage].region;
         let thresholds = Thresholds {
             rise: self.policy.rise,
-            down_at: crate::evidence::threshold(self.policy.fall),
+            down_at: self.down_at,
             gap: self.policy.freshness,
             history: self.policy.history,
         };
@@ -603,7 +615,7 @@ impl HealthState {
         let tracks = pop.views[vantage].get_or_insert_with(|| (0..endpoints).map(|_| Track::default()).collect());
         // `e` came from this PoP's endpoint index, so it is within `tracks`.
         let (success, latency) = (o.outcome.success, o.outcome.latency);
-        let recent = Recent::new(o.observed_at, &o.outcome);
+        let recent = Recent::new(o.observed_at, o.outcome);
         if !success {
             tracks[e].note_failure_detail(o.observed_at, &o.outcome.detail);
         }

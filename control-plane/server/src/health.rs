@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use meridian_core::topology::{Policy, TopologyDoc};
 use meridian_health::{
-    HealthEvent, HealthPolicy, HealthState, HealthTopology, PopVerdict, ProbeReport, RejectReason, UnixMillis,
+    HealthEvent, HealthPolicy, HealthState, HealthTopology, PopVerdict, RejectReason, ReportRef, UnixMillis,
 };
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -94,43 +94,43 @@ impl HealthView {
         self.lock().snapshot()
     }
 
-    /// Ingests one batch of already-authenticated results.
-    pub fn ingest_batch(&self, results: Vec<Result<ProbeReport, String>>) -> BatchOutcome {
+    /// Ingests one batch of already-authenticated results, borrowed from the decoded
+    /// batch: no string is copied per result (only per distinct metric label and per
+    /// first failure).
+    pub fn ingest_batch(&self, results: &[Result<ReportRef<'_>, String>]) -> BatchOutcome {
         let now = UnixMillis(now_ms());
         let mut out = BatchOutcome::default();
         let mut transitioned = false;
         let mut confirm = Vec::new();
-        let mut counts: HashMap<(String, String, &'static str), u64> = HashMap::new();
+        let mut counts: HashMap<(&str, &str, &'static str), u64> = HashMap::new();
         let mut rejected: BTreeMap<RejectReason, (u64, String)> = BTreeMap::new();
         {
             let mut state = self.lock();
             for result in results {
                 let report = match result {
-                    Ok(o) => o,
+                    Ok(r) => *r,
                     Err(msg) => {
                         out.rejected += 1;
                         note_error(&mut out, msg.clone());
-                        let e = rejected.entry(RejectReason::Invalid).or_insert((0, msg));
+                        let e = rejected.entry(RejectReason::Invalid).or_insert((0, msg.clone()));
                         e.0 += 1;
                         continue;
                     }
                 };
-                let label = if report.outcome.success { "success" } else { "failure" };
-                let key = (report.pop.clone(), report.region.clone(), label);
-                let asked = (!report.outcome.success).then(|| ConfirmRequest {
-                    pop: report.pop.clone(),
-                    endpoint: report.endpoint.clone(),
-                    region: report.region.clone(),
-                    class: report.outcome.class,
-                });
-                match state.ingest(report, now) {
+                match state.ingest_ref(report, now) {
                     Ok(effect) => {
                         out.accepted += 1;
                         transitioned |= effect.transitioned;
+                        let label = if report.outcome.success { "success" } else { "failure" };
+                        *counts.entry((report.pop, report.region, label)).or_default() += 1;
                         if effect.confirm {
-                            confirm.extend(asked);
+                            confirm.push(ConfirmRequest {
+                                pop: report.pop.to_string(),
+                                endpoint: report.endpoint.to_string(),
+                                region: report.region.to_string(),
+                                class: report.outcome.class,
+                            });
                         }
-                        *counts.entry(key).or_default() += 1;
                     }
                     Err(rejection) => {
                         out.rejected += 1;
@@ -143,7 +143,7 @@ impl HealthView {
             }
         }
         for ((pop, region, outcome), n) in counts {
-            metrics::counter!("meridian_control_plane_probe_results_total", "pop" => pop, "region" => region, "outcome" => outcome).increment(n);
+            metrics::counter!("meridian_control_plane_probe_results_total", "pop" => pop.to_string(), "region" => region.to_string(), "outcome" => outcome).increment(n);
         }
         for (reason, (n, example)) in rejected {
             metrics::counter!("meridian_control_plane_probe_results_rejected_total", "reason" => reason.as_str())

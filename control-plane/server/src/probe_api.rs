@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use meridian_health::{ProbeReport, RejectReason, UnixMillis};
+use meridian_health::{ProbeOutcome, RejectReason, ReportRef, UnixMillis};
 use meridian_proto::probe::outcome_from_wire;
 use meridian_proto::v1 as pb;
 use tonic::{Request, Response, Status, Streaming};
@@ -175,9 +175,18 @@ fn ingest(health: &HealthView, caller: &Caller, batch: pb::ProbeResultBatch) -> 
     }
     let mut refused = 0u32;
     let mut refused_errors = Vec::new();
-    let mut converted = Vec::with_capacity(batch.results.len());
-    for r in batch.results {
-        if let Err(msg) = check_claim(caller, &r.prober_id, &r.region) {
+    // Time and outcome per result; every string stays in the decoded batch.
+    let parsed: Vec<Result<(UnixMillis, ProbeOutcome), String>> = batch.results.iter().map(parse_result).collect();
+    let mut reports = Vec::with_capacity(batch.results.len());
+    for (r, parsed) in batch.results.iter().zip(&parsed) {
+        // The batch's identity stands for every result that does not name its own.
+        let prober = if r.prober_id.is_empty() {
+            &batch.prober_id
+        } else {
+            &r.prober_id
+        };
+        let region = if r.region.is_empty() { &batch.region } else { &r.region };
+        if let Err(msg) = check_claim(caller, prober, region) {
             refused += 1;
             health.reject_outside(RejectReason::Invalid, 1, &msg);
             if refused_errors.len() < 10 {
@@ -185,9 +194,19 @@ fn ingest(health: &HealthView, caller: &Caller, batch: pb::ProbeResultBatch) -> 
             }
             continue;
         }
-        converted.push(report_from_pb(r));
+        reports.push(match parsed {
+            Ok((observed_at, outcome)) => Ok(ReportRef {
+                prober,
+                region,
+                pop: &r.pop,
+                endpoint: &r.endpoint,
+                observed_at: *observed_at,
+                outcome,
+            }),
+            Err(msg) => Err(msg.clone()),
+        });
     }
-    let mut out = health.ingest_batch(converted);
+    let mut out = health.ingest_batch(&reports);
     out.rejected += refused;
     refused_errors.extend(out.errors);
     refused_errors.truncate(10);
@@ -199,32 +218,25 @@ fn ingest(health: &HealthView, caller: &Caller, batch: pb::ProbeResultBatch) -> 
     }
 }
 
-/// A wire result as a domain value, or why it is malformed (naming the field). The
+/// A wire result's time and outcome, or why it is malformed (naming the field). The
 /// outcome part (success, latency, class, detail) converts in `meridian-proto`, the
-/// one place that conversion exists.
-fn report_from_pb(r: pb::ProbeResult) -> Result<ProbeReport, String> {
+/// one place that conversion exists; the ids stay borrowed from the batch.
+fn parse_result(r: &pb::ProbeResult) -> Result<(UnixMillis, ProbeOutcome), String> {
     let at = |what: &str| format!("result for pop `{}` endpoint `{}`: {what}", r.pop, r.endpoint);
     let observed_at = r
         .observed_at
         .as_ref()
         .and_then(from_timestamp_ms)
         .ok_or_else(|| at("observed_at: missing or invalid"))?;
-    let outcome = outcome_from_wire(&r).map_err(|e| at(&e.to_string()))?;
-    Ok(ProbeReport {
-        prober: r.prober_id,
-        region: r.region,
-        pop: r.pop,
-        endpoint: r.endpoint,
-        observed_at: UnixMillis(observed_at),
-        outcome,
-    })
+    let outcome = outcome_from_wire(r).map_err(|e| at(&e.to_string()))?;
+    Ok((UnixMillis(observed_at), outcome))
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use meridian_health::{FailureClass, ProbeOutcome};
+    use meridian_health::FailureClass;
 
     use super::*;
 
@@ -260,28 +272,28 @@ mod tests {
             failure_class: 0,
             detail: String::new(),
         };
-        let ok = report_from_pb(base.clone()).unwrap();
-        assert_eq!(ok.observed_at, UnixMillis(1_700_000_000_000));
-        assert_eq!(ok.outcome, ProbeOutcome::ok(Duration::ZERO));
+        let ok = parse_result(&base).unwrap();
+        assert_eq!(ok.0, UnixMillis(1_700_000_000_000));
+        assert_eq!(ok.1, ProbeOutcome::ok(Duration::ZERO));
         let mut r = base.clone();
         r.observed_at = None;
         assert_eq!(
-            report_from_pb(r).unwrap_err(),
+            parse_result(&r).unwrap_err(),
             "result for pop `fra1` endpoint `http`: observed_at: missing or invalid"
         );
         let mut r = base.clone();
         r.observed_at = Some(meridian_proto::prost_types::Timestamp { seconds: -5, nanos: 0 });
-        assert!(report_from_pb(r).unwrap_err().contains("observed_at"));
+        assert!(parse_result(&r).unwrap_err().contains("observed_at"));
         let mut r = base.clone();
         r.failure_class = 999;
         assert_eq!(
-            report_from_pb(r).unwrap_err(),
+            parse_result(&r).unwrap_err(),
             "result for pop `fra1` endpoint `http`: failure_class: unknown value 999"
         );
         // A failure without a class is malformed; it used to become `other` silently.
         let mut r = base.clone();
         r.success = false;
-        assert!(report_from_pb(r)
+        assert!(parse_result(&r)
             .unwrap_err()
             .contains("failure_class: a failed probe needs a failure class, got FAILURE_CLASS_UNSPECIFIED"));
         // A classified failure keeps the prober's detail.
@@ -289,9 +301,9 @@ mod tests {
         r.success = false;
         r.failure_class = pb::FailureClass::HttpStatus as i32;
         r.detail = "status 503, expected 200".into();
-        let failed = report_from_pb(r).unwrap();
+        let failed = parse_result(&r).unwrap();
         assert_eq!(
-            failed.outcome,
+            failed.1,
             ProbeOutcome::failed(Duration::ZERO, FailureClass::HttpStatus, "status 503, expected 200")
         );
     }

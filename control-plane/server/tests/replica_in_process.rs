@@ -341,9 +341,10 @@ async fn a_failure_seen_in_one_region_asks_every_region_to_probe_now() {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
+    // As probers send them: no prober or region per result, the batch's stand.
     let result = |ms: u64, success: bool| pb::ProbeResult {
-        prober_id: "p-eu".into(),
-        region: "eu".into(),
+        prober_id: String::new(),
+        region: String::new(),
         pop: "fra1".into(),
         endpoint: "tcp".into(),
         observed_at: Some(meridian_proto::prost_types::Timestamp {

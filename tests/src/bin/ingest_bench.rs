@@ -587,9 +587,10 @@ impl Generator {
                 (class, "synthetic failure from ingest_bench".to_string())
             };
             let (pop, endpoint) = &self.targets[t];
+            // As probers send them: the prober and region once per batch.
             results.push(pb::ProbeResult {
-                prober_id: self.prober.clone(),
-                region: self.region.clone(),
+                prober_id: String::new(),
+                region: String::new(),
                 pop: pop.clone(),
                 endpoint: endpoint.clone(),
                 observed_at: Some(prost_types::Timestamp {
