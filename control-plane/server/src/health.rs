@@ -164,7 +164,7 @@ impl HealthView {
     /// A prober's late probes: asks every region to probe those targets now (at most
     /// once per endpoint per window, shared with first failures). Unknown targets
     /// are counted as rejected.
-    pub fn suspects(&self, region: &str, suspects: &[meridian_proto::v1::ProbeSuspect]) {
+    pub fn suspects(&self, region: &str, suspects: &[(&str, &str)]) {
         if suspects.is_empty() {
             return;
         }
@@ -172,11 +172,11 @@ impl HealthView {
         let mut confirm = Vec::new();
         {
             let mut state = self.lock();
-            for s in suspects {
-                match state.suspect(&s.pop, &s.endpoint, now) {
+            for &(pop, endpoint) in suspects {
+                match state.suspect(pop, endpoint, now) {
                     Ok(true) => confirm.push(ConfirmRequest {
-                        pop: s.pop.clone(),
-                        endpoint: s.endpoint.clone(),
+                        pop: pop.to_string(),
+                        endpoint: endpoint.to_string(),
                         region: region.to_string(),
                         class: meridian_health::FailureClass::Timeout,
                     }),

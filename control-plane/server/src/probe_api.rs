@@ -169,7 +169,14 @@ fn ingest(health: &HealthView, caller: &Caller, batch: pb::ProbeResultBatch) -> 
     // Late probes: only from a caller allowed to speak for the batch's region.
     if !batch.suspects.is_empty() {
         match check_claim(caller, &batch.prober_id, &batch.region) {
-            Ok(()) => health.suspects(&batch.region, &batch.suspects),
+            Ok(()) => {
+                let late: Vec<(&str, &str)> = batch
+                    .suspects
+                    .iter()
+                    .map(|s| (s.pop.as_str(), s.endpoint.as_str()))
+                    .collect();
+                health.suspects(&batch.region, &late);
+            }
             Err(msg) => health.reject_outside(RejectReason::Invalid, batch.suspects.len() as u64, &msg),
         }
     }

@@ -255,7 +255,7 @@ async fn outage_scenario(
         tokio::time::sleep(pause).await;
         let mut killed_leader = None;
         let start = Instant::now();
-        let start_ms = unix_ms();
+        let start_ms = unix_ms_now();
         sim(stack.control, outage.action(), VICTIM).await;
         // The route at the router, timed from the same moment.
         let route_gone = {
@@ -402,8 +402,25 @@ async fn flap_scenario(stack: &Stack, share: f64, seconds: u64) -> serde_json::V
             .unwrap_or(0)
     };
     let (downs, degraded) = (count("→ DOWN"), count("→ DEGRADED"));
+    // Each removal verdict with its time into the share, to tell a learning-phase
+    // removal (the first seconds) from one in the steady state.
+    let removals_seen: Vec<String> = events
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter(|e| e["at_unix_ms"].as_i64().unwrap_or(0) >= since_ms)
+                .filter_map(|e| {
+                    let m = e["message"].as_str().unwrap_or("");
+                    (m.contains("→ DOWN") || m.contains("→ DEGRADED")).then(|| {
+                        let at = e["at_unix_ms"].as_i64().unwrap_or(0) - since_ms;
+                        format!("+{:.1}s {m}", at as f64 / 1000.0)
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     eprintln!(
-        "flap at {share}: {removals} removals from answers, {unanswered} unanswered of {queries} queries, {downs} DOWN and {degraded} DEGRADED verdicts, {route_withdrawals} route withdrawals"
+        "flap at {share}: {removals} removals from answers, {unanswered} unanswered of {queries} queries, {downs} DOWN and {degraded} DEGRADED verdicts, {route_withdrawals} route withdrawals {removals_seen:?}"
     );
     stack.wait_state(FLAPPER, "UP").await;
     wait_for(
@@ -418,7 +435,7 @@ async fn flap_scenario(stack: &Stack, share: f64, seconds: u64) -> serde_json::V
         },
     )
     .await;
-    serde_json::json!({"seconds": seconds, "refuse_share": share, "queries": queries, "removals_from_answers": removals, "anycast_route_withdrawals": route_withdrawals, "unanswered_queries": unanswered, "down_verdicts": downs, "degraded_verdicts": degraded})
+    serde_json::json!({"seconds": seconds, "refuse_share": share, "queries": queries, "removals_from_answers": removals, "anycast_route_withdrawals": route_withdrawals, "unanswered_queries": unanswered, "down_verdicts": downs, "degraded_verdicts": degraded, "removal_verdicts": removals_seen})
 }
 
 /// Now, in ms since the Unix epoch (as events' `at_unix_ms`).
@@ -530,13 +547,6 @@ async fn main() {
     } else {
         println!("{}", serde_json::to_string_pretty(&report).unwrap());
     }
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// From the events (stamped by the replica that recorded them, on this machine's
