@@ -67,10 +67,7 @@ async fn bird_follows_each_rung_and_the_last_announcer_rule_holds() {
     let topo = BirdTopology::start().await;
     let t = &topo.t;
     let (a_ip, c_ip) = (t.a_ip.to_string(), t.c.ip.to_string());
-    t.c.backend("192.0.2.20")
-        .announce(P.parse().unwrap(), Route::default())
-        .await
-        .unwrap();
+    t.c.announce_incomplete(P, "192.0.2.20").await;
     let mut a = Reconciler::new("fra1", Arc::new(topo.a.backend(Duration::from_secs(30))));
     use AnycastAction::*;
 

@@ -19,7 +19,6 @@ use std::process::{Command, Stdio};
 
 use common::*;
 use meridian_anycast_agent::backend::Backend;
-use meridian_anycast_agent::core::Route;
 use meridian_tests::meridian::{ctl_json, http_get, meridianctl, ControlPlane};
 use serde_json::Value;
 
@@ -96,10 +95,7 @@ impl Drop for KillOnDrop {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_follows_the_control_plane_and_keeps_its_routes_without_it() {
     let t = Topology::start().await;
-    t.c.backend("192.0.2.20")
-        .announce(P.parse().unwrap(), Route::default())
-        .await
-        .unwrap();
+    t.c.announce_incomplete(P, "192.0.2.20").await;
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("cp-data").display().to_string();
@@ -219,10 +215,7 @@ async fn the_agent_follows_the_control_plane_and_keeps_its_routes_without_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_ladder_from_the_control_plane_moves_the_routers_best_path_rung_by_rung() {
     let t = Topology::start().await;
-    t.c.backend("192.0.2.20")
-        .announce(P.parse().unwrap(), Route::default())
-        .await
-        .unwrap();
+    t.c.announce_incomplete(P, "192.0.2.20").await;
     let fra = meridian_tests::targets::HttpTarget::start(std::net::Ipv4Addr::new(127, 0, 0, 91)).await;
     let ams = meridian_tests::targets::HttpTarget::start(std::net::Ipv4Addr::new(127, 0, 0, 92)).await;
     let dir = tempfile::tempdir().unwrap();

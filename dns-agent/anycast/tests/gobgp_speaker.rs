@@ -79,10 +79,7 @@ fn no_path_from(ip: String) -> impl Fn(&[meridian_anycast_agent::gobgp::RibPath]
 #[tokio::test(flavor = "multi_thread")]
 async fn each_rung_of_a_drain_ladder_moves_the_routers_best_path_and_rollback_restores_it() {
     let t = Topology::start().await;
-    t.c.backend(NEXT_HOP_C)
-        .announce(P.parse().unwrap(), Route::default())
-        .await
-        .unwrap();
+    t.c.announce_incomplete(P, NEXT_HOP_C).await;
     t.wait_router("C's path at B", P, |p| {
         from(p, &t.c_ip()).map(|_| ()).ok_or("no path from C".into())
     })
@@ -99,7 +96,7 @@ async fn each_rung_of_a_drain_ladder_moves_the_routers_best_path_and_rollback_re
     );
 
     use AnycastAction::*;
-    // Plain announce: equal AS paths, A wins on the lower router id.
+    // Plain announce: equal AS paths, A wins on origin (C's is INCOMPLETE).
     let out = a.reconcile(Some(&plan(1, Announce, 0, Announce))).await;
     assert!(out.applied && out.changed, "{out:?}");
     t.wait_router("A's plain path best at B", P, a_path(&t, 1, false, &a_ip))

@@ -176,6 +176,47 @@ impl Gobgpd {
         .unwrap()
     }
 
+    /// Announces `prefix` from this daemon with ORIGIN INCOMPLETE (through the
+    /// `gobgp` CLI): against a plain announcement of the same AS-path length it
+    /// loses on origin, a step before the age and router-id tie-breaks, which
+    /// depend on timing; against a longer AS path it still wins. Used for the
+    /// second announcer, so "A best" and "C best" are never decided by a race.
+    pub async fn announce_incomplete(&self, prefix: &str, next_hop: &str) {
+        let cli = require_tool("gobgp", "gobgpd");
+        let port = self.api.port().to_string();
+        let args = [
+            "-p",
+            &port,
+            "global",
+            "rib",
+            "-a",
+            "ipv4",
+            "add",
+            prefix,
+            "origin",
+            "incomplete",
+            "nexthop",
+            next_hop,
+        ];
+        wait_for(
+            "the announcement through the gobgp CLI",
+            Duration::from_secs(60),
+            || async {
+                let out = tokio::process::Command::new(&cli)
+                    .args(args)
+                    .output()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&out.stderr).into_owned())
+                }
+            },
+        )
+        .await;
+    }
+
     /// The daemon's log, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{}.log", self.name))).unwrap_or_default()
