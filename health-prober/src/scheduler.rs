@@ -153,15 +153,7 @@ impl ScheduleParams {
 /// over the interval instead of all starting at its region's phase, while the
 /// regions stay `1/n` apart on each target.
 pub fn target_offset(pop: &str, endpoint: &str) -> f64 {
-    // FNV-1a over "pop/endpoint": stable across builds and machines.
-    let h = pop
-        .bytes()
-        .chain(std::iter::once(b'/'))
-        .chain(endpoint.bytes())
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        });
-    (h >> 11) as f64 / (1u64 << 53) as f64
+    meridian_core::ids::stable_fraction(pop.bytes().chain(std::iter::once(b'/')).chain(endpoint.bytes()))
 }
 
 impl Default for ScheduleParams {

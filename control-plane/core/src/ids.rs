@@ -76,6 +76,16 @@ impl fmt::Display for ReplicaId {
     }
 }
 
+/// A stable fraction in `[0, 1)` from `bytes` (FNV-1a, the top 53 bits): the same on
+/// every build and machine, unlike the std hasher. Used where separate processes
+/// must agree on a spread, such as probe phases.
+pub fn stable_fraction(bytes: impl IntoIterator<Item = u8>) -> f64 {
+    let h = bytes.into_iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -136,13 +136,11 @@ impl HealthState {
                 endpoint: endpoint.to_string(),
             });
         };
-        let last = &mut slot.confirm_requested[e];
-        let due = last.is_none_or(|t| t.age_at(now) >= CONFIRMATION_WINDOW);
-        if due {
-            *last = Some(now);
-            self.counters.confirmations += 1;
-        }
-        Ok(due)
+        Ok(confirmation_due(
+            &mut slot.confirm_requested[e],
+            now,
+            &mut self.counters.confirmations,
+        ))
     }
 
     /// Recomputes every region's judgement and every PoP's verdict at `now`, and
@@ -368,6 +366,17 @@ impl HealthState {
                 .collect(),
         }
     }
+}
+
+/// The once-per-[`CONFIRMATION_WINDOW`] gate of one endpoint's confirmation
+/// requests: whether to ask now (then `last` and `count` move).
+fn confirmation_due(last: &mut Option<UnixMillis>, now: UnixMillis, count: &mut u64) -> bool {
+    let due = last.is_none_or(|t| t.age_at(now) >= CONFIRMATION_WINDOW);
+    if due {
+        *last = Some(now);
+        *count += 1;
+    }
+    due
 }
 
 // ---------------------------------------------------------------------------------
@@ -627,15 +636,8 @@ impl HealthState {
                 Ok(IngestEffect::default())
             }
             Applied::InOrder { transitioned } => {
-                let confirm = first_failure && {
-                    let last = &mut pop.confirm_requested[e];
-                    let due = last.is_none_or(|t| t.age_at(now) >= CONFIRMATION_WINDOW);
-                    if due {
-                        *last = Some(now);
-                        self.counters.confirmations += 1;
-                    }
-                    due
-                };
+                let confirm = first_failure
+                    && confirmation_due(&mut pop.confirm_requested[e], now, &mut self.counters.confirmations);
                 if pop.per_region.len() <= region {
                     pop.per_region.resize_with(region + 1, PopRegion::default);
                 }

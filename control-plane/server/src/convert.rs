@@ -48,13 +48,7 @@ pub(crate) fn probe_phase(doc: &TopologyDoc, region: &str) -> f64 {
     ids.sort_unstable();
     match ids.iter().position(|id| *id == region) {
         Some(k) => k as f64 / ids.len() as f64,
-        None => {
-            // FNV-1a: stable across builds and machines, unlike the std hasher.
-            let h = region.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-            });
-            (h % 1_000) as f64 / 1_000.0
-        }
+        None => meridian_core::ids::stable_fraction(region.bytes()),
     }
 }
 

@@ -153,12 +153,18 @@ impl HealthView {
         if transitioned {
             self.evaluate_now.notify_one();
         }
-        if !confirm.is_empty() {
-            metrics::counter!("meridian_control_plane_confirmation_requests_total").increment(confirm.len() as u64);
-            // No stream listening is fine: nobody to ask.
-            let _ = self.confirmations.send(Arc::new(confirm));
-        }
+        self.ask_to_confirm(confirm);
         out
+    }
+
+    /// Sends confirmation requests to every assignment stream of this replica.
+    fn ask_to_confirm(&self, confirm: Vec<ConfirmRequest>) {
+        if confirm.is_empty() {
+            return;
+        }
+        metrics::counter!("meridian_control_plane_confirmation_requests_total").increment(confirm.len() as u64);
+        // No stream listening is fine: nobody to ask.
+        let _ = self.confirmations.send(Arc::new(confirm));
     }
 
     /// A prober's late probes: asks every region to probe those targets now (at most
@@ -186,10 +192,7 @@ impl HealthView {
             }
         }
         metrics::counter!("meridian_control_plane_probe_suspects_total").increment(suspects.len() as u64);
-        if !confirm.is_empty() {
-            metrics::counter!("meridian_control_plane_confirmation_requests_total").increment(confirm.len() as u64);
-            let _ = self.confirmations.send(Arc::new(confirm));
-        }
+        self.ask_to_confirm(confirm);
     }
 
     /// Counts one result rejected before it reached the core (authentication, wire

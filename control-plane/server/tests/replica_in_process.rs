@@ -81,6 +81,34 @@ async fn start_replica(config: &str) -> (String, CancellationToken, tokio::task:
     (endpoint, shutdown, task)
 }
 
+/// Applies `topology`, retrying until the replica has elected itself (a generous
+/// deadline, never a fixed sleep).
+async fn apply_once_elected(
+    ops: &mut meridian_proto::v1::operator_service_client::OperatorServiceClient<tonic::transport::Channel>,
+    topology: &str,
+) {
+    use meridian_proto::v1 as pb;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let req = pb::ApplyTopologyRequest {
+            topology_toml: topology.into(),
+            dry_run: false,
+            reason: "test".into(),
+            override_freeze: false,
+        };
+        match ops.apply_topology(req).await {
+            Ok(r) if r.get_ref().applied => return,
+            other => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "apply never succeeded: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_probe_results_are_rejected_one_by_one_and_the_rest_of_the_batch_lands() {
     use meridian_proto::v1 as pb;
@@ -96,25 +124,7 @@ async fn bad_probe_results_are_rejected_one_by_one_and_the_rest_of_the_batch_lan
     // Apply a one-PoP topology (the replica elects itself; wait for that).
     let mut ops = pb::operator_service_client::OperatorServiceClient::new(channel.clone());
     let topology = "[[pops]]\nid = \"fra1\"\ncapacity = 10\nipv4 = [\"127.0.0.1\"]\n[[pops.endpoints]]\nname = \"tcp\"\nkind = \"tcp\"\naddress = \"127.0.0.1:9\"\n";
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let req = pb::ApplyTopologyRequest {
-            topology_toml: topology.into(),
-            dry_run: false,
-            reason: "test".into(),
-            override_freeze: false,
-        };
-        match ops.apply_topology(req).await {
-            Ok(r) if r.get_ref().applied => break,
-            other => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "apply never succeeded: {other:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    apply_once_elected(&mut ops, topology).await;
 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -292,25 +302,7 @@ async fn a_failure_seen_in_one_region_asks_every_region_to_probe_now() {
     let topology = "[[pops]]\nid = \"fra1\"\ncapacity = 10\nipv4 = [\"127.0.0.1\"]\n[[pops.endpoints]]\nname = \"tcp\"\nkind = \"tcp\"\naddress = \"127.0.0.1:9\"\n\
                     [[pops.endpoints]]\nname = \"web\"\nkind = \"tcp\"\naddress = \"127.0.0.1:10\"\n\
                     [[regions]]\nid = \"eu\"\ndemand = 1\n[[regions]]\nid = \"us\"\ndemand = 1\n";
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let req = pb::ApplyTopologyRequest {
-            topology_toml: topology.into(),
-            dry_run: false,
-            reason: "test".into(),
-            override_freeze: false,
-        };
-        match ops.apply_topology(req).await {
-            Ok(r) if r.get_ref().applied => break,
-            other => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "apply never succeeded: {other:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    apply_once_elected(&mut ops, topology).await;
     fn authed<T>(token: &str, body: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(body);
         req.metadata_mut()
