@@ -12,7 +12,7 @@ use meridian_store::Store;
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
 
-use crate::util::{free_port, require_tool, wait_for};
+use crate::util::{free_ports, require_tool, wait_for};
 
 /// How long a fresh or restarted cluster may take to answer.
 const START_DEADLINE: Duration = Duration::from_secs(30);
@@ -66,12 +66,15 @@ impl EtcdCluster {
             .prefix("meridian-etcd-")
             .tempdir()
             .expect("create temp dir");
+        // Every port of the cluster at once: a member whose peer and client ports
+        // collided could not start.
+        let ports = free_ports(2 * members);
         let members: Vec<Member> = (0..members)
             .map(|i| {
                 let name = format!("m{i}");
                 Member {
-                    client_port: free_port(),
-                    peer_port: free_port(),
+                    client_port: ports[2 * i],
+                    peer_port: ports[2 * i + 1],
                     data_dir: dir.path().join(format!("{name}.data")),
                     log_file: dir.path().join(format!("{name}.log")),
                     name,
